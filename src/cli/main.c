@@ -1,0 +1,128 @@
+/* mtls: the command table and dispatch. Each command parses its own flags. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
+
+#include "cli.h"
+
+#ifndef MTLS_VERSION
+#define MTLS_VERSION "0.1.0"
+#endif
+
+/*
+ * Every command, in the order `mtls --help` lists them. Two-word names are
+ * subcommands of a group ("ca create"); `mtls ca` alone lists its group.
+ */
+static const struct cli_command commands[] = {
+    {"version", cmd_version, "print the version of mtls and of OpenSSL"},
+};
+
+static const size_t n_commands = sizeof(commands) / sizeof(commands[0]);
+
+int cmd_version(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("mtls %s (built with %s, running %s)\n", MTLS_VERSION, OPENSSL_VERSION_TEXT,
+           OpenSSL_version(OPENSSL_VERSION));
+    return EXIT_OK;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: mtls COMMAND [OPTIONS]\n\n"
+               "Mutual TLS from the first CA to a production server.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < n_commands; i++)
+        fprintf(f, "  %-14s  %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun 'mtls COMMAND --help' for the options of one command.\n\n"
+               "exit codes:\n"
+               "  0  success\n"
+               "  1  the operation failed (the message says why)\n"
+               "  2  usage error, or a configuration the server cannot start with\n"
+               "  some commands add their own codes: see their --help\n");
+}
+
+/* Lists the subcommands of group (e.g. "ca"), or returns 0 if there are none. */
+static int list_group(const char *group, FILE *f)
+{
+    size_t len = strlen(group);
+    int found = 0;
+
+    for (size_t i = 0; i < n_commands; i++) {
+        const char *name = commands[i].name;
+
+        if (strncmp(name, group, len) == 0 && name[len] == ' ') {
+            if (!found)
+                fprintf(f, "usage: mtls %s SUBCOMMAND [OPTIONS]\n\nsubcommands:\n", group);
+            fprintf(f, "  %-14s  %s\n", name, commands[i].summary);
+            found = 1;
+        }
+    }
+    if (found)
+        fprintf(f, "\nRun 'mtls %s SUBCOMMAND --help' for its options.\n", group);
+    return found;
+}
+
+static const struct cli_command *find_command(const char *first, const char *second)
+{
+    char two[64];
+
+    if (second != NULL && second[0] != '-') {
+        snprintf(two, sizeof(two), "%s %s", first, second);
+        for (size_t i = 0; i < n_commands; i++) {
+            if (strcmp(commands[i].name, two) == 0)
+                return &commands[i];
+        }
+    }
+    for (size_t i = 0; i < n_commands; i++) {
+        if (strcmp(commands[i].name, first) == 0)
+            return &commands[i];
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    const struct cli_command *cmd;
+    const char *second;
+
+    /* A closed pipe must be a write error we report, not a silent death. */
+    signal(SIGPIPE, SIG_IGN);
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return cli_finish(EXIT_OK);
+    }
+    if (strcmp(argv[1], "--version") == 0)
+        return cli_finish(cmd_version(argc - 1, argv + 1));
+    second = argc > 2 ? argv[2] : NULL;
+    cmd = find_command(argv[1], second);
+    if (cmd == NULL) {
+        if (second == NULL || second[0] == '-') {
+            FILE *f = (second != NULL && (strcmp(second, "--help") == 0 ||
+                                          strcmp(second, "-h") == 0))
+                          ? stdout
+                          : stderr;
+            if (list_group(argv[1], f))
+                return cli_finish(f == stdout ? EXIT_OK : EXIT_USAGE);
+        }
+        if (second != NULL && list_group(argv[1], stderr) != 0) {
+            fprintf(stderr, "mtls: '%s %s' is not a command\n", argv[1], second);
+            return EXIT_USAGE;
+        }
+        fprintf(stderr, "mtls: '%s' is not a command\ntry 'mtls --help'\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    /* The command sees argv starting at its last word. */
+    if (strchr(cmd->name, ' ') != NULL)
+        return cli_finish(cmd->fn(argc - 2, argv + 2));
+    return cli_finish(cmd->fn(argc - 1, argv + 1));
+}
