@@ -17,6 +17,8 @@
  * subcommands of a group ("ca create"); `mtls ca` alone lists its group.
  */
 static const struct cli_command commands[] = {
+    {"init", cmd_init, "make the tutorial's PKI: two CAs, a client and a server certificate"},
+    {"bench", cmd_bench, "load an HTTPS server with mTLS clients; measure its CPU"},
     {"version", cmd_version, "print the version of mtls and of OpenSSL"},
 };
 

@@ -1,0 +1,295 @@
+/*
+ * mtls/pki.h - keys, names, CSRs, certificates, the CA folder and
+ * verification: the PKI half of libmtls.
+ *
+ * Every function returns 0 or a negative MTLS_E_* code and fills err with a
+ * one-line message naming the file or value. Nothing here prints, exits or
+ * touches a socket. OpenSSL objects handed out are owned by the caller
+ * unless a comment says "borrowed".
+ */
+#ifndef MTLS_PKI_H
+#define MTLS_PKI_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "mtls/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- keys ------------------------------------------------------------ */
+
+typedef enum mtls_key_type {
+    MTLS_KEY_EC = 0, /* ECDSA; P-256 unless bits say 384 or 521 (the default) */
+    MTLS_KEY_RSA,    /* RSA, 2048 bits unless bits say more (the article's) */
+    MTLS_KEY_ED25519 /* Ed25519: TLS 1.3 only, not accepted by browsers */
+} mtls_key_type;
+
+#define MTLS_RSA_BITS_DEFAULT 2048
+#define MTLS_PEM_MAX (1024 * 1024) /* the largest PEM file we read */
+
+/** Parses "ec", "rsa" or "ed25519". Returns 0 or MTLS_E_INVALID. */
+int mtls_key_type_parse(const char *name, mtls_key_type *out, mtls_err *err);
+
+/** "ec", "rsa", "ed25519" (static). */
+const char *mtls_key_type_name(mtls_key_type type);
+
+/**
+ * Generates a new private key. bits 0 means the default (P-256, RSA-2048);
+ * EC takes 256, 384 or 521, RSA 2048 to 16384, Ed25519 only 0.
+ * *out is owned by the caller. Returns 0, MTLS_E_INVALID (bad bits) or
+ * MTLS_E_CRYPTO.
+ */
+int mtls_key_generate(mtls_key_type type, int bits, EVP_PKEY **out, mtls_err *err);
+
+/**
+ * Encodes key as PKCS#8 PEM, encrypted with AES-256-CBC when password is
+ * not NULL. *pem (NUL-terminated, *len bytes) is owned by the caller, who
+ * frees it with mtls_free_secret(*pem, *len).
+ */
+int mtls_key_to_pem(EVP_PKEY *key, const char *password, char **pem, size_t *len,
+                    mtls_err *err);
+
+/**
+ * Reads a PEM private key (PKCS#8, PKCS#1 or SEC1; encrypted ones need
+ * password). Errors name the file: missing, not PEM, a certificate where a
+ * key was expected, encrypted without a password, wrong password.
+ */
+int mtls_key_load(const char *path, const char *password, EVP_PKEY **out, mtls_err *err);
+
+/** 1 when key is the private half of cert's public key, else 0. */
+int mtls_key_matches_cert(EVP_PKEY *key, X509 *cert);
+
+/** "EC P-256", "RSA 2048", "Ed25519" into buf; returns buf. */
+char *mtls_key_describe(EVP_PKEY *key, char *buf, size_t size);
+
+/* ---- PEM files -------------------------------------------------------- */
+
+/**
+ * Reads the first certificate of a PEM (or DER) file. Errors name the file
+ * and say what it holds instead (a key, a CSR, nothing PEM).
+ */
+int mtls_cert_load(const char *path, X509 **out, mtls_err *err);
+
+/** Reads every certificate of a PEM bundle (at least one) into a new stack. */
+int mtls_cert_load_all(const char *path, STACK_OF(X509) **out, mtls_err *err);
+
+/** Reads a PEM (or DER) certificate signing request. */
+int mtls_csr_load(const char *path, X509_REQ **out, mtls_err *err);
+
+/**
+ * What a PEM file holds, from its first "-----BEGIN x-----" line:
+ * "CERTIFICATE", "CERTIFICATE REQUEST", "PRIVATE KEY", ... into buf, or ""
+ * when the data is not PEM. Returns buf.
+ */
+char *mtls_pem_label(const char *data, char *buf, size_t size);
+
+/** Encodes cert (or req) as PEM into a new buffer (*pem, free()). */
+int mtls_cert_to_pem(X509 *cert, char **pem, size_t *len, mtls_err *err);
+int mtls_csr_to_pem(X509_REQ *req, char **pem, size_t *len, mtls_err *err);
+
+/* ---- names ------------------------------------------------------------ */
+
+/**
+ * Parses one subjectAltName: "DNS:name", "IP:addr", "email:addr", "URI:uri",
+ * or a bare value typed automatically (an IPv4/IPv6 address is IP, anything
+ * else a DNS name, checked for letters, digits, '-', '.', a leading "*.").
+ * Appends it to *gens (created when NULL). Returns 0 or MTLS_E_INVALID.
+ */
+int mtls_san_add(GENERAL_NAMES **gens, const char *value, mtls_err *err);
+
+/** Checks a common name: 1 to 64 characters, printable UTF-8. */
+int mtls_cn_check(const char *cn, mtls_err *err);
+
+/** A new X509_NAME "CN=cn" (caller frees). */
+int mtls_name_from_cn(const char *cn, X509_NAME **out, mtls_err *err);
+
+/* ---- CSRs ------------------------------------------------------------- */
+
+/**
+ * Makes a CSR for key with subject CN=cn and, when sans is not NULL
+ * (borrowed), a subjectAltName extension. Signed with SHA-256 (EC, RSA) or
+ * pure Ed25519. *out owned by the caller.
+ */
+int mtls_csr_create(EVP_PKEY *key, const char *cn, const GENERAL_NAMES *sans, X509_REQ **out,
+                    mtls_err *err);
+
+/**
+ * Checks that req is signed by its own key. path names it in the message:
+ * "CSR 'x.csr' has a bad signature". Returns 0 or MTLS_E_VERIFY.
+ */
+int mtls_csr_check_signature(X509_REQ *req, const char *path, mtls_err *err);
+
+/** The SANs requested in req (a new stack, or NULL when it asks for none). */
+GENERAL_NAMES *mtls_csr_sans(X509_REQ *req);
+
+/* ---- profiles and issuing --------------------------------------------- */
+
+typedef enum mtls_profile {
+    MTLS_PROFILE_CLIENT = 1, /* EKU clientAuth */
+    MTLS_PROFILE_SERVER = 2, /* EKU serverAuth */
+} mtls_profile;
+
+/** Parses "client" or "server". Returns 0 or MTLS_E_INVALID. */
+int mtls_profile_parse(const char *name, mtls_profile *out, mtls_err *err);
+
+/** "client" or "server" (static). */
+const char *mtls_profile_name(mtls_profile profile);
+
+#define MTLS_CA_DAYS_DEFAULT 3650
+#define MTLS_LEAF_DAYS_DEFAULT 365
+#define MTLS_DAYS_MAX 36500
+#define MTLS_SKEW_SECONDS 300 /* notBefore this far back, for clock skew */
+
+/** What to put in a leaf certificate. Pointers are borrowed. */
+typedef struct mtls_issue {
+    mtls_profile profile;
+    const X509_NAME *subject; /* the whole subject, e.g. from a CSR */
+    EVP_PKEY *pubkey;         /* the certified key (only its public half is used) */
+    const GENERAL_NAMES *sans; /* NULL or empty: none (server: the CN, when it is a host name) */
+    int days;                 /* 0: MTLS_LEAF_DAYS_DEFAULT; never past the CA's notAfter */
+} mtls_issue;
+
+/* ---- the CA folder ----------------------------------------------------
+ *
+ * A CA named by PREFIX lives in these files:
+ *   PREFIX.crt          the CA certificate (PEM)
+ *   PREFIX.key          its private key (PEM, 0600)
+ *   PREFIX.index        what it issued, in `openssl ca`'s index.txt format:
+ *                       V|R|E TAB notAfter TAB revoked[,reason] TAB SERIAL TAB unknown TAB /CN=..
+ *   PREFIX.index.attr   "unique_subject = no" (for `openssl ca`)
+ *   PREFIX.certs/       a copy of each issued certificate, SERIAL.pem
+ *   PREFIX.lock         taken with flock(2) while the inventory changes
+ * Serials are 128 random bits (first bit clear), unique in the index.
+ */
+
+typedef struct mtls_ca mtls_ca;
+
+/** One line of the inventory. */
+typedef struct mtls_ca_record {
+    char status;        /* 'V' valid, 'R' revoked, 'E' expired */
+    char expiry[20];    /* notAfter as in the index: YYMMDDHHMMSSZ (or 4-digit year) */
+    char revoked[64];   /* "YYMMDDHHMMSSZ[,reason]" or "" */
+    char serial[84];    /* upper-case hex, as BN_bn2hex writes it */
+    char *subject;      /* "/CN=localclient" (owned) */
+} mtls_ca_record;
+
+/** What a new CA looks like. */
+typedef struct mtls_ca_opts {
+    const char *cn;
+    int days;             /* 0: MTLS_CA_DAYS_DEFAULT */
+    mtls_key_type key_type;
+    int bits;             /* 0: the key type's default */
+} mtls_ca_opts;
+
+/**
+ * Makes a new self-signed CA in memory (key, certificate, empty
+ * inventory) for the files at prefix; nothing is written until
+ * mtls_ca_stage(). *out is freed with mtls_ca_free().
+ */
+int mtls_ca_generate(const char *prefix, const mtls_ca_opts *opts, mtls_ca **out, mtls_err *err);
+
+/**
+ * Stages every file of a CA made by mtls_ca_generate() (certificate, key,
+ * index, index.attr, copies of what it signed since) into txn, and creates
+ * the PREFIX.certs folder. The key is encrypted when key_password is not
+ * NULL. The caller commits txn. Returns 0 or an error.
+ */
+int mtls_ca_stage(mtls_ca *ca, mtls_txn *txn, const char *key_password, mtls_err *err);
+
+/**
+ * After a failed commit of what mtls_ca_stage() staged: removes the
+ * PREFIX.certs folder again when mtls_ca_stage() created it and it is
+ * still empty. NULL-safe.
+ */
+void mtls_ca_unstage(mtls_ca *ca);
+
+/**
+ * Opens the CA at prefix: reads PREFIX.crt and PREFIX.key (decrypted with
+ * key_password when encrypted) and checks that they belong together and
+ * that the certificate is a CA. Errors name the file and what to do.
+ */
+int mtls_ca_open(const char *prefix, const char *key_password, mtls_ca **out, mtls_err *err);
+
+/** Frees ca (wiping its key). NULL-safe. */
+void mtls_ca_free(mtls_ca *ca);
+
+/** The CA certificate and key (borrowed, valid until mtls_ca_free()). */
+X509 *mtls_ca_cert(const mtls_ca *ca);
+EVP_PKEY *mtls_ca_key(const mtls_ca *ca);
+const char *mtls_ca_prefix(const mtls_ca *ca);
+
+/**
+ * Signs a leaf certificate in memory: a fresh serial unique in the
+ * inventory ca holds, the profile's extensions, validity from
+ * MTLS_SKEW_SECONDS ago for issue->days (clamped to the CA's notAfter;
+ * *clamped set to 1 then, when clamped is not NULL). The record is added to
+ * ca's in-memory inventory only: use this for a CA that mtls_ca_stage()
+ * writes, or go through mtls_ca_issue().
+ */
+int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped, mtls_err *err);
+
+/**
+ * Called by mtls_ca_issue() with the inventory lock held, after the
+ * certificate is recorded: write the outputs here. A negative return undoes
+ * the record (the previous inventory is put back).
+ */
+typedef int (*mtls_ca_deliver_fn)(void *arg, X509 *cert, mtls_err *err);
+
+/**
+ * Issues a certificate from an opened CA, safely under concurrency: takes
+ * an exclusive flock on PREFIX.lock, re-reads PREFIX.index, signs
+ * (mtls_ca_sign), writes PREFIX.certs/SERIAL.pem and the new index
+ * atomically (temp + rename), then calls deliver (may be NULL). *out (may
+ * be NULL) receives the certificate, owned by the caller.
+ */
+int mtls_ca_issue(mtls_ca *ca, const mtls_issue *issue, mtls_ca_deliver_fn deliver, void *arg,
+                  X509 **out, int *clamped, mtls_err *err);
+
+/** The records of ca's inventory as last read or changed (borrowed). */
+const mtls_ca_record *mtls_ca_records(const mtls_ca *ca, size_t *n);
+
+/* ---- verification ----------------------------------------------------- */
+
+/** What mtls_verify() checks beyond the chain, signatures and dates. */
+typedef struct mtls_verify_opts {
+    int purpose;      /* 0 any, or an mtls_profile: client or server authentication */
+    const char *host; /* NULL, or a host name / IP address that must be in the SANs */
+    time_t at;        /* 0: now; else verify as of this time */
+} mtls_verify_opts;
+
+/**
+ * Verifies leaf (borrowed) against the trusted certificates (borrowed;
+ * every one a trust anchor), with untrusted (may be NULL) as intermediates.
+ * Returns 0 when valid, or MTLS_E_VERIFY with err->msg one plain sentence
+ * naming the failed check (issuer not trusted, expired on DATE, not valid
+ * until DATE, wrong purpose, host not in SANs, signature invalid), or
+ * another error code when verification could not run.
+ */
+int mtls_verify(X509 *leaf, STACK_OF(X509) *untrusted, STACK_OF(X509) *trusted,
+                const mtls_verify_opts *opts, mtls_err *err);
+
+/**
+ * The plain sentence for a failed X509_STORE_CTX (after X509_verify_cert()
+ * or in a verify callback): which certificate, which check, why. purpose
+ * is the mtls_profile that was checked (0: none), host the expected host
+ * name or NULL. Writes into buf and returns it. The tls layer uses this for
+ * its handshake logs.
+ */
+char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, char *buf,
+                         size_t size);
+
+/** Formats t as "2027-11-26 23:59:59 UTC" into buf; returns buf. */
+char *mtls_time_human(time_t t, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

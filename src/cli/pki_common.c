@@ -1,0 +1,124 @@
+/* Helpers shared by the PKI commands. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pki_common.h"
+
+int pki_key_type_arg(const struct cli_spec *spec, const char *value, mtls_key_type *out)
+{
+    mtls_err err;
+
+    *out = MTLS_KEY_EC;
+    if (value == NULL)
+        return 0;
+    if (mtls_key_type_parse(value, out, &err) != 0)
+        return cli_usage_error(spec, "%s", err.msg);
+    return 0;
+}
+
+int pki_profile_arg(const struct cli_spec *spec, const char *value, mtls_profile *out)
+{
+    mtls_err err;
+
+    if (value == NULL)
+        return cli_usage_error(spec, "--profile is required: client or server");
+    if (mtls_profile_parse(value, out, &err) != 0)
+        return cli_usage_error(spec, "%s", err.msg);
+    return 0;
+}
+
+int pki_sans_arg(const struct cli_spec *spec, const struct cli_list *sans, GENERAL_NAMES **gens)
+{
+    mtls_err err;
+
+    for (size_t i = 0; i < sans->n; i++) {
+        if (mtls_san_add(gens, sans->items[i], &err) != 0)
+            return cli_usage_error(spec, "%s", err.msg);
+    }
+    return 0;
+}
+
+char *pki_path_join(const char *dir, const char *name)
+{
+    size_t n;
+    char *p;
+
+    if (dir == NULL || strcmp(dir, ".") == 0)
+        return strdup(name);
+    n = strlen(dir) + strlen(name) + 2;
+    p = malloc(n);
+    if (p != NULL)
+        snprintf(p, n, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", name);
+    return p;
+}
+
+int pki_check_new(const char *path, int force, mtls_err *err)
+{
+    if (!force && mtls_file_exists(path))
+        return mtls_err_set(err, MTLS_E_EXISTS, "'%s' already exists: pass --force to overwrite it",
+                            path);
+    return 0;
+}
+
+char *pki_expiry_words(time_t not_after, char *buf, size_t size)
+{
+    time_t now = time(NULL);
+    long days;
+
+    if (not_after > now) {
+        days = (long)((not_after - now) / 86400);
+        if (days == 0)
+            snprintf(buf, size, "expires in less than a day");
+        else
+            snprintf(buf, size, "expires in %ld day%s", days, days == 1 ? "" : "s");
+    } else {
+        days = (long)((now - not_after) / 86400);
+        if (days == 0)
+            snprintf(buf, size, "expired less than a day ago");
+        else
+            snprintf(buf, size, "expired %ld day%s ago", days, days == 1 ? "" : "s");
+    }
+    return buf;
+}
+
+char *pki_sans_line(const GENERAL_NAMES *gens, char *buf, size_t size)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (int i = 0; i < sk_GENERAL_NAME_num(gens) && used < size; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        char value[INET6_ADDRSTRLEN + 1] = "";
+        const char *type = "other";
+        const ASN1_STRING *s = NULL;
+
+        switch (g->type) {
+        case GEN_DNS:
+            type = "DNS";
+            s = g->d.dNSName;
+            break;
+        case GEN_EMAIL:
+            type = "email";
+            s = g->d.rfc822Name;
+            break;
+        case GEN_URI:
+            type = "URI";
+            s = g->d.uniformResourceIdentifier;
+            break;
+        case GEN_IPADD:
+            type = "IP";
+            if (ASN1_STRING_length(g->d.iPAddress) == 4 || ASN1_STRING_length(g->d.iPAddress) == 16)
+                inet_ntop(ASN1_STRING_length(g->d.iPAddress) == 4 ? AF_INET : AF_INET6,
+                          ASN1_STRING_get0_data(g->d.iPAddress), value, sizeof(value));
+            break;
+        default:
+            break;
+        }
+        used += (size_t)snprintf(buf + used, size - used, "%s%s:%.*s%s", i ? ", " : "", type,
+                                 s ? ASN1_STRING_length(s) : 0,
+                                 s ? (const char *)ASN1_STRING_get0_data(s) : "", value);
+    }
+    return buf;
+}

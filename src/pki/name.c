@@ -1,0 +1,234 @@
+/* Names: common names, subjectAltNames, profiles, dates for people. */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/asn1.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "mtls/pki.h"
+
+static int valid_utf8(const unsigned char *s)
+{
+    while (*s != '\0') {
+        int extra;
+
+        if (*s < 0x80)
+            extra = 0;
+        else if ((*s & 0xE0) == 0xC0)
+            extra = 1;
+        else if ((*s & 0xF0) == 0xE0)
+            extra = 2;
+        else if ((*s & 0xF8) == 0xF0)
+            extra = 3;
+        else
+            return 0;
+        s++;
+        for (int i = 0; i < extra; i++, s++) {
+            if ((*s & 0xC0) != 0x80)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+int mtls_cn_check(const char *cn, mtls_err *err)
+{
+    size_t chars = 0;
+
+    if (cn[0] == '\0')
+        return mtls_err_set(err, MTLS_E_INVALID, "the common name is empty: pass --cn NAME");
+    if (!valid_utf8((const unsigned char *)cn))
+        return mtls_err_set(err, MTLS_E_INVALID, "common name '%s' is not valid UTF-8", cn);
+    for (const unsigned char *p = (const unsigned char *)cn; *p != '\0'; p++) {
+        if (*p < 0x20 || *p == 0x7F)
+            return mtls_err_set(err, MTLS_E_INVALID,
+                                "common name '%s' contains a control character", cn);
+        if ((*p & 0xC0) != 0x80)
+            chars++;
+    }
+    /* X.520's upper bound for a commonName (ub-common-name). */
+    if (chars > 64)
+        return mtls_err_set(err, MTLS_E_INVALID,
+                            "common name '%s' is longer than 64 characters", cn);
+    return 0;
+}
+
+int mtls_name_from_cn(const char *cn, X509_NAME **out, mtls_err *err)
+{
+    X509_NAME *name;
+    int rc;
+
+    *out = NULL;
+    rc = mtls_cn_check(cn, err);
+    if (rc != 0)
+        return rc;
+    name = X509_NAME_new();
+    if (name == NULL ||
+        X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
+                                   (const unsigned char *)cn, -1, -1, 0) != 1) {
+        X509_NAME_free(name);
+        return mtls_err_ssl(err, MTLS_E_INVALID, "cannot use '%s' as a common name", cn);
+    }
+    *out = name;
+    return 0;
+}
+
+static int valid_dns(const char *s)
+{
+    size_t len = strlen(s), label = 0;
+
+    if (len == 0 || len > 253)
+        return 0;
+    /* A wildcard is only allowed as the whole leftmost label. */
+    if (s[0] == '*') {
+        if (s[1] != '.' || s[2] == '\0')
+            return 0;
+        s += 2;
+    }
+    for (const char *p = s;; p++) {
+        if (*p == '.' || *p == '\0') {
+            if (label == 0 || p[-1] == '-')
+                return 0;
+            if (*p == '\0')
+                return 1;
+            label = 0;
+            continue;
+        }
+        if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '_'))
+            return 0;
+        if (label == 0 && *p == '-')
+            return 0;
+        if (++label > 63)
+            return 0;
+    }
+}
+
+static int prefix_is(const char *value, const char *prefix, const char **rest)
+{
+    size_t n = strlen(prefix);
+
+    if (strncasecmp(value, prefix, n) != 0)
+        return 0;
+    *rest = value + n;
+    return 1;
+}
+
+int mtls_san_add(GENERAL_NAMES **gens, const char *value, mtls_err *err)
+{
+    GENERAL_NAME *gen = NULL;
+    ASN1_IA5STRING *ia5 = NULL;
+    ASN1_OCTET_STRING *ip = NULL;
+    const char *v = value;
+    int type, rc;
+
+    if (prefix_is(value, "DNS:", &v)) {
+        type = GEN_DNS;
+    } else if (prefix_is(value, "IP:", &v)) {
+        type = GEN_IPADD;
+    } else if (prefix_is(value, "email:", &v)) {
+        type = GEN_EMAIL;
+    } else if (prefix_is(value, "URI:", &v)) {
+        type = GEN_URI;
+    } else {
+        /* A bare value: an address is an IP SAN, anything else a host name. */
+        ip = a2i_IPADDRESS(value);
+        ERR_clear_error();
+        type = ip != NULL ? GEN_IPADD : GEN_DNS;
+    }
+    switch (type) {
+    case GEN_IPADD:
+        if (ip == NULL)
+            ip = a2i_IPADDRESS(v);
+        if (ip == NULL) {
+            ERR_clear_error();
+            rc = mtls_err_set(err, MTLS_E_INVALID,
+                              "SAN '%s' is not an IPv4 or IPv6 address", value);
+            goto out;
+        }
+        break;
+    case GEN_DNS:
+        if (!valid_dns(v)) {
+            rc = mtls_err_set(err, MTLS_E_INVALID,
+                              "SAN '%s' is not a valid host name (letters, digits, '-' and '.'; "
+                              "a leading '*.' for a wildcard)",
+                              value);
+            goto out;
+        }
+        break;
+    case GEN_EMAIL:
+        if (strchr(v, '@') == NULL || strpbrk(v, " \t\r\n") != NULL) {
+            rc = mtls_err_set(err, MTLS_E_INVALID, "SAN '%s' is not an e-mail address", value);
+            goto out;
+        }
+        break;
+    case GEN_URI:
+        if (strchr(v, ':') == NULL || strpbrk(v, " \t\r\n") != NULL) {
+            rc = mtls_err_set(err, MTLS_E_INVALID, "SAN '%s' is not a URI (scheme:...)", value);
+            goto out;
+        }
+        break;
+    }
+    gen = GENERAL_NAME_new();
+    if (gen == NULL)
+        goto nomem;
+    if (type == GEN_IPADD) {
+        GENERAL_NAME_set0_value(gen, GEN_IPADD, ip);
+        ip = NULL;
+    } else {
+        ia5 = ASN1_IA5STRING_new();
+        if (ia5 == NULL || ASN1_STRING_set(ia5, v, (int)strlen(v)) != 1)
+            goto nomem;
+        GENERAL_NAME_set0_value(gen, type, ia5);
+        ia5 = NULL;
+    }
+    if (*gens == NULL && (*gens = GENERAL_NAMES_new()) == NULL)
+        goto nomem;
+    /* The same name twice (from a CSR and --san) is listed once. */
+    for (int i = 0; i < sk_GENERAL_NAME_num(*gens); i++) {
+        if (GENERAL_NAME_cmp(sk_GENERAL_NAME_value(*gens, i), gen) == 0) {
+            rc = 0;
+            goto out;
+        }
+    }
+    if (sk_GENERAL_NAME_push(*gens, gen) <= 0)
+        goto nomem;
+    gen = NULL;
+    rc = 0;
+    goto out;
+nomem:
+    rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+out:
+    GENERAL_NAME_free(gen);
+    ASN1_IA5STRING_free(ia5);
+    ASN1_OCTET_STRING_free(ip);
+    return rc;
+}
+
+int mtls_profile_parse(const char *name, mtls_profile *out, mtls_err *err)
+{
+    if (strcmp(name, "client") == 0)
+        *out = MTLS_PROFILE_CLIENT;
+    else if (strcmp(name, "server") == 0)
+        *out = MTLS_PROFILE_SERVER;
+    else
+        return mtls_err_set(err, MTLS_E_INVALID, "unknown profile '%s': use client or server",
+                            name);
+    return 0;
+}
+
+const char *mtls_profile_name(mtls_profile profile)
+{
+    return profile == MTLS_PROFILE_SERVER ? "server" : "client";
+}
+
+char *mtls_time_human(time_t t, char *buf, size_t size)
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    return buf;
+}

@@ -1,0 +1,222 @@
+/* Verification: chain, signatures, dates, purpose, host name, and one plain
+ * sentence that says which check failed. */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+
+#include "mtls/certinfo.h"
+#include "mtls/pki.h"
+
+static time_t asn1_time_t(const ASN1_TIME *at)
+{
+    struct tm tm;
+
+    if (at == NULL || ASN1_TIME_to_tm(at, &tm) != 1)
+        return 0;
+    return timegm(&tm);
+}
+
+/* "the certificate 'CN=x'" or "the CA certificate 'CN=x'". */
+static void who(X509 *cert, int depth, char *buf, size_t size)
+{
+    char name[MTLS_NAME_MAX];
+
+    mtls_name_oneline(X509_get_subject_name(cert), name, sizeof(name));
+    snprintf(buf, size, "%s '%s'", depth > 0 ? "CA certificate" : "certificate", name);
+}
+
+static void eku_list(X509 *cert, char *buf, size_t size)
+{
+    EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(cert, NID_ext_key_usage, NULL, NULL);
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (int i = 0; eku != NULL && i < sk_ASN1_OBJECT_num(eku) && used < size; i++) {
+        int nid = OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i));
+
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "",
+                                 nid != NID_undef ? OBJ_nid2ln(nid) : "an unknown usage");
+    }
+    EXTENDED_KEY_USAGE_free(eku);
+}
+
+static void sans_list(X509 *cert, char *buf, size_t size)
+{
+    mtls_cert_info info;
+
+    buf[0] = '\0';
+    if (mtls_cert_info_init(&info, cert, NULL) != 0)
+        return;
+    mtls_cert_info_sans_line(&info, buf, size);
+    mtls_cert_info_release(&info);
+}
+
+/* 1 when a trusted certificate has this subject name (but another key). */
+static int trusted_namesake(X509_STORE_CTX *ctx, const X509_NAME *name)
+{
+    STACK_OF(X509) *same = X509_STORE_CTX_get1_certs(ctx, (X509_NAME *)name);
+    int found = same != NULL && sk_X509_num(same) > 0;
+
+    sk_X509_pop_free(same, X509_free);
+    ERR_clear_error();
+    return found;
+}
+
+char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, char *buf,
+                         size_t size)
+{
+    int code = X509_STORE_CTX_get_error(ctx);
+    int depth = X509_STORE_CTX_get_error_depth(ctx);
+    X509 *cert = X509_STORE_CTX_get_current_cert(ctx);
+    char subj[MTLS_NAME_MAX + 32], issuer[MTLS_NAME_MAX], when[48], list[512];
+
+    if (cert == NULL) {
+        snprintf(buf, size, "verification failed: %s", X509_verify_cert_error_string(code));
+        return buf;
+    }
+    who(cert, depth, subj, sizeof(subj));
+    mtls_name_oneline(X509_get_issuer_name(cert), issuer, sizeof(issuer));
+    switch (code) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        if (trusted_namesake(ctx, X509_get_issuer_name(cert)))
+            snprintf(buf, size,
+                     "issuer not trusted: %s was issued by a CA named '%s', but not by the one "
+                     "trusted here (same name, another key)",
+                     subj, issuer);
+        else
+            snprintf(buf, size,
+                     "issuer not trusted: %s was issued by '%s', which is not a trusted CA", subj,
+                     issuer);
+        break;
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+        snprintf(buf, size, "issuer not trusted: %s is self-signed and not a trusted CA", subj);
+        break;
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        snprintf(buf, size, "issuer not trusted: the chain ends at %s, which is not a trusted CA",
+                 subj);
+        break;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        snprintf(buf, size, "%s expired on %s", subj,
+                 mtls_time_human(asn1_time_t(X509_get0_notAfter(cert)), when, sizeof(when)));
+        break;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        snprintf(buf, size, "%s is not valid yet: not until %s", subj,
+                 mtls_time_human(asn1_time_t(X509_get0_notBefore(cert)), when, sizeof(when)));
+        break;
+    case X509_V_ERR_INVALID_PURPOSE: {
+        const char *want = purpose == MTLS_PROFILE_SERVER   ? "TLS server authentication"
+                           : purpose == MTLS_PROFILE_CLIENT ? "TLS client authentication"
+                                                            : "this purpose";
+
+        eku_list(cert, list, sizeof(list));
+        if (list[0] != '\0')
+            snprintf(buf, size, "wrong purpose: %s is not for %s (its extended key usage: %s)",
+                     subj, want, list);
+        else
+            snprintf(buf, size, "wrong purpose: %s is not for %s (its key usage forbids it)",
+                     subj, want);
+        break;
+    }
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+        sans_list(cert, list, sizeof(list));
+        snprintf(buf, size, "host name '%s' is not in the SANs of %s (%s)", host ? host : "?",
+                 subj, list[0] ? list : "it has none");
+        break;
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
+        snprintf(buf, size,
+                 "signature invalid: %s is not signed by the key of its issuer '%s' (altered, or "
+                 "issued by another CA of the same name)",
+                 subj, issuer);
+        break;
+    case X509_V_ERR_CERT_REVOKED:
+        snprintf(buf, size, "%s has been revoked by its CA '%s'", subj, issuer);
+        break;
+    case X509_V_ERR_INVALID_CA:
+        snprintf(buf, size, "issuer not trusted: %s is not a CA (no basicConstraints CA:TRUE)",
+                 subj);
+        break;
+    case X509_V_ERR_PATH_LENGTH_EXCEEDED:
+        snprintf(buf, size,
+                 "issuer not trusted: the chain is longer than the path length %s allows", subj);
+        break;
+    default:
+        snprintf(buf, size, "%s did not verify: %s", subj, X509_verify_cert_error_string(code));
+        break;
+    }
+    return buf;
+}
+
+static int looks_like_ip(const char *host)
+{
+    ASN1_OCTET_STRING *ip = a2i_IPADDRESS(host);
+    int yes = ip != NULL;
+
+    ASN1_OCTET_STRING_free(ip);
+    ERR_clear_error();
+    return yes;
+}
+
+int mtls_verify(X509 *leaf, STACK_OF(X509) *untrusted, STACK_OF(X509) *trusted,
+                const mtls_verify_opts *opts, mtls_err *err)
+{
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    X509_VERIFY_PARAM *param;
+    char reason[MTLS_ERR_MSG_MAX];
+    int rc;
+
+    if (store == NULL || ctx == NULL) {
+        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot set up verification");
+        goto out;
+    }
+    for (int i = 0; i < sk_X509_num(trusted); i++) {
+        if (X509_STORE_add_cert(store, sk_X509_value(trusted, i)) != 1) {
+            /* The same CA twice in a bundle is harmless. */
+            ERR_clear_error();
+        }
+    }
+    if (X509_STORE_CTX_init(ctx, store, leaf, untrusted) != 1) {
+        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot set up verification");
+        goto out;
+    }
+    param = X509_STORE_CTX_get0_param(ctx);
+    if (opts != NULL && opts->purpose != 0 &&
+        X509_STORE_CTX_set_purpose(ctx, opts->purpose == MTLS_PROFILE_SERVER
+                                            ? X509_PURPOSE_SSL_SERVER
+                                            : X509_PURPOSE_SSL_CLIENT) != 1) {
+        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot set the purpose to check");
+        goto out;
+    }
+    if (opts != NULL && opts->host != NULL) {
+        int ok = looks_like_ip(opts->host) ? X509_VERIFY_PARAM_set1_ip_asc(param, opts->host)
+                                           : X509_VERIFY_PARAM_set1_host(param, opts->host, 0);
+
+        if (ok != 1) {
+            rc = mtls_err_ssl(err, MTLS_E_INVALID, "cannot check host name '%s'", opts->host);
+            goto out;
+        }
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    }
+    if (opts != NULL && opts->at != 0)
+        X509_VERIFY_PARAM_set_time(param, opts->at);
+    if (X509_verify_cert(ctx) == 1) {
+        rc = 0;
+        goto out;
+    }
+    mtls_verify_reason(ctx, opts != NULL ? opts->purpose : 0, opts != NULL ? opts->host : NULL,
+                       reason, sizeof(reason));
+    rc = mtls_err_set(err, MTLS_E_VERIFY, "%s", reason);
+out:
+    ERR_clear_error();
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+    return rc;
+}
