@@ -1,0 +1,1250 @@
+/*
+ * The mTLS load generator: one thread, one libuv loop, one client SSL_CTX,
+ * many connections. Each connection is a small state machine
+ *
+ *   connect -> handshake -> write request -> read response -> (next request | close)
+ *
+ * on a non-blocking socket watched with uv_poll_t; OpenSSL reads and writes
+ * the socket itself (no memory BIOs). A closed connection is replaced by a
+ * new one, so that the number of connections stays constant for the run.
+ * One 10 ms timer checks deadlines, restarts connections after an error and
+ * ends the run.
+ */
+#include <errno.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <uv.h>
+
+#include "mtls/loadgen.h"
+
+#define HEADER_MAX 8192      /* response headers larger than this are a protocol error */
+#define SCRATCH_SIZE 16384   /* response bodies are read here and dropped */
+#define TICK_MS 10           /* deadline and restart checks */
+#define RETRY_DELAY_NS 10000000ull /* a failed connection is replaced after 10 ms */
+#define IDLE_MAX_HANDSHAKING 128   /* idle mode: handshakes in flight at once */
+#define NS 1000000000ull
+
+/* ---- latency histogram ----------------------------------------------- */
+
+/*
+ * Log-linear buckets over microseconds: exact below 64 us, then 32 buckets
+ * per power of two (about 3 % resolution), up to 2^37 us.
+ */
+#define HIST_LINEAR 64
+#define HIST_SUB 32
+#define HIST_MAX_EXP 37
+#define HIST_BUCKETS (HIST_LINEAR + (HIST_MAX_EXP - 6 + 1) * HIST_SUB)
+
+struct hist {
+    uint64_t n[HIST_BUCKETS];
+    uint64_t count;
+    double sum;
+    uint64_t max;
+};
+
+static size_t hist_index(uint64_t us)
+{
+    unsigned e;
+
+    if (us < HIST_LINEAR)
+        return (size_t)us;
+    if (us >= (1ull << (HIST_MAX_EXP + 1)))
+        us = (1ull << (HIST_MAX_EXP + 1)) - 1;
+    e = 63u - (unsigned)__builtin_clzll(us);
+    return HIST_LINEAR + (size_t)(e - 6) * HIST_SUB + (size_t)((us >> (e - 5)) - HIST_SUB);
+}
+
+/* The lowest value that falls into bucket i. */
+static uint64_t hist_value(size_t i)
+{
+    size_t e, m;
+
+    if (i < HIST_LINEAR)
+        return i;
+    e = (i - HIST_LINEAR) / HIST_SUB + 6;
+    m = (i - HIST_LINEAR) % HIST_SUB + HIST_SUB;
+    return (uint64_t)m << (e - 5);
+}
+
+static void hist_add(struct hist *h, uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+
+    h->n[hist_index(us)]++;
+    h->count++;
+    h->sum += (double)us;
+    if (us > h->max)
+        h->max = us;
+}
+
+static double hist_percentile(const struct hist *h, double p)
+{
+    uint64_t rank = (uint64_t)(p * (double)h->count + 0.999999), seen = 0;
+
+    if (h->count == 0)
+        return 0;
+    if (rank < 1)
+        rank = 1;
+    for (size_t i = 0; i < HIST_BUCKETS; i++) {
+        seen += h->n[i];
+        if (seen >= rank) {
+            double v = (double)hist_value(i);
+
+            return v > (double)h->max ? (double)h->max : v;
+        }
+    }
+    return (double)h->max;
+}
+
+static void hist_summary(const struct hist *h, mtls_loadgen_latency *out)
+{
+    out->count = h->count;
+    out->mean = h->count ? h->sum / (double)h->count : 0;
+    out->p50 = hist_percentile(h, 0.50);
+    out->p99 = hist_percentile(h, 0.99);
+    out->p999 = hist_percentile(h, 0.999);
+    out->max = (double)h->max;
+}
+
+/* ---- state ------------------------------------------------------------ */
+
+enum conn_state {
+    C_FREE,       /* not in use: the run is ending or its request budget is spent */
+    C_WAIT,       /* waiting for restart_at before connecting again */
+    C_CONNECTING, /* TCP connect in progress */
+    C_HANDSHAKE,  /* TLS handshake in progress */
+    C_WRITING,    /* writing the request */
+    C_READING,    /* reading the response */
+    C_HOLD,       /* idle mode: established, sending nothing */
+    C_CLOSING,    /* uv_close() called, waiting for its callback */
+};
+
+enum body_mode { BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE };
+enum chunk_state { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER };
+
+struct loadgen;
+
+struct conn {
+    struct loadgen *lg;
+    uv_poll_t poll;
+    int fd;
+    SSL *ssl;
+    enum conn_state state;
+    int events;          /* what poll currently watches */
+    int restart;         /* after closing: 1 start again, 0 stay free */
+    uint64_t restart_at; /* C_WAIT: when to connect again (ns) */
+    uint64_t t_connect;  /* when connect started (ns) */
+    uint64_t t_request;  /* when the current request was started (ns) */
+    uint64_t deadline;   /* ns; 0 when no deadline */
+    uint64_t n_requests; /* responses received on this connection */
+    int handshake_counted;
+    int resumed;
+    int broken; /* OpenSSL reported a fatal error: no close_notify */
+    int got_response_bytes;
+    int alert; /* last alert received from the server, or -1 */
+    /* request being written */
+    const char *req;
+    int req_len;
+    /* response being read */
+    int head_done;
+    size_t head_len;
+    int status;
+    int conn_close;
+    enum body_mode body;
+    uint64_t body_left;
+    enum chunk_state chunk;
+    char head[HEADER_MAX];
+};
+
+struct loadgen {
+    const mtls_loadgen_opts *opts;
+    mtls_loadgen_result *res;
+    uv_loop_t loop;
+    uv_timer_t timer;
+    SSL_CTX *ctx;
+    SSL_SESSION *session; /* newest session ticket, for --resume */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    char host[256];
+    int host_is_ip;
+    char *req_keep;  /* request text, keep-alive */
+    char *req_close; /* request text with Connection: close */
+    struct conn *conns;
+    size_t n_conns;
+    size_t open_conns;  /* connections not C_FREE */
+    size_t handshaking; /* connections in C_CONNECTING or C_HANDSHAKE */
+    uint64_t attempts;  /* request attempts started (for opts->requests) */
+    uint64_t t_start, t_end, next_progress;
+    int stopping;
+    int finished_sampled;
+    struct hist lat, hs_lat;
+    struct rusage ru_start;
+    double server_cpu_start;
+    char scratch[SCRATCH_SIZE];
+};
+
+static void conn_start(struct conn *c);
+static void conn_close(struct conn *c, int restart, uint64_t delay_ns);
+static void conn_handshake(struct conn *c);
+static void conn_fail(struct conn *c, int in_handshake);
+static void conn_write(struct conn *c);
+static void conn_read(struct conn *c);
+static void loadgen_stop(struct loadgen *lg);
+
+void mtls_loadgen_opts_init(mtls_loadgen_opts *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->connections = 16;
+    opts->duration = 10;
+    opts->timeout = 10;
+    opts->requests_per_conn = 0;
+}
+
+/* ---- /proc ------------------------------------------------------------ */
+
+int mtls_loadgen_proc_usage(pid_t pid, double *cpu_seconds, long *rss_kb, mtls_err *err)
+{
+    char path[64], buf[2048], *p;
+    FILE *f = NULL;
+    size_t n;
+    int rc = 0;
+
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        rc = mtls_err_set(err, MTLS_E_NOTFOUND, "no process with pid %ld", (long)pid);
+        goto out;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    f = NULL;
+    /* The command name may hold spaces and parentheses: fields start after the last ')'. */
+    p = strrchr(buf, ')');
+    if (p == NULL) {
+        rc = mtls_err_set(err, MTLS_E_IO, "cannot parse '%s'", path);
+        goto out;
+    }
+    if (cpu_seconds != NULL) {
+        unsigned long long utime = 0, stime = 0;
+
+        /* After ')': field 3 (state) ... field 14 utime, field 15 stime. */
+        if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                   &stime) != 2) {
+            rc = mtls_err_set(err, MTLS_E_IO, "cannot parse '%s'", path);
+            goto out;
+        }
+        *cpu_seconds = (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+    }
+    if (rss_kb != NULL) {
+        char line[256];
+
+        *rss_kb = 0;
+        snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+        f = fopen(path, "r");
+        if (f == NULL) {
+            rc = mtls_err_set(err, MTLS_E_NOTFOUND, "no process with pid %ld", (long)pid);
+            goto out;
+        }
+        while (fgets(line, sizeof(line), f) != NULL) {
+            if (strncmp(line, "VmRSS:", 6) == 0) {
+                *rss_kb = strtol(line + 6, NULL, 10);
+                break;
+            }
+        }
+    }
+out:
+    if (f != NULL)
+        fclose(f);
+    return rc;
+}
+
+/* Sums CPU seconds and RSS over the server pids; a pid that is gone counts 0. */
+static void server_usage(const struct loadgen *lg, double *cpu, long *rss)
+{
+    *cpu = 0;
+    *rss = 0;
+    for (size_t i = 0; i < lg->opts->n_server_pids; i++) {
+        double c = 0;
+        long r = 0;
+
+        if (mtls_loadgen_proc_usage(lg->opts->server_pids[i], &c, &r, NULL) == 0) {
+            *cpu += c;
+            *rss += r;
+        }
+    }
+}
+
+/* ---- results ---------------------------------------------------------- */
+
+static void add_reason(mtls_loadgen_reason *table, size_t *n, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < *n; i++) {
+        if (strcmp(table[i].name, name) == 0) {
+            table[i].count++;
+            return;
+        }
+    }
+    if (*n == MTLS_LOADGEN_MAX_REASONS) {
+        /* The table is full: the last row collects the rest. */
+        i = MTLS_LOADGEN_MAX_REASONS - 1;
+        snprintf(table[i].name, sizeof(table[i].name), "other");
+        table[i].count++;
+        return;
+    }
+    snprintf(table[*n].name, sizeof(table[*n].name), "%s", name);
+    table[*n].count = 1;
+    (*n)++;
+}
+
+static double seconds_of(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
+/* Connections established now (handshake done, not closing). */
+static uint64_t count_established(const struct loadgen *lg)
+{
+    uint64_t n = 0;
+
+    for (size_t i = 0; i < lg->n_conns; i++) {
+        enum conn_state s = lg->conns[i].state;
+
+        n += s == C_HOLD || s == C_WRITING || s == C_READING;
+    }
+    return n;
+}
+
+static void fill_running(struct loadgen *lg, uint64_t now)
+{
+    lg->res->established = count_established(lg);
+    lg->res->elapsed = (double)(now - lg->t_start) / 1e9;
+    hist_summary(&lg->lat, &lg->res->latency);
+    hist_summary(&lg->hs_lat, &lg->res->handshake_latency);
+}
+
+/* ---- connections ------------------------------------------------------ */
+
+static void watch(struct conn *c, int events);
+
+static void on_poll(uv_poll_t *handle, int status, int events)
+{
+    struct conn *c = handle->data;
+
+    (void)events;
+    if (status < 0) {
+        if (c->state == C_CONNECTING) {
+            c->lg->res->err_connect++;
+            conn_close(c, 1, RETRY_DELAY_NS);
+        } else if (c->state != C_CLOSING && c->state != C_FREE && c->state != C_WAIT) {
+            conn_fail(c, c->state == C_HANDSHAKE);
+        }
+        return;
+    }
+    switch (c->state) {
+    case C_CONNECTING: {
+        int so_err = 0;
+        socklen_t len = sizeof(so_err);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &so_err, &len) != 0 || so_err != 0) {
+            c->lg->res->err_connect++;
+            conn_close(c, 1, RETRY_DELAY_NS);
+            return;
+        }
+        c->state = C_HANDSHAKE;
+        conn_handshake(c);
+        return;
+    }
+    case C_HANDSHAKE:
+        conn_handshake(c);
+        return;
+    case C_WRITING:
+        conn_write(c);
+        return;
+    case C_READING:
+    case C_HOLD:
+        conn_read(c);
+        return;
+    default:
+        return;
+    }
+}
+
+static void watch(struct conn *c, int events)
+{
+    if (c->events == events)
+        return;
+    c->events = events;
+    uv_poll_start(&c->poll, events, on_poll);
+}
+
+/* The handshake counted earlier was refused after all (TLS 1.3 sends the
+ * client's verdict after the client's side of the handshake is done). */
+static void uncount_handshake(struct conn *c)
+{
+    mtls_loadgen_result *res = c->lg->res;
+
+    if (!c->handshake_counted)
+        return;
+    c->handshake_counted = 0;
+    res->handshakes--;
+    if (c->resumed)
+        res->resumed--;
+}
+
+/*
+ * Classifies a failed connection. Before the first response byte, an alert
+ * from the server (or a handshake that never finished) is a handshake
+ * error; afterwards it is a closed connection.
+ */
+static void conn_fail(struct conn *c, int in_handshake)
+{
+    mtls_loadgen_result *res = c->lg->res;
+    char reason[160];
+
+    if (c->alert >= 0 && !c->got_response_bytes && (in_handshake || c->handshake_counted)) {
+        uncount_handshake(c);
+        res->err_handshake++;
+        add_reason(res->handshake_reasons, &res->n_handshake_reasons,
+                   SSL_alert_desc_string_long(c->alert));
+    } else if (in_handshake) {
+        unsigned long e = ERR_peek_last_error();
+        long v = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+
+        if (v != X509_V_OK)
+            snprintf(reason, sizeof(reason), "local: server certificate: %s",
+                     X509_verify_cert_error_string(v));
+        else if (e != 0 && ERR_reason_error_string(e) != NULL)
+            snprintf(reason, sizeof(reason), "local: %s", ERR_reason_error_string(e));
+        else
+            snprintf(reason, sizeof(reason), "connection closed by server");
+        res->err_handshake++;
+        add_reason(res->handshake_reasons, &res->n_handshake_reasons, reason);
+    } else {
+        uncount_handshake(c);
+        res->err_closed++;
+    }
+    ERR_clear_error();
+    c->broken = 1;
+    conn_close(c, 1, RETRY_DELAY_NS);
+}
+
+static int setup_ssl(struct conn *c)
+{
+    struct loadgen *lg = c->lg;
+
+    c->ssl = SSL_new(lg->ctx);
+    if (c->ssl == NULL)
+        return -1;
+    SSL_set_app_data(c->ssl, c);
+    if (SSL_set_fd(c->ssl, c->fd) != 1)
+        return -1;
+    if (lg->host_is_ip) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), lg->host) != 1)
+            return -1;
+    } else {
+        if (SSL_set_tlsext_host_name(c->ssl, lg->host) != 1 || SSL_set1_host(c->ssl, lg->host) != 1)
+            return -1;
+    }
+    if (lg->opts->resume && lg->session != NULL && SSL_set_session(c->ssl, lg->session) != 1)
+        return -1;
+    return 0;
+}
+
+static void start_request(struct conn *c, int first)
+{
+    struct loadgen *lg = c->lg;
+    const mtls_loadgen_opts *o = lg->opts;
+    int last;
+
+    /* The first request of a connection was reserved when it connected. */
+    if (!first) {
+        if (lg->stopping || (o->requests && lg->attempts >= o->requests)) {
+            conn_close(c, 0, 0);
+            return;
+        }
+        lg->attempts++;
+    }
+    last = o->requests_per_conn != 0 && c->n_requests + 1 >= o->requests_per_conn;
+    c->req = last ? lg->req_close : lg->req_keep;
+    c->req_len = (int)strlen(c->req);
+    c->t_request = uv_hrtime();
+    c->deadline = c->t_request + (uint64_t)(o->timeout * 1e9);
+    c->head_done = 0;
+    c->head_len = 0;
+    c->status = 0;
+    c->conn_close = 0;
+    c->state = C_WRITING;
+    conn_write(c);
+}
+
+static void conn_handshake(struct conn *c)
+{
+    struct loadgen *lg = c->lg;
+    int r;
+
+    if (c->ssl == NULL && setup_ssl(c) != 0) {
+        conn_fail(c, 1);
+        return;
+    }
+    r = SSL_connect(c->ssl);
+    if (r == 1) {
+        uint64_t now = uv_hrtime();
+
+        hist_add(&lg->hs_lat, now - c->t_connect);
+        lg->handshaking--;
+        c->handshake_counted = 1;
+        c->resumed = SSL_session_reused(c->ssl);
+        lg->res->handshakes++;
+        if (c->resumed)
+            lg->res->resumed++;
+        if (lg->opts->idle) {
+            c->state = C_HOLD;
+            c->deadline = 0;
+            /* Read what the server sends: TLS 1.3 session tickets, or its alert. */
+            conn_read(c);
+            return;
+        }
+        start_request(c, 1);
+        return;
+    }
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        watch(c, UV_READABLE);
+        return;
+    case SSL_ERROR_WANT_WRITE:
+        watch(c, UV_WRITABLE);
+        return;
+    default:
+        conn_fail(c, 1);
+        return;
+    }
+}
+
+static void conn_write(struct conn *c)
+{
+    int r = SSL_write(c->ssl, c->req, c->req_len);
+
+    if (r > 0) {
+        c->state = C_READING;
+        conn_read(c);
+        return;
+    }
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        watch(c, UV_READABLE);
+        return;
+    case SSL_ERROR_WANT_WRITE:
+        watch(c, UV_WRITABLE);
+        return;
+    default:
+        /* The server may have refused us and closed: read its alert if it is there. */
+        if (!c->got_response_bytes && c->alert < 0) {
+            char b[64];
+
+            ERR_clear_error();
+            (void)SSL_read(c->ssl, b, sizeof(b));
+        }
+        conn_fail(c, 0);
+        return;
+    }
+}
+
+/* ---- responses -------------------------------------------------------- */
+
+static void response_done(struct conn *c)
+{
+    struct loadgen *lg = c->lg;
+    const mtls_loadgen_opts *o = lg->opts;
+    mtls_loadgen_result *res = lg->res;
+
+    hist_add(&lg->lat, uv_hrtime() - c->t_request);
+    res->responses++;
+    c->n_requests++;
+    if (c->status == 200) {
+        res->requests++;
+    } else {
+        char code[16];
+
+        snprintf(code, sizeof(code), "%d", c->status);
+        res->err_status++;
+        add_reason(res->status_reasons, &res->n_status_reasons, code);
+    }
+    c->deadline = 0;
+    if (c->conn_close || c->body == BODY_UNTIL_CLOSE ||
+        (o->requests_per_conn && c->n_requests >= o->requests_per_conn)) {
+        conn_close(c, 1, 0);
+        return;
+    }
+    start_request(c, 0);
+}
+
+static int header_is(const char *line, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+
+    return len > n && strncasecmp(line, name, n) == 0 && line[n] == ':';
+}
+
+static int value_has(const char *line, size_t len, const char *word)
+{
+    size_t n = strlen(word);
+
+    for (size_t i = 0; i + n <= len; i++) {
+        if (strncasecmp(line + i, word, n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Parses the status line and headers in c->head[0..len). Returns 0 or -1. */
+static int parse_head(struct conn *c, size_t len)
+{
+    const char *p = c->head, *end = c->head + len;
+    int minor;
+
+    if (len < 12 || strncmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
+        p[8] != ' ')
+        return -1;
+    minor = p[7] - '0';
+    if (p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
+        return -1;
+    c->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    c->conn_close = minor == 0;
+    c->body = BODY_UNTIL_CLOSE;
+    c->body_left = 0;
+    p = memchr(p, '\n', (size_t)(end - p));
+    while (p != NULL && ++p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t n = eol ? (size_t)(eol - p) : (size_t)(end - p);
+
+        if (n > 0 && p[n - 1] == '\r')
+            n--;
+        if (header_is(p, n, "Content-Length")) {
+            char *stop;
+            unsigned long long v = strtoull(p + 15, &stop, 10);
+
+            if (stop == p + 15)
+                return -1;
+            c->body_left = v;
+            if (c->body != BODY_CHUNKED)
+                c->body = BODY_LENGTH;
+        } else if (header_is(p, n, "Transfer-Encoding") && value_has(p, n, "chunked")) {
+            c->body = BODY_CHUNKED;
+            c->chunk = CH_SIZE;
+            c->body_left = 0;
+        } else if (header_is(p, n, "Connection")) {
+            if (value_has(p, n, "close"))
+                c->conn_close = 1;
+            else if (value_has(p, n, "keep-alive"))
+                c->conn_close = 0;
+        }
+        p = eol;
+    }
+    /* Responses that never have a body. */
+    if (c->status == 204 || c->status == 304) {
+        c->body = BODY_LENGTH;
+        c->body_left = 0;
+    }
+    return 0;
+}
+
+/* Consumes body bytes. Returns 1 when the response is complete, 0 when more
+ * is needed, -1 on a malformed chunked body. */
+static int consume_body(struct conn *c, const char *p, size_t n)
+{
+    if (c->body == BODY_UNTIL_CLOSE)
+        return 0;
+    if (c->body == BODY_LENGTH) {
+        if (n >= c->body_left) {
+            c->body_left = 0;
+            return 1;
+        }
+        c->body_left -= n;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+
+        switch (c->chunk) {
+        case CH_SIZE:
+            if (ch >= '0' && ch <= '9')
+                c->body_left = c->body_left * 16 + (uint64_t)(ch - '0');
+            else if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
+                c->body_left = c->body_left * 16 + (uint64_t)((ch | 0x20) - 'a' + 10);
+            else if (ch == ';' || ch == ' ')
+                c->chunk = CH_EXT;
+            else if (ch == '\r')
+                c->chunk = CH_SIZE_LF;
+            else
+                return -1;
+            if (c->body_left > (1ull << 40))
+                return -1;
+            break;
+        case CH_EXT:
+            if (ch == '\r')
+                c->chunk = CH_SIZE_LF;
+            break;
+        case CH_SIZE_LF:
+            if (ch != '\n')
+                return -1;
+            c->chunk = c->body_left == 0 ? CH_TRAILER : CH_DATA;
+            c->head_len = 0; /* counts the length of the current trailer line */
+            break;
+        case CH_DATA: {
+            size_t take = n - i < c->body_left ? n - i : (size_t)c->body_left;
+
+            c->body_left -= take;
+            i += take - 1;
+            if (c->body_left == 0)
+                c->chunk = CH_DATA_CR;
+            break;
+        }
+        case CH_DATA_CR:
+            if (ch != '\r')
+                return -1;
+            c->chunk = CH_DATA_LF;
+            break;
+        case CH_DATA_LF:
+            if (ch != '\n')
+                return -1;
+            c->chunk = CH_SIZE;
+            break;
+        case CH_TRAILER:
+            if (ch == '\n') {
+                if (c->head_len == 0)
+                    return 1;
+                c->head_len = 0;
+            } else if (ch != '\r') {
+                c->head_len++;
+            }
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Takes n bytes just read into c->head (before the end of the headers) or
+ * into the scratch buffer. Returns 1 complete, 0 more, -1 protocol error. */
+static int take_bytes(struct conn *c, const char *p, size_t n)
+{
+    if (!c->head_done) {
+        char *end;
+        size_t head, rest;
+
+        c->head_len += n;
+        end = memmem(c->head, c->head_len, "\r\n\r\n", 4);
+        if (end == NULL)
+            return c->head_len >= HEADER_MAX ? -1 : 0;
+        head = (size_t)(end - c->head) + 4;
+        rest = c->head_len - head;
+        c->head_done = 1;
+        if (parse_head(c, head) != 0)
+            return -1;
+        if (c->body == BODY_LENGTH && c->body_left == 0)
+            return 1;
+        return consume_body(c, c->head + head, rest);
+    }
+    return consume_body(c, p, n);
+}
+
+static void conn_read(struct conn *c)
+{
+    struct loadgen *lg = c->lg;
+
+    for (;;) {
+        char *dst;
+        size_t cap;
+        int r, done;
+
+        if (c->state == C_READING && !c->head_done) {
+            dst = c->head + c->head_len;
+            cap = HEADER_MAX - c->head_len;
+        } else {
+            dst = lg->scratch;
+            cap = sizeof(lg->scratch);
+        }
+        r = SSL_read(c->ssl, dst, (int)cap);
+        if (r > 0) {
+            if (c->state != C_READING)
+                continue; /* idle mode: nothing is expected; drop it */
+            c->got_response_bytes = 1;
+            done = take_bytes(c, dst, (size_t)r);
+            if (done < 0) {
+                lg->res->err_protocol++;
+                conn_close(c, 1, RETRY_DELAY_NS);
+                return;
+            }
+            if (done > 0) {
+                response_done(c);
+                return;
+            }
+            continue;
+        }
+        switch (SSL_get_error(c->ssl, r)) {
+        case SSL_ERROR_WANT_READ:
+            watch(c, UV_READABLE);
+            return;
+        case SSL_ERROR_WANT_WRITE:
+            watch(c, UV_WRITABLE);
+            return;
+        case SSL_ERROR_ZERO_RETURN:
+        case SSL_ERROR_SYSCALL:
+            if (c->state == C_READING && c->head_done && c->body == BODY_UNTIL_CLOSE) {
+                ERR_clear_error();
+                response_done(c);
+                return;
+            }
+            conn_fail(c, 0);
+            return;
+        default:
+            conn_fail(c, 0);
+            return;
+        }
+    }
+}
+
+static void on_closed(uv_handle_t *handle)
+{
+    struct conn *c = handle->data;
+    struct loadgen *lg = c->lg;
+
+    if (!c->restart || lg->stopping) {
+        c->state = C_FREE;
+        lg->open_conns--;
+        if (lg->open_conns == 0)
+            loadgen_stop(lg);
+        return;
+    }
+    if (c->restart_at > uv_hrtime()) {
+        c->state = C_WAIT;
+        return;
+    }
+    conn_start(c);
+}
+
+/*
+ * Closes the connection's socket and handle. restart: connect again when the
+ * close is done (after delay_ns), or stay free.
+ */
+static void conn_close(struct conn *c, int restart, uint64_t delay_ns)
+{
+    struct loadgen *lg = c->lg;
+
+    if (c->state == C_CONNECTING || c->state == C_HANDSHAKE)
+        lg->handshaking--;
+    if (c->ssl != NULL) {
+        /* A healthy connection says goodbye; the result does not matter. */
+        if (!c->broken &&
+            (c->state == C_READING || c->state == C_WRITING || c->state == C_HOLD))
+            (void)SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        ERR_clear_error();
+    }
+    uv_poll_stop(&c->poll);
+    close(c->fd);
+    c->fd = -1;
+    c->state = C_CLOSING;
+    c->restart = restart;
+    c->restart_at = uv_hrtime() + delay_ns;
+    uv_close((uv_handle_t *)&c->poll, on_closed);
+}
+
+/* Starts a new connection in slot c (reserving its first request attempt). */
+static void conn_start(struct conn *c)
+{
+    struct loadgen *lg = c->lg;
+    const mtls_loadgen_opts *o = lg->opts;
+    int fd, one = 1;
+
+    if (lg->stopping || (o->requests && lg->attempts >= o->requests)) {
+        c->state = C_FREE;
+        lg->open_conns--;
+        if (lg->open_conns == 0)
+            loadgen_stop(lg);
+        return;
+    }
+    if (o->idle && lg->handshaking >= IDLE_MAX_HANDSHAKING) {
+        c->state = C_WAIT;
+        c->restart_at = 0;
+        return;
+    }
+    if (!o->idle)
+        lg->attempts++;
+    c->events = 0;
+    c->handshake_counted = 0;
+    c->resumed = 0;
+    c->broken = 0;
+    c->got_response_bytes = 0;
+    c->alert = -1;
+    c->n_requests = 0;
+    c->head_done = 0;
+    c->head_len = 0;
+    c->t_connect = uv_hrtime();
+    c->deadline = c->t_connect + (uint64_t)(o->timeout * 1e9);
+    lg->handshaking++;
+    c->state = C_CONNECTING;
+    fd = socket(lg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        /* Out of file descriptors or memory: count it and try again later. */
+        lg->handshaking--;
+        lg->res->err_connect++;
+        c->state = C_WAIT;
+        c->restart_at = uv_hrtime() + RETRY_DELAY_NS;
+        return;
+    }
+    c->fd = fd;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    uv_poll_init_socket(&lg->loop, &c->poll, fd);
+    c->poll.data = c;
+    if (connect(fd, (struct sockaddr *)&lg->addr, lg->addr_len) != 0 && errno != EINPROGRESS) {
+        lg->res->err_connect++;
+        conn_close(c, 1, RETRY_DELAY_NS);
+        return;
+    }
+    watch(c, UV_WRITABLE);
+}
+
+/* ---- the run ---------------------------------------------------------- */
+
+static void sample_end(struct loadgen *lg)
+{
+    struct rusage ru;
+
+    if (lg->finished_sampled)
+        return;
+    lg->finished_sampled = 1;
+    lg->t_end = uv_hrtime();
+    lg->res->established = count_established(lg);
+    if (lg->opts->n_server_pids > 0) {
+        double cpu;
+        long rss;
+
+        server_usage(lg, &cpu, &rss);
+        lg->res->server_cpu = cpu - lg->server_cpu_start;
+        lg->res->server_rss_end_kb = rss;
+    }
+    getrusage(RUSAGE_SELF, &ru);
+    lg->res->client_cpu = seconds_of(&ru.ru_utime) + seconds_of(&ru.ru_stime) -
+                          seconds_of(&lg->ru_start.ru_utime) -
+                          seconds_of(&lg->ru_start.ru_stime);
+}
+
+/* Ends the run: measures, then closes every connection; the loop ends when
+ * the last handle is closed. */
+static void loadgen_stop(struct loadgen *lg)
+{
+    if (!lg->stopping) {
+        lg->stopping = 1;
+        sample_end(lg);
+        for (size_t i = 0; i < lg->n_conns; i++) {
+            struct conn *c = &lg->conns[i];
+
+            if (c->state == C_WAIT) {
+                c->state = C_FREE;
+                lg->open_conns--;
+            } else if (c->state != C_FREE && c->state != C_CLOSING) {
+                conn_close(c, 0, 0);
+            }
+        }
+    }
+    if (lg->open_conns == 0 && !uv_is_closing((uv_handle_t *)&lg->timer))
+        uv_close((uv_handle_t *)&lg->timer, NULL);
+}
+
+static void on_tick(uv_timer_t *timer)
+{
+    struct loadgen *lg = timer->data;
+    uint64_t now = uv_hrtime();
+
+    if (lg->stopping)
+        return;
+    if (now >= lg->t_start + (uint64_t)(lg->opts->duration * 1e9)) {
+        loadgen_stop(lg);
+        return;
+    }
+    for (size_t i = 0; i < lg->n_conns; i++) {
+        struct conn *c = &lg->conns[i];
+
+        if (c->state == C_WAIT && now >= c->restart_at) {
+            conn_start(c);
+        } else if (c->deadline != 0 && now > c->deadline &&
+                   (c->state == C_CONNECTING || c->state == C_HANDSHAKE ||
+                    c->state == C_WRITING || c->state == C_READING)) {
+            lg->res->err_timeout++;
+            conn_close(c, 1, 0);
+        }
+        if (lg->stopping)
+            return;
+    }
+    if (lg->opts->progress != NULL && now >= lg->next_progress) {
+        lg->next_progress = now + NS;
+        fill_running(lg, now);
+        lg->opts->progress(lg->res, lg->opts->progress_arg);
+    }
+}
+
+/* TLS 1.3 tickets arrive after the handshake; keep the newest for --resume. */
+static int on_new_session(SSL *ssl, SSL_SESSION *session)
+{
+    struct conn *c = SSL_get_app_data(ssl);
+    struct loadgen *lg = c->lg;
+
+    if (!lg->opts->resume)
+        return 0;
+    SSL_SESSION_free(lg->session);
+    lg->session = session;
+    return 1; /* we keep the reference */
+}
+
+static void on_info(const SSL *ssl, int where, int ret)
+{
+    struct conn *c = SSL_get_app_data(ssl);
+
+    /* ret holds the alert: level in the high byte, description in the low one. */
+    if (c != NULL && (where & SSL_CB_READ_ALERT) == SSL_CB_READ_ALERT && (ret & 0xff) != 0)
+        c->alert = ret & 0xff;
+}
+
+static int make_ctx(struct loadgen *lg, mtls_err *err)
+{
+    const mtls_loadgen_opts *o = lg->opts;
+
+    lg->ctx = SSL_CTX_new(TLS_client_method());
+    if (lg->ctx == NULL)
+        return mtls_err_ssl(err, MTLS_E_CRYPTO, "SSL_CTX_new() failed");
+    if (SSL_CTX_set_min_proto_version(lg->ctx, TLS1_2_VERSION) != 1)
+        return mtls_err_ssl(err, MTLS_E_CRYPTO, "SSL_CTX_set_min_proto_version() failed");
+    if (SSL_CTX_load_verify_locations(lg->ctx, o->cacert, NULL) != 1)
+        return mtls_err_ssl(err, MTLS_E_INVALID, "cannot load CA certificates from '%s'",
+                            o->cacert);
+    if (SSL_CTX_use_certificate_chain_file(lg->ctx, o->cert) != 1)
+        return mtls_err_ssl(err, MTLS_E_INVALID, "cannot load the client certificate '%s'",
+                            o->cert);
+    if (SSL_CTX_use_PrivateKey_file(lg->ctx, o->key, SSL_FILETYPE_PEM) != 1)
+        return mtls_err_ssl(err, MTLS_E_INVALID, "cannot load the client key '%s'", o->key);
+    if (SSL_CTX_check_private_key(lg->ctx) != 1)
+        return mtls_err_ssl(err, MTLS_E_INVALID, "key '%s' does not match certificate '%s'",
+                            o->key, o->cert);
+    SSL_CTX_set_verify(lg->ctx, SSL_VERIFY_PEER, NULL);
+    /* Thousands of idle connections need little memory on our side too. */
+    if (o->idle)
+        SSL_CTX_set_mode(lg->ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(lg->ctx,
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(lg->ctx, on_new_session);
+    SSL_CTX_set_info_callback(lg->ctx, on_info);
+    return 0;
+}
+
+/* Splits https://HOST[:PORT][/PATH] and resolves HOST. */
+static int parse_url(struct loadgen *lg, const char *url, char *port, size_t port_size,
+                     const char **path, mtls_err *err)
+{
+    const char *p, *host_end, *rest;
+    struct addrinfo hints, *ai = NULL;
+    struct in6_addr a6;
+    int rc = 0, gai;
+
+    if (strncmp(url, "https://", 8) != 0) {
+        rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' must start with https://", url);
+        goto out;
+    }
+    p = url + 8;
+    if (*p == '[') {
+        host_end = strchr(p, ']');
+        if (host_end == NULL) {
+            rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has no closing ']'", url);
+            goto out;
+        }
+        p++;
+        rest = host_end + 1;
+    } else {
+        host_end = p + strcspn(p, ":/");
+        rest = host_end;
+    }
+    if (host_end == p || (size_t)(host_end - p) >= sizeof(lg->host)) {
+        rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has no host name", url);
+        goto out;
+    }
+    memcpy(lg->host, p, (size_t)(host_end - p));
+    lg->host[host_end - p] = '\0';
+    snprintf(port, port_size, "443");
+    if (*rest == ':') {
+        size_t n = strcspn(rest + 1, "/");
+        char *stop;
+        long v;
+
+        if (n == 0 || n >= port_size) {
+            rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has a bad port", url);
+            goto out;
+        }
+        memcpy(port, rest + 1, n);
+        port[n] = '\0';
+        v = strtol(port, &stop, 10);
+        if (*stop != '\0' || v < 1 || v > 65535) {
+            rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has a bad port", url);
+            goto out;
+        }
+        rest += 1 + n;
+    }
+    *path = *rest == '\0' ? "/" : rest;
+    for (const char *q = *path; *q != '\0'; q++) {
+        if ((unsigned char)*q <= 0x20 || *q == 0x7f) {
+            rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has a space or control character",
+                              url);
+            goto out;
+        }
+    }
+    lg->host_is_ip = inet_pton(AF_INET6, lg->host, &a6) == 1 ||
+                     inet_pton(AF_INET, lg->host, &a6) == 1;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    gai = getaddrinfo(lg->host, port, &hints, &ai);
+    if (gai != 0 || ai == NULL) {
+        rc = mtls_err_set(err, MTLS_E_NOTFOUND, "cannot resolve '%s': %s", lg->host,
+                          gai_strerror(gai));
+        goto out;
+    }
+    memcpy(&lg->addr, ai->ai_addr, ai->ai_addrlen);
+    lg->addr_len = ai->ai_addrlen;
+out:
+    if (ai != NULL)
+        freeaddrinfo(ai);
+    return rc;
+}
+
+#define REQUEST_FMT "GET %s HTTP/1.1\r\nHost: %s%s%s%s%s\r\nUser-Agent: mtls-bench\r\n%s\r\n"
+
+static char *make_request(const struct loadgen *lg, const char *path, const char *port,
+                          int close_it)
+{
+    int v6 = strchr(lg->host, ':') != NULL;
+    int is_default = strcmp(port, "443") == 0;
+    const char *conn = close_it ? "Connection: close\r\n" : "";
+    int n = snprintf(NULL, 0, REQUEST_FMT, path, v6 ? "[" : "", lg->host, v6 ? "]" : "",
+                     is_default ? "" : ":", is_default ? "" : port, conn);
+    char *s = malloc((size_t)n + 1);
+
+    if (s != NULL)
+        snprintf(s, (size_t)n + 1, REQUEST_FMT, path, v6 ? "[" : "", lg->host, v6 ? "]" : "",
+                 is_default ? "" : ":", is_default ? "" : port, conn);
+    return s;
+}
+
+static int check_opts(const mtls_loadgen_opts *o, mtls_err *err)
+{
+    if (o->url == NULL || o->cacert == NULL || o->cert == NULL || o->key == NULL)
+        return mtls_err_set(err, MTLS_E_INVALID, "a URL, a CA, a certificate and a key are needed");
+    if (o->connections == 0 || o->connections > 1000000)
+        return mtls_err_set(err, MTLS_E_INVALID, "connections must be between 1 and 1000000");
+    if (!(o->duration > 0) || !(o->timeout > 0))
+        return mtls_err_set(err, MTLS_E_INVALID, "duration and timeout must be positive");
+    if (o->idle && (o->requests || o->requests_per_conn))
+        return mtls_err_set(err, MTLS_E_INVALID,
+                            "idle connections send no requests: drop the request limits");
+    return 0;
+}
+
+int mtls_loadgen_run(const mtls_loadgen_opts *opts, mtls_loadgen_result *result, mtls_err *err)
+{
+    struct loadgen *lg = NULL;
+    char port[8];
+    const char *path = "/";
+    int rc, loop_open = 0;
+
+    memset(result, 0, sizeof(*result));
+    rc = check_opts(opts, err);
+    if (rc != 0)
+        goto out;
+    lg = calloc(1, sizeof(*lg));
+    if (lg == NULL) {
+        rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+        goto out;
+    }
+    lg->opts = opts;
+    lg->res = result;
+    rc = parse_url(lg, opts->url, port, sizeof(port), &path, err);
+    if (rc != 0)
+        goto out;
+    for (size_t i = 0; i < opts->n_server_pids; i++) {
+        rc = mtls_loadgen_proc_usage(opts->server_pids[i], NULL, NULL, err);
+        if (rc != 0)
+            goto out;
+    }
+    rc = make_ctx(lg, err);
+    if (rc != 0)
+        goto out;
+    lg->req_keep = make_request(lg, path, port, 0);
+    lg->req_close = make_request(lg, path, port, 1);
+    lg->n_conns = opts->connections;
+    lg->conns = calloc(lg->n_conns, sizeof(*lg->conns));
+    if (lg->req_keep == NULL || lg->req_close == NULL || lg->conns == NULL) {
+        rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (uv_loop_init(&lg->loop) != 0) {
+        rc = mtls_err_set(err, MTLS_E_IO, "cannot start the event loop");
+        goto out;
+    }
+    loop_open = 1;
+    uv_timer_init(&lg->loop, &lg->timer);
+    lg->timer.data = lg;
+
+    if (opts->n_server_pids > 0) {
+        server_usage(lg, &lg->server_cpu_start, &result->server_rss_start_kb);
+        result->have_server = 1;
+    }
+    getrusage(RUSAGE_SELF, &lg->ru_start);
+    lg->t_start = uv_hrtime();
+    lg->next_progress = lg->t_start + NS;
+    uv_timer_start(&lg->timer, on_tick, TICK_MS, TICK_MS);
+    lg->open_conns = lg->n_conns;
+    for (size_t i = 0; i < lg->n_conns; i++) {
+        lg->conns[i].lg = lg;
+        lg->conns[i].fd = -1;
+        lg->conns[i].state = C_WAIT;
+        lg->conns[i].restart_at = 0;
+    }
+    /* Connect the first ones now; the timer brings in the rest (idle mode) quickly. */
+    for (size_t i = 0; i < lg->n_conns && !lg->stopping; i++)
+        conn_start(&lg->conns[i]);
+    uv_run(&lg->loop, UV_RUN_DEFAULT);
+
+    sample_end(lg);
+    result->elapsed = (double)(lg->t_end - lg->t_start) / 1e9;
+    hist_summary(&lg->lat, &result->latency);
+    hist_summary(&lg->hs_lat, &result->handshake_latency);
+out:
+    if (lg != NULL) {
+        if (loop_open) {
+            uv_run(&lg->loop, UV_RUN_DEFAULT);
+            (void)uv_loop_close(&lg->loop);
+        }
+        SSL_SESSION_free(lg->session);
+        SSL_CTX_free(lg->ctx);
+        free(lg->req_keep);
+        free(lg->req_close);
+        free(lg->conns);
+        free(lg);
+    }
+    return rc;
+}
