@@ -123,6 +123,7 @@ struct cli_command {
 
 /* Each command lives in src/cli/cmd_<name>.c. */
 int cmd_version(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 

@@ -19,6 +19,7 @@
 static const struct cli_command commands[] = {
     {"init", cmd_init, "make the tutorial's PKI: two CAs, a client and a server certificate"},
     {"bench", cmd_bench, "load an HTTPS server with mTLS clients; measure its CPU"},
+    {"probe", cmd_probe, "connect to an mTLS endpoint and say what failed and why (curl -v+)"},
     {"version", cmd_version, "print the version of mtls and of OpenSSL"},
 };
 
