@@ -49,6 +49,7 @@ struct probe {
     int have_header;
     int saw_server_hello;
     int chain_taken;
+    int names_taken;
     char *in;    /* the raw HTTP answer */
     size_t in_len, in_cap;
 };
@@ -406,25 +407,24 @@ static int verify_cb(int ok, X509_STORE_CTX *sctx)
     return ok;
 }
 
-/* Called when the server asks for our certificate: note the CA names it
- * will accept, and whether ours is issued by one of them. */
-static int cert_cb(SSL *ssl, void *arg)
+/* Notes the CA names of the server's CertificateRequest, and whether ours
+ * is issued by one of them. */
+static void take_ca_names(struct probe *p, SSL *ssl)
 {
-    struct probe *p = arg;
     mtls_probe_result *res = p->res;
     const STACK_OF(X509_NAME) *names = SSL_get0_peer_CA_list(ssl);
     int n = names != NULL ? sk_X509_NAME_num(names) : 0;
     X509 *ours = SSL_get_certificate(ssl);
 
-    res->cert_requested = 1;
-    if (res->ca_names != NULL)
-        return 1; /* a second request (post-handshake auth) says the same */
+    if (p->names_taken)
+        return; /* a second request (post-handshake auth) says the same */
+    p->names_taken = 1;
     res->ours_matches = -1;
     if (n <= 0)
-        return 1;
+        return;
     res->ca_names = calloc((size_t)n, sizeof(char *));
     if (res->ca_names == NULL)
-        return 1;
+        return;
     if (ours != NULL)
         res->ours_matches = 0;
     for (int i = 0; i < n; i++) {
@@ -437,6 +437,15 @@ static int cert_cb(SSL *ssl, void *arg)
         if (ours != NULL && X509_NAME_cmp(name, X509_get_issuer_name(ours)) == 0)
             res->ours_matches = 1;
     }
+}
+
+/* Called when the server asks for our certificate. */
+static int cert_cb(SSL *ssl, void *arg)
+{
+    struct probe *p = arg;
+
+    p->res->cert_requested = 1;
+    take_ca_names(p, ssl);
     return 1;
 }
 
@@ -581,11 +590,15 @@ static void quote_plain_text(struct probe *p)
 }
 
 /* Decides what a failed handshake means, from what the callbacks saw. */
-static void classify_handshake_failure(struct probe *p, int ssl_error, int errnum)
+static void classify_handshake_failure(struct probe *p, SSL *ssl, int ssl_error, int errnum)
 {
     mtls_probe_result *res = p->res;
     unsigned long e = ERR_peek_last_error();
     char reason[256] = "";
+
+    /* A CertificateRequest read before the failure still tells its CA names. */
+    if (res->cert_requested)
+        take_ca_names(p, ssl);
 
     if (e != 0)
         ERR_error_string_n(e, reason, sizeof(reason));
@@ -647,7 +660,7 @@ static int do_handshake(struct probe *p, SSL *ssl)
                             strerror(errno));
             return -1;
         }
-        classify_handshake_failure(p, err, errno);
+        classify_handshake_failure(p, ssl, err, errno);
         return -1;
     }
 }

@@ -1,0 +1,228 @@
+"""`mtls probe` against openssl s_server (a peer nobody here wrote) and small
+raw peers: every failure case of issue 4, its diagnosis and its exit code."""
+import json
+
+import pytest
+
+from conftest import free_port, run_mtls
+from probe_pki import (make_pki, never_answer, plain_http_answer, start_s_server,
+                       start_thread_server)
+
+OK, FAIL, USAGE, WE_REFUSED, THEY_REFUSED, NETWORK = 0, 1, 2, 3, 4, 5
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("probe-pki"))
+
+
+@pytest.fixture
+def peers():
+    started = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def server13(pki, peers):
+    peers.append(start_s_server(pki))
+    return peers[-1]
+
+
+@pytest.fixture
+def server12(pki, peers):
+    peers.append(start_s_server(pki, "-tls1_2"))
+    return peers[-1]
+
+
+def probe(pki, port, *args, host="localhost", path="/"):
+    return run_mtls("probe", f"https://{host}:{port}{path}", *args, cwd=pki, timeout=30)
+
+
+CLIENT = ("--cert", "client.crt", "--key", "client.key")
+
+
+def test_success_shows_chain_request_and_answer(pki, server13):
+    r = probe(pki, server13.port, "--cacert", "serverca.crt", *CLIENT)
+    assert r.returncode == OK, r.stdout + r.stderr
+    out = r.stdout
+    assert "TLSv1.3" in out
+    assert "0 subject   CN=localhost" in out and "issuer    CN=server-example-ca" in out
+    assert "SANs      DNS:localhost, IP:127.0.0.1" in out
+    assert "verify       ok" in out
+    assert "the server accepts certificates issued by CN=client-example-ca" in out
+    assert "its issuer is one the server accepts" in out
+    assert "response     200" in out
+    assert out.rstrip().splitlines()[-1].startswith("ok: mutual TLS works")
+
+
+def test_without_cacert_we_refuse_the_server(pki, server13):
+    r = probe(pki, server13.port, *CLIENT)
+    assert r.returncode == WE_REFUSED, r.stdout + r.stderr
+    assert ("the server's certificate is signed by CN=server-example-ca, which you do not "
+            "trust: pass --cacert serverca.crt") in r.stdout
+    assert "alert sent   unknown_ca (48)" in r.stdout
+
+
+def test_wrong_cacert_names_the_missing_ca(pki, server13):
+    r = probe(pki, server13.port, "--cacert", "otherca.crt", *CLIENT)
+    assert r.returncode == WE_REFUSED
+    assert ("signed by CN=server-example-ca, which is not in your --cacert 'otherca.crt'"
+            in r.stdout)
+
+
+@pytest.mark.parametrize("tls", ["server13", "server12"])
+def test_no_client_certificate_the_server_refuses_us(pki, tls, request):
+    server = request.getfixturevalue(tls)
+    r = probe(pki, server.port, "--cacert", "serverca.crt")
+    assert r.returncode == THEY_REFUSED, r.stdout + r.stderr
+    assert ("the server requires a client certificate and you sent none; it accepts "
+            "certificates issued by CN=client-example-ca: pass --cert FILE --key FILE"
+            in r.stdout)
+    if tls == "server13":
+        # TLS 1.3: the verdict arrives after our handshake is complete.
+        assert "certificate_required (116), after our handshake completed" in r.stdout
+    else:
+        assert "TLSv1.3" not in r.stdout
+
+
+@pytest.mark.parametrize("tls", ["server13", "server12"])
+def test_certificate_from_another_ca_is_refused(pki, tls, request):
+    server = request.getfixturevalue(tls)
+    r = probe(pki, server.port, "--cacert", "serverca.crt", "--cert", "stranger.crt",
+              "--key", "stranger.key")
+    assert r.returncode == THEY_REFUSED, r.stdout + r.stderr
+    assert ("your certificate is issued by CN=other-ca, which this server does not accept "
+            "(it accepts CN=client-example-ca)") in r.stdout
+
+
+def test_expired_client_certificate(pki, server13):
+    r = probe(pki, server13.port, "--cacert", "serverca.crt", "--cert", "expired.crt",
+              "--key", "expired.key")
+    assert r.returncode == THEY_REFUSED, r.stdout + r.stderr
+    assert "the server rejected your certificate: certificate_expired (yours ended on 20" \
+        in r.stdout
+
+
+def test_key_not_matching_certificate_is_found_before_connecting(pki):
+    # Nothing listens on the port: a connection attempt would say so.
+    r = probe(pki, free_port(), "--cacert", "serverca.crt", "--cert", "client.crt",
+              "--key", "stranger.key")
+    assert r.returncode == FAIL
+    assert "your key 'stranger.key' does not match your certificate 'client.crt'" in r.stderr
+    assert r.stdout == ""
+
+
+def test_host_name_mismatch(pki, server13):
+    r = probe(pki, server13.port, "--cacert", "serverca.crt", "--servername", "wrong.example",
+              *CLIENT, host="127.0.0.1")
+    assert r.returncode == WE_REFUSED
+    assert ("the server's certificate is for DNS:localhost, IP:127.0.0.1, not 'wrong.example'"
+            in r.stdout)
+    assert "--servername NAME" in r.stdout
+
+
+def test_ip_address_url_verifies_against_ip_san(pki, server13):
+    r = probe(pki, server13.port, "--cacert", "serverca.crt", *CLIENT, host="127.0.0.1")
+    assert r.returncode == OK, r.stdout
+
+
+def test_expired_server_certificate(pki, peers):
+    peers.append(start_s_server(pki, cert="oldserver"))
+    r = probe(pki, peers[-1].port, "--cacert", "serverca.crt", *CLIENT)
+    assert r.returncode == WE_REFUSED
+    assert "the server's certificate (CN=localhost) expired on 20" in r.stdout
+
+
+def test_server_without_client_auth(pki, peers):
+    peers.append(start_s_server(pki, require_client=False))
+    r = probe(pki, peers[-1].port, "--cacert", "serverca.crt", *CLIENT)
+    assert r.returncode == OK
+    assert "client cert  not requested by the server" in r.stdout
+    assert "the server did not ask for a client certificate" in r.stdout
+
+
+def test_connection_refused(pki):
+    r = probe(pki, free_port(), "--cacert", "serverca.crt")
+    assert r.returncode == NETWORK
+    assert "connection refused: nothing listens on localhost:" in r.stdout
+
+
+def test_dns_failure(pki):
+    r = run_mtls("probe", "https://no-such-host.invalid/", cwd=pki, timeout=60)
+    assert r.returncode == NETWORK
+    assert "DNS failure: cannot resolve 'no-such-host.invalid'" in r.stdout
+
+
+def test_timeout(pki, peers):
+    peers.append(start_thread_server(never_answer))
+    r = probe(pki, peers[-1].port, "--timeout", "1")
+    assert r.returncode == NETWORK
+    assert "timeout: the TLS handshake with 127.0.0.1:" in r.stdout
+
+
+def test_plain_http_server_is_not_tls(pki, peers):
+    peers.append(start_thread_server(plain_http_answer))
+    r = probe(pki, peers[-1].port)
+    assert r.returncode == NETWORK
+    assert ("does not speak TLS: it answered 'HTTP/1.1 400 Bad Request' (a plain HTTP server"
+            in r.stdout)
+
+
+def test_verbose_traces_handshake_messages(pki, server12):
+    r = probe(pki, server12.port, "-v", "--cacert", "serverca.crt", *CLIENT)
+    assert r.returncode == OK
+    for line in ["(OUT), TLS handshake, Client hello (1):",
+                 "* TLSv1.2 (IN), TLS handshake, Certificate (11):",
+                 "* TLSv1.2 (IN), TLS handshake, Request CERT (13):",
+                 "* TLSv1.2 (OUT), TLS handshake, CERT verify (15):",
+                 "* TLSv1.2 (IN), TLS handshake, Finished (20):",
+                 "> GET / HTTP/1.1", "< HTTP/1.0 200 ok"]:
+        assert line in r.stderr, r.stderr
+
+
+def test_json_is_one_object_with_the_whole_finding(pki, server13):
+    r = probe(pki, server13.port, "--json", "--cacert", "serverca.crt")
+    assert r.returncode == THEY_REFUSED
+    o = json.loads(r.stdout)
+    assert o["outcome"] == "they_refused" and o["exit_code"] == THEY_REFUSED
+    assert o["verdict"] == "the server refused us"
+    assert "requires a client certificate and you sent none" in o["diagnosis"]
+    assert o["protocol"] == "TLSv1.3" and o["port"] == server13.port
+    assert o["chain"][0]["subject"] == "CN=localhost"
+    assert o["chain"][0]["sans"] == [{"type": "DNS", "value": "localhost"},
+                                     {"type": "IP", "value": "127.0.0.1"}]
+    assert o["verify"]["ok"] is True
+    assert o["certificate_request"] == {"received": True, "ca_names": ["CN=client-example-ca"]}
+    assert o["client_certificate"] is None
+    assert o["alert_received"]["name"] == "certificate_required"
+    assert o["http"] is None
+
+
+def test_json_success_has_http(pki, server13):
+    r = probe(pki, server13.port, "--json", "--cacert", "serverca.crt", *CLIENT)
+    o = json.loads(r.stdout)
+    assert r.returncode == OK and o["outcome"] == "ok"
+    assert o["http"]["status"] == 200
+    assert o["client_certificate"]["sent"] is True
+    assert o["client_certificate"]["issuer_accepted"] is True
+    assert o["client_certificate"]["certificate"]["subject"] == "CN=localclient"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["http://localhost:1/"], "plain http"),
+    (["https://localhost:99999/"], "bad port"),
+    (["https://localhost/", "--cert", "client.crt"], "--cert needs --key"),
+    ([], "missing argument"),
+])
+def test_usage_errors(pki, args, message):
+    r = run_mtls("probe", *args, cwd=pki)
+    assert r.returncode == USAGE
+    assert message in r.stderr
+
+
+def test_missing_cacert_file(pki):
+    r = probe(pki, free_port(), "--cacert", "nope.crt")
+    assert r.returncode == FAIL
+    assert "nope.crt" in r.stderr
