@@ -125,6 +125,13 @@ struct cli_command {
 int cmd_version(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
 int cmd_init(int argc, char **argv);
+int cmd_ca_create(int argc, char **argv);
+int cmd_key_create(int argc, char **argv);
+int cmd_csr_create(int argc, char **argv);
+int cmd_cert_sign(int argc, char **argv);
+int cmd_cert_issue(int argc, char **argv);
+int cmd_cert_show(int argc, char **argv);
+int cmd_cert_verify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
 #endif

@@ -18,6 +18,13 @@
  */
 static const struct cli_command commands[] = {
     {"init", cmd_init, "make the tutorial's PKI: two CAs, a client and a server certificate"},
+    {"ca create", cmd_ca_create, "make a certificate authority (PREFIX.crt, PREFIX.key, inventory)"},
+    {"key create", cmd_key_create, "make a private key (EC P-256, RSA or Ed25519)"},
+    {"csr create", cmd_csr_create, "make a certificate signing request for a key"},
+    {"cert sign", cmd_cert_sign, "sign a CSR with a CA as a client or server certificate"},
+    {"cert issue", cmd_cert_issue, "make a key and a certificate from a CA in one step"},
+    {"cert show", cmd_cert_show, "show a certificate or CSR in plain words (or --json)"},
+    {"cert verify", cmd_cert_verify, "check a certificate against a CA, purpose and host name"},
     {"bench", cmd_bench, "load an HTTPS server with mTLS clients; measure its CPU"},
     {"probe", cmd_probe, "connect to an mTLS endpoint and say what failed and why (curl -v+)"},
     {"version", cmd_version, "print the version of mtls and of OpenSSL"},
