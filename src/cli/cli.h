@@ -124,6 +124,7 @@ struct cli_command {
 /* Each command lives in src/cli/cmd_<name>.c. */
 int cmd_version(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_ca_create(int argc, char **argv);
 int cmd_key_create(int argc, char **argv);

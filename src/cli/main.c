@@ -26,6 +26,7 @@ static const struct cli_command commands[] = {
     {"cert show", cmd_cert_show, "show a certificate or CSR in plain words (or --json)"},
     {"cert verify", cmd_cert_verify, "check a certificate against a CA, purpose and host name"},
     {"bench", cmd_bench, "load an HTTPS server with mTLS clients; measure its CPU"},
+    {"demo", cmd_demo, "run the mTLS tutorial end to end: PKI, server, the three curl checks"},
     {"probe", cmd_probe, "connect to an mTLS endpoint and say what failed and why (curl -v+)"},
     {"version", cmd_version, "print the version of mtls and of OpenSSL"},
 };
