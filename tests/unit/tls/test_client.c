@@ -1,0 +1,237 @@
+/* The client side of src/tls: URL parsing, alert names, the client SSL_CTX
+ * made from files (and its refusals before anything connects). */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "mtls/client.h"
+
+Test(url, full_url)
+{
+    mtls_url u;
+    mtls_err err;
+
+    cr_assert_eq(mtls_url_parse("https://localhost:8443/test", &u, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(u.host, "localhost");
+    cr_assert_eq(u.port, 8443);
+    cr_assert_str_eq(u.path, "/test");
+}
+
+Test(url, defaults_and_forms)
+{
+    mtls_url u;
+    mtls_err err;
+
+    cr_assert_eq(mtls_url_parse("https://example.com", &u, &err), 0);
+    cr_assert_eq(u.port, 443);
+    cr_assert_str_eq(u.path, "/");
+    cr_assert_eq(mtls_url_parse("127.0.0.1:9/a?b=c", &u, &err), 0);
+    cr_assert_str_eq(u.host, "127.0.0.1");
+    cr_assert_eq(u.port, 9);
+    cr_assert_str_eq(u.path, "/a?b=c");
+    cr_assert_eq(mtls_url_parse("https://[::1]:8443/x", &u, &err), 0);
+    cr_assert_str_eq(u.host, "::1");
+    cr_assert_eq(u.port, 8443);
+    cr_assert_eq(mtls_url_parse("HTTPS://h?q", &u, &err), 0);
+    cr_assert_str_eq(u.path, "/?q");
+}
+
+Test(url, refusals)
+{
+    mtls_url u;
+    mtls_err err;
+
+    cr_assert_eq(mtls_url_parse("http://localhost/", &u, &err), MTLS_E_INVALID);
+    cr_assert(strstr(err.msg, "plain http") != NULL, "%s", err.msg);
+    cr_assert_eq(mtls_url_parse("https://localhost:0/", &u, &err), MTLS_E_INVALID);
+    cr_assert_eq(mtls_url_parse("https://localhost:65536/", &u, &err), MTLS_E_INVALID);
+    cr_assert_eq(mtls_url_parse("https://localhost:80x/", &u, &err), MTLS_E_INVALID);
+    cr_assert_eq(mtls_url_parse("https:///test", &u, &err), MTLS_E_INVALID);
+    cr_assert_eq(mtls_url_parse("https://[::1/", &u, &err), MTLS_E_INVALID);
+    cr_assert_eq(mtls_url_parse("ftp://h/", &u, &err), MTLS_E_INVALID);
+    cr_assert_eq(mtls_url_parse("https://h/a b", &u, &err), MTLS_E_INVALID);
+}
+
+Test(names, alerts_and_outcomes)
+{
+    cr_assert_str_eq(mtls_alert_name(48), "unknown_ca");
+    cr_assert_str_eq(mtls_alert_name(116), "certificate_required");
+    cr_assert_str_eq(mtls_alert_name(45), "certificate_expired");
+    cr_assert_str_eq(mtls_alert_name(250), "unknown_alert");
+    cr_assert_str_eq(mtls_probe_outcome_name(MTLS_PROBE_THEY_REFUSED), "they_refused");
+    cr_assert_str_eq(mtls_probe_outcome_name(MTLS_PROBE_NOT_TLS), "not_tls");
+    cr_assert(mtls_is_ip_literal("127.0.0.1"));
+    cr_assert(mtls_is_ip_literal("::1"));
+    cr_assert(!mtls_is_ip_literal("localhost"));
+}
+
+/* ---- client SSL_CTX from files ---------------------------------------- */
+
+static char dir[] = "/tmp/mtls-unit-client-XXXXXX";
+
+static void write_key(EVP_PKEY *key, const char *name)
+{
+    char path[256];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(f);
+}
+
+static void write_cert(EVP_PKEY *key, const char *name)
+{
+    X509 *x = X509_new();
+    char path[256];
+    FILE *f;
+
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400L);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_UTF8,
+                               (const unsigned char *)"localclient", -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509_set_pubkey(x, key);
+    cr_assert_gt(X509_sign(x, key, EVP_sha256()), 0);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(PEM_write_X509(f, x), 1);
+    fclose(f);
+    X509_free(x);
+}
+
+static char *in_dir(const char *name)
+{
+    static char paths[4][256];
+    static int next;
+    char *p = paths[next++ % 4];
+
+    snprintf(p, 256, "%s/%s", dir, name);
+    return p;
+}
+
+static void setup(void)
+{
+    EVP_PKEY *a = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *b = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    FILE *f;
+
+    cr_assert_not_null(mkdtemp(dir));
+    write_key(a, "a.key");
+    write_cert(a, "a.crt");
+    write_key(b, "b.key");
+    f = fopen(in_dir("garbage.pem"), "w");
+    fputs("not a certificate\n", f);
+    fclose(f);
+    EVP_PKEY_free(a);
+    EVP_PKEY_free(b);
+}
+
+static void teardown(void)
+{
+    const char *names[] = {"a.key", "a.crt", "b.key", "garbage.pem"};
+
+    for (size_t i = 0; i < 4; i++)
+        unlink(in_dir(names[i]));
+    rmdir(dir);
+}
+
+TestSuite(client_ctx, .init = setup, .fini = teardown);
+
+Test(client_ctx, matching_pair_and_ca)
+{
+    mtls_client_files files = {.cacert = in_dir("a.crt"), .cert = in_dir("a.crt"),
+                               .key = in_dir("a.key")};
+    mtls_err err;
+    SSL_CTX *ctx = mtls_client_ctx_new(&files, &err);
+
+    cr_assert_not_null(ctx, "%s", err.msg);
+    cr_assert_not_null(SSL_CTX_get0_certificate(ctx));
+    cr_assert_eq(SSL_CTX_get_verify_mode(ctx), SSL_VERIFY_PEER);
+    SSL_CTX_free(ctx);
+}
+
+Test(client_ctx, key_not_matching_certificate)
+{
+    mtls_client_files files = {.cert = in_dir("a.crt"), .key = in_dir("b.key")};
+    mtls_err err;
+
+    cr_assert_null(mtls_client_ctx_new(&files, &err));
+    cr_assert_eq(err.code, MTLS_E_INVALID);
+    cr_assert(strstr(err.msg, "does not match your certificate") != NULL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "b.key") != NULL, "%s", err.msg);
+}
+
+Test(client_ctx, missing_and_bad_files)
+{
+    mtls_client_files missing = {.cacert = in_dir("nope.crt")};
+    mtls_client_files garbage = {.cacert = in_dir("garbage.pem")};
+    mtls_client_files half = {.cert = in_dir("a.crt")};
+    mtls_err err;
+
+    cr_assert_null(mtls_client_ctx_new(&missing, &err));
+    cr_assert_eq(err.code, MTLS_E_NOTFOUND, "%d %s", err.code, err.msg);
+    cr_assert(strstr(err.msg, "nope.crt") != NULL, "%s", err.msg);
+    cr_assert_null(mtls_client_ctx_new(&garbage, &err));
+    cr_assert(strstr(err.msg, "garbage.pem") != NULL, "%s", err.msg);
+    cr_assert_null(mtls_client_ctx_new(&half, &err));
+    cr_assert(strstr(err.msg, "--key") != NULL, "%s", err.msg);
+}
+
+Test(client_ctx, peer_name_dns_and_ip)
+{
+    mtls_client_files none = {0};
+    mtls_err err;
+    SSL_CTX *ctx = mtls_client_ctx_new(&none, &err);
+    SSL *ssl;
+
+    cr_assert_not_null(ctx, "%s", err.msg);
+    ssl = SSL_new(ctx);
+    cr_assert_eq(mtls_client_set_peer_name(ssl, "localhost", &err), 0, "%s", err.msg);
+    cr_assert_str_eq(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), "localhost");
+    SSL_free(ssl);
+    ssl = SSL_new(ctx);
+    cr_assert_eq(mtls_client_set_peer_name(ssl, "127.0.0.1", &err), 0, "%s", err.msg);
+    /* An address is never sent as SNI. */
+    cr_assert_null(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
+    cr_assert_eq(mtls_client_set_peer_name(ssl, "", &err), MTLS_E_INVALID);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+}
+
+Test(probe, bad_url_is_an_error_not_a_finding)
+{
+    mtls_probe_opts opts = {.url = "http://localhost/"};
+    mtls_probe_result res;
+    mtls_err err;
+
+    cr_assert_eq(mtls_probe(&opts, &res, &err), MTLS_E_INVALID);
+    mtls_probe_result_release(&res);
+}
+
+Test(probe, refused_port_is_a_finding)
+{
+    mtls_probe_opts opts = {.url = "https://127.0.0.1:1/"};
+    mtls_probe_result res;
+    mtls_err err;
+    cJSON *json;
+
+    cr_assert_eq(mtls_probe(&opts, &res, &err), 0, "%s", err.msg);
+    cr_assert_eq(res.outcome, MTLS_PROBE_REFUSED);
+    cr_assert_eq(res.stage, MTLS_STAGE_CONNECT);
+    json = mtls_probe_result_to_json(&res);
+    cr_assert_not_null(json);
+    cr_assert_str_eq(cJSON_GetObjectItem(json, "outcome")->valuestring, "connection_refused");
+    cJSON_Delete(json);
+    mtls_probe_result_release(&res);
+}
