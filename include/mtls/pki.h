@@ -53,8 +53,7 @@ int mtls_key_generate(mtls_key_type type, int bits, EVP_PKEY **out, mtls_err *er
  * not NULL. *pem (NUL-terminated, *len bytes) is owned by the caller, who
  * frees it with mtls_free_secret(*pem, *len).
  */
-int mtls_key_to_pem(EVP_PKEY *key, const char *password, char **pem, size_t *len,
-                    mtls_err *err);
+int mtls_key_to_pem(EVP_PKEY *key, const char *password, char **pem, size_t *len, mtls_err *err);
 
 /**
  * Reads a PEM private key (PKCS#8, PKCS#1 or SEC1; encrypted ones need
@@ -78,7 +77,7 @@ char *mtls_key_describe(EVP_PKEY *key, char *buf, size_t size);
 int mtls_cert_load(const char *path, X509 **out, mtls_err *err);
 
 /** Reads every certificate of a PEM bundle (at least one) into a new stack. */
-int mtls_cert_load_all(const char *path, STACK_OF(X509) **out, mtls_err *err);
+int mtls_cert_load_all(const char *path, STACK_OF(X509) * *out, mtls_err *err);
 
 /** Reads a PEM (or DER) certificate signing request. */
 int mtls_csr_load(const char *path, X509_REQ **out, mtls_err *err);
@@ -150,10 +149,10 @@ const char *mtls_profile_name(mtls_profile profile);
 /** What to put in a leaf certificate. Pointers are borrowed. */
 typedef struct mtls_issue {
     mtls_profile profile;
-    const X509_NAME *subject; /* the whole subject, e.g. from a CSR */
-    EVP_PKEY *pubkey;         /* the certified key (only its public half is used) */
+    const X509_NAME *subject;  /* the whole subject, e.g. from a CSR */
+    EVP_PKEY *pubkey;          /* the certified key (only its public half is used) */
     const GENERAL_NAMES *sans; /* NULL or empty: none (server: the CN, when it is a host name) */
-    int days;                 /* 0: MTLS_LEAF_DAYS_DEFAULT; never past the CA's notAfter */
+    int days;                  /* 0: MTLS_LEAF_DAYS_DEFAULT; never past the CA's notAfter */
 } mtls_issue;
 
 /* ---- the CA folder ----------------------------------------------------
@@ -173,19 +172,19 @@ typedef struct mtls_ca mtls_ca;
 
 /** One line of the inventory. */
 typedef struct mtls_ca_record {
-    char status;        /* 'V' valid, 'R' revoked, 'E' expired */
-    char expiry[20];    /* notAfter as in the index: YYMMDDHHMMSSZ (or 4-digit year) */
-    char revoked[64];   /* "YYMMDDHHMMSSZ[,reason]" or "" */
-    char serial[84];    /* upper-case hex, as BN_bn2hex writes it */
-    char *subject;      /* "/CN=localclient" (owned) */
+    char status;      /* 'V' valid, 'R' revoked, 'E' expired */
+    char expiry[20];  /* notAfter as in the index: YYMMDDHHMMSSZ (or 4-digit year) */
+    char revoked[64]; /* "YYMMDDHHMMSSZ[,reason]" or "" */
+    char serial[84];  /* upper-case hex, as BN_bn2hex writes it */
+    char *subject;    /* "/CN=localclient" (owned) */
 } mtls_ca_record;
 
 /** What a new CA looks like. */
 typedef struct mtls_ca_opts {
     const char *cn;
-    int days;             /* 0: MTLS_CA_DAYS_DEFAULT */
+    int days; /* 0: MTLS_CA_DAYS_DEFAULT */
     mtls_key_type key_type;
-    int bits;             /* 0: the key type's default */
+    int bits; /* 0: the key type's default */
 } mtls_ca_opts;
 
 /**
@@ -272,7 +271,7 @@ typedef struct mtls_verify_opts {
  * until DATE, wrong purpose, host not in SANs, signature invalid), or
  * another error code when verification could not run.
  */
-int mtls_verify(X509 *leaf, STACK_OF(X509) *untrusted, STACK_OF(X509) *trusted,
+int mtls_verify(X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * trusted,
                 const mtls_verify_opts *opts, mtls_err *err);
 
 /**

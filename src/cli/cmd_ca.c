@@ -18,8 +18,8 @@ static const struct cli_opt create_opts[] = {
      MTLS_DAYS_MAX},
     {"key-type", 't', CLI_STRING, &create_key_type, "ec|rsa|ed25519",
      "key algorithm (default ec: ECDSA P-256; rsa: RSA-2048, the article's)", 0, 0},
-    {"force", 'f', CLI_FLAG, &create_force, NULL, "overwrite an existing CA (and its inventory)",
-     0, 0},
+    {"force", 'f', CLI_FLAG, &create_force, NULL, "overwrite an existing CA (and its inventory)", 0,
+     0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 

@@ -27,9 +27,8 @@ static int deliver(void *arg, X509 *cert, mtls_err *err)
 
     mtls_txn_init(&txn);
     if ((rc = mtls_cert_to_pem(cert, &pem, &len, err)) != 0 ||
-        (o->key_path != NULL &&
-         (rc = mtls_txn_add(&txn, o->key_path, o->key_pem, o->key_len, MTLS_MODE_SECRET, err)) !=
-             0) ||
+        (o->key_path != NULL && (rc = mtls_txn_add(&txn, o->key_path, o->key_pem, o->key_len,
+                                                   MTLS_MODE_SECRET, err)) != 0) ||
         (rc = mtls_txn_add(&txn, o->crt_path, pem, len, MTLS_MODE_PUBLIC, err)) != 0 ||
         (rc = mtls_txn_commit(&txn, o->force, err)) != 0)
         goto out;
@@ -50,8 +49,8 @@ static void print_issued(X509 *cert, mtls_profile profile, const mtls_ca *ca, co
     if (mtls_cert_info_init(&info, cert, &err) != 0)
         return;
     mtls_cert_info_sans_line(&info, sans, sizeof(sans));
-    printf("issued %s certificate '%s' by '%s'\n  serial %s, until %s (%s)\n", mtls_profile_name(profile),
-           info.subject, info.issuer, info.serial_hex,
+    printf("issued %s certificate '%s' by '%s'\n  serial %s, until %s (%s)\n",
+           mtls_profile_name(profile), info.subject, info.issuer, info.serial_hex,
            mtls_time_human(info.not_after, until, sizeof(until)),
            pki_expiry_words(info.not_after, words, sizeof(words)));
     if (sans[0] != '\0')
@@ -91,13 +90,12 @@ static const struct cli_spec sign_spec = {
     .usage = "--csr FILE --ca PREFIX --profile client|server [--days N] [--san VALUE]... --out "
              "FILE [--force]",
     .summary = "sign a CSR with a CA, as a client or server certificate",
-    .description =
-        "The CSR's signature is checked first. The certificate keeps the CSR's subject\n"
-        "and SANs (plus --san); its other extensions come from the profile only, never\n"
-        "from the CSR: CA:FALSE, digitalSignature (+keyEncipherment for RSA keys), and\n"
-        "the extended key usage clientAuth or serverAuth. A server certificate without\n"
-        "SANs gets its CN as one. The serial is 128 random bits; the certificate is\n"
-        "recorded in PREFIX.index and copied to PREFIX.certs/SERIAL.pem.",
+    .description = "The CSR's signature is checked first. The certificate keeps the CSR's subject\n"
+                   "and SANs (plus --san); its other extensions come from the profile only, never\n"
+                   "from the CSR: CA:FALSE, digitalSignature (+keyEncipherment for RSA keys), and\n"
+                   "the extended key usage clientAuth or serverAuth. A server certificate without\n"
+                   "SANs gets its CN as one. The serial is 128 random bits; the certificate is\n"
+                   "recorded in PREFIX.index and copied to PREFIX.certs/SERIAL.pem.",
     .opts = sign_opts,
     .min_args = 0,
     .max_args = 0,

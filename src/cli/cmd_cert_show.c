@@ -15,8 +15,8 @@
 static int json_opt;
 
 static const struct cli_opt opts[] = {
-    {"json", 0, CLI_FLAG, &json_opt, NULL, "print JSON (schema in the README) instead of text",
-     0, 0},
+    {"json", 0, CLI_FLAG, &json_opt, NULL, "print JSON (schema in the README) instead of text", 0,
+     0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 
@@ -76,8 +76,7 @@ static void print_cert(const mtls_cert_info *info, const char *title)
     row("key usage", info->key_usage[0] ? info->key_usage : "(any)");
     row("ext. usage", info->ext_key_usage[0] ? info->ext_key_usage : "(any)");
     if (info->is_ca && info->path_len >= 0)
-        snprintf(buf, sizeof(buf), "yes, may sign certificates (path length %ld)",
-                 info->path_len);
+        snprintf(buf, sizeof(buf), "yes, may sign certificates (path length %ld)", info->path_len);
     else
         snprintf(buf, sizeof(buf), "%s", info->is_ca ? "yes, may sign certificates" : "no");
     row("CA", buf);
@@ -135,8 +134,8 @@ static int show_certs(const char *path)
             }
         } else {
             if (n > 1)
-                snprintf(title, sizeof(title), "%s%scertificate %d of %d in %s", i ? "\n" : "",
-                         "", i + 1, n, path);
+                snprintf(title, sizeof(title), "%s%scertificate %d of %d in %s", i ? "\n" : "", "",
+                         i + 1, n, path);
             else
                 snprintf(title, sizeof(title), "certificate %s", path);
             print_cert(&info, title);
@@ -180,7 +179,8 @@ static int show_csr(const char *path)
     if (stand_in == NULL || X509_set_version(stand_in, X509_VERSION_3) != 1 ||
         X509_set_subject_name(stand_in, X509_REQ_get_subject_name(req)) != 1 ||
         X509_set_issuer_name(stand_in, X509_REQ_get_subject_name(req)) != 1 ||
-        X509_REQ_get0_pubkey(req) == NULL || X509_set_pubkey(stand_in, X509_REQ_get0_pubkey(req)) != 1) {
+        X509_REQ_get0_pubkey(req) == NULL ||
+        X509_set_pubkey(stand_in, X509_REQ_get0_pubkey(req)) != 1) {
         code = cli_failf("cannot read the request in '%s': its key is malformed", path);
         goto out;
     }
@@ -209,9 +209,9 @@ static int show_csr(const char *path)
     sig_nid = X509_REQ_get_signature_nid(req);
     if (json_opt) {
         cJSON *o = cJSON_CreateObject(), *full = mtls_cert_info_to_json(&info), *item;
-        static const char *const keep[] = {"subject",     "subject_cn",         "key_type",
-                                           "key_bits",    "key_curve",          "is_ca",
-                                           "key_usage",   "extended_key_usage", "sans"};
+        static const char *const keep[] = {"subject",   "subject_cn",         "key_type",
+                                           "key_bits",  "key_curve",          "is_ca",
+                                           "key_usage", "extended_key_usage", "sans"};
         char *text;
 
         cJSON_AddStringToObject(o, "type", "csr");

@@ -11,8 +11,7 @@ static const char *ca_opt, *purpose_opt, *host_opt;
 
 static const struct cli_opt opts[] = {
     {"ca", 0, CLI_STRING, &ca_opt, "FILE",
-     "the trusted CA certificate(s), PEM (a CA PREFIX works too: clientca for clientca.crt)", 0,
-     0},
+     "the trusted CA certificate(s), PEM (a CA PREFIX works too: clientca for clientca.crt)", 0, 0},
     {"purpose", 'p', CLI_STRING, &purpose_opt, "client|server",
      "also check the certificate may be used for TLS client or server authentication", 0, 0},
     {"host", 0, CLI_STRING, &host_opt, "NAME",

@@ -16,8 +16,8 @@ static const char *key_type_opt;
 static int force;
 
 static const struct cli_opt opts[] = {
-    {"dir", 'd', CLI_STRING, &dir_opt, "DIR", "folder to write into, created if missing (default .)",
-     0, 0},
+    {"dir", 'd', CLI_STRING, &dir_opt, "DIR",
+     "folder to write into, created if missing (default .)", 0, 0},
     {"host", 0, CLI_LIST, &hosts, "NAME",
      "a name the server answers to, repeatable: the first is the server's CN, all are its SANs "
      "(DNS or IP, typed automatically; default localhost and 127.0.0.1)",
@@ -50,8 +50,8 @@ static const struct cli_spec spec = {
 };
 
 static const char *const outputs[] = {
-    "clientca.crt", "clientca.key", "clientca.index", "clientca.index.attr",
-    "client.key",   "client.csr",   "client.crt",     "serverca.crt",
+    "clientca.crt", "clientca.key",   "clientca.index",      "clientca.index.attr",
+    "client.key",   "client.csr",     "client.crt",          "serverca.crt",
     "serverca.key", "serverca.index", "serverca.index.attr", "server.key",
     "server.csr",   "server.crt",
 };
@@ -85,8 +85,8 @@ static int make_dirs(const char *dir)
 /* One leaf: a key, a CSR for cn with sans, and a certificate from ca;
  * all three staged into txn under dir/name.{key,csr,crt}. */
 static int make_leaf(mtls_ca *ca, const char *dir, const char *name, mtls_key_type type,
-                     const char *cn, const GENERAL_NAMES *sans, mtls_profile profile,
-                     mtls_txn *txn, mtls_err *err)
+                     const char *cn, const GENERAL_NAMES *sans, mtls_profile profile, mtls_txn *txn,
+                     mtls_err *err)
 {
     EVP_PKEY *key = NULL;
     X509_REQ *req = NULL;
@@ -253,7 +253,7 @@ int cmd_init(int argc, char **argv)
     if ((rc = mtls_ca_generate(serverca_prefix, &ca_opts, &serverca, &err)) != 0)
         goto fail;
     if ((rc = make_leaf(clientca, dir, "client", type, "localclient", NULL, MTLS_PROFILE_CLIENT,
-                       &txn, &err)) != 0 ||
+                        &txn, &err)) != 0 ||
         (rc = make_leaf(serverca, dir, "server", type, names.items[0], sans, MTLS_PROFILE_SERVER,
                         &txn, &err)) != 0 ||
         (rc = mtls_ca_stage(clientca, &txn, NULL, &err)) != 0 ||

@@ -10,8 +10,8 @@ static long bits_opt;
 static int force;
 
 static const struct cli_opt opts[] = {
-    {"out", 'o', CLI_STRING, &out_opt, "FILE", "where to write the key (PEM, PKCS#8, mode 0600)",
-     0, 0},
+    {"out", 'o', CLI_STRING, &out_opt, "FILE", "where to write the key (PEM, PKCS#8, mode 0600)", 0,
+     0},
     {"key-type", 't', CLI_STRING, &key_type_opt, "ec|rsa|ed25519",
      "key algorithm (default ec: ECDSA P-256; rsa: RSA-2048, the article's; ed25519: TLS 1.3 only, "
      "not for browsers)",

@@ -1,10 +1,10 @@
 /* Helpers shared by the PKI commands. */
+#include "pki_common.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "pki_common.h"
 
 int pki_key_type_arg(const struct cli_spec *spec, const char *value, mtls_key_type *out)
 {

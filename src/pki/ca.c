@@ -26,7 +26,7 @@ struct mtls_ca {
     EVP_PKEY *key;
     mtls_ca_record *records;
     size_t n_records, cap_records;
-    STACK_OF(X509) *unsaved; /* signed by mtls_ca_sign(), copies not written yet */
+    STACK_OF(X509) * unsaved; /* signed by mtls_ca_sign(), copies not written yet */
     int created_certs_dir;
 };
 
@@ -211,8 +211,8 @@ static int index_format(const mtls_ca *ca, char **out, size_t *len, mtls_err *er
     for (size_t i = 0; i < ca->n_records; i++) {
         const mtls_ca_record *r = &ca->records[i];
 
-        used += (size_t)snprintf(buf + used, cap - used, "%c\t%s\t%s\t%s\tunknown\t%s\n",
-                                 r->status, r->expiry, r->revoked, r->serial, r->subject);
+        used += (size_t)snprintf(buf + used, cap - used, "%c\t%s\t%s\t%s\tunknown\t%s\n", r->status,
+                                 r->expiry, r->revoked, r->serial, r->subject);
     }
     *out = buf;
     *len = used;
@@ -290,8 +290,7 @@ static int add_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *value, mtls
 
 /* Sets notBefore (MTLS_SKEW_SECONDS back) and notAfter (days on, capped at
  * limit when limit is not NULL). */
-static int set_validity(X509 *cert, int days, const ASN1_TIME *limit, int *clamped,
-                        mtls_err *err)
+static int set_validity(X509 *cert, int days, const ASN1_TIME *limit, int *clamped, mtls_err *err)
 {
     time_t now = time(NULL);
 
@@ -459,13 +458,12 @@ int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped,
     if ((rc = add_ext(cert, &v3, NID_basic_constraints, "critical,CA:FALSE", err)) != 0 ||
         (rc = add_ext(cert, &v3, NID_key_usage, ku, err)) != 0 ||
         (rc = add_ext(cert, &v3, NID_ext_key_usage,
-                      issue->profile == MTLS_PROFILE_SERVER ? "serverAuth" : "clientAuth",
-                      err)) != 0 ||
+                      issue->profile == MTLS_PROFILE_SERVER ? "serverAuth" : "clientAuth", err)) !=
+            0 ||
         (rc = add_ext(cert, &v3, NID_subject_key_identifier, "hash", err)) != 0 ||
         (rc = add_ext(cert, &v3, NID_authority_key_identifier, "keyid,issuer", err)) != 0)
         goto out;
-    if ((sans == NULL || sk_GENERAL_NAME_num(sans) == 0) &&
-        issue->profile == MTLS_PROFILE_SERVER) {
+    if ((sans == NULL || sk_GENERAL_NAME_num(sans) == 0) && issue->profile == MTLS_PROFILE_SERVER) {
         cn_sans = sans_from_cn(issue->subject);
         sans = cn_sans;
     }
@@ -645,8 +643,8 @@ int mtls_ca_open(const char *prefix, const char *key_password, mtls_ca **out, mt
         goto out;
     if (!mtls_key_matches_cert(ca->key, ca->cert)) {
         rc = mtls_err_set(err, MTLS_E_INVALID,
-                          "'%s' does not match '%s': the key belongs to another certificate",
-                          key, crt);
+                          "'%s' does not match '%s': the key belongs to another certificate", key,
+                          crt);
         goto out;
     }
     rc = index_read(ca, err);
@@ -736,7 +734,8 @@ int mtls_ca_issue(mtls_ca *ca, const mtls_issue *issue, mtls_ca_deliver_fn deliv
         rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
         goto out;
     }
-    if ((rc = make_certs_dir(ca, err)) != 0 || (rc = mtls_cert_to_pem(cert, &pem, &pem_len, err)) != 0 ||
+    if ((rc = make_certs_dir(ca, err)) != 0 ||
+        (rc = mtls_cert_to_pem(cert, &pem, &pem_len, err)) != 0 ||
         (rc = mtls_file_write_atomic(copy, pem, pem_len, MTLS_MODE_PUBLIC, 0, err)) != 0)
         goto out;
     if (!mtls_file_exists(attr_path) &&

@@ -23,8 +23,8 @@ int mtls_key_type_parse(const char *name, mtls_key_type *out, mtls_err *err)
     else if (strcmp(name, "ed25519") == 0)
         *out = MTLS_KEY_ED25519;
     else
-        return mtls_err_set(err, MTLS_E_INVALID,
-                            "unknown key type '%s': use ec, rsa or ed25519", name);
+        return mtls_err_set(err, MTLS_E_INVALID, "unknown key type '%s': use ec, rsa or ed25519",
+                            name);
     return 0;
 }
 
@@ -54,8 +54,8 @@ int mtls_key_generate(mtls_key_type type, int bits, EVP_PKEY **out, mtls_err *er
                                                      : NULL;
 
         if (curve == NULL)
-            return mtls_err_set(err, MTLS_E_INVALID,
-                                "EC keys have 256, 384 or 521 bits, not %d", bits);
+            return mtls_err_set(err, MTLS_E_INVALID, "EC keys have 256, 384 or 521 bits, not %d",
+                                bits);
         key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
         break;
     }
@@ -63,8 +63,8 @@ int mtls_key_generate(mtls_key_type type, int bits, EVP_PKEY **out, mtls_err *er
         if (bits == 0)
             bits = MTLS_RSA_BITS_DEFAULT;
         if (bits < 2048 || bits > 16384)
-            return mtls_err_set(err, MTLS_E_INVALID,
-                                "RSA keys need 2048 to 16384 bits, not %d", bits);
+            return mtls_err_set(err, MTLS_E_INVALID, "RSA keys need 2048 to 16384 bits, not %d",
+                                bits);
         key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
         break;
     case MTLS_KEY_ED25519:
@@ -99,8 +99,7 @@ int mtls__bio_to_buf(BIO *bio, char **out, size_t *len, mtls_err *err)
     return 0;
 }
 
-int mtls_key_to_pem(EVP_PKEY *key, const char *password, char **pem, size_t *len,
-                    mtls_err *err)
+int mtls_key_to_pem(EVP_PKEY *key, const char *password, char **pem, size_t *len, mtls_err *err)
 {
     BIO *bio = BIO_new(BIO_s_secmem());
     const EVP_CIPHER *cipher = password != NULL ? EVP_aes_256_cbc() : NULL;
@@ -178,8 +177,7 @@ int mtls_key_load(const char *path, const char *password, EVP_PKEY **out, mtls_e
     if (key == NULL) {
         if (encrypted)
             rc = mtls_err_ssl(err, MTLS_E_INVALID,
-                              "cannot decrypt '%s': wrong password, or the file is damaged",
-                              path);
+                              "cannot decrypt '%s': wrong password, or the file is damaged", path);
         else
             rc = mtls_err_ssl(err, MTLS_E_INVALID, "'%s' holds a malformed private key", path);
         goto out;

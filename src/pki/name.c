@@ -51,8 +51,8 @@ int mtls_cn_check(const char *cn, mtls_err *err)
     }
     /* X.520's upper bound for a commonName (ub-common-name). */
     if (chars > 64)
-        return mtls_err_set(err, MTLS_E_INVALID,
-                            "common name '%s' is longer than 64 characters", cn);
+        return mtls_err_set(err, MTLS_E_INVALID, "common name '%s' is longer than 64 characters",
+                            cn);
     return 0;
 }
 
@@ -66,9 +66,8 @@ int mtls_name_from_cn(const char *cn, X509_NAME **out, mtls_err *err)
     if (rc != 0)
         return rc;
     name = X509_NAME_new();
-    if (name == NULL ||
-        X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
-                                   (const unsigned char *)cn, -1, -1, 0) != 1) {
+    if (name == NULL || X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
+                                                   (const unsigned char *)cn, -1, -1, 0) != 1) {
         X509_NAME_free(name);
         return mtls_err_ssl(err, MTLS_E_INVALID, "cannot use '%s' as a common name", cn);
     }
@@ -144,8 +143,8 @@ int mtls_san_add(GENERAL_NAMES **gens, const char *value, mtls_err *err)
             ip = a2i_IPADDRESS(v);
         if (ip == NULL) {
             ERR_clear_error();
-            rc = mtls_err_set(err, MTLS_E_INVALID,
-                              "SAN '%s' is not an IPv4 or IPv6 address", value);
+            rc =
+                mtls_err_set(err, MTLS_E_INVALID, "SAN '%s' is not an IPv4 or IPv6 address", value);
             goto out;
         }
         break;

@@ -48,9 +48,8 @@ const char *mtls__label_noun(const char *label)
 /* Reads path and checks that it holds a PEM block labelled want (or, when
  * it holds no PEM at all, accepts it as DER when der_ok). *is_der says
  * which. what names the expected thing in messages. */
-static int read_pem_file(const char *path, const char *want, const char *want2,
-                         const char *what, unsigned char **data, size_t *len, int *is_der,
-                         mtls_err *err)
+static int read_pem_file(const char *path, const char *want, const char *want2, const char *what,
+                         unsigned char **data, size_t *len, int *is_der, mtls_err *err)
 {
     char marker[80], marker2[80], label[64];
     int rc;
@@ -79,7 +78,7 @@ static int read_pem_file(const char *path, const char *want, const char *want2,
     return rc;
 }
 
-int mtls_cert_load_all(const char *path, STACK_OF(X509) **out, mtls_err *err)
+int mtls_cert_load_all(const char *path, STACK_OF(X509) * *out, mtls_err *err)
 {
     unsigned char *data = NULL;
     size_t len = 0;
@@ -167,8 +166,7 @@ int mtls_csr_load(const char *path, X509_REQ **out, mtls_err *err)
     }
     req = is_der ? d2i_X509_REQ_bio(bio, NULL) : PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL);
     if (req == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_INVALID, "'%s' holds a malformed certificate request",
-                          path);
+        rc = mtls_err_ssl(err, MTLS_E_INVALID, "'%s' holds a malformed certificate request", path);
         goto out;
     }
     *out = req;

@@ -66,8 +66,7 @@ static int trusted_namesake(X509_STORE_CTX *ctx, const X509_NAME *name)
     return found;
 }
 
-char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, char *buf,
-                         size_t size)
+char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, char *buf, size_t size)
 {
     int code = X509_STORE_CTX_get_error(ctx);
     int depth = X509_STORE_CTX_get_error_depth(ctx);
@@ -119,15 +118,15 @@ char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, cha
             snprintf(buf, size, "wrong purpose: %s is not for %s (its extended key usage: %s)",
                      subj, want, list);
         else
-            snprintf(buf, size, "wrong purpose: %s is not for %s (its key usage forbids it)",
-                     subj, want);
+            snprintf(buf, size, "wrong purpose: %s is not for %s (its key usage forbids it)", subj,
+                     want);
         break;
     }
     case X509_V_ERR_HOSTNAME_MISMATCH:
     case X509_V_ERR_IP_ADDRESS_MISMATCH:
         sans_list(cert, list, sizeof(list));
-        snprintf(buf, size, "host name '%s' is not in the SANs of %s (%s)", host ? host : "?",
-                 subj, list[0] ? list : "it has none");
+        snprintf(buf, size, "host name '%s' is not in the SANs of %s (%s)", host ? host : "?", subj,
+                 list[0] ? list : "it has none");
         break;
     case X509_V_ERR_CERT_SIGNATURE_FAILURE:
     case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
@@ -164,7 +163,7 @@ static int looks_like_ip(const char *host)
     return yes;
 }
 
-int mtls_verify(X509 *leaf, STACK_OF(X509) *untrusted, STACK_OF(X509) *trusted,
+int mtls_verify(X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * trusted,
                 const mtls_verify_opts *opts, mtls_err *err)
 {
     X509_STORE *store = X509_STORE_new();

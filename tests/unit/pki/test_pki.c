@@ -320,9 +320,9 @@ Test(pki, pem_errors_say_what_the_file_holds)
     mtls_err err;
     char label[64];
 
-    cr_assert_eq(mtls_file_write_atomic(in_dir("k"), "-----BEGIN PRIVATE KEY-----\nAA\n", 31, 0600,
-                                        0, &err),
-                 0);
+    cr_assert_eq(
+        mtls_file_write_atomic(in_dir("k"), "-----BEGIN PRIVATE KEY-----\nAA\n", 31, 0600, 0, &err),
+        0);
     cr_assert_eq(mtls_cert_load(in_dir("k"), &cert, &err), MTLS_E_INVALID);
     cr_assert(strstr(err.msg, "holds a private key, not a certificate") != NULL, "%s", err.msg);
     cr_assert_eq(mtls_csr_load(in_dir("missing"), &req, &err), MTLS_E_NOTFOUND);
