@@ -1,0 +1,205 @@
+#!/usr/bin/python3
+"""Turns the JSON reports of one bench/run.sh run into one table: raw figures per
+server and the ratios mtls/nginx and mtls/Express. Prints it and writes it, with
+the machine's description, to RESULTS/<date>-<host>.md.
+
+usage: report.py RUN_DIR RESULTS_DIR MTLS_BIN NGINX_BIN
+
+RUN_DIR holds SERVER-KEY-WORKERS-CASE.json files written by `mtls bench --json`
+(SERVER: mtls, nginx, express; KEY: ec, rsa; CASE: full, resumed, keepalive, idle).
+"""
+import datetime
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+SERVERS = [("mtls", "mtls"), ("nginx", "nginx"), ("express", "Express")]
+KEY_NAMES = {"ec": "ECDSA P-256", "rsa": "RSA-2048"}
+
+
+def load(run_dir):
+    runs = {}
+    for name in os.listdir(run_dir):
+        m = re.fullmatch(r"(\w+)-(ec|rsa)-(\d+)-(full|resumed|keepalive|idle)\.json", name)
+        if not m:
+            continue
+        with open(os.path.join(run_dir, name)) as f:
+            try:
+                runs[(m[1], m[2], int(m[3]), m[4])] = json.load(f)
+            except json.JSONDecodeError:
+                pass
+    return runs
+
+
+def cmd(*args):
+    try:
+        r = subprocess.run(args, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine(mtls, nginx):
+    model = "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return [
+        ("host", socket.gethostname()),
+        ("CPU", model),
+        ("cores", str(os.cpu_count())),
+        ("kernel", " ".join(os.uname()[i] for i in (0, 2))),
+        ("OpenSSL", cmd("openssl", "version")),
+        ("mtls", cmd(mtls, "version")),
+        ("nginx", cmd(nginx, "-v").replace("nginx version: ", "")),
+        ("Node", cmd("node", "--version")),
+    ]
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "—"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "—"
+    return f"{a / b:.2f}"
+
+
+def metric(run, what):
+    """One number out of a run, or None."""
+    if run is None:
+        return None
+    server = run.get("server") or {}
+    if what == "cpu_hs":
+        return server.get("cpu_us_per_handshake")
+    if what == "cpu_req":
+        return server.get("cpu_us_per_request")
+    if what == "hs_s":
+        return run["handshakes_per_s"]
+    if what == "req_s":
+        return run["requests_per_s"]
+    if what == "resumed_pct":
+        return 100.0 * run["handshakes_resumed"] / run["handshakes"] if run["handshakes"] else 0
+    if what == "client_hs":
+        return 1e6 * run["client_cpu_s"] / run["handshakes"] if run["handshakes"] else None
+    if what == "client_req":
+        return 1e6 * run["client_cpu_s"] / run["responses"] if run["responses"] else None
+    if what == "idle_kb":
+        held = run.get("established") or 0
+        if not held or not server:
+            return None
+        return (server["rss_kb_end"] - server["rss_kb_start"]) / held
+    raise ValueError(what)
+
+
+def table(runs):
+    keys = sorted({k[1] for k in runs}, key=lambda k: list(KEY_NAMES).index(k))
+    workers = sorted({k[2] for k in runs})
+    rows = []
+    notes = []
+
+    def row(label, what_name, case, key, w, what, digits=0):
+        values = []
+        for server, _ in SERVERS:
+            run = runs.get((server, key, w, case))
+            v = metric(run, what)
+            cell = fmt(v, digits)
+            if run is not None and run["errors"]["total"] > 0:
+                cell += f" ({run['errors']['total']} err)"
+                notes.append(f"{server} {label}: errors {json.dumps(run['errors'])}")
+            if case == "idle" and run is not None:
+                cell += f" ({run['established']} held)" if run["established"] else ""
+            values.append((v, cell))
+        rows.append([label, what_name] + [c for _, c in values] +
+                    [ratio(values[0][0], values[1][0]), ratio(values[0][0], values[2][0])])
+
+    for key in keys:
+        for w in workers:
+            tag = f"{KEY_NAMES[key]}, {w} worker{'s' if w > 1 else ''}"
+            if any(k[1:] == (key, w, "full") for k in runs):
+                row(f"full handshake, {tag}", "server CPU µs / handshake", "full", key, w, "cpu_hs")
+                row(f"full handshake, {tag}", "handshakes / s", "full", key, w, "hs_s")
+            if any(k[1:] == (key, w, "resumed") for k in runs):
+                row(f"resumed handshake, {tag}", "server CPU µs / handshake", "resumed", key, w,
+                    "cpu_hs")
+                row(f"resumed handshake, {tag}", "handshakes / s", "resumed", key, w, "hs_s")
+                row(f"resumed handshake, {tag}", "% resumed", "resumed", key, w, "resumed_pct")
+            if any(k[1:] == (key, w, "keepalive") for k in runs):
+                row(f"keep-alive GET /test, {tag}", "server CPU µs / request", "keepalive", key, w,
+                    "cpu_req", 1)
+                row(f"keep-alive GET /test, {tag}", "requests / s", "keepalive", key, w, "req_s")
+            if any(k[1:] == (key, w, "idle") for k in runs):
+                row(f"idle mTLS connections, {tag}", "server RSS kB / connection", "idle", key, w,
+                    "idle_kb", 1)
+    client_rows = []
+    for key in keys:
+        for w in workers:
+            for case, what in (("full", "client_hs"), ("keepalive", "client_req")):
+                cells = [fmt(metric(runs.get((s, key, w, case)), what), 1 if case == "keepalive"
+                         else 0) for s, _ in SERVERS]
+                if any(c != "—" for c in cells):
+                    client_rows.append([f"{case}, {KEY_NAMES[key]}, {w} worker(s)",
+                                        "µs / request" if case == "keepalive" else
+                                        "µs / handshake"] + cells)
+    return rows, client_rows, notes
+
+
+def markdown(header, rows):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    out = ["| " + " | ".join(h.ljust(widths[i]) for i, h in enumerate(header)) + " |",
+           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c).ljust(widths[i]) for i, c in enumerate(r)) + " |")
+    return "\n".join(out)
+
+
+def main():
+    run_dir, results_dir, mtls, nginx = sys.argv[1:5]
+    runs = load(run_dir)
+    if not runs:
+        sys.exit("bench: no results to report")
+    rows, client_rows, notes = table(runs)
+    names = [n for _, n in SERVERS]
+    text = markdown(["case", "metric"] + names + ["mtls/nginx", "mtls/Express"], rows)
+    print(text)
+    for n in notes:
+        print("note: " + n)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    host = socket.gethostname()
+    env = {k: v for k, v in os.environ.items() if k.startswith("BENCH_")}
+    doc = [f"# mtls bench, {now:%Y-%m-%d %H:%M} UTC, {host}", "",
+           "Made by `make bench` (bench/run.sh). CPU is the server's own user + system time",
+           "from /proc/PID/stat summed over its processes (all threads), divided by the",
+           "handshakes or requests `mtls bench` completed; RSS is VmRSS summed the same way.",
+           "Ratios below 1 mean mtls spends less (or, for throughput, serves less).", "",
+           "## Machine", ""]
+    doc += [f"- {k}: {v}" for k, v in machine(mtls, nginx)]
+    doc += [f"- settings: {', '.join(f'{k}={v}' for k, v in sorted(env.items())) or 'defaults'}",
+            "", "## Results", "", text, ""]
+    if notes:
+        doc += ["Errors during the runs:", ""] + [f"- {n}" for n in notes] + [""]
+    doc += ["## The load generator's own CPU", "",
+            "What `mtls bench` itself spent per operation in the same runs (it does the",
+            "client's half of every handshake and request).", "",
+            markdown(["case", "metric"] + names, client_rows), ""]
+    os.makedirs(results_dir, exist_ok=True)
+    path = os.path.join(results_dir, f"{now:%Y-%m-%d}-{host}.md")
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(doc))
+    os.replace(path + ".tmp", path)
+    print(f"bench: written to {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
