@@ -1,0 +1,92 @@
+/*
+ * mtls/server.h - the mTLS web server behind `mtls serve`: listeners,
+ * workers (processes or threads, each with its own libuv loop and
+ * SO_REUSEPORT listener), the connection state machine (handshake -> read
+ * request -> write response -> keep-alive or close), timeouts, signals and
+ * log files.
+ *
+ * Part of the server layer (src/server/); it ties src/tls and src/http
+ * together.
+ */
+#ifndef MTLS_SERVER_H
+#define MTLS_SERVER_H
+
+#include <stddef.h>
+
+#include "mtls/base.h"
+#include "mtls/http.h"
+#include "mtls/tls.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** How workers run. Processes are the default: see docs/ARCHITECTURE.md for the numbers. */
+typedef enum mtls_worker_model {
+    MTLS_WORKERS_PROCESS = 0,
+    MTLS_WORKERS_THREAD = 1,
+} mtls_worker_model;
+
+/** Receives one line for the person starting the server (msg borrowed, no newline). */
+typedef void (*mtls_server_notice_fn)(void *ctx, const char *msg);
+
+/** Everything a server is made of. Fill with mtls_server_opts_init(); strings are borrowed. */
+typedef struct mtls_server_opts {
+    const char *listen;          /* "8443", ":8443", "ADDR:PORT", "[V6]:PORT"; default "8443" */
+    mtls_tls_server_opts tls;    /* certificate, key, client CA, CRLs, verify mode */
+    unsigned workers;            /* 0: one per CPU core */
+    mtls_worker_model model;
+    const char *access_log;      /* path, or NULL for none */
+    const char *system_log;      /* path, or NULL for none */
+    mtls_log_format log_format;  /* both logs */
+    unsigned handshake_timeout_ms; /* default 10000 */
+    unsigned header_timeout_ms;  /* a started request must be complete within; default 10000 */
+    unsigned idle_timeout_ms;    /* keep-alive between requests; default 60000 */
+    unsigned drain_timeout_ms;   /* SIGTERM: in-flight requests get this long; default 10000 */
+    unsigned max_connections;    /* all workers together; default 10000 */
+    mtls_http_config http;       /* limits (its log fields are set by the server) */
+    mtls_server_notice_fn warn;  /* configuration warnings (also written to the system log) */
+    void *warn_ctx;
+} mtls_server_opts;
+
+/** Fills opts with the defaults of `mtls serve`. */
+void mtls_server_opts_init(mtls_server_opts *opts);
+
+typedef struct mtls_server mtls_server;
+
+/**
+ * Checks the whole configuration and prepares to serve: loads and checks the
+ * certificate, key, client CA and CRLs (an SSL_CTX), opens the log files,
+ * and binds the listening sockets (one per worker, SO_REUSEPORT). Nothing is
+ * accepted until mtls_server_run().
+ * Returns 0 and a new server in *out (free with mtls_server_free()), or a
+ * negative MTLS_E_* with err naming the file or address: MTLS_E_BUSY for a
+ * port in use, MTLS_E_INVALID for a bad value or file.
+ */
+int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *err);
+
+/** The TCP port the server listens on (useful with port 0). */
+int mtls_server_port(const mtls_server *srv);
+
+/** The listening address as "[::]:8443" or "127.0.0.1:8443" (borrowed). */
+const char *mtls_server_address(const mtls_server *srv);
+
+/** 1 when the server listens on every address (the default). */
+int mtls_server_listens_everywhere(const mtls_server *srv);
+
+/**
+ * Starts the workers and serves until SIGTERM or SIGINT, then lets
+ * in-flight requests finish (up to drain_timeout_ms) and returns 0.
+ * SIGUSR1 reopens the log files. Blocks those signals in the calling
+ * thread. Returns MTLS_E_* with err set when the workers cannot start.
+ */
+int mtls_server_run(mtls_server *srv, mtls_err *err);
+
+/** Closes sockets and logs and frees srv. NULL-safe. */
+void mtls_server_free(mtls_server *srv);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * mtls/tls.h - the TLS server side of libmtls: an SSL_CTX made from files
+ * and a verification policy, and the plain-words reason for a handshake that
+ * failed.
+ *
+ * Part of the tls layer (src/tls/server_ctx.c, src/tls/handshake_reason.c).
+ * The client side is in mtls/client.h.
+ */
+#ifndef MTLS_TLS_H
+#define MTLS_TLS_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <openssl/ssl.h>
+
+#include "mtls/base.h"
+#include "mtls/certinfo.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** How the server treats client certificates. */
+typedef enum mtls_verify_client {
+    MTLS_VERIFY_REQUIRE = 0,  /* no or bad certificate: the handshake fails (the article's server) */
+    MTLS_VERIFY_OPTIONAL = 1, /* the handshake completes; the request is answered 403 */
+} mtls_verify_client;
+
+/** The default maximum number of intermediate CAs in a client's chain. */
+#define MTLS_VERIFY_DEPTH_DEFAULT 4
+
+/** What a server SSL_CTX is made of. Strings are borrowed file names. */
+typedef struct mtls_tls_server_opts {
+    const char *cert_file;      /* PEM: the server certificate, then any intermediates */
+    const char *key_file;       /* PEM: its private key (unencrypted) */
+    const char *client_ca_file; /* PEM: the CA certificates client certificates must chain to */
+    const char *const *crl_files; /* PEM CRLs (n_crl_files of them), may be NULL */
+    size_t n_crl_files;
+    mtls_verify_client verify;
+    int verify_depth; /* 0: MTLS_VERIFY_DEPTH_DEFAULT */
+} mtls_tls_server_opts;
+
+/** Receives one warning about the configuration (msg borrowed, no newline). */
+typedef void (*mtls_tls_warn_fn)(void *ctx, const char *msg);
+
+/**
+ * Makes a server SSL_CTX from opts: TLS 1.2 and 1.3 only, the certificate
+ * chain and key (checked to match), the client CA file as trust store and as
+ * the CA names sent in the CertificateRequest, client certificates checked
+ * for the clientAuth purpose, SSL_VERIFY_PEER (plus FAIL_IF_NO_PEER_CERT when
+ * required), CRLs checked for the leaf when given, no session tickets or
+ * cache (every connection proves its certificate), read-ahead on.
+ *
+ * Problems that would still let the server run (server certificate expired
+ * or not yet valid, not meant for serverAuth, a CRL that expires within a
+ * week) go to warn (may be NULL). Problems that stop it (a missing or
+ * unreadable file, no certificate in a file, a key that does not match, an
+ * expired CRL) return an error that names the file.
+ *
+ * Returns 0 and a new SSL_CTX in *out (the caller frees it with
+ * SSL_CTX_free()), or MTLS_E_NOTFOUND / MTLS_E_IO / MTLS_E_INVALID /
+ * MTLS_E_CRYPTO with err set.
+ */
+int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn,
+                            void *warn_ctx, SSL_CTX **out, mtls_err *err);
+
+/**
+ * What the verify callback saw about the first client certificate that
+ * failed, kept per connection. Caller-owned storage (zero it, then attach).
+ */
+typedef struct mtls_tls_verify_note {
+    int error; /* X509_V_ERR_*; 0 when nothing failed */
+    int depth; /* 0: the client's own certificate */
+    char subject[MTLS_NAME_MAX];
+    char issuer[MTLS_NAME_MAX];
+    char serial[84];
+    time_t not_before, not_after;
+} mtls_tls_verify_note;
+
+/**
+ * Makes ssl record verification failures in note (borrowed; it must outlive
+ * ssl's handshake). Returns 0, or MTLS_E_CRYPTO when OpenSSL refuses.
+ */
+int mtls_tls_note_attach(SSL *ssl, mtls_tls_verify_note *note);
+
+/**
+ * Why the handshake on ssl failed, in plain words, for the system log:
+ * "client certificate CN=mallory issued by CN=other-ca is not signed by a
+ * trusted CA", "no client certificate was sent", "the client does not
+ * trust the server certificate (it sent alert unknown_ca)". ssl_error is
+ * SSL_get_error()'s answer and sys_errno the errno after the failed call.
+ * Reads (and empties) this thread's OpenSSL error queue. Writes into buf
+ * and returns it.
+ */
+char *mtls_tls_handshake_reason(SSL *ssl, const mtls_tls_verify_note *note, int ssl_error,
+                                int sys_errno, char *buf, size_t size);
+
+/**
+ * For MTLS_VERIFY_OPTIONAL: why a completed handshake has no acceptable
+ * client certificate (into buf), or NULL when the client is verified.
+ */
+const char *mtls_tls_denied_reason(SSL *ssl, const mtls_tls_verify_note *note, char *buf,
+                                   size_t size);
+
+/** The TLS alert name for a verification error ("unknown_ca", "certificate_expired"). */
+const char *mtls_tls_alert_for_verify_error(int x509_error);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,226 @@
+/*
+ * Access-log lines (Apache/nginx "combined", or JSON) and the Date header.
+ * Time strings are formatted once per second per thread, not per request.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <llhttp.h>
+
+#include "http_internal.h"
+#include "mtls/http.h"
+
+static _Thread_local time_t date_second = -1;
+static _Thread_local char date_buf[40];
+static _Thread_local time_t log_second = -1;
+static _Thread_local char log_time_clf[40];
+static _Thread_local char log_time_iso[32];
+
+const char *mtls__http_date(void)
+{
+    time_t now = time(NULL);
+
+    if (now != date_second) {
+        struct tm tm;
+
+        gmtime_r(&now, &tm);
+        strftime(date_buf, sizeof(date_buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        date_second = now;
+    }
+    return date_buf;
+}
+
+static void log_times(void)
+{
+    time_t now = time(NULL);
+
+    if (now != log_second) {
+        struct tm tm;
+
+        localtime_r(&now, &tm);
+        strftime(log_time_clf, sizeof(log_time_clf), "%d/%b/%Y:%H:%M:%S %z", &tm);
+        gmtime_r(&now, &tm);
+        strftime(log_time_iso, sizeof(log_time_iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        log_second = now;
+    }
+}
+
+size_t mtls_json_escape(char *buf, size_t size, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    if (size == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char tmp[7];
+        size_t n;
+
+        if (ch == '"' || ch == '\\') {
+            tmp[0] = '\\';
+            tmp[1] = (char)ch;
+            n = 2;
+        } else if (ch < 0x20 || ch >= 0x7f) {
+            memcpy(tmp, "\\u00", 4);
+            tmp[4] = hex[ch >> 4];
+            tmp[5] = hex[ch & 15];
+            n = 6;
+        } else {
+            tmp[0] = (char)ch;
+            n = 1;
+        }
+        if (o + n >= size)
+            break;
+        memcpy(buf + o, tmp, n);
+        o += n;
+    }
+    buf[o] = '\0';
+    return o;
+}
+
+/*
+ * Escapes a value for a combined-log field as nginx does: '"', '\' and bytes
+ * outside printable ASCII become \xHH. With no_space (the user field, which
+ * log parsers split on blanks) ", " between name parts becomes "," and any
+ * other space \x20. An empty value is "-".
+ */
+static size_t log_escape(char *buf, size_t size, const char *s, size_t len, int no_space)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+
+    if (s == NULL || len == 0)
+        s = "-", len = 1;
+    for (size_t i = 0; i < len && o + 5 < size; i++) {
+        unsigned char ch = (unsigned char)s[i];
+
+        if (no_space && ch == ' ' && i > 0 && s[i - 1] == ',')
+            continue;
+        if (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f || (no_space && ch == ' ')) {
+            buf[o++] = '\\';
+            buf[o++] = 'x';
+            buf[o++] = hex[ch >> 4];
+            buf[o++] = hex[ch & 15];
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    buf[o] = '\0';
+    return o;
+}
+
+static size_t kept_url_len(const mtls_http_conn *c)
+{
+    return c->url_len < MTLS_HTTP_URL_KEEP ? c->url_len : MTLS_HTTP_URL_KEEP;
+}
+
+static size_t text_line(const mtls_http_conn *c, int status, int parsed, char *buf, size_t size)
+{
+    char user[MTLS_HTTP_FIELD_KEEP * 2];
+    char url[MTLS_HTTP_URL_KEEP * 4 + 8];
+    char referer[MTLS_HTTP_FIELD_KEEP * 4 + 8];
+    char agent[MTLS_HTTP_FIELD_KEEP * 4 + 8];
+    char request[sizeof(url) + 64];
+    char bytes[24];
+    const mtls_http_peer *peer = c->peer;
+    const char *user_s = peer != NULL ? peer->user : NULL;
+    int n;
+
+    log_escape(user, sizeof(user), user_s, user_s ? strlen(user_s) : 0, 1);
+    log_escape(referer, sizeof(referer), c->referer, c->referer_len, 0);
+    log_escape(agent, sizeof(agent), c->user_agent, c->user_agent_len, 0);
+    if (c->url_len > 0) {
+        log_escape(url, sizeof(url), c->url, kept_url_len(c), 0);
+        if (c->url_len > MTLS_HTTP_URL_KEEP)
+            strcat(url, "...");
+        if (parsed || llhttp_get_http_major((llhttp_t *)&c->parser) > 0)
+            snprintf(request, sizeof(request), "%s %s HTTP/%d.%d",
+                     llhttp_method_name((llhttp_method_t)c->parser.method), url,
+                     c->parser.http_major, c->parser.http_minor);
+        else
+            snprintf(request, sizeof(request), "%s %s",
+                     llhttp_method_name((llhttp_method_t)c->parser.method), url);
+    } else {
+        strcpy(request, "-");
+    }
+    if (c->bytes_out > 0)
+        snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)c->bytes_out);
+    else
+        strcpy(bytes, "-");
+    n = snprintf(buf, size, "%s - %s [%s] \"%s\" %d %s \"%s\" \"%s\"\n",
+                 peer != NULL && peer->addr != NULL ? peer->addr : "-", user, log_time_clf,
+                 request, status, bytes, referer, agent);
+    if (n < 0 || (size_t)n >= size)
+        return 0;
+    return (size_t)n;
+}
+
+/* Appends "name":"escaped" or "name":null. */
+static size_t json_field(char *buf, size_t size, size_t o, const char *name, const char *s,
+                         size_t len)
+{
+    int n;
+
+    if (o >= size)
+        return o;
+    if (s == NULL) {
+        n = snprintf(buf + o, size - o, ",\"%s\":null", name);
+    } else {
+        char esc[MTLS_HTTP_URL_KEEP * 6 + 8];
+
+        mtls_json_escape(esc, sizeof(esc), s, len);
+        n = snprintf(buf + o, size - o, ",\"%s\":\"%s\"", name, esc);
+    }
+    return n < 0 ? size : o + (size_t)n;
+}
+
+static size_t json_line(const mtls_http_conn *c, int status, int parsed, char *buf, size_t size)
+{
+    const mtls_http_peer *peer = c->peer;
+    const char *method = c->url_len > 0 || parsed
+                             ? llhttp_method_name((llhttp_method_t)c->parser.method)
+                             : NULL;
+    char proto[16];
+    size_t o;
+    int n;
+
+    snprintf(proto, sizeof(proto), "HTTP/%d.%d", c->parser.http_major, c->parser.http_minor);
+    n = snprintf(buf, size, "{\"time\":\"%s\"", log_time_iso);
+    if (n < 0 || (size_t)n >= size)
+        return 0;
+    o = (size_t)n;
+    o = json_field(buf, size, o, "remote_addr", peer ? peer->addr : NULL,
+                   peer && peer->addr ? strlen(peer->addr) : 0);
+    o = json_field(buf, size, o, "client", peer ? peer->user : NULL,
+                   peer && peer->user ? strlen(peer->user) : 0);
+    o = json_field(buf, size, o, "client_serial", peer ? peer->serial : NULL,
+                   peer && peer->serial ? strlen(peer->serial) : 0);
+    o = json_field(buf, size, o, "method", method, method ? strlen(method) : 0);
+    o = json_field(buf, size, o, "path", c->url_len > 0 ? c->url : NULL, kept_url_len(c));
+    o = json_field(buf, size, o, "protocol", c->parser.http_major > 0 ? proto : NULL,
+                   strlen(proto));
+    if (o >= size)
+        return 0;
+    n = snprintf(buf + o, size - o, ",\"status\":%d,\"bytes\":%llu", status,
+                 (unsigned long long)c->bytes_out);
+    o = n < 0 ? size : o + (size_t)n;
+    o = json_field(buf, size, o, "referer", c->referer_len ? c->referer : NULL, c->referer_len);
+    o = json_field(buf, size, o, "user_agent", c->user_agent_len ? c->user_agent : NULL,
+                   c->user_agent_len);
+    if (o + 3 > size)
+        return 0;
+    buf[o++] = '}';
+    buf[o++] = '\n';
+    buf[o] = '\0';
+    return o;
+}
+
+size_t mtls__http_log_line(const mtls_http_conn *c, int status, int parsed, char *buf, size_t size)
+{
+    log_times();
+    if (c->cfg->log_format == MTLS_LOG_JSON)
+        return json_line(c, status, parsed, buf, size);
+    return text_line(c, status, parsed, buf, size);
+}

@@ -1,0 +1,554 @@
+/*
+ * An HTTP/1.x connection: llhttp parses what the transport reads, each
+ * complete request is routed and its response appended to one output buffer,
+ * and that buffer is written once for everything parsed from one read
+ * (pipelined requests share a write). No allocation happens per request.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <llhttp.h>
+
+#include "http_internal.h"
+#include "mtls/http.h"
+
+#define IN_CAP 16384          /* one TLS record's worth of plaintext */
+#define OUT_INITIAL 4096      /* grows on demand (pipelining, /whoami) */
+#define OUT_HIGH_WATER 65536  /* stop parsing pipelined requests above this */
+
+enum { FIELD_OTHER = 0, FIELD_USER_AGENT, FIELD_REFERER };
+
+static const char BODY_TEST[] = "{\"message\":\"Hello mtls\"}";
+static const char CT_JSON[] = "application/json; charset=utf-8";
+
+void mtls_http_config_init(mtls_http_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->max_url = 8192;
+    cfg->max_header_bytes = 16384;
+    cfg->max_headers = 100;
+    cfg->max_body = 1024 * 1024;
+    cfg->log_format = MTLS_LOG_TEXT;
+}
+
+/* ---- output buffer ---------------------------------------------------- */
+
+static int out_reserve(mtls_http_conn *c, size_t more)
+{
+    size_t need = c->out_len + more;
+    size_t cap = c->out_cap;
+    char *grown;
+
+    if (need <= cap)
+        return 0;
+    while (cap < need)
+        cap *= 2;
+    grown = realloc(c->out, cap);
+    if (grown == NULL)
+        return -1;
+    c->out = grown;
+    c->out_cap = cap;
+    return 0;
+}
+
+static void out_add(mtls_http_conn *c, const char *s, size_t len)
+{
+    /* Callers reserve first; a failed reserve has already marked the
+       connection for closing, so dropping bytes here is safe. */
+    if (c->out_len + len > c->out_cap)
+        return;
+    memcpy(c->out + c->out_len, s, len);
+    c->out_len += len;
+}
+
+/* ---- responses -------------------------------------------------------- */
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
+    }
+}
+
+/*
+ * Appends one whole response. keep_alive decides the Connection header:
+ * HTTP/1.1 keeps alive without saying so, HTTP/1.0 only when asked.
+ */
+static void respond(mtls_http_conn *c, int status, const char *body, size_t body_len,
+                    const char *extra_headers, int head_only, int keep_alive, int http10)
+{
+    char head[512];
+    const char *conn_hdr = "";
+    int n;
+
+    if (!keep_alive)
+        conn_hdr = "Connection: close\r\n";
+    else if (http10)
+        conn_hdr = "Connection: keep-alive\r\n";
+    n = snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\n"
+                 "Date: %s\r\n"
+                 "Content-Type: %s\r\n"
+                 "Content-Length: %zu\r\n"
+                 "%s%s\r\n",
+                 status, status_text(status), mtls__http_date(), CT_JSON, body_len,
+                 extra_headers ? extra_headers : "", conn_hdr);
+    if (n < 0 || (size_t)n >= sizeof(head))
+        n = 0;
+    if (out_reserve(c, (size_t)n + (head_only ? 0 : body_len)) != 0) {
+        c->closing = 1;
+        c->close_after_flush = 1;
+        return;
+    }
+    out_add(c, head, (size_t)n);
+    if (!head_only)
+        out_add(c, body, body_len);
+    c->bytes_out += head_only ? 0 : body_len;
+}
+
+/* An error body: {"error":"...","reason":"..."} with the reason escaped. */
+static size_t error_body(char *buf, size_t size, const char *error, const char *reason)
+{
+    char esc[600];
+    int n;
+
+    if (reason == NULL) {
+        n = snprintf(buf, size, "{\"error\":\"%s\"}", error);
+    } else {
+        mtls_json_escape(esc, sizeof(esc), reason, strlen(reason));
+        n = snprintf(buf, size, "{\"error\":\"%s\",\"reason\":\"%s\"}", error, esc);
+    }
+    if (n < 0)
+        return 0;
+    return (size_t)n < size ? (size_t)n : size - 1;
+}
+
+/* ---- routing ---------------------------------------------------------- */
+
+/* The path of the request target, without the query string. */
+static size_t path_len(const mtls_http_conn *c)
+{
+    size_t kept = c->url_len < MTLS_HTTP_URL_KEEP ? c->url_len : MTLS_HTTP_URL_KEEP;
+    const char *q = memchr(c->url, '?', kept);
+
+    if (q != NULL)
+        return (size_t)(q - c->url);
+    return c->url_len; /* may exceed what is kept: then it matches no route */
+}
+
+static int path_is(const mtls_http_conn *c, const char *route)
+{
+    size_t len = strlen(route);
+
+    return path_len(c) == len && memcmp(c->url, route, len) == 0;
+}
+
+/* Answers the request that just completed; returns the status sent. */
+static int route(mtls_http_conn *c, int keep_alive)
+{
+    int method = llhttp_get_method(&c->parser);
+    int http10 = llhttp_get_http_major(&c->parser) == 1 && llhttp_get_http_minor(&c->parser) == 0;
+    int head = method == HTTP_HEAD;
+    int get_or_head = method == HTTP_GET || head;
+    char body[1024];
+    size_t len;
+
+    if (c->peer != NULL && c->peer->denied != NULL) {
+        len = error_body(body, sizeof(body), "client certificate required", c->peer->denied);
+        respond(c, 403, body, len, NULL, head, keep_alive, http10);
+        return 403;
+    }
+    if (path_is(c, "/test")) {
+        if (!get_or_head)
+            goto not_allowed;
+        respond(c, 200, BODY_TEST, sizeof(BODY_TEST) - 1, NULL, head, keep_alive, http10);
+        return 200;
+    }
+    if (path_is(c, "/whoami")) {
+        const char *json = NULL;
+        size_t json_len = 0;
+
+        if (!get_or_head)
+            goto not_allowed;
+        if (c->peer != NULL && c->peer->whoami != NULL)
+            json = c->peer->whoami(c->peer->whoami_ctx, &json_len);
+        if (json == NULL) {
+            len = error_body(body, sizeof(body), "no client identity", NULL);
+            respond(c, 500, body, len, NULL, head, keep_alive, http10);
+            return 500;
+        }
+        respond(c, 200, json, json_len, NULL, head, keep_alive, http10);
+        return 200;
+    }
+    len = error_body(body, sizeof(body), "not found", NULL);
+    respond(c, 404, body, len, NULL, head, keep_alive, http10);
+    return 404;
+
+not_allowed:
+    len = error_body(body, sizeof(body), "method not allowed", NULL);
+    respond(c, 405, body, len, "Allow: GET, HEAD\r\n", head, keep_alive, http10);
+    return 405;
+}
+
+/* ---- llhttp callbacks -------------------------------------------------- */
+
+static mtls_http_conn *conn_of(llhttp_t *p)
+{
+    return (mtls_http_conn *)p->data;
+}
+
+static int fail(mtls_http_conn *c, int status, const char *reason)
+{
+    c->error_status = status;
+    c->error_reason = reason;
+    return -1;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    mtls_http_conn *c = conn_of(p);
+
+    c->in_request = 1;
+    c->url_len = 0;
+    c->url[0] = '\0';
+    c->user_agent_len = 0;
+    c->referer_len = 0;
+    c->field_len = 0;
+    c->field_kind = FIELD_OTHER;
+    c->header_bytes = 0;
+    c->n_headers = 0;
+    c->body_bytes = 0;
+    c->bytes_out = 0;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    mtls_http_conn *c = conn_of(p);
+
+    if (c->url_len < MTLS_HTTP_URL_KEEP) {
+        size_t room = MTLS_HTTP_URL_KEEP - c->url_len;
+        size_t n = len < room ? len : room;
+
+        memcpy(c->url + c->url_len, at, n);
+        c->url[c->url_len + n] = '\0';
+    }
+    c->url_len += len;
+    if (c->url_len > c->cfg->max_url)
+        return fail(c, 414, "request target too long");
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    mtls_http_conn *c = conn_of(p);
+    size_t room = sizeof(c->field) - 1 - c->field_len;
+    size_t n = len < room ? len : room;
+
+    memcpy(c->field + c->field_len, at, n);
+    c->field_len += n;
+    c->field[c->field_len] = '\0';
+    c->header_bytes += len;
+    if (c->header_bytes > c->cfg->max_header_bytes)
+        return fail(c, 431, "request headers too large");
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    mtls_http_conn *c = conn_of(p);
+
+    c->n_headers++;
+    c->header_bytes += 4; /* ": " and CRLF */
+    if (c->n_headers > c->cfg->max_headers)
+        return fail(c, 431, "too many request headers");
+    if (c->field_len == 10 && strncasecmp(c->field, "user-agent", 10) == 0) {
+        c->field_kind = FIELD_USER_AGENT;
+        c->user_agent_len = 0;
+    } else if (c->field_len == 7 && strncasecmp(c->field, "referer", 7) == 0) {
+        c->field_kind = FIELD_REFERER;
+        c->referer_len = 0;
+    } else {
+        c->field_kind = FIELD_OTHER;
+    }
+    c->field_len = 0;
+    return 0;
+}
+
+static void keep(char *dst, size_t *dst_len, const char *at, size_t len)
+{
+    size_t room = MTLS_HTTP_FIELD_KEEP - *dst_len;
+    size_t n = len < room ? len : room;
+
+    memcpy(dst + *dst_len, at, n);
+    *dst_len += n;
+    dst[*dst_len] = '\0';
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    mtls_http_conn *c = conn_of(p);
+
+    c->header_bytes += len;
+    if (c->header_bytes > c->cfg->max_header_bytes)
+        return fail(c, 431, "request headers too large");
+    if (c->field_kind == FIELD_USER_AGENT)
+        keep(c->user_agent, &c->user_agent_len, at, len);
+    else if (c->field_kind == FIELD_REFERER)
+        keep(c->referer, &c->referer_len, at, len);
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    mtls_http_conn *c = conn_of(p);
+
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->cfg->max_body)
+        return fail(c, 413, "request body too large");
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    mtls_http_conn *c = conn_of(p);
+
+    (void)at;
+    /* Bodies are read and discarded: no route takes one. */
+    c->body_bytes += len;
+    if (c->body_bytes > c->cfg->max_body)
+        return fail(c, 413, "request body too large");
+    return 0;
+}
+
+static void log_request(mtls_http_conn *c, int status, int parsed)
+{
+    char line[16384];
+    size_t len;
+
+    if (c->cfg->access_log == NULL)
+        return;
+    len = mtls__http_log_line(c, status, parsed, line, sizeof(line));
+    if (len > 0)
+        c->cfg->access_log(c->cfg->access_log_ctx, line, len);
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    mtls_http_conn *c = conn_of(p);
+    int keep_alive = llhttp_should_keep_alive(p) && !c->closing && !p->upgrade;
+    int status = route(c, keep_alive);
+
+    log_request(c, status, 1);
+    c->requests++;
+    c->in_request = 0;
+    if (!keep_alive) {
+        c->close_after_flush = 1;
+        return HPE_PAUSED; /* whatever follows is not ours to answer */
+    }
+    if (c->out_len >= OUT_HIGH_WATER)
+        return HPE_PAUSED; /* write what is queued before parsing more */
+    return 0;
+}
+
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- the connection ---------------------------------------------------- */
+
+int mtls_http_conn_init(mtls_http_conn *c, const mtls_http_config *cfg, const mtls_http_peer *peer,
+                        const mtls_http_io *io)
+{
+    memset(c, 0, sizeof(*c));
+    c->cfg = cfg;
+    c->peer = peer;
+    c->io = *io;
+    c->in = malloc(IN_CAP);
+    c->out = malloc(OUT_INITIAL);
+    if (c->in == NULL || c->out == NULL) {
+        mtls_http_conn_release(c);
+        return MTLS_E_NOMEM;
+    }
+    c->in_cap = IN_CAP;
+    c->out_cap = OUT_INITIAL;
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+    c->parser.data = c;
+    return 0;
+}
+
+void mtls_http_conn_release(mtls_http_conn *c)
+{
+    if (c == NULL)
+        return;
+    free(c->in);
+    free(c->out);
+    c->in = NULL;
+    c->out = NULL;
+    c->in_cap = c->out_cap = 0;
+}
+
+/* A request that cannot be parsed or exceeds a limit: answer and close. */
+static void parse_error(mtls_http_conn *c, llhttp_errno_t e)
+{
+    int status = c->error_status ? c->error_status : 400;
+    const char *reason = c->error_reason ? c->error_reason : llhttp_get_error_reason(&c->parser);
+    const char *error = status == 400   ? "bad request"
+                        : status == 413 ? "request body too large"
+                        : status == 414 ? "request target too long"
+                                        : "request headers too large";
+    char body[1024];
+    size_t len;
+
+    (void)e;
+    if (status == 400 && reason == NULL)
+        reason = llhttp_errno_name(e);
+    len = error_body(body, sizeof(body), error, status == 400 ? reason : NULL);
+    respond(c, status, body, len, NULL, 0, 0, 0);
+    log_request(c, status, 0);
+    c->requests++;
+    c->in_request = 0;
+    c->closing = 1;
+    c->close_after_flush = 1;
+}
+
+/* Parses in[in_off, in_len); stops at a pause (pipelining back-pressure). */
+static void parse_buffered(mtls_http_conn *c)
+{
+    const char *start = c->in + c->in_off;
+    llhttp_errno_t e = llhttp_execute(&c->parser, start, c->in_len - c->in_off);
+
+    if (e == HPE_OK) {
+        c->in_off = c->in_len = 0;
+        return;
+    }
+    if (e == HPE_PAUSED && !c->close_after_flush) {
+        const char *pos = llhttp_get_error_pos(&c->parser);
+
+        llhttp_resume(&c->parser);
+        if (pos != NULL && pos >= start && pos <= c->in + c->in_len)
+            c->in_off = (size_t)(pos - c->in);
+        else
+            c->in_off = c->in_len = 0;
+        if (c->in_off >= c->in_len)
+            c->in_off = c->in_len = 0;
+        return;
+    }
+    c->in_off = c->in_len = 0;
+    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+        /* Answered; the connection closes after this response. */
+        c->close_after_flush = 1;
+        return;
+    }
+    parse_error(c, e);
+}
+
+int mtls_http_conn_run(mtls_http_conn *c)
+{
+    for (;;) {
+        long n;
+
+        if (c->out_off < c->out_len) {
+            n = c->io.write(c->io.ctx, c->out + c->out_off, c->out_len - c->out_off);
+            if (n > 0) {
+                c->out_off += (size_t)n;
+                if (c->out_off == c->out_len)
+                    c->out_off = c->out_len = 0;
+                continue;
+            }
+            if (n == MTLS_IO_WANT_READ)
+                return MTLS_HTTP_WANT_READ;
+            if (n == MTLS_IO_WANT_WRITE)
+                return MTLS_HTTP_WANT_WRITE;
+            return MTLS_HTTP_ABORT;
+        }
+        if (c->close_after_flush)
+            return MTLS_HTTP_DONE;
+        if (c->in_off < c->in_len) {
+            parse_buffered(c);
+            continue;
+        }
+        /*
+         * One read per wake-up: after a read whose requests are answered,
+         * wait for the socket again instead of reading until EAGAIN, unless
+         * the transport holds bytes the poll would not announce.
+         */
+        if (c->read_done && (c->io.pending == NULL || !c->io.pending(c->io.ctx))) {
+            c->read_done = 0;
+            return MTLS_HTTP_WANT_READ;
+        }
+        n = c->io.read(c->io.ctx, c->in, c->in_cap);
+        if (n > 0) {
+            c->in_off = 0;
+            c->in_len = (size_t)n;
+            c->read_done = 1;
+            continue;
+        }
+        c->read_done = 0;
+        if (n == MTLS_IO_EOF)
+            return MTLS_HTTP_DONE; /* a half-received request is dropped */
+        if (n == MTLS_IO_WANT_READ)
+            return MTLS_HTTP_WANT_READ;
+        if (n == MTLS_IO_WANT_WRITE)
+            return MTLS_HTTP_WANT_WRITE;
+        return MTLS_HTTP_ABORT;
+    }
+}
+
+void mtls_http_conn_drain(mtls_http_conn *c)
+{
+    c->closing = 1;
+    if (!c->in_request)
+        c->close_after_flush = 1;
+}
+
+void mtls_http_conn_timeout(mtls_http_conn *c)
+{
+    if (c->in_request && !c->close_after_flush) {
+        char body[128];
+        size_t len = error_body(body, sizeof(body), "request timeout", NULL);
+
+        respond(c, 408, body, len, NULL, 0, 0, 0);
+        log_request(c, 408, 0);
+        c->in_request = 0;
+    }
+    c->in_off = c->in_len = 0;
+    c->closing = 1;
+    c->close_after_flush = 1;
+}
+
+int mtls_http_conn_busy(const mtls_http_conn *c)
+{
+    return c->in_request || c->out_off < c->out_len;
+}

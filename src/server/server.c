@@ -1,0 +1,624 @@
+/*
+ * The server: configuration checked up front, one SO_REUSEPORT listening
+ * socket per worker bound before any worker starts (so that a port in use is
+ * a start-up error), then workers as processes (the default, like nginx) or
+ * threads, and a main process or thread that only waits for signals.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#include <openssl/ssl.h>
+
+#include "mtls/certinfo.h"
+#include "mtls/server.h"
+#include "server_internal.h"
+
+#define BACKLOG 511
+#define RESPAWN_WINDOW 10 /* seconds */
+#define RESPAWN_MAX 10    /* worker deaths per window before giving up */
+
+void mtls_server_opts_init(mtls_server_opts *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->listen = "8443";
+    opts->tls.cert_file = "server.crt";
+    opts->tls.key_file = "server.key";
+    opts->tls.client_ca_file = "clientca.crt";
+    opts->tls.verify = MTLS_VERIFY_REQUIRE;
+    opts->workers = 0;
+    opts->model = MTLS_WORKERS_PROCESS;
+    opts->access_log = "access.log";
+    opts->system_log = "system.log";
+    opts->log_format = MTLS_LOG_TEXT;
+    opts->handshake_timeout_ms = 10000;
+    opts->header_timeout_ms = 10000;
+    opts->idle_timeout_ms = 60000;
+    opts->drain_timeout_ms = 10000;
+    opts->max_connections = 10000;
+    mtls_http_config_init(&opts->http);
+}
+
+/* ---- listening sockets --------------------------------------------------- */
+
+/* Parses "8443", ":8443", "*:8443", "127.0.0.1:8443", "[::1]:8443", "localhost:8443". */
+static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len,
+                        int *everywhere, mtls_err *err)
+{
+    char host[256] = "";
+    const char *port_s = text;
+    const char *colon;
+    struct addrinfo hints, *res = NULL;
+    char *end;
+    long port;
+    int r;
+
+    *everywhere = 0;
+    if (text == NULL || *text == '\0')
+        text = port_s = "8443";
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+
+        if (close == NULL || close[1] != ':' || (size_t)(close - text - 1) >= sizeof(host))
+            goto bad;
+        memcpy(host, text + 1, (size_t)(close - text - 1));
+        host[close - text - 1] = '\0';
+        port_s = close + 2;
+    } else if ((colon = strrchr(text, ':')) != NULL) {
+        if ((size_t)(colon - text) >= sizeof(host))
+            goto bad;
+        memcpy(host, text, (size_t)(colon - text));
+        host[colon - text] = '\0';
+        port_s = colon + 1;
+    }
+    errno = 0;
+    port = strtol(port_s, &end, 10);
+    if (*port_s == '\0' || *end != '\0' || errno != 0 || port < 0 || port > 65535)
+        goto bad;
+    memset(ss, 0, sizeof(*ss));
+    if (host[0] == '\0' || strcmp(host, "*") == 0) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+        /* All addresses: IPv6 and IPv4 on one dual-stack socket (like Node). */
+        in6->sin6_family = AF_INET6;
+        in6->sin6_addr = in6addr_any;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*in6);
+        *everywhere = 1;
+        return 0;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    r = getaddrinfo(host, port_s, &hints, &res);
+    if (r != 0 || res == NULL)
+        return mtls_err_set(err, MTLS_E_INVALID, "cannot listen on '%s': %s", text,
+                            r != 0 ? gai_strerror(r) : "no address");
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+bad:
+    return mtls_err_set(err, MTLS_E_INVALID,
+                        "bad --listen '%s': use PORT, ADDR:PORT or [IPV6]:PORT (port 0-65535)",
+                        text);
+}
+
+static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int everywhere,
+                       int reuseport, const char *shown, int *out, mtls_err *err)
+{
+    int one = 1, zero = 0;
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int e;
+
+    *out = -1;
+    if (fd < 0)
+        return mtls_err_sys(err, MTLS_E_IO, errno, "cannot listen on '%s'", shown);
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        e = errno;
+        close(fd);
+        return mtls_err_sys(err, MTLS_E_IO, e, "cannot listen on '%s': SO_REUSEPORT", shown);
+    }
+    if (everywhere && ss->ss_family == AF_INET6)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, BACKLOG) != 0) {
+        e = errno;
+        close(fd);
+        if (e == EADDRINUSE)
+            return mtls_err_set(err, MTLS_E_BUSY,
+                                "cannot listen on '%s': the port is in use (another server is "
+                                "running there; stop it or pick another --listen)",
+                                shown);
+        if (e == EACCES)
+            return mtls_err_set(err, MTLS_E_IO,
+                                "cannot listen on '%s': permission denied (ports below 1024 "
+                                "need root or CAP_NET_BIND_SERVICE)",
+                                shown);
+        if (e == EADDRNOTAVAIL)
+            return mtls_err_set(err, MTLS_E_INVALID,
+                                "cannot listen on '%s': no such address on this machine", shown);
+        return mtls_err_sys(err, MTLS_E_IO, e, "cannot listen on '%s'", shown);
+    }
+    *out = fd;
+    return 0;
+}
+
+static int bind_listeners(mtls_server *srv, mtls_err *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = 0;
+    int everywhere, rc, port;
+    char addr[64];
+    const char *shown = srv->opts.listen ? srv->opts.listen : "8443";
+
+    rc = parse_listen(srv->opts.listen, &ss, &len, &everywhere, err);
+    if (rc != 0)
+        return rc;
+    srv->listen_fds = calloc(srv->workers, sizeof(int));
+    if (srv->listen_fds == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    for (unsigned i = 0; i < srv->workers; i++)
+        srv->listen_fds[i] = -1;
+    mtls__addr_format(&ss, addr, sizeof(addr), &port);
+    if (port != 0) {
+        int probe;
+
+        /*
+         * SO_REUSEPORT would let us share the port with another server of
+         * the same user without a word; a plain bind first finds it.
+         */
+        rc = open_socket(&ss, len, everywhere, 0, shown, &probe, err);
+        if (rc != 0 && everywhere && errno == EAFNOSUPPORT)
+            goto v4;
+        if (rc != 0)
+            return rc;
+        close(probe);
+    }
+    for (unsigned i = 0; i < srv->workers; i++) {
+        rc = open_socket(&ss, len, everywhere, 1, shown, &srv->listen_fds[i], err);
+        if (rc != 0)
+            return rc;
+        srv->n_listen = i + 1;
+        if (i == 0) {
+            /* Port 0: the others join the port the kernel picked. */
+            struct sockaddr_storage got;
+            socklen_t got_len = sizeof(got);
+
+            if (getsockname(srv->listen_fds[0], (struct sockaddr *)&got, &got_len) == 0) {
+                mtls__addr_format(&got, addr, sizeof(addr), &port);
+                if (ss.ss_family == AF_INET)
+                    ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+                else
+                    ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+            }
+        }
+    }
+    goto done;
+v4:
+    /* No IPv6 on this machine: all IPv4 addresses. */
+    {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        int p = port;
+
+        memset(&ss, 0, sizeof(ss));
+        in->sin_family = AF_INET;
+        in->sin_addr.s_addr = htonl(INADDR_ANY);
+        in->sin_port = htons((uint16_t)p);
+        len = sizeof(*in);
+        mtls_err_clear(err);
+        for (unsigned i = 0; i < srv->workers; i++) {
+            rc = open_socket(&ss, len, 1, i > 0 || p == 0 ? 1 : 0, shown, &srv->listen_fds[i],
+                             err);
+            if (rc == 0 && i == 0 && p != 0) {
+                /* The probe: close it and bind with SO_REUSEPORT. */
+                close(srv->listen_fds[0]);
+                rc = open_socket(&ss, len, 1, 1, shown, &srv->listen_fds[0], err);
+            }
+            if (rc != 0)
+                return rc;
+            srv->n_listen = i + 1;
+        }
+        mtls__addr_format(&ss, addr, sizeof(addr), &port);
+    }
+done:
+    srv->port = port;
+    srv->everywhere = everywhere;
+    if (everywhere)
+        snprintf(srv->address, sizeof(srv->address), "*:%d", port);
+    else
+        snprintf(srv->address, sizeof(srv->address), strchr(addr, ':') ? "[%s]:%d" : "%s:%d",
+                 addr, port);
+    return 0;
+}
+
+/* ---- new / free ------------------------------------------------------------ */
+
+static void tls_warning(void *ctx, const char *msg)
+{
+    mtls_server *srv = ctx;
+
+    if (srv->opts.warn != NULL)
+        srv->opts.warn(srv->opts.warn_ctx, msg);
+    mtls__syslog(srv, "warn", NULL, "config_warning", msg, NULL);
+}
+
+int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *err)
+{
+    mtls_server *srv = calloc(1, sizeof(*srv));
+    long cores;
+    int rc;
+
+    *out = NULL;
+    if (srv == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    srv->opts = *opts;
+    srv->access_log.fd = srv->system_log.fd = -1;
+    cores = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->workers = opts->workers > 0 ? opts->workers : (unsigned)(cores > 0 ? cores : 1);
+    if (srv->opts.handshake_timeout_ms == 0 || srv->opts.header_timeout_ms == 0 ||
+        srv->opts.idle_timeout_ms == 0 || srv->opts.max_connections == 0) {
+        rc = mtls_err_set(err, MTLS_E_INVALID, "timeouts and --max-connections must be above 0");
+        goto out;
+    }
+    /* The system log first, so that configuration warnings land in it too. */
+    rc = mtls__log_open(&srv->system_log, opts->system_log, err);
+    if (rc != 0)
+        goto out;
+    rc = mtls__log_open(&srv->access_log, opts->access_log, err);
+    if (rc != 0)
+        goto out;
+    rc = mtls_tls_server_ctx_new(&opts->tls, tls_warning, srv, &srv->ssl_ctx, err);
+    if (rc != 0)
+        goto out;
+    rc = bind_listeners(srv, err);
+    if (rc != 0)
+        goto out;
+    *out = srv;
+    srv = NULL;
+out:
+    if (srv != NULL && srv->system_log.fd >= 0 && rc != 0)
+        mtls__syslog(srv, "error", NULL, "start_failed", err->msg, NULL);
+    mtls_server_free(srv);
+    return rc;
+}
+
+void mtls_server_free(mtls_server *srv)
+{
+    if (srv == NULL)
+        return;
+    for (unsigned i = 0; srv->listen_fds != NULL && i < srv->n_listen; i++) {
+        if (srv->listen_fds[i] >= 0)
+            close(srv->listen_fds[i]);
+    }
+    free(srv->listen_fds);
+    SSL_CTX_free(srv->ssl_ctx);
+    mtls__log_close(&srv->access_log);
+    mtls__log_close(&srv->system_log);
+    free(srv);
+}
+
+int mtls_server_port(const mtls_server *srv)
+{
+    return srv->port;
+}
+
+const char *mtls_server_address(const mtls_server *srv)
+{
+    return srv->address;
+}
+
+int mtls_server_listens_everywhere(const mtls_server *srv)
+{
+    return srv->everywhere;
+}
+
+/* ---- running ----------------------------------------------------------------- */
+
+static void signal_set(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGUSR1);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGCHLD);
+}
+
+static void log_start(mtls_server *srv)
+{
+    char names[1024] = "";
+    STACK_OF(X509_NAME) *cas = SSL_CTX_get_client_CA_list(srv->ssl_ctx);
+
+    for (int i = 0; i < sk_X509_NAME_num(cas); i++) {
+        char one[MTLS_NAME_MAX];
+        size_t used = strlen(names);
+
+        mtls_name_oneline(sk_X509_NAME_value(cas, i), one, sizeof(one));
+        snprintf(names + used, sizeof(names) - used, "%s%s", i > 0 ? "; " : "", one);
+    }
+    mtls__syslogf(srv, "info", "start",
+                  "HTTPS start: listening on %s, workers: %u (%s), verify-client %s, client CAs: %s",
+                  srv->address, srv->workers,
+                  srv->opts.model == MTLS_WORKERS_THREAD ? "threads" : "processes",
+                  srv->opts.tls.verify == MTLS_VERIFY_OPTIONAL ? "optional" : "require", names);
+}
+
+/* The worker side of a forked child; returns when it has drained. */
+static int child_main(mtls_server *srv, unsigned id, pid_t parent)
+{
+    struct mtls__worker w;
+    mtls_err err;
+    int rc;
+
+#ifdef __linux__
+    /* Do not outlive the main process. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
+    if (getppid() != parent)
+        return 0;
+    signal(SIGCHLD, SIG_DFL);
+    mtls_err_clear(&err);
+    rc = mtls__worker_init(&w, srv, id, srv->ssl_ctx, srv->listen_fds[id], 1, &err);
+    if (rc != 0) {
+        mtls__syslog(srv, "error", NULL, "worker_failed", err.msg, NULL);
+        return rc;
+    }
+    rc = mtls__worker_run(&w);
+    mtls__worker_release(&w);
+    return rc;
+}
+
+/*
+ * Forks worker id. Returns the child's pid in the parent; in the child it
+ * runs the worker and sets *in_child (the caller then returns from run()).
+ */
+static pid_t spawn(mtls_server *srv, unsigned id, int *in_child, int *child_rc)
+{
+    pid_t parent = getpid();
+    pid_t pid;
+
+    fflush(NULL); /* nothing buffered may be written twice */
+    pid = fork();
+    if (pid == 0) {
+        *in_child = 1;
+        *child_rc = child_main(srv, id, parent);
+    } else if (pid < 0) {
+        mtls__syslogf(srv, "error", "fork_failed", "cannot start worker %u: %s", id,
+                      strerror(errno));
+    }
+    return pid;
+}
+
+static int run_processes(mtls_server *srv, mtls_err *err)
+{
+    pid_t *pids = calloc(srv->workers, sizeof(pid_t));
+    time_t window_start = time(NULL);
+    int deaths = 0, stopping = 0, in_child = 0, child_rc = 0, rc = 0;
+    struct timespec tick = {1, 0};
+    time_t stop_deadline = 0;
+    sigset_t set;
+
+    if (pids == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    signal_set(&set);
+    for (unsigned i = 0; i < srv->workers; i++) {
+        pids[i] = spawn(srv, i, &in_child, &child_rc);
+        if (in_child)
+            goto out;
+        if (pids[i] < 0) {
+            rc = mtls_err_sys(err, MTLS_E_IO, errno, "cannot start worker %u", i);
+            stopping = 1;
+            stop_deadline = time(NULL) + 2;
+            for (unsigned j = 0; j < i; j++)
+                kill(pids[j], SIGTERM);
+            break;
+        }
+    }
+    for (;;) {
+        siginfo_t info;
+        int sig, alive = 0;
+
+        for (unsigned i = 0; i < srv->workers; i++)
+            alive += pids[i] > 0;
+        if (stopping && alive == 0)
+            break;
+        sig = sigtimedwait(&set, &info, &tick);
+        if (sig < 0) {
+            if (stopping && time(NULL) > stop_deadline) {
+                for (unsigned i = 0; i < srv->workers; i++) {
+                    if (pids[i] > 0)
+                        kill(pids[i], SIGKILL);
+                }
+            }
+            continue;
+        }
+        if (sig == SIGTERM || sig == SIGINT) {
+            if (!stopping)
+                mtls__syslogf(srv, "info", "stop", "%s: draining in-flight requests, then exit",
+                              sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            stopping = 1;
+            stop_deadline = time(NULL) + srv->opts.drain_timeout_ms / 1000 + 3;
+            for (unsigned i = 0; i < srv->workers; i++) {
+                if (pids[i] > 0)
+                    kill(pids[i], SIGTERM);
+            }
+        } else if (sig == SIGUSR1) {
+            mtls_err e;
+
+            mtls_err_clear(&e);
+            if (mtls__log_reopen(&srv->system_log, &e) != 0)
+                mtls__syslog(srv, "error", NULL, "log_reopen_failed", e.msg, NULL);
+            else
+                mtls__syslogf(srv, "info", "log_reopen", "SIGUSR1: log files reopened");
+            for (unsigned i = 0; i < srv->workers; i++) {
+                if (pids[i] > 0)
+                    kill(pids[i], SIGUSR1);
+            }
+        } else if (sig == SIGHUP) {
+            mtls__syslogf(srv, "warn", "reload_unsupported",
+                          "SIGHUP: reloading is not supported by this version; restart instead");
+        } else if (sig == SIGCHLD) {
+            pid_t pid;
+            int status;
+
+            while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+                for (unsigned i = 0; i < srv->workers; i++) {
+                    if (pids[i] != pid)
+                        continue;
+                    pids[i] = 0;
+                    if (stopping)
+                        break;
+                    if (WIFSIGNALED(status))
+                        mtls__syslogf(srv, "error", "worker_died",
+                                      "worker %u (pid %ld) was killed by signal %d; restarting", i,
+                                      (long)pid, WTERMSIG(status));
+                    else
+                        mtls__syslogf(srv, "error", "worker_died",
+                                      "worker %u (pid %ld) exited with code %d; restarting", i,
+                                      (long)pid, WEXITSTATUS(status));
+                    if (time(NULL) - window_start > RESPAWN_WINDOW) {
+                        window_start = time(NULL);
+                        deaths = 0;
+                    }
+                    if (++deaths > RESPAWN_MAX) {
+                        mtls__syslogf(srv, "error", "worker_crash_loop",
+                                      "workers keep dying; stopping the server");
+                        rc = mtls_err_set(err, MTLS_E_IO, "workers keep dying; see the system log");
+                        stopping = 1;
+                        stop_deadline = time(NULL) + 2;
+                        for (unsigned j = 0; j < srv->workers; j++) {
+                            if (pids[j] > 0)
+                                kill(pids[j], SIGTERM);
+                        }
+                        break;
+                    }
+                    pids[i] = spawn(srv, i, &in_child, &child_rc);
+                    if (in_child)
+                        goto out;
+                    break;
+                }
+            }
+        }
+    }
+    if (rc == 0)
+        mtls__syslogf(srv, "info", "stopped", "HTTPS stop: every worker has drained");
+out:
+    free(pids);
+    if (in_child)
+        return child_rc;
+    return rc;
+}
+
+static void *thread_main(void *arg)
+{
+    struct mtls__worker *w = arg;
+
+    mtls__worker_run(w);
+    return NULL;
+}
+
+static int run_threads(mtls_server *srv, mtls_err *err)
+{
+    struct mtls__worker *ws = calloc(srv->workers, sizeof(*ws));
+    SSL_CTX **ctxs = calloc(srv->workers, sizeof(SSL_CTX *));
+    pthread_t *threads = calloc(srv->workers, sizeof(pthread_t));
+    unsigned started = 0;
+    int rc = 0, stopping = 0;
+    sigset_t set;
+
+    if (ws == NULL || ctxs == NULL || threads == NULL) {
+        rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+        goto out;
+    }
+    signal_set(&set);
+    for (unsigned i = 0; i < srv->workers; i++) {
+        /* One SSL_CTX per worker: no sharing of its locks between threads. */
+        if (i == 0) {
+            ctxs[0] = srv->ssl_ctx;
+            SSL_CTX_up_ref(ctxs[0]);
+        } else {
+            rc = mtls_tls_server_ctx_new(&srv->opts.tls, NULL, NULL, &ctxs[i], err);
+            if (rc != 0)
+                goto stop;
+        }
+        rc = mtls__worker_init(&ws[i], srv, i, ctxs[i], srv->listen_fds[i], 0, err);
+        if (rc != 0)
+            goto stop;
+        if (pthread_create(&threads[i], NULL, thread_main, &ws[i]) != 0) {
+            mtls__worker_release(&ws[i]);
+            rc = mtls_err_set(err, MTLS_E_IO, "cannot start worker thread %u", i);
+            goto stop;
+        }
+        started = i + 1;
+    }
+    while (!stopping) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&set, &info);
+
+        if (sig == SIGTERM || sig == SIGINT) {
+            mtls__syslogf(srv, "info", "stop", "%s: draining in-flight requests, then exit",
+                          sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            stopping = 1;
+        } else if (sig == SIGUSR1) {
+            mtls_err e;
+
+            mtls_err_clear(&e);
+            if (mtls__log_reopen(&srv->access_log, &e) != 0 ||
+                mtls__log_reopen(&srv->system_log, &e) != 0)
+                mtls__syslog(srv, "error", NULL, "log_reopen_failed", e.msg, NULL);
+            else
+                mtls__syslogf(srv, "info", "log_reopen", "SIGUSR1: log files reopened");
+            for (unsigned i = 0; i < started; i++)
+                mtls__worker_notify(&ws[i], WORKER_CMD_REOPEN);
+        } else if (sig == SIGHUP) {
+            mtls__syslogf(srv, "warn", "reload_unsupported",
+                          "SIGHUP: reloading is not supported by this version; restart instead");
+        }
+    }
+stop:
+    for (unsigned i = 0; i < started; i++)
+        mtls__worker_notify(&ws[i], WORKER_CMD_DRAIN);
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+        mtls__worker_release(&ws[i]);
+    }
+    if (rc == 0)
+        mtls__syslogf(srv, "info", "stopped", "HTTPS stop: every worker has drained");
+out:
+    for (unsigned i = 0; ctxs != NULL && i < srv->workers; i++)
+        SSL_CTX_free(ctxs[i]);
+    free(ctxs);
+    free(threads);
+    free(ws);
+    return rc;
+}
+
+int mtls_server_run(mtls_server *srv, mtls_err *err)
+{
+    sigset_t set, old;
+    int rc;
+
+    /* Signals are taken synchronously by the main thread (sigwait), never async. */
+    signal_set(&set);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    log_start(srv);
+    if (srv->opts.model == MTLS_WORKERS_THREAD)
+        rc = run_threads(srv, err);
+    else
+        rc = run_processes(srv, err);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}

@@ -1,0 +1,98 @@
+/* Internal structures of src/server, shared between its files. */
+#ifndef MTLS_SERVER_INTERNAL_H
+#define MTLS_SERVER_INTERNAL_H
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <openssl/ssl.h>
+
+#include <uv.h>
+
+#include "mtls/server.h"
+
+/* ---- log files -------------------------------------------------------- */
+
+/** A log file opened for appending; reopened in place (dup2) on SIGUSR1. */
+struct mtls__log {
+    int fd; /* -1 when there is no such log */
+    const char *path;
+};
+
+/** Opens path for appending (created 0644). path NULL: fd -1, no log. */
+int mtls__log_open(struct mtls__log *log, const char *path, mtls_err *err);
+
+/** Opens the path again and puts the new file under the same fd (logrotate). */
+int mtls__log_reopen(struct mtls__log *log, mtls_err *err);
+
+void mtls__log_close(struct mtls__log *log);
+
+/** Writes len bytes with as few write(2) calls as possible; best effort. */
+void mtls__log_write(const struct mtls__log *log, const char *buf, size_t len);
+
+/**
+ * One system-log line: level ("info", "warn", "error"), peer ("ip:port" or
+ * NULL), event (a short key for JSON), message; kv are extra name/value
+ * pairs for JSON lines (NULL-terminated list, values may be NULL).
+ */
+void mtls__syslog(const mtls_server *srv, const char *level, const char *peer, const char *event,
+                  const char *message, const char *const *kv);
+
+/** Like mtls__syslog() with a printf-style message and no extra fields. */
+void mtls__syslogf(const mtls_server *srv, const char *level, const char *event, const char *fmt,
+                   ...) __attribute__((format(printf, 4, 5)));
+
+/* ---- the server --------------------------------------------------------- */
+
+struct mtls_server {
+    mtls_server_opts opts; /* a copy; its strings stay borrowed */
+    SSL_CTX *ssl_ctx;      /* checked at start; workers share or copy it */
+    int *listen_fds;       /* one SO_REUSEPORT socket per worker */
+    unsigned n_listen;
+    unsigned workers;
+    int port;
+    int everywhere;
+    char address[96];
+    struct mtls__log access_log;
+    struct mtls__log system_log;
+};
+
+/* ---- workers ------------------------------------------------------------ */
+
+enum { WORKER_CMD_DRAIN = 1, WORKER_CMD_REOPEN = 2 };
+
+/** One worker: an event loop with its own listener. */
+struct mtls__worker {
+    mtls_server *srv;
+    unsigned id;
+    SSL_CTX *ssl_ctx; /* borrowed */
+    int listen_fd;    /* borrowed */
+    int own_signals;  /* process model: the worker handles SIGTERM/SIGINT/SIGUSR1 itself */
+    uv_loop_t loop;
+    uv_async_t async; /* thread model: the main thread's commands */
+    atomic_int commands;
+    int loop_ready;
+};
+
+/**
+ * Prepares w's loop (and its async handle, so another thread can notify it
+ * before it runs). Returns 0 or MTLS_E_* with err set.
+ */
+int mtls__worker_init(struct mtls__worker *w, mtls_server *srv, unsigned id, SSL_CTX *ctx,
+                      int listen_fd, int own_signals, mtls_err *err);
+
+/** Runs w until it has drained (every connection closed). Returns 0 or MTLS_E_NOMEM. */
+int mtls__worker_run(struct mtls__worker *w);
+
+/** Closes w's async handle and loop (after its thread ended). NULL-safe on a zeroed w. */
+void mtls__worker_release(struct mtls__worker *w);
+
+/** From another thread: asks w to drain (WORKER_CMD_DRAIN) or reopen logs. */
+void mtls__worker_notify(struct mtls__worker *w, int command);
+
+/** "127.0.0.1" or "::1" (v4-mapped addresses shown as IPv4) and the port. */
+void mtls__addr_format(const struct sockaddr_storage *ss, char *addr, size_t size, int *port);
+
+#endif

@@ -1,0 +1,809 @@
+/*
+ * A worker: one libuv loop, one SO_REUSEPORT listener, and the connections
+ * it accepted. Each connection is a non-blocking socket watched by one
+ * uv_poll_t; OpenSSL reads and writes the socket itself (SSL_set_fd), and
+ * after the handshake src/http reads and writes through SSL_read/SSL_write.
+ *
+ *   accept -> HANDSHAKE -> HTTP (read request -> write response)* -> LINGER -> closed
+ *
+ * Timeouts are deadlines on each connection, checked by one sweep timer per
+ * worker, so that a request costs no timer system call or heap operation.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <cjson/cJSON.h>
+#include <uv.h>
+
+#include "mtls/certinfo.h"
+#include "mtls/http.h"
+#include "mtls/tls.h"
+#include "server_internal.h"
+
+#define ACCEPT_BATCH 64
+#define LINGER_MS 2000
+#define ACCESS_BUF 32768
+
+enum conn_state { ST_HANDSHAKE, ST_HTTP, ST_LINGER };
+
+struct worker;
+
+struct conn {
+    uv_poll_t poll;
+    struct worker *w;
+    struct conn *prev, *next;
+    int fd;
+    int events;             /* what poll watches now */
+    enum conn_state state;
+    uint64_t deadline;      /* loop time (ms) after which the state times out */
+    int request_deadline;   /* deadline is the header timeout of a started request */
+    uint64_t answered;      /* requests answered when the deadline was last set */
+    int closing;            /* uv_close called */
+    SSL *ssl;
+    mtls_tls_verify_note note;
+    char addr[64];          /* "127.0.0.1" */
+    char peer[80];          /* "127.0.0.1:54321" */
+    mtls_http_peer http_peer;
+    mtls_http_conn http;
+    int http_ready;
+    mtls_cert_info info;
+    int have_info;
+    char *whoami;
+    size_t whoami_len;
+    char denied[768];
+};
+
+struct worker {
+    struct mtls__worker *pub;
+    mtls_server *srv;
+    uv_loop_t *loop;
+    uv_poll_t listener;
+    int listening;          /* the listener poll is active */
+    int listener_open;
+    uv_timer_t sweep;
+    uv_check_t flush;
+    uv_signal_t signals[3];
+    int n_signals;
+    struct conn *conns;
+    unsigned n_conns, max_conns;
+    int draining;
+    uint64_t drain_deadline;
+    mtls_http_config http_cfg;
+    char access_buf[ACCESS_BUF];
+    size_t access_len;
+};
+
+static void conn_io(uv_poll_t *h, int status, int events);
+static void conn_close(struct conn *c);
+static void conn_finish(struct conn *c);
+static void worker_maybe_exit(struct worker *w);
+
+/* ---- access log -------------------------------------------------------- */
+
+static void access_flush(struct worker *w)
+{
+    if (w->access_len > 0) {
+        mtls__log_write(&w->srv->access_log, w->access_buf, w->access_len);
+        w->access_len = 0;
+    }
+}
+
+/* Lines are batched and written once per loop iteration (or when full). */
+static void access_line(void *ctx, const char *line, size_t len)
+{
+    struct worker *w = ctx;
+
+    if (w->access_len + len > sizeof(w->access_buf))
+        access_flush(w);
+    if (len > sizeof(w->access_buf)) {
+        mtls__log_write(&w->srv->access_log, line, len);
+        return;
+    }
+    memcpy(w->access_buf + w->access_len, line, len);
+    w->access_len += len;
+}
+
+static void on_flush(uv_check_t *h)
+{
+    access_flush(h->data);
+}
+
+/* ---- addresses --------------------------------------------------------- */
+
+void mtls__addr_format(const struct sockaddr_storage *ss, char *addr, size_t size, int *port)
+{
+    *port = 0;
+    snprintf(addr, size, "?");
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+        uv_inet_ntop(AF_INET, &in->sin_addr, addr, size);
+        *port = ntohs(in->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+            uv_inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], addr, size);
+        else
+            uv_inet_ntop(AF_INET6, &in6->sin6_addr, addr, size);
+        *port = ntohs(in6->sin6_port);
+    }
+}
+
+/* ---- polling ------------------------------------------------------------ */
+
+/* Changes what poll watches only when it differs: uv_poll_start costs epoll_ctl. */
+static void conn_want(struct conn *c, int events)
+{
+    if (c->events == events)
+        return;
+    if (uv_poll_start(&c->poll, events, conn_io) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->events = events;
+}
+
+static void listener_pause(struct worker *w)
+{
+    if (w->listening) {
+        uv_poll_stop(&w->listener);
+        w->listening = 0;
+    }
+}
+
+static void on_accept(uv_poll_t *h, int status, int events);
+
+static void listener_resume(struct worker *w)
+{
+    if (!w->listening && w->listener_open && !w->draining && w->n_conns < w->max_conns) {
+        if (uv_poll_start(&w->listener, UV_READABLE, on_accept) == 0)
+            w->listening = 1;
+    }
+}
+
+/* ---- the TLS transport for src/http -------------------------------------- */
+
+static long io_result(struct conn *c, int r)
+{
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        return MTLS_IO_WANT_READ;
+    case SSL_ERROR_WANT_WRITE:
+        return MTLS_IO_WANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+        return MTLS_IO_EOF;
+    default:
+        ERR_clear_error();
+        return MTLS_IO_ERROR;
+    }
+}
+
+static long tls_read(void *ctx, char *buf, size_t len)
+{
+    struct conn *c = ctx;
+    size_t n = 0;
+    int r = SSL_read_ex(c->ssl, buf, len, &n);
+
+    return r == 1 ? (long)n : io_result(c, r);
+}
+
+static long tls_write(void *ctx, const char *buf, size_t len)
+{
+    struct conn *c = ctx;
+    size_t n = 0;
+    int r = SSL_write_ex(c->ssl, buf, len, &n);
+
+    return r == 1 ? (long)n : io_result(c, r);
+}
+
+static int tls_pending(void *ctx)
+{
+    struct conn *c = ctx;
+
+    return SSL_has_pending(c->ssl);
+}
+
+/* ---- /whoami --------------------------------------------------------------- */
+
+/* Built on the first /whoami of a connection and kept for the next ones. */
+static const char *whoami_json(void *ctx, size_t *len)
+{
+    struct conn *c = ctx;
+    cJSON *root = NULL, *tls = NULL, *client = NULL;
+
+    if (c->whoami != NULL)
+        goto out;
+    if (!c->have_info)
+        return NULL;
+    root = cJSON_CreateObject();
+    tls = cJSON_CreateObject();
+    client = mtls_cert_info_to_json(&c->info);
+    if (root == NULL || tls == NULL || client == NULL)
+        goto fail;
+    cJSON_AddBoolToObject(root, "verified", 1);
+    cJSON_AddItemToObject(root, "client", client);
+    client = NULL;
+    cJSON_AddStringToObject(tls, "version", SSL_get_version(c->ssl));
+    cJSON_AddStringToObject(tls, "cipher", SSL_get_cipher_name(c->ssl));
+    cJSON_AddItemToObject(root, "tls", tls);
+    tls = NULL;
+    c->whoami = cJSON_PrintUnformatted(root);
+    if (c->whoami == NULL)
+        goto fail;
+    c->whoami_len = strlen(c->whoami);
+    cJSON_Delete(root);
+out:
+    *len = c->whoami_len;
+    return c->whoami;
+fail:
+    cJSON_Delete(client);
+    cJSON_Delete(tls);
+    cJSON_Delete(root);
+    return NULL;
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+static void conn_free(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    struct worker *w = c->w;
+
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    SSL_free(c->ssl);
+    if (c->fd >= 0)
+        close(c->fd);
+    mtls_http_conn_release(&c->http);
+    mtls_cert_info_release(&c->info);
+    cJSON_free(c->whoami);
+    free(c);
+    listener_resume(w);
+    worker_maybe_exit(w);
+}
+
+/* Closes at once, without a TLS goodbye (broken transport, rejected handshake). */
+static void conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    uv_close((uv_handle_t *)&c->poll, conn_free);
+}
+
+/*
+ * Closes politely: close_notify, then FIN, then read and drop whatever the
+ * client still sends until it closes too (or LINGER_MS pass), so that our
+ * last response or alert is not destroyed by a reset (nginx's lingering
+ * close).
+ */
+static void conn_finish(struct conn *c)
+{
+    if (c->closing)
+        return;
+    if (c->ssl != NULL && c->state == ST_HTTP) {
+        (void)SSL_shutdown(c->ssl);
+        ERR_clear_error();
+    }
+    if (shutdown(c->fd, SHUT_WR) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->state = ST_LINGER;
+    c->deadline = uv_now(c->w->loop) + LINGER_MS;
+    conn_want(c, UV_READABLE);
+}
+
+static void conn_linger(struct conn *c)
+{
+    char scratch[4096];
+
+    for (;;) {
+        ssize_t n = read(c->fd, scratch, sizeof(scratch));
+
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        conn_close(c);
+        return;
+    }
+}
+
+static void log_rejected(struct conn *c, const char *reason, int ssl_error)
+{
+    const mtls_tls_verify_note *n = &c->note;
+    const char *alert = n->error ? mtls_tls_alert_for_verify_error(n->error) : NULL;
+    char message[1200];
+    const char *kv[] = {"subject", n->error ? n->subject : NULL,
+                        "issuer",  n->error ? n->issuer : NULL,
+                        "serial",  n->error ? n->serial : NULL,
+                        "alert",   alert,
+                        NULL};
+    /* Clients that vanish are routine; certificate problems are what operators look for. */
+    const char *level = ssl_error == SSL_ERROR_SSL ? "warn" : "info";
+
+    if (alert == NULL && strncmp(reason, "no client certificate", 21) == 0)
+        alert = SSL_version(c->ssl) == TLS1_3_VERSION ? "certificate_required"
+                                                      : "handshake_failure";
+    kv[7] = alert;
+
+    if (alert != NULL)
+        snprintf(message, sizeof(message), "handshake rejected: %s (alert %s)", reason, alert);
+    else
+        snprintf(message, sizeof(message), "handshake rejected: %s", reason);
+    mtls__syslog(c->w->srv, level, c->peer, "handshake_rejected", message, kv);
+}
+
+static void conn_http(struct conn *c);
+
+static void handshake_done(struct conn *c)
+{
+    struct worker *w = c->w;
+    mtls_http_io io = {tls_read, tls_write, tls_pending, c};
+    X509 *cert = SSL_get0_peer_certificate(c->ssl);
+    const char *denied = mtls_tls_denied_reason(c->ssl, &c->note, c->denied, sizeof(c->denied));
+    mtls_err err;
+
+    c->http_peer.addr = c->addr;
+    if (denied != NULL) {
+        const char *kv[] = {"subject", c->note.error ? c->note.subject : NULL, "issuer",
+                            c->note.error ? c->note.issuer : NULL, NULL};
+        char message[1024];
+
+        snprintf(message, sizeof(message),
+                 "client not verified (verify-client optional, requests get 403): %s", denied);
+        mtls__syslog(w->srv, "info", c->peer, "client_not_verified", message, kv);
+        c->http_peer.denied = c->denied;
+    } else if (cert != NULL) {
+        mtls_err_clear(&err);
+        if (mtls_cert_info_init(&c->info, cert, &err) == 0) {
+            c->have_info = 1;
+            c->http_peer.user = c->info.subject;
+            c->http_peer.serial = c->info.serial_hex;
+        }
+    }
+    c->http_peer.whoami = whoami_json;
+    c->http_peer.whoami_ctx = c;
+    if (mtls_http_conn_init(&c->http, &w->http_cfg, &c->http_peer, &io) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->http_ready = 1;
+    c->state = ST_HTTP;
+    c->request_deadline = 0;
+    c->deadline = uv_now(w->loop) + w->srv->opts.idle_timeout_ms;
+    if (w->draining) {
+        conn_finish(c);
+        return;
+    }
+    /* The first request may already sit in OpenSSL's read-ahead buffer. */
+    conn_http(c);
+}
+
+static void conn_handshake(struct conn *c)
+{
+    char reason[1024];
+    int r, e, sys_errno;
+
+    ERR_clear_error();
+    errno = 0;
+    r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        handshake_done(c);
+        return;
+    }
+    sys_errno = errno;
+    e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        conn_want(c, UV_READABLE);
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        conn_want(c, UV_WRITABLE);
+        return;
+    }
+    mtls_tls_handshake_reason(c->ssl, &c->note, e, sys_errno, reason, sizeof(reason));
+    log_rejected(c, reason, e);
+    /* OpenSSL has sent its alert; let it reach the client before a reset could. */
+    if (e == SSL_ERROR_SSL)
+        conn_finish(c);
+    else
+        conn_close(c);
+}
+
+static void conn_http(struct conn *c)
+{
+    struct worker *w = c->w;
+    int r = mtls_http_conn_run(&c->http);
+
+    if (c->closing)
+        return;
+    switch (r) {
+    case MTLS_HTTP_WANT_READ:
+    case MTLS_HTTP_WANT_WRITE:
+        if (r == MTLS_HTTP_WANT_WRITE) {
+            /* A client that does not read its responses gets the idle timeout. */
+            c->deadline = uv_now(w->loop) + w->srv->opts.idle_timeout_ms;
+            c->request_deadline = 0;
+        } else if (c->http.in_request) {
+            /* Slowloris: a started request must be complete in header_timeout. */
+            if (!c->request_deadline) {
+                c->deadline = uv_now(w->loop) + w->srv->opts.header_timeout_ms;
+                c->request_deadline = 1;
+            }
+        } else if (c->request_deadline || c->http.requests != c->answered) {
+            /* Between requests: the keep-alive idle timeout, from the last answer. */
+            c->deadline = uv_now(w->loop) + w->srv->opts.idle_timeout_ms;
+            c->request_deadline = 0;
+            c->answered = c->http.requests;
+        }
+        if (w->draining && !mtls_http_conn_busy(&c->http)) {
+            conn_finish(c);
+            return;
+        }
+        conn_want(c, r == MTLS_HTTP_WANT_READ ? UV_READABLE : UV_WRITABLE);
+        return;
+    case MTLS_HTTP_DONE:
+        conn_finish(c);
+        return;
+    default:
+        conn_close(c);
+        return;
+    }
+}
+
+static void conn_io(uv_poll_t *h, int status, int events)
+{
+    struct conn *c = h->data;
+
+    (void)events;
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    switch (c->state) {
+    case ST_HANDSHAKE:
+        conn_handshake(c);
+        break;
+    case ST_HTTP:
+        conn_http(c);
+        break;
+    case ST_LINGER:
+        conn_linger(c);
+        break;
+    }
+}
+
+static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    int one = 1, port;
+
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    c->w = w;
+    c->fd = fd;
+    c->state = ST_HANDSHAKE;
+    mtls__addr_format(ss, c->addr, sizeof(c->addr), &port);
+    snprintf(c->peer, sizeof(c->peer), strchr(c->addr, ':') ? "[%s]:%d" : "%s:%d", c->addr,
+             port);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->ssl = SSL_new(w->pub->ssl_ctx);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1 ||
+        mtls_tls_note_attach(c->ssl, &c->note) != 0 ||
+        uv_poll_init_socket(w->loop, &c->poll, fd) != 0) {
+        ERR_clear_error();
+        SSL_free(c->ssl);
+        close(fd);
+        free(c);
+        return;
+    }
+    SSL_set_accept_state(c->ssl);
+    c->poll.data = c;
+    c->next = w->conns;
+    if (w->conns != NULL)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+    c->deadline = uv_now(w->loop) + w->srv->opts.handshake_timeout_ms;
+    /* The ClientHello often arrives with the connection: try at once. */
+    conn_handshake(c);
+}
+
+static void on_accept(uv_poll_t *h, int status, int events)
+{
+    struct worker *w = h->data;
+
+    (void)events;
+    if (status < 0)
+        return;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd;
+
+        if (w->n_conns >= w->max_conns) {
+            /* The kernel's backlog holds the rest until a connection closes. */
+            listener_pause(w);
+            return;
+        }
+        fd = accept4(w->pub->listen_fd, (struct sockaddr *)&ss, &len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE) {
+                mtls__syslogf(w->srv, "error", "accept_failed",
+                              "cannot accept connections: out of file descriptors (%u open)",
+                              w->n_conns);
+                listener_pause(w); /* the sweep timer resumes it */
+            }
+            return;
+        }
+        conn_new(w, fd, &ss);
+    }
+}
+
+/* ---- timeouts, drain, signals ---------------------------------------------- */
+
+static void conn_timeout(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    switch (c->state) {
+    case ST_HANDSHAKE:
+        mtls__syslog(w->srv, "info", c->peer, "handshake_timeout",
+                     "handshake rejected: the client did not complete the handshake in time",
+                     NULL);
+        conn_close(c);
+        break;
+    case ST_HTTP:
+        if (c->http.in_request) {
+            mtls__syslog(w->srv, "info", c->peer, "request_timeout",
+                         "request headers not received in time; answered 408", NULL);
+            mtls_http_conn_timeout(&c->http);
+            (void)mtls_http_conn_run(&c->http); /* one try at the 408 */
+        }
+        conn_finish(c);
+        break;
+    case ST_LINGER:
+        conn_close(c);
+        break;
+    }
+}
+
+static void on_sweep(uv_timer_t *h)
+{
+    struct worker *w = h->data;
+    uint64_t now = uv_now(w->loop);
+    struct conn *c, *next;
+
+    for (c = w->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->closing)
+            continue;
+        if (w->draining && now >= w->drain_deadline && c->state != ST_LINGER)
+            conn_close(c);
+        else if (now >= c->deadline)
+            conn_timeout(c);
+    }
+    listener_resume(w);
+    worker_maybe_exit(w);
+}
+
+static void worker_drain(struct worker *w)
+{
+    struct conn *c, *next;
+
+    if (w->draining)
+        return;
+    w->draining = 1;
+    w->drain_deadline = uv_now(w->loop) + w->srv->opts.drain_timeout_ms;
+    listener_pause(w);
+    if (w->listener_open) {
+        uv_close((uv_handle_t *)&w->listener, NULL);
+        w->listener_open = 0;
+    }
+    for (c = w->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->closing)
+            continue;
+        if (c->state == ST_HANDSHAKE)
+            conn_close(c);
+        else if (c->state == ST_HTTP && !mtls_http_conn_busy(&c->http))
+            conn_finish(c);
+        else if (c->state == ST_HTTP)
+            mtls_http_conn_drain(&c->http);
+    }
+    worker_maybe_exit(w);
+}
+
+/* Closes every handle but the async one, which the owner of the worker closes. */
+static void worker_close_handles(uv_handle_t *h, void *arg)
+{
+    struct mtls__worker *pub = arg;
+
+    if (h != (uv_handle_t *)&pub->async && !uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void worker_maybe_exit(struct worker *w)
+{
+    if (!w->draining || w->n_conns > 0)
+        return;
+    access_flush(w);
+    uv_walk(w->loop, worker_close_handles, w->pub);
+    uv_stop(w->loop);
+}
+
+static void worker_reopen(struct worker *w)
+{
+    mtls_err err;
+
+    access_flush(w);
+    mtls_err_clear(&err);
+    if (mtls__log_reopen(&w->srv->access_log, &err) != 0 ||
+        mtls__log_reopen(&w->srv->system_log, &err) != 0)
+        mtls__syslog(w->srv, "error", NULL, "log_reopen_failed", err.msg, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct worker *w = h->data;
+
+    if (signum == SIGUSR1)
+        worker_reopen(w);
+    else
+        worker_drain(w);
+}
+
+static void on_async(uv_async_t *h)
+{
+    struct worker *w = h->data;
+    int cmds;
+
+    if (w == NULL)
+        return;
+    cmds = atomic_exchange(&w->pub->commands, 0);
+
+    if (cmds & WORKER_CMD_REOPEN)
+        access_flush(w); /* the main thread reopened the files; write the rest there */
+    if (cmds & WORKER_CMD_DRAIN)
+        worker_drain(w);
+}
+
+/* ---- the worker --------------------------------------------------------------- */
+
+int mtls__worker_init(struct mtls__worker *pub, mtls_server *srv, unsigned id, SSL_CTX *ctx,
+                      int listen_fd, int own_signals, mtls_err *err)
+{
+    int r;
+
+    memset(pub, 0, sizeof(*pub));
+    pub->srv = srv;
+    pub->id = id;
+    pub->ssl_ctx = ctx;
+    pub->listen_fd = listen_fd;
+    pub->own_signals = own_signals;
+    atomic_init(&pub->commands, 0);
+    r = uv_loop_init(&pub->loop);
+    if (r != 0)
+        return mtls_err_set(err, MTLS_E_IO, "cannot start worker %u: %s", id, uv_strerror(r));
+    r = uv_async_init(&pub->loop, &pub->async, on_async);
+    if (r != 0) {
+        uv_loop_close(&pub->loop);
+        return mtls_err_set(err, MTLS_E_IO, "cannot start worker %u: %s", id, uv_strerror(r));
+    }
+    pub->loop_ready = 1;
+    return 0;
+}
+
+void mtls__worker_notify(struct mtls__worker *pub, int command)
+{
+    atomic_fetch_or(&pub->commands, command);
+    uv_async_send(&pub->async);
+}
+
+int mtls__worker_run(struct mtls__worker *pub)
+{
+    mtls_server *srv = pub->srv;
+    struct worker *w = calloc(1, sizeof(*w));
+    unsigned tick;
+    int rc = 0;
+
+    if (w == NULL)
+        return MTLS_E_NOMEM;
+    w->pub = pub;
+    w->srv = srv;
+    w->loop = &pub->loop;
+    pub->async.data = w;
+    w->http_cfg = srv->opts.http;
+    w->http_cfg.log_format = srv->opts.log_format;
+    w->http_cfg.access_log = srv->access_log.fd >= 0 ? access_line : NULL;
+    w->http_cfg.access_log_ctx = w;
+    w->max_conns = (srv->opts.max_connections + srv->workers - 1) / srv->workers;
+    if (w->max_conns == 0)
+        w->max_conns = 1;
+
+    uv_poll_init_socket(w->loop, &w->listener, pub->listen_fd);
+    w->listener.data = w;
+    w->listener_open = 1;
+    listener_resume(w);
+
+    /* Deadlines are checked a few times per shortest timeout. */
+    tick = srv->opts.handshake_timeout_ms;
+    if (srv->opts.header_timeout_ms < tick)
+        tick = srv->opts.header_timeout_ms;
+    if (srv->opts.idle_timeout_ms < tick)
+        tick = srv->opts.idle_timeout_ms;
+    tick /= 4;
+    tick = tick < 50 ? 50 : tick > 1000 ? 1000 : tick;
+    uv_timer_init(w->loop, &w->sweep);
+    w->sweep.data = w;
+    uv_timer_start(&w->sweep, on_sweep, tick, tick);
+    uv_unref((uv_handle_t *)&w->sweep);
+    uv_check_init(w->loop, &w->flush);
+    w->flush.data = w;
+    uv_check_start(&w->flush, on_flush);
+    uv_unref((uv_handle_t *)&w->flush);
+
+    if (pub->own_signals) {
+        static const int sigs[] = {SIGTERM, SIGINT, SIGUSR1};
+        sigset_t set;
+
+        for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+            uv_signal_init(w->loop, &w->signals[i]);
+            w->signals[i].data = w;
+            uv_signal_start(&w->signals[i], on_signal, sigs[i]);
+            uv_unref((uv_handle_t *)&w->signals[i]);
+        }
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGUSR1);
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    }
+
+    uv_run(w->loop, UV_RUN_DEFAULT);
+    access_flush(w);
+    /* Let the closed handles' callbacks run; the async handle stays for release. */
+    uv_walk(w->loop, worker_close_handles, pub);
+    uv_run(w->loop, UV_RUN_NOWAIT);
+    free(w);
+    pub->async.data = NULL;
+    return rc;
+}
+
+void mtls__worker_release(struct mtls__worker *pub)
+{
+    if (!pub->loop_ready)
+        return;
+    uv_close((uv_handle_t *)&pub->async, NULL);
+    uv_run(&pub->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&pub->loop);
+    pub->loop_ready = 0;
+}

@@ -1,0 +1,464 @@
+/*
+ * The server's SSL_CTX: files loaded and checked with messages that name
+ * them, TLS 1.2+ only, client certificates verified at the TLS layer like
+ * the article's Node server (requestCert + rejectUnauthorized).
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "mtls/certinfo.h"
+#include "mtls/tls.h"
+#include "server_internal.h"
+
+#define PEM_MAX (4 * 1024 * 1024)
+#define WEEK (7 * 24 * 3600)
+
+static int note_index = -1;
+static pthread_once_t note_once = PTHREAD_ONCE_INIT;
+
+static void note_index_init(void)
+{
+    note_index = SSL_get_ex_new_index(0, "mtls verify note", NULL, NULL, NULL);
+}
+
+int mtls__srv_note_index(void)
+{
+    pthread_once(&note_once, note_index_init);
+    return note_index;
+}
+
+int mtls_tls_note_attach(SSL *ssl, mtls_tls_verify_note *note)
+{
+    int idx = mtls__srv_note_index();
+
+    if (idx < 0 || !SSL_set_ex_data(ssl, idx, note))
+        return MTLS_E_CRYPTO;
+    return 0;
+}
+
+/*
+ * Records the first failure with the certificate it concerns. In optional
+ * mode (no FAIL_IF_NO_PEER_CERT) the handshake goes on, and the request is
+ * answered 403 with this note's reason.
+ */
+static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    mtls_tls_verify_note *note = NULL;
+    int required;
+
+    if (ssl == NULL)
+        return preverify_ok;
+    required = (SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
+    note = SSL_get_ex_data(ssl, mtls__srv_note_index());
+    if (!preverify_ok && note != NULL && note->error == 0) {
+        X509 *cert = X509_STORE_CTX_get_current_cert(store);
+
+        note->error = X509_STORE_CTX_get_error(store);
+        note->depth = X509_STORE_CTX_get_error_depth(store);
+        if (cert != NULL)
+            mtls__srv_note_cert(note, cert);
+    }
+    return required ? preverify_ok : 1;
+}
+
+void mtls__srv_note_cert(mtls_tls_verify_note *note, X509 *cert)
+{
+    const ASN1_INTEGER *serial = X509_get0_serialNumber(cert);
+    BIGNUM *bn = serial ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
+    char *hex = bn ? BN_bn2hex(bn) : NULL;
+
+    mtls_name_oneline(X509_get_subject_name(cert), note->subject, sizeof(note->subject));
+    mtls_name_oneline(X509_get_issuer_name(cert), note->issuer, sizeof(note->issuer));
+    snprintf(note->serial, sizeof(note->serial), "%s", hex ? hex : "");
+    note->not_before = mtls__srv_asn1_time(X509_get0_notBefore(cert));
+    note->not_after = mtls__srv_asn1_time(X509_get0_notAfter(cert));
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+time_t mtls__srv_asn1_time(const ASN1_TIME *t)
+{
+    struct tm tm;
+
+    if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
+        return 0;
+    return timegm(&tm);
+}
+
+char *mtls__srv_time(time_t t, char *buf, size_t size)
+{
+    struct tm tm;
+
+    if (gmtime_r(&t, &tm) == NULL || strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+        snprintf(buf, size, "?");
+    return buf;
+}
+
+/* Keeps OpenSSL from prompting on a terminal for an encrypted key. */
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return -1;
+}
+
+static int read_file(const char *path, BIO **out, char **text, mtls_err *err)
+{
+    unsigned char *data = NULL;
+    size_t len = 0;
+    int rc = mtls_file_read(path, PEM_MAX, &data, &len, err);
+
+    *out = NULL;
+    if (rc != 0)
+        return rc;
+    *out = BIO_new_mem_buf(data, (int)len);
+    if (*out == NULL) {
+        mtls_free_secret(data, len);
+        return mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
+    }
+    *text = (char *)data;
+    return 0;
+}
+
+/* Every certificate of a PEM file, at least one. */
+static int load_certs(const char *path, const char *what, STACK_OF(X509) **out, mtls_err *err)
+{
+    STACK_OF(X509) *certs = NULL;
+    BIO *bio = NULL;
+    char *text = NULL;
+    X509 *x;
+    int rc;
+
+    *out = NULL;
+    rc = read_file(path, &bio, &text, err);
+    if (rc != 0)
+        goto out;
+    certs = sk_X509_new_null();
+    if (certs == NULL) {
+        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
+        goto out;
+    }
+    while ((x = PEM_read_bio_X509(bio, NULL, no_password, NULL)) != NULL) {
+        if (!sk_X509_push(certs, x)) {
+            X509_free(x);
+            rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
+            goto out;
+        }
+    }
+    ERR_clear_error(); /* the loop ends on "no start line" */
+    if (sk_X509_num(certs) == 0) {
+        if (strstr(text, "PRIVATE KEY-----") != NULL)
+            rc = mtls_err_set(err, MTLS_E_INVALID,
+                              "%s '%s' holds a private key, not a certificate", what, path);
+        else
+            rc = mtls_err_set(err, MTLS_E_INVALID, "%s '%s' holds no PEM certificate", what,
+                              path);
+        goto out;
+    }
+    *out = certs;
+    certs = NULL;
+    rc = 0;
+out:
+    sk_X509_pop_free(certs, X509_free);
+    BIO_free(bio);
+    free(text);
+    return rc;
+}
+
+static int load_key(const char *path, EVP_PKEY **out, mtls_err *err)
+{
+    BIO *bio = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    int rc;
+
+    *out = NULL;
+    rc = read_file(path, &bio, &text, err);
+    if (rc != 0)
+        goto out;
+    len = strlen(text);
+    *out = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+    if (*out != NULL) {
+        rc = 0;
+        goto out;
+    }
+    ERR_clear_error();
+    if (strstr(text, "ENCRYPTED") != NULL)
+        rc = mtls_err_set(err, MTLS_E_INVALID,
+                          "private key '%s' is encrypted; the server needs it unencrypted", path);
+    else if (strstr(text, "CERTIFICATE-----") != NULL)
+        rc = mtls_err_set(err, MTLS_E_INVALID,
+                          "'%s' holds a certificate, not a private key", path);
+    else
+        rc = mtls_err_set(err, MTLS_E_INVALID, "'%s' holds no PEM private key", path);
+out:
+    BIO_free(bio);
+    if (text != NULL)
+        mtls_free_secret(text, len);
+    return rc;
+}
+
+static void warnf(mtls_tls_warn_fn warn, void *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void warnf(mtls_tls_warn_fn warn, void *ctx, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    if (warn == NULL)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    warn(ctx, msg);
+}
+
+/* Warnings about the server certificate that do not stop the server. */
+static void check_server_cert(X509 *leaf, const char *path, mtls_tls_warn_fn warn, void *ctx)
+{
+    time_t now = time(NULL);
+    time_t nb = mtls__srv_asn1_time(X509_get0_notBefore(leaf));
+    time_t na = mtls__srv_asn1_time(X509_get0_notAfter(leaf));
+    char when[40], subject[MTLS_NAME_MAX];
+
+    mtls_name_oneline(X509_get_subject_name(leaf), subject, sizeof(subject));
+    if (na != 0 && na < now)
+        warnf(warn, ctx,
+              "server certificate '%s' (%s) expired on %s; clients will refuse it", path,
+              subject, mtls__srv_time(na, when, sizeof(when)));
+    else if (nb != 0 && nb > now)
+        warnf(warn, ctx, "server certificate '%s' (%s) is not valid until %s", path, subject,
+              mtls__srv_time(nb, when, sizeof(when)));
+    if (X509_check_purpose(leaf, X509_PURPOSE_SSL_SERVER, 0) != 1)
+        warnf(warn, ctx,
+              "server certificate '%s' (%s) is not meant for TLS servers (its key usage or "
+              "extended key usage lacks serverAuth); clients may refuse it",
+              path, subject);
+}
+
+static int use_cert_and_key(SSL_CTX *ctx, const mtls_tls_server_opts *opts,
+                            mtls_tls_warn_fn warn, void *warn_ctx, mtls_err *err)
+{
+    STACK_OF(X509) *chain = NULL;
+    EVP_PKEY *key = NULL;
+    X509 *leaf;
+    int rc;
+
+    rc = load_certs(opts->cert_file, "server certificate", &chain, err);
+    if (rc != 0)
+        goto out;
+    rc = load_key(opts->key_file, &key, err);
+    if (rc != 0)
+        goto out;
+    leaf = sk_X509_value(chain, 0);
+    if (!X509_check_private_key(leaf, key)) {
+        ERR_clear_error();
+        rc = mtls_err_set(err, MTLS_E_INVALID,
+                          "private key '%s' does not match the certificate in '%s'",
+                          opts->key_file, opts->cert_file);
+        goto out;
+    }
+    if (SSL_CTX_use_certificate(ctx, leaf) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
+        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot use certificate '%s' with key '%s'",
+                          opts->cert_file, opts->key_file);
+        goto out;
+    }
+    for (int i = 1; i < sk_X509_num(chain); i++) {
+        if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
+            rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot use the chain in '%s'",
+                              opts->cert_file);
+            goto out;
+        }
+    }
+    check_server_cert(leaf, opts->cert_file, warn, warn_ctx);
+    rc = 0;
+out:
+    sk_X509_pop_free(chain, X509_free);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+/* The client CA file: the trust store and the names sent in CertificateRequest. */
+static int use_client_cas(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn,
+                          void *warn_ctx, mtls_err *err)
+{
+    STACK_OF(X509) *cas = NULL;
+    STACK_OF(X509_NAME) *names = NULL;
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int rc;
+
+    rc = load_certs(opts->client_ca_file, "client CA file", &cas, err);
+    if (rc != 0)
+        goto out;
+    names = sk_X509_NAME_new_null();
+    if (names == NULL) {
+        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot use '%s'", opts->client_ca_file);
+        goto out;
+    }
+    for (int i = 0; i < sk_X509_num(cas); i++) {
+        X509 *ca = sk_X509_value(cas, i);
+        X509_NAME *name = X509_NAME_dup(X509_get_subject_name(ca));
+        char subject[MTLS_NAME_MAX];
+
+        if (name == NULL || !sk_X509_NAME_push(names, name)) {
+            X509_NAME_free(name);
+            rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot use '%s'", opts->client_ca_file);
+            goto out;
+        }
+        if (X509_STORE_add_cert(store, ca) != 1) {
+            rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot trust the CAs in '%s'",
+                              opts->client_ca_file);
+            goto out;
+        }
+        if (X509_check_ca(ca) == 0) {
+            mtls_name_oneline(X509_get_subject_name(ca), subject, sizeof(subject));
+            warnf(warn, warn_ctx,
+                  "client CA file '%s' holds %s, which is not a CA certificate", 
+                  opts->client_ca_file, subject);
+        }
+    }
+    SSL_CTX_set_client_CA_list(ctx, names); /* takes names */
+    names = NULL;
+    rc = 0;
+out:
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+    sk_X509_pop_free(cas, X509_free);
+    return rc;
+}
+
+/* CRLs: checked for the client's own certificate (X509_V_FLAG_CRL_CHECK). */
+static int use_crls(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn,
+                    void *warn_ctx, mtls_err *err)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    time_t now = time(NULL);
+    BIO *bio = NULL;
+    char *text = NULL;
+    int rc = 0;
+
+    for (size_t i = 0; i < opts->n_crl_files; i++) {
+        const char *path = opts->crl_files[i];
+        X509_CRL *crl;
+        int count = 0;
+
+        rc = read_file(path, &bio, &text, err);
+        if (rc != 0)
+            goto out;
+        while ((crl = PEM_read_bio_X509_CRL(bio, NULL, no_password, NULL)) != NULL) {
+            time_t next = mtls__srv_asn1_time(X509_CRL_get0_nextUpdate(crl));
+            char issuer[MTLS_NAME_MAX], when[40];
+
+            mtls_name_oneline(X509_CRL_get_issuer(crl), issuer, sizeof(issuer));
+            if (next != 0 && next < now) {
+                X509_CRL_free(crl);
+                rc = mtls_err_set(err, MTLS_E_INVALID,
+                                  "CRL '%s' from %s expired on %s (its next update); make a "
+                                  "fresh one with 'mtls crl create'",
+                                  path, issuer, mtls__srv_time(next, when, sizeof(when)));
+                goto out;
+            }
+            if (next != 0 && next - now < WEEK)
+                warnf(warn, warn_ctx,
+                      "CRL '%s' from %s expires on %s; make a fresh one before then or every "
+                      "client of that CA will be refused",
+                      path, issuer, mtls__srv_time(next, when, sizeof(when)));
+            if (X509_STORE_add_crl(store, crl) != 1) {
+                X509_CRL_free(crl);
+                rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot use CRL '%s'", path);
+                goto out;
+            }
+            X509_CRL_free(crl);
+            count++;
+        }
+        ERR_clear_error();
+        if (count == 0) {
+            rc = mtls_err_set(err, MTLS_E_INVALID, "'%s' holds no PEM CRL", path);
+            goto out;
+        }
+        BIO_free(bio);
+        free(text);
+        bio = NULL;
+        text = NULL;
+    }
+    if (opts->n_crl_files > 0)
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+out:
+    BIO_free(bio);
+    free(text);
+    return rc;
+}
+
+int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn,
+                            void *warn_ctx, SSL_CTX **out, mtls_err *err)
+{
+    static const unsigned char sid_ctx[] = "mtls";
+    SSL_CTX *ctx = NULL;
+    int mode, rc;
+
+    *out = NULL;
+    if (mtls__srv_note_index() < 0)
+        return mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot set up TLS");
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "SSL_CTX_new() failed");
+        goto out;
+    }
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot require TLS 1.2");
+        goto out;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET);
+    /*
+     * No session resumption: every connection presents and proves its
+     * client certificate, so a reload (new CA, new CRL) applies at once.
+     */
+    SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    /* One read(2) per TLS record instead of header + body. */
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+
+    rc = use_cert_and_key(ctx, opts, warn, warn_ctx, err);
+    if (rc != 0)
+        goto out;
+    rc = use_client_cas(ctx, opts, warn, warn_ctx, err);
+    if (rc != 0)
+        goto out;
+    rc = use_crls(ctx, opts, warn, warn_ctx, err);
+    if (rc != 0)
+        goto out;
+    /* Client certificates must allow clientAuth (else: unsupported_certificate). */
+    if (SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT) != 1) {
+        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot require the clientAuth purpose");
+        goto out;
+    }
+    SSL_CTX_set_verify_depth(ctx, opts->verify_depth > 0 ? opts->verify_depth
+                                                         : MTLS_VERIFY_DEPTH_DEFAULT);
+    mode = SSL_VERIFY_PEER;
+    if (opts->verify == MTLS_VERIFY_REQUIRE)
+        mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+    SSL_CTX_set_verify(ctx, mode, verify_cb);
+    *out = ctx;
+    ctx = NULL;
+    rc = 0;
+out:
+    SSL_CTX_free(ctx);
+    return rc;
+}

@@ -1,0 +1,25 @@
+/* Internal helpers of the tls layer's server side (server_ctx.c, handshake_reason.c). */
+#ifndef MTLS_TLS_SERVER_INTERNAL_H
+#define MTLS_TLS_SERVER_INTERNAL_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <openssl/asn1.h>
+#include <openssl/x509.h>
+
+#include "mtls/tls.h"
+
+/** The SSL ex_data index that holds a connection's mtls_tls_verify_note. */
+int mtls__srv_note_index(void);
+
+/** Copies cert's subject, issuer, serial and dates into note. */
+void mtls__srv_note_cert(mtls_tls_verify_note *note, X509 *cert);
+
+/** An ASN1_TIME as a time_t (0 when absent or unreadable). */
+time_t mtls__srv_asn1_time(const ASN1_TIME *t);
+
+/** "2026-11-26 23:59:59 UTC" into buf; returns buf. */
+char *mtls__srv_time(time_t t, char *buf, size_t size);
+
+#endif
