@@ -58,8 +58,8 @@ int mtls_is_ip_literal(const char *text);
 
 /** An https URL taken apart. Caller-owned; no release needed. */
 typedef struct mtls_url {
-    char host[256]; /* "localhost", "127.0.0.1", "::1" (no brackets) */
-    int port;       /* 443 when the URL names none */
+    char host[256];  /* "localhost", "127.0.0.1", "::1" (no brackets) */
+    int port;        /* 443 when the URL names none */
     char path[1024]; /* "/test"; "/" when the URL names none */
 } mtls_url;
 
@@ -74,17 +74,17 @@ int mtls_url_parse(const char *text, mtls_url *url, mtls_err *err);
 
 /** How a probe ended; the CLI turns it into a sentence and an exit code. */
 typedef enum mtls_probe_outcome {
-    MTLS_PROBE_OK = 0,        /* handshake done, an HTTP answer read */
-    MTLS_PROBE_LOCAL,         /* our own files are wrong (before connecting) */
-    MTLS_PROBE_DNS,           /* the host name does not resolve */
-    MTLS_PROBE_REFUSED,       /* nothing listens (ECONNREFUSED) */
-    MTLS_PROBE_TIMEOUT,       /* connect, handshake or answer took too long */
-    MTLS_PROBE_NETWORK,       /* another socket error: unreachable, reset, EOF */
-    MTLS_PROBE_NOT_TLS,       /* the peer answered, but not in TLS */
-    MTLS_PROBE_WE_REFUSED,    /* we rejected the server's certificate */
-    MTLS_PROBE_THEY_REFUSED,  /* the server rejected us (alert or close) */
-    MTLS_PROBE_TLS_FAILED,    /* another handshake failure (versions, ciphers) */
-    MTLS_PROBE_HTTP_REFUSED,  /* handshake done, but the answer was 401 or 403 */
+    MTLS_PROBE_OK = 0,       /* handshake done, an HTTP answer read */
+    MTLS_PROBE_LOCAL,        /* our own files are wrong (before connecting) */
+    MTLS_PROBE_DNS,          /* the host name does not resolve */
+    MTLS_PROBE_REFUSED,      /* nothing listens (ECONNREFUSED) */
+    MTLS_PROBE_TIMEOUT,      /* connect, handshake or answer took too long */
+    MTLS_PROBE_NETWORK,      /* another socket error: unreachable, reset, EOF */
+    MTLS_PROBE_NOT_TLS,      /* the peer answered, but not in TLS */
+    MTLS_PROBE_WE_REFUSED,   /* we rejected the server's certificate */
+    MTLS_PROBE_THEY_REFUSED, /* the server rejected us (alert or close) */
+    MTLS_PROBE_TLS_FAILED,   /* another handshake failure (versions, ciphers) */
+    MTLS_PROBE_HTTP_REFUSED, /* handshake done, but the answer was 401 or 403 */
 } mtls_probe_outcome;
 
 /** How far a probe got before it ended. */
@@ -105,21 +105,21 @@ typedef void (*mtls_probe_trace_fn)(void *arg, const char *line);
 
 /** What to probe and how. Caller-owned; strings borrowed for the call. */
 typedef struct mtls_probe_opts {
-    const char *url;        /* "https://localhost:8443/test" */
+    const char *url; /* "https://localhost:8443/test" */
     mtls_client_files files;
-    const char *servername; /* SNI and the name verified; NULL: the URL's host */
-    int timeout_ms;         /* for each of connect, handshake and answer; 0: 10000 */
-    size_t max_body;        /* bytes of body kept; 0: 1 MiB */
+    const char *servername;    /* SNI and the name verified; NULL: the URL's host */
+    int timeout_ms;            /* for each of connect, handshake and answer; 0: 10000 */
+    size_t max_body;           /* bytes of body kept; 0: 1 MiB */
     mtls_probe_trace_fn trace; /* NULL: no trace */
     void *trace_arg;
 } mtls_probe_opts;
 
 /** An alert seen on the wire. */
 typedef struct mtls_probe_alert {
-    int seen;          /* 1 when one was sent/received */
-    int fatal;         /* level 2 */
-    int code;          /* RFC 8446 AlertDescription, e.g. 48 */
-    char name[40];     /* "unknown_ca", "certificate_required" */
+    int seen;               /* 1 when one was sent/received */
+    int fatal;              /* level 2 */
+    int code;               /* RFC 8446 AlertDescription, e.g. 48 */
+    char name[40];          /* "unknown_ca", "certificate_required" */
     mtls_probe_stage stage; /* during the handshake, or after ours completed (TLS 1.3) */
 } mtls_probe_alert;
 
@@ -137,23 +137,23 @@ typedef struct mtls_probe_result {
     char peer_name[256]; /* the name verified and sent as SNI (unless an IP) */
     char address[64];    /* "127.0.0.1:8443", the address connected to, or "" */
 
-    char protocol[16]; /* "TLSv1.3" once negotiated, else "" */
-    char cipher[64];   /* "TLS_AES_256_GCM_SHA384" */
+    char protocol[16];    /* "TLSv1.3" once negotiated, else "" */
+    char cipher[64];      /* "TLS_AES_256_GCM_SHA384" */
     char plain_text[128]; /* not TLS: the first line the peer sent, printable */
 
     mtls_cert_info *chain; /* the server's chain as it was sent, leaf first */
     size_t n_chain;
 
-    int verify_done;           /* 1 once the chain was checked */
-    long verify_code;          /* X509_V_OK or the first X509_V_ERR_* */
-    char verify_reason[128];   /* X509_verify_cert_error_string() */
-    int verify_depth;          /* where in the chain it failed */
+    int verify_done;                    /* 1 once the chain was checked */
+    long verify_code;                   /* X509_V_OK or the first X509_V_ERR_* */
+    char verify_reason[128];            /* X509_verify_cert_error_string() */
+    int verify_depth;                   /* where in the chain it failed */
     char verify_subject[MTLS_NAME_MAX]; /* the certificate at that depth */
     char verify_issuer[MTLS_NAME_MAX];  /* its issuer: the CA we lacked, for unknown CA */
     char verify_issuer_cn[256];
 
-    int cert_requested;  /* the server sent a CertificateRequest */
-    char **ca_names;     /* the CA names it listed (one-line form), may be none */
+    int cert_requested; /* the server sent a CertificateRequest */
+    char **ca_names;    /* the CA names it listed (one-line form), may be none */
     size_t n_ca_names;
     int have_ours;       /* we had a certificate to offer */
     mtls_cert_info ours; /* ours (valid when have_ours) */
@@ -163,9 +163,9 @@ typedef struct mtls_probe_result {
     mtls_probe_alert alert_received;
     mtls_probe_alert alert_sent;
 
-    int http_status;        /* 200, or 0 before an answer */
-    char http_reason[64];   /* "OK" */
-    char *body;             /* the body (NUL-terminated), or NULL */
+    int http_status;      /* 200, or 0 before an answer */
+    char http_reason[64]; /* "OK" */
+    char *body;           /* the body (NUL-terminated), or NULL */
     size_t body_len;
     int body_truncated;
 } mtls_probe_result;
@@ -177,7 +177,8 @@ typedef struct mtls_probe_result {
  * the request is a finding, not an error: it returns 0 with
  * result->outcome saying what happened. It returns a negative MTLS_E_* with
  * err set only when the probe could not start at all (a bad URL); result
- * must still be released then.
+ * must still be released then. SIGPIPE is blocked in the calling thread
+ * while it runs (a server that closes early must not kill the caller).
  */
 int mtls_probe(const mtls_probe_opts *opts, mtls_probe_result *result, mtls_err *err);
 

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +19,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <netinet/in.h>
 
 #include "cli.h"
 #include "probe_report.h"
@@ -37,13 +36,12 @@ static int keep;
 static const struct cli_opt opts[] = {
     {"dir", 'd', CLI_STRING, &dir_opt, "DIR",
      "work in DIR, created if missing; an existing PKI there is reused (default: a new "
-     "temporary folder, removed afterwards)", 0, 0},
+     "temporary folder, removed afterwards)",
+     0, 0},
     {"port", 'p', CLI_INT, &port_opt, "N",
-     "port for the server on 127.0.0.1 (default: 8443 when free, else any free port)", 1,
-     65535},
+     "port for the server on 127.0.0.1 (default: 8443 when free, else any free port)", 1, 65535},
     {"keep", 'k', CLI_FLAG, &keep, NULL,
-     "keep the temporary folder (certificates, keys, logs) to try the curl commands by hand", 0,
-     0},
+     "keep the temporary folder (certificates, keys, logs) to try the curl commands by hand", 0, 0},
     {0},
 };
 
@@ -256,8 +254,7 @@ static int check_passed(int index, const mtls_probe_result *res)
                res->alert_sent.code == 48;
     default:
         /* The article: the server ends the handshake; we sent no certificate. */
-        return res->outcome == MTLS_PROBE_THEY_REFUSED && res->cert_requested &&
-               !res->ours_sent;
+        return res->outcome == MTLS_PROBE_THEY_REFUSED && res->cert_requested && !res->ours_sent;
     }
 }
 
@@ -486,8 +483,13 @@ int cmd_demo(int argc, char **argv)
     system_from = file_size(dir, "system.log");
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
     {
-        char *serve_args[] = {(char *)"mtls",      (char *)"serve", (char *)"--listen", listen,
-                              (char *)"--workers", (char *)"1",     NULL};
+        char *serve_args[] = {(char *)"mtls",
+                              (char *)"serve",
+                              (char *)"--listen",
+                              listen,
+                              (char *)"--workers",
+                              (char *)"1",
+                              NULL};
 
         out_fd = output_file();
         signal(SIGINT, on_fatal_signal);

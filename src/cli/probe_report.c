@@ -1,4 +1,6 @@
 /* What a probe found, in words: findings, a diagnosis, an exit code. */
+#include "probe_report.h"
+
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
@@ -6,7 +8,6 @@
 #include <openssl/x509_vfy.h>
 
 #include "cli.h"
-#include "probe_report.h"
 
 int probe_exit_code(const mtls_probe_result *res)
 {
@@ -140,8 +141,8 @@ static void diagnose_we_refused(const mtls_probe_result *res, const mtls_probe_o
     case X509_V_ERR_CERT_NOT_YET_VALID:
         if (at != NULL)
             date_of(at->not_before_iso, date, sizeof(date));
-        say(buf, size, "%s (%s) is not valid before %s: check the clocks of both machines",
-            which, res->verify_subject, date[0] ? date : "a later date");
+        say(buf, size, "%s (%s) is not valid before %s: check the clocks of both machines", which,
+            res->verify_subject, date[0] ? date : "a later date");
         return;
     case X509_V_ERR_INVALID_PURPOSE:
         say(buf, size,
@@ -151,8 +152,8 @@ static void diagnose_we_refused(const mtls_probe_result *res, const mtls_probe_o
             at != NULL && at->ext_key_usage[0] ? at->ext_key_usage : "none that fits");
         return;
     default:
-        say(buf, size, "we refused the server's certificate: %s (%s, depth %d)",
-            res->verify_reason, res->verify_subject, res->verify_depth);
+        say(buf, size, "we refused the server's certificate: %s (%s, depth %d)", res->verify_reason,
+            res->verify_subject, res->verify_depth);
         return;
     }
 }
@@ -189,7 +190,8 @@ static void diagnose_they_refused(const mtls_probe_result *res, char *buf, size_
     if (res->ours_sent) {
         if (alert != NULL && res->alert_received.code == 45) {
             date_of(res->ours.not_after_iso, date, sizeof(date));
-            say(buf, size, "the server rejected your certificate: certificate_expired (yours %s %s)",
+            say(buf, size,
+                "the server rejected your certificate: certificate_expired (yours %s %s)",
                 res->ours.not_after < time(NULL) ? "ended on" : "ends on", date);
             return;
         }
@@ -282,11 +284,9 @@ char *probe_diagnose(const mtls_probe_result *res, const mtls_probe_opts *opts, 
         say(buf, size, "network error: %s", res->message);
         break;
     case MTLS_PROBE_NOT_TLS:
-        say(buf, size,
-            "%s:%d does not speak TLS: it answered '%s'%s", res->url.host, res->url.port,
+        say(buf, size, "%s:%d does not speak TLS: it answered '%s'%s", res->url.host, res->url.port,
             res->plain_text,
-            strncmp(res->plain_text, "HTTP/", 5) == 0 ? " (a plain HTTP server: use http://)"
-                                                      : "");
+            strncmp(res->plain_text, "HTTP/", 5) == 0 ? " (a plain HTTP server: use http://)" : "");
         break;
     case MTLS_PROBE_WE_REFUSED:
         diagnose_we_refused(res, opts, buf, size);
@@ -304,7 +304,8 @@ char *probe_diagnose(const mtls_probe_result *res, const mtls_probe_opts *opts, 
 
 /* ---- findings -------------------------------------------------------- */
 
-static void row(FILE *f, const char *label, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void row(FILE *f, const char *label, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void row(FILE *f, const char *label, const char *fmt, ...)
 {
@@ -348,9 +349,8 @@ void probe_print_findings(FILE *f, const mtls_probe_result *res, const mtls_prob
     }
     if (res->verify_done) {
         if (res->verify_code == 0)
-            row(f, "verify", "%sok%s: the chain verifies against %s and the name '%s' matches",
-                ok, off, opts->files.cacert ? opts->files.cacert : "the system's CAs",
-                res->peer_name);
+            row(f, "verify", "%sok%s: the chain verifies against %s and the name '%s' matches", ok,
+                off, opts->files.cacert ? opts->files.cacert : "the system's CAs", res->peer_name);
         else
             row(f, "verify", "%sfailed%s: %s (depth %d: %s)", bad, off, res->verify_reason,
                 res->verify_depth, res->verify_subject);
@@ -360,8 +360,7 @@ void probe_print_findings(FILE *f, const mtls_probe_result *res, const mtls_prob
         if (!res->cert_requested)
             row(f, "client cert", "not requested by the server");
         else if (names[0])
-            row(f, "client cert", "requested; the server accepts certificates issued by %s",
-                names);
+            row(f, "client cert", "requested; the server accepts certificates issued by %s", names);
         else
             row(f, "client cert", "requested; the server names no CA it accepts");
     }
@@ -385,8 +384,7 @@ void probe_print_findings(FILE *f, const mtls_probe_result *res, const mtls_prob
     if (res->http_status != 0) {
         row(f, "response", "%d %s", res->http_status, res->http_reason);
         if (res->body != NULL && res->body_len > 0)
-            fprintf(f, "%s%s%s", res->body,
-                    res->body[res->body_len - 1] == '\n' ? "" : "\n",
+            fprintf(f, "%s%s%s", res->body, res->body[res->body_len - 1] == '\n' ? "" : "\n",
                     res->body_truncated ? "(body truncated)\n" : "");
     }
 }

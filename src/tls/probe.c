@@ -15,7 +15,11 @@
  */
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,9 +28,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -50,7 +51,7 @@ struct probe {
     int saw_server_hello;
     int chain_taken;
     int names_taken;
-    char *in;    /* the raw HTTP answer */
+    char *in; /* the raw HTTP answer */
     size_t in_len, in_cap;
 };
 
@@ -60,51 +61,90 @@ const char *mtls_alert_name(int code)
 {
     /* RFC 8446 section 6 and RFC 5246 section 7.2: the names on the wire. */
     switch (code) {
-    case 0: return "close_notify";
-    case 10: return "unexpected_message";
-    case 20: return "bad_record_mac";
-    case 22: return "record_overflow";
-    case 40: return "handshake_failure";
-    case 42: return "bad_certificate";
-    case 43: return "unsupported_certificate";
-    case 44: return "certificate_revoked";
-    case 45: return "certificate_expired";
-    case 46: return "certificate_unknown";
-    case 47: return "illegal_parameter";
-    case 48: return "unknown_ca";
-    case 49: return "access_denied";
-    case 50: return "decode_error";
-    case 51: return "decrypt_error";
-    case 70: return "protocol_version";
-    case 71: return "insufficient_security";
-    case 80: return "internal_error";
-    case 86: return "inappropriate_fallback";
-    case 90: return "user_canceled";
-    case 109: return "missing_extension";
-    case 110: return "unsupported_extension";
-    case 112: return "unrecognized_name";
-    case 113: return "bad_certificate_status_response";
-    case 115: return "unknown_psk_identity";
-    case 116: return "certificate_required";
-    case 120: return "no_application_protocol";
-    default: return "unknown_alert";
+    case 0:
+        return "close_notify";
+    case 10:
+        return "unexpected_message";
+    case 20:
+        return "bad_record_mac";
+    case 22:
+        return "record_overflow";
+    case 40:
+        return "handshake_failure";
+    case 42:
+        return "bad_certificate";
+    case 43:
+        return "unsupported_certificate";
+    case 44:
+        return "certificate_revoked";
+    case 45:
+        return "certificate_expired";
+    case 46:
+        return "certificate_unknown";
+    case 47:
+        return "illegal_parameter";
+    case 48:
+        return "unknown_ca";
+    case 49:
+        return "access_denied";
+    case 50:
+        return "decode_error";
+    case 51:
+        return "decrypt_error";
+    case 70:
+        return "protocol_version";
+    case 71:
+        return "insufficient_security";
+    case 80:
+        return "internal_error";
+    case 86:
+        return "inappropriate_fallback";
+    case 90:
+        return "user_canceled";
+    case 109:
+        return "missing_extension";
+    case 110:
+        return "unsupported_extension";
+    case 112:
+        return "unrecognized_name";
+    case 113:
+        return "bad_certificate_status_response";
+    case 115:
+        return "unknown_psk_identity";
+    case 116:
+        return "certificate_required";
+    case 120:
+        return "no_application_protocol";
+    default:
+        return "unknown_alert";
     }
 }
 
 const char *mtls_probe_outcome_name(mtls_probe_outcome outcome)
 {
     switch (outcome) {
-    case MTLS_PROBE_OK: return "ok";
-    case MTLS_PROBE_LOCAL: return "local_error";
-    case MTLS_PROBE_DNS: return "dns_failure";
-    case MTLS_PROBE_REFUSED: return "connection_refused";
-    case MTLS_PROBE_TIMEOUT: return "timeout";
-    case MTLS_PROBE_NETWORK: return "network_error";
-    case MTLS_PROBE_NOT_TLS: return "not_tls";
-    case MTLS_PROBE_WE_REFUSED: return "we_refused";
-    case MTLS_PROBE_THEY_REFUSED: return "they_refused";
-    case MTLS_PROBE_TLS_FAILED: return "tls_failed";
-    case MTLS_PROBE_HTTP_REFUSED: return "http_refused";
+    case MTLS_PROBE_OK:
+        return "ok";
+    case MTLS_PROBE_LOCAL:
+        return "local_error";
+    case MTLS_PROBE_DNS:
+        return "dns_failure";
+    case MTLS_PROBE_REFUSED:
+        return "connection_refused";
+    case MTLS_PROBE_TIMEOUT:
+        return "timeout";
+    case MTLS_PROBE_NETWORK:
+        return "network_error";
+    case MTLS_PROBE_NOT_TLS:
+        return "not_tls";
+    case MTLS_PROBE_WE_REFUSED:
+        return "we_refused";
+    case MTLS_PROBE_THEY_REFUSED:
+        return "they_refused";
+    case MTLS_PROBE_TLS_FAILED:
+        return "tls_failed";
+    case MTLS_PROBE_HTTP_REFUSED:
+        return "http_refused";
     }
     return "unknown";
 }
@@ -112,11 +152,16 @@ const char *mtls_probe_outcome_name(mtls_probe_outcome outcome)
 static const char *stage_name(mtls_probe_stage stage)
 {
     switch (stage) {
-    case MTLS_STAGE_RESOLVE: return "resolve";
-    case MTLS_STAGE_CONNECT: return "connect";
-    case MTLS_STAGE_HANDSHAKE: return "handshake";
-    case MTLS_STAGE_REQUEST: return "request";
-    case MTLS_STAGE_DONE: return "done";
+    case MTLS_STAGE_RESOLVE:
+        return "resolve";
+    case MTLS_STAGE_CONNECT:
+        return "connect";
+    case MTLS_STAGE_HANDSHAKE:
+        return "handshake";
+    case MTLS_STAGE_REQUEST:
+        return "request";
+    case MTLS_STAGE_DONE:
+        return "done";
     }
     return "unknown";
 }
@@ -124,11 +169,16 @@ static const char *stage_name(mtls_probe_stage stage)
 static const char *version_name(int version)
 {
     switch (version) {
-    case TLS1_VERSION: return "TLSv1.0";
-    case TLS1_1_VERSION: return "TLSv1.1";
-    case TLS1_2_VERSION: return "TLSv1.2";
-    case TLS1_3_VERSION: return "TLSv1.3";
-    default: return "TLS";
+    case TLS1_VERSION:
+        return "TLSv1.0";
+    case TLS1_1_VERSION:
+        return "TLSv1.1";
+    case TLS1_2_VERSION:
+        return "TLSv1.2";
+    case TLS1_3_VERSION:
+        return "TLSv1.3";
+    default:
+        return "TLS";
     }
 }
 
@@ -136,23 +186,40 @@ static const char *version_name(int version)
 static const char *handshake_name(int type)
 {
     switch (type) {
-    case 0: return "Hello request";
-    case 1: return "Client hello";
-    case 2: return "Server hello";
-    case 4: return "Newsession Ticket";
-    case 5: return "End of early data";
-    case 8: return "Encrypted Extensions";
-    case 11: return "Certificate";
-    case 12: return "Server key exchange";
-    case 13: return "Request CERT";
-    case 14: return "Server finished";
-    case 15: return "CERT verify";
-    case 16: return "Client key exchange";
-    case 20: return "Finished";
-    case 22: return "Certificate Status";
-    case 24: return "Key update";
-    case 254: return "Message hash";
-    default: return "Unknown";
+    case 0:
+        return "Hello request";
+    case 1:
+        return "Client hello";
+    case 2:
+        return "Server hello";
+    case 4:
+        return "Newsession Ticket";
+    case 5:
+        return "End of early data";
+    case 8:
+        return "Encrypted Extensions";
+    case 11:
+        return "Certificate";
+    case 12:
+        return "Server key exchange";
+    case 13:
+        return "Request CERT";
+    case 14:
+        return "Server finished";
+    case 15:
+        return "CERT verify";
+    case 16:
+        return "Client key exchange";
+    case 20:
+        return "Finished";
+    case 22:
+        return "Certificate Status";
+    case 24:
+        return "Key update";
+    case 254:
+        return "Message hash";
+    default:
+        return "Unknown";
     }
 }
 
@@ -175,8 +242,7 @@ int mtls_url_parse(const char *text, mtls_url *url, mtls_err *err)
         host = p + 1;
         host_end = strchr(host, ']');
         if (host_end == NULL)
-            return mtls_err_set(err, MTLS_E_INVALID, "'%s' has an unclosed '[' in its host",
-                                text);
+            return mtls_err_set(err, MTLS_E_INVALID, "'%s' has an unclosed '[' in its host", text);
         rest = host_end + 1;
     } else {
         host = p;
@@ -335,8 +401,8 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
         if (!write_p && b[0] == SSL3_MT_CERTIFICATE_REQUEST)
             p->res->cert_requested = 1;
         if (write_p && b[0] == SSL3_MT_CERTIFICATE)
-            p->res->ours_sent = certificate_message_has_cert(b, len, SSL_version(ssl) ==
-                                                                         TLS1_3_VERSION);
+            p->res->ours_sent =
+                certificate_message_has_cert(b, len, SSL_version(ssl) == TLS1_3_VERSION);
         tracef(p, "%s (%s), TLS handshake, %s (%d):", version_name(version), dir,
                handshake_name(b[0]), b[0]);
     } else if (content_type == SSL3_RT_ALERT && len >= 2) {
@@ -348,7 +414,7 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
     }
 }
 
-static void take_chain(struct probe *p, STACK_OF(X509) *chain)
+static void take_chain(struct probe *p, STACK_OF(X509) * chain)
 {
     int n = chain != NULL ? sk_X509_num(chain) : 0;
     mtls_probe_result *res = p->res;
@@ -794,8 +860,7 @@ static int read_answer(struct probe *p, SSL *ssl, int *ssl_error, int *errnum)
 
             p->in_len += n;
             hend = header_end(p);
-            if (hend != 0 && (cl = content_length(p, hend)) >= 0 &&
-                p->in_len >= hend + (size_t)cl)
+            if (hend != 0 && (cl = content_length(p, hend)) >= 0 && p->in_len >= hend + (size_t)cl)
                 return 0;
             if (p->in_len >= limit) {
                 p->res->body_truncated = 1;
@@ -935,15 +1000,47 @@ static void request(struct probe *p, SSL *ssl)
 
 /* ---- the probe ------------------------------------------------------- */
 
+/* Writing to a socket the server has closed raises SIGPIPE. A library must
+ * not kill its caller for that: block it for the probe's duration, and
+ * swallow one we caused (as curl does). */
+struct sigpipe_guard {
+    sigset_t old;
+    int was_pending;
+};
+
+static void sigpipe_block(struct sigpipe_guard *g)
+{
+    sigset_t set, pending;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &g->old);
+}
+
+static void sigpipe_restore(struct sigpipe_guard *g)
+{
+    sigset_t set, pending;
+    struct timespec zero = {0, 0};
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+        (void)sigtimedwait(&set, NULL, &zero);
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
 int mtls_probe(const mtls_probe_opts *opts, mtls_probe_result *res, mtls_err *err)
 {
     struct probe p = {.opts = opts, .res = res, .fd = -1};
+    struct sigpipe_guard guard;
     SSL_CTX *ctx = NULL;
     SSL *ssl = NULL;
     mtls_err local;
     int rc = 0;
 
     memset(res, 0, sizeof(*res));
+    sigpipe_block(&guard);
     p.timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     rc = mtls_url_parse(opts->url, &res->url, err);
     if (rc != 0)
@@ -998,6 +1095,7 @@ out:
         close(p.fd);
     free(p.in);
     ERR_clear_error();
+    sigpipe_restore(&guard);
     return rc;
 }
 
@@ -1065,9 +1163,9 @@ cJSON *mtls_probe_result_to_json(const mtls_probe_result *res)
         cJSON_AddBoolToObject(v, "checked", res->verify_done);
         cJSON_AddBoolToObject(v, "ok", res->verify_done && res->verify_code == X509_V_OK);
         cJSON_AddNumberToObject(v, "code", (double)res->verify_code);
-        cJSON_AddStringToObject(v, "reason", res->verify_code != X509_V_OK
-                                                 ? res->verify_reason
-                                                 : (res->verify_done ? "ok" : ""));
+        cJSON_AddStringToObject(v, "reason",
+                                res->verify_code != X509_V_OK ? res->verify_reason
+                                                              : (res->verify_done ? "ok" : ""));
         cJSON_AddNumberToObject(v, "depth", res->verify_depth);
         cJSON_AddStringToObject(v, "subject", res->verify_subject);
         cJSON_AddStringToObject(v, "issuer", res->verify_issuer);

@@ -150,8 +150,8 @@ TestSuite(client_ctx, .init = setup, .fini = teardown);
 
 Test(client_ctx, matching_pair_and_ca)
 {
-    mtls_client_files files = {.cacert = in_dir("a.crt"), .cert = in_dir("a.crt"),
-                               .key = in_dir("a.key")};
+    mtls_client_files files = {
+        .cacert = in_dir("a.crt"), .cert = in_dir("a.crt"), .key = in_dir("a.key")};
     mtls_err err;
     SSL_CTX *ctx = mtls_client_ctx_new(&files, &err);
 
