@@ -47,6 +47,17 @@ die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 # ---- everything started here is stopped on the way out -----------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtls-bench.XXXXXX")
 SERVER_PGID=""
+stop_server() {
+    if [ -n "$SERVER_PGID" ]; then
+        kill -TERM -- "-$SERVER_PGID" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 -- "-$SERVER_PGID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$SERVER_PGID" 2>/dev/null || true
+        SERVER_PGID=""
+    fi
+}
 cleanup() {
     local rc=$?
     stop_server
@@ -93,17 +104,6 @@ family() {
     for child in $(pgrep -P "$pid" || true); do family "$child"; done
 }
 
-stop_server() {
-    if [ -n "$SERVER_PGID" ]; then
-        kill -TERM -- "-$SERVER_PGID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 -- "-$SERVER_PGID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-$SERVER_PGID" 2>/dev/null || true
-        SERVER_PGID=""
-    fi
-}
 
 # start_server NAME KEYTYPE WORKERS: starts it on $PORT in its own process
 # group and waits until it answers GET /test with 200.
@@ -113,8 +113,9 @@ start_server() {
     PORT=$(free_port)
     case $name in
     mtls)
-        (cd "$dir" && exec setsid "${PIN_SERVER[@]}" "$MTLS" serve --port "$PORT" \
-            --cert "$pki/server.crt" --key "$pki/server.key" --ca "$pki/clientca.crt" \
+        # Logs as the others: access.log and system.log in its folder.
+        (cd "$dir" && exec setsid "${PIN_SERVER[@]}" "$MTLS" serve --listen "127.0.0.1:$PORT" \
+            --cert "$pki/server.crt" --key "$pki/server.key" --client-ca "$pki/clientca.crt" \
             --workers "$workers") >"$dir/out.log" 2>&1 &
         ;;
     nginx)
