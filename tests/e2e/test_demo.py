@@ -1,0 +1,93 @@
+"""`mtls demo`: the article end to end (init, a real `mtls serve` process, the
+three checks), its verdicts, its cleanup, and its failures."""
+import os
+import socket
+
+import pytest
+
+from conftest import free_port, run_mtls
+from probe_pki import make_ca
+
+
+def run_demo(*args, tmpdir):
+    # TMPDIR points at a folder of the test's own, to see what the demo leaves.
+    return run_mtls("demo", *args, env={"TMPDIR": str(tmpdir)}, timeout=120)
+
+
+def test_demo_runs_the_article_and_cleans_up(tmp_path):
+    r = run_demo("--port", free_port(), tmpdir=tmp_path)
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr
+    # The three checks, each with its curl command, what happened and why.
+    assert "$ curl --cacert serverca.crt --key client.key --cert client.crt https://localhost:" \
+        in out
+    assert "$ curl --key client.key --cert client.crt https://localhost:" in out
+    assert "$ curl --cacert serverca.crt https://localhost:" in out
+    assert 'got   200 {"message":"Hello mtls"}' in out
+    assert "got   we refused the server: sent the alert unknown_ca" in out
+    assert "why   the server's certificate is signed by CN=server-example-ca, which you do " \
+        "not trust: pass --cacert serverca.crt" in out
+    assert "got   the server refused us" in out
+    assert "why   the server requires a client certificate and you sent none; it accepts " \
+        "certificates issued by CN=client-example-ca" in out
+    assert out.count("PASS") == 3 and "FAIL" not in out
+    assert "3 of 3 checks behaved as the tutorial says; the server stopped cleanly" in out
+    # What the server logged, shown from its own files.
+    logs = out[out.index("server logs"):]
+    assert "access.log" in logs and "GET /test" in logs
+    assert "system.log" in logs
+    # Piped output has no colour; the temporary folder is gone.
+    assert "\033[" not in out
+    assert os.listdir(tmp_path) == []
+
+
+def test_demo_keep_dir_and_rerun(tmp_path):
+    d = tmp_path / "work"
+    r = run_demo("--dir", d, "--port", free_port(), tmpdir=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for f in ["serverca.crt", "clientca.crt", "server.crt", "client.key", "access.log",
+              "system.log"]:
+        assert (d / f).is_file(), f
+    # A second run reuses the PKI and shows only the log lines it caused.
+    before = (d / "access.log").read_text().splitlines()
+    r = run_demo("--dir", d, "--port", free_port(), tmpdir=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "reusing the certificates already in" in r.stdout
+    new = (d / "access.log").read_text().splitlines()[len(before):]
+    assert new, "the second run wrote no access-log line"
+    shown = r.stdout[r.stdout.index("server logs"):]
+    assert shown.count("GET /test") == sum(line.count("GET /test") for line in new)
+
+
+def test_demo_busy_port_fails_before_making_anything(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        r = run_demo("--port", port, tmpdir=tmp_path)
+    assert r.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use: pick another with --port" in r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_demo_fails_when_the_server_trusts_another_client_ca(tmp_path):
+    # A PKI whose server trusts a stranger CA: check 1 must fail, honestly.
+    d = tmp_path / "work"
+    r = run_mtls("init", "--dir", d)
+    assert r.returncode == 0, r.stderr
+    os.remove(d / "clientca.crt")
+    os.remove(d / "clientca.key")
+    make_ca(d, "clientca", "other-ca")
+    r = run_demo("--dir", d, "--port", free_port(), tmpdir=tmp_path)
+    assert r.returncode == 1, r.stdout
+    assert "FAIL" in r.stdout and r.stdout.count("PASS") == 2
+    assert "your certificate is issued by CN=client-example-ca, which this server does not " \
+        "accept (it accepts CN=other-ca)" in r.stdout
+    assert "2 of 3 checks behaved as the tutorial says" in r.stdout
+
+
+@pytest.mark.parametrize("args", [["--port", "0"], ["extra"], ["--nope"]])
+def test_demo_usage_errors(tmp_path, args):
+    r = run_demo(*args, tmpdir=tmp_path)
+    assert r.returncode == 2
+    assert "mtls demo --help" in r.stderr
