@@ -129,18 +129,39 @@ static int any_free_port(void)
     return port;
 }
 
-/* 1 when something accepts TCP connections on 127.0.0.1:port. */
-static int port_answers(int port)
+/*
+ * 1 when a socket listens on 127.0.0.1:port (or on every address). Read from
+ * /proc/net/tcp rather than by connecting: a test connection would be a
+ * "client closed the connection during the handshake" line in the server's
+ * log. Without /proc, a plain connect() decides.
+ */
+static int port_listening(int port)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
+    FILE *f = fopen("/proc/net/tcp", "r");
+    char line[512];
+    int found = 0;
 
-    if (fd < 0)
-        return 0;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
+    if (f == NULL) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        if (fd < 0)
+            return 0;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        found = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        close(fd);
+        return found;
+    }
+    /* "  0: 0100007F:20FB 00000000:0000 0A ...": local address, remote, state. */
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        unsigned addr, lport, state;
+
+        if (sscanf(line, " %*d: %8X:%4X %*8X:%*4X %2X", &addr, &lport, &state) == 3 &&
+            state == 0x0A && (int)lport == port && (addr == 0 || addr == htonl(INADDR_LOOPBACK)))
+            found = 1;
+    }
+    fclose(f);
+    return found;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -518,7 +539,7 @@ int cmd_demo(int argc, char **argv)
                     print_output(stderr, out_fd, "  ");
                 goto out;
             }
-            up = port_answers(port);
+            up = port_listening(port);
             if (!up)
                 sleep_ms(20);
         }
