@@ -91,3 +91,31 @@ def test_demo_usage_errors(tmp_path, args):
     r = run_demo(*args, tmpdir=tmp_path)
     assert r.returncode == 2
     assert "mtls demo --help" in r.stderr
+
+
+def test_demo_colours_only_on_a_terminal(tmp_path):
+    import pty
+    import subprocess
+    from conftest import MTLS, SANITIZED, assert_no_sanitizer_report
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen([MTLS, "demo", "--port", str(free_port())], stdout=slave,
+                            stderr=subprocess.PIPE, env=env, text=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    _, err = proc.communicate(timeout=60)
+    if SANITIZED:
+        assert_no_sanitizer_report(err)
+    out = b"".join(chunks).decode()
+    assert proc.returncode == 0, out + err
+    assert "\033[32mPASS\033[0m" in out
