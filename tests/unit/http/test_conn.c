@@ -1,0 +1,310 @@
+/* src/http: requests fed whole and split at every byte, limits, routes, log lines. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mtls/http.h"
+
+/* A transport over memory: the first `avail` bytes of `in` can be read. */
+struct mem {
+    const char *in;
+    size_t len, avail, off;
+    int eof; /* after everything was read: EOF instead of WANT_READ */
+    char out[1 << 18];
+    size_t out_len;
+    int block_writes; /* how many writes answer WANT_WRITE first */
+    char log[1 << 16];
+    size_t log_len;
+};
+
+static long mem_read(void *ctx, char *buf, size_t len)
+{
+    struct mem *m = ctx;
+    size_t n;
+
+    if (m->off >= m->avail)
+        return m->eof && m->avail == m->len ? MTLS_IO_EOF : MTLS_IO_WANT_READ;
+    n = m->avail - m->off;
+    if (n > len)
+        n = len;
+    memcpy(buf, m->in + m->off, n);
+    m->off += n;
+    return (long)n;
+}
+
+static long mem_write(void *ctx, const char *buf, size_t len)
+{
+    struct mem *m = ctx;
+
+    if (m->block_writes > 0) {
+        m->block_writes--;
+        return MTLS_IO_WANT_WRITE;
+    }
+    cr_assert(m->out_len + len <= sizeof(m->out));
+    memcpy(m->out + m->out_len, buf, len);
+    m->out_len += len;
+    return (long)len;
+}
+
+static void mem_log(void *ctx, const char *line, size_t len)
+{
+    struct mem *m = ctx;
+
+    cr_assert(m->log_len + len < sizeof(m->log));
+    memcpy(m->log + m->log_len, line, len);
+    m->log_len += len;
+    m->log[m->log_len] = '\0';
+}
+
+static const char *whoami(void *ctx, size_t *len)
+{
+    (void)ctx;
+    *len = strlen("{\"who\":1}");
+    return "{\"who\":1}";
+}
+
+static mtls_http_config cfg;
+static mtls_http_peer peer = {"127.0.0.1", "CN=localclient", "0A", NULL, whoami, NULL};
+
+/* Runs a connection over input split once at `split`; returns the last run() result. */
+static int feed(struct mem *m, const char *input, size_t split, const mtls_http_peer *p)
+{
+    mtls_http_io io = {mem_read, mem_write, NULL, m};
+    mtls_http_conn c;
+    int r;
+
+    memset(m, 0, sizeof(*m));
+    m->in = input;
+    m->len = strlen(input);
+    m->avail = split < m->len ? split : m->len;
+    m->eof = 1;
+    cfg.access_log = mem_log;
+    cfg.access_log_ctx = m;
+    cr_assert_eq(mtls_http_conn_init(&c, &cfg, p ? p : &peer, &io), 0);
+    for (int rounds = 0; rounds < 100000; rounds++) {
+        r = mtls_http_conn_run(&c);
+        if (r == MTLS_HTTP_WANT_READ && m->off >= m->avail && m->avail < m->len) {
+            m->avail = m->len; /* the rest arrives */
+            continue;
+        }
+        if (r == MTLS_HTTP_WANT_READ && (m->off < m->avail || (m->eof && m->avail == m->len)))
+            continue; /* one read per wake-up: the poll (data or EOF) would wake us again */
+        if (r == MTLS_HTTP_WANT_WRITE)
+            continue;
+        break;
+    }
+    m->out[m->out_len] = '\0';
+    mtls_http_conn_release(&c);
+    return r;
+}
+
+static void setup(void)
+{
+    mtls_http_config_init(&cfg);
+}
+
+TestSuite(http, .init = setup);
+
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+
+    for (const char *p = strstr(hay, needle); p != NULL; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+Test(http, get_test_answers_the_article_json)
+{
+    struct mem m;
+    int r = feed(&m, "GET /test HTTP/1.1\r\nHost: x\r\n\r\n", 1 << 20, NULL);
+
+    cr_assert_eq(r, MTLS_HTTP_DONE); /* EOF after the request */
+    cr_assert(strncmp(m.out, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", m.out);
+    cr_assert(strstr(m.out, "Content-Type: application/json; charset=utf-8\r\n") != NULL);
+    cr_assert(strstr(m.out, "Content-Length: 24\r\n") != NULL);
+    cr_assert(strstr(m.out, "\r\n\r\n{\"message\":\"Hello mtls\"}") != NULL);
+    cr_assert_null(strstr(m.out, "Connection:"), "HTTP/1.1 keeps alive silently");
+}
+
+Test(http, pipelined_requests_split_at_every_byte)
+{
+    const char *req = "GET /test HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\n\r\n"
+                      "GET /nope?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "HEAD /whoami HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "POST /test HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+                      "GET /whoami HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct mem whole;
+    static struct mem part;
+
+    feed(&whole, req, 1 << 20, NULL);
+    cr_assert_eq(count(whole.out, "HTTP/1.1 "), 5, "%s", whole.out);
+    cr_assert_eq(count(whole.out, "HTTP/1.1 200 OK"), 3);
+    cr_assert_eq(count(whole.out, "HTTP/1.1 404 Not Found"), 1);
+    cr_assert_eq(count(whole.out, "HTTP/1.1 405 Method Not Allowed"), 1);
+    cr_assert(strstr(whole.out, "Allow: GET, HEAD\r\n") != NULL);
+    cr_assert(strstr(whole.out, "{\"who\":1}") != NULL);
+    cr_assert_eq(count(whole.log, "\n"), 5);
+    for (size_t split = 0; split <= strlen(req); split++) {
+        feed(&part, req, split, NULL);
+        /* Date may tick between runs; compare without it. */
+        cr_assert_eq(part.out_len, whole.out_len, "split %zu", split);
+        cr_assert_eq(count(part.out, "HTTP/1.1 200 OK"), 3, "split %zu", split);
+        cr_assert_eq(count(part.out, "{\"who\":1}"), 1, "split %zu", split);
+    }
+}
+
+Test(http, http10_and_connection_close_end_the_connection)
+{
+    struct mem m;
+
+    m.eof = 0;
+    cr_assert_eq(feed(&m, "GET /test HTTP/1.0\r\n\r\nGET /test HTTP/1.0\r\n\r\n", 1 << 20, NULL),
+                 MTLS_HTTP_DONE);
+    cr_assert_eq(count(m.out, "HTTP/1.1 200"), 1, "nothing after a closing response");
+    cr_assert(strstr(m.out, "Connection: close\r\n") != NULL);
+    feed(&m, "GET /test HTTP/1.1\r\nConnection: close\r\n\r\nGET /test HTTP/1.1\r\n\r\n", 1 << 20,
+         NULL);
+    cr_assert_eq(count(m.out, "HTTP/1.1 200"), 1);
+    feed(&m, "GET /test HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /test HTTP/1.0\r\n\r\n",
+         1 << 20, NULL);
+    cr_assert_eq(count(m.out, "HTTP/1.1 200"), 2);
+    cr_assert(strstr(m.out, "Connection: keep-alive\r\n") != NULL);
+}
+
+Test(http, limits_have_clear_answers)
+{
+    static char big[40000];
+    struct mem m;
+
+    /* 414: a request target above max_url */
+    strcpy(big, "GET /");
+    memset(big + 5, 'a', 9000);
+    strcpy(big + 9005, " HTTP/1.1\r\n\r\n");
+    cr_assert_eq(feed(&m, big, 1 << 20, NULL), MTLS_HTTP_DONE);
+    cr_assert(strncmp(m.out, "HTTP/1.1 414 URI Too Long\r\n", 27) == 0, "%s", m.out);
+    cr_assert(strstr(m.out, "Connection: close") != NULL);
+    cr_assert(strstr(m.log, "\" 414 ") != NULL, "%s", m.log);
+
+    /* 431: one huge header */
+    strcpy(big, "GET /test HTTP/1.1\r\nX-Big: ");
+    memset(big + strlen(big), 'b', 20000);
+    strcpy(big + 27 + 20000, "\r\n\r\n");
+    feed(&m, big, 1 << 20, NULL);
+    cr_assert(strncmp(m.out, "HTTP/1.1 431 ", 13) == 0, "%s", m.out);
+
+    /* 431: too many headers */
+    strcpy(big, "GET /test HTTP/1.1\r\n");
+    for (int i = 0; i < 150; i++)
+        strcat(big, "X-A: 1\r\n");
+    strcat(big, "\r\n");
+    feed(&m, big, 1 << 20, NULL);
+    cr_assert(strncmp(m.out, "HTTP/1.1 431 ", 13) == 0, "%s", m.out);
+
+    /* 413: a declared body above max_body */
+    feed(&m, "GET /test HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 1 << 20, NULL);
+    cr_assert(strncmp(m.out, "HTTP/1.1 413 ", 13) == 0, "%s", m.out);
+
+    /* 400: not HTTP */
+    feed(&m, "\x16\x03\x01garbage\r\n\r\n", 1 << 20, NULL);
+    cr_assert(strncmp(m.out, "HTTP/1.1 400 Bad Request\r\n", 26) == 0, "%s", m.out);
+    feed(&m, "GET /test HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 1 << 20,
+         NULL);
+    cr_assert(strncmp(m.out, "HTTP/1.1 400 ", 13) == 0, "smuggling: %s", m.out);
+}
+
+Test(http, small_bodies_are_read_and_discarded)
+{
+    struct mem m;
+
+    feed(&m,
+         "GET /test HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+         "GET /test HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n"
+         "GET /test HTTP/1.1\r\n\r\n",
+         1 << 20, NULL);
+    cr_assert_eq(count(m.out, "HTTP/1.1 200 OK"), 3, "%s", m.out);
+}
+
+Test(http, denied_clients_get_403_with_the_reason)
+{
+    mtls_http_peer denied = {"10.0.0.1", NULL, NULL, "no client certificate was sent", NULL, NULL};
+    struct mem m;
+
+    feed(&m, "GET /test HTTP/1.1\r\n\r\n", 1 << 20, &denied);
+    cr_assert(strncmp(m.out, "HTTP/1.1 403 Forbidden\r\n", 24) == 0, "%s", m.out);
+    cr_assert(strstr(m.out, "\"reason\":\"no client certificate was sent\"") != NULL, "%s", m.out);
+    cr_assert(strstr(m.log, "10.0.0.1 - - [") == m.log, "%s", m.log);
+}
+
+Test(http, blocked_writes_are_retried)
+{
+    mtls_http_io io;
+    mtls_http_conn c;
+    static struct mem m;
+    int r;
+
+    memset(&m, 0, sizeof(m));
+    m.in = "GET /test HTTP/1.1\r\n\r\n";
+    m.len = m.avail = strlen(m.in);
+    m.block_writes = 2;
+    io = (mtls_http_io){mem_read, mem_write, NULL, &m};
+    cr_assert_eq(mtls_http_conn_init(&c, &cfg, &peer, &io), 0);
+    cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_WANT_WRITE);
+    cr_assert(mtls_http_conn_busy(&c));
+    cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_WANT_WRITE);
+    r = mtls_http_conn_run(&c);
+    cr_assert_eq(r, MTLS_HTTP_WANT_READ);
+    cr_assert_eq(count(m.out, "HTTP/1.1 200 OK"), 1);
+    cr_assert_not(mtls_http_conn_busy(&c));
+    mtls_http_conn_release(&c);
+}
+
+Test(http, timeout_mid_request_answers_408)
+{
+    mtls_http_io io;
+    mtls_http_conn c;
+    static struct mem m;
+
+    memset(&m, 0, sizeof(m));
+    m.in = "GET /test HTTP/1.1\r\nHost: slow";
+    m.len = m.avail = strlen(m.in);
+    io = (mtls_http_io){mem_read, mem_write, NULL, &m};
+    cr_assert_eq(mtls_http_conn_init(&c, &cfg, &peer, &io), 0);
+    cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_WANT_READ);
+    cr_assert(mtls_http_conn_busy(&c));
+    mtls_http_conn_timeout(&c);
+    cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_DONE);
+    m.out[m.out_len] = '\0';
+    cr_assert(strncmp(m.out, "HTTP/1.1 408 ", 13) == 0, "%s", m.out);
+    mtls_http_conn_release(&c);
+}
+
+Test(http, access_log_combined_and_json)
+{
+    mtls_http_peer p = {"127.0.0.1", "C=JP, O=Ex \"Co\", CN=localclient", "1F", NULL, NULL, NULL};
+    struct mem m;
+
+    feed(&m, "GET /test?a=\"b\" HTTP/1.1\r\nReferer: r\r\nUser-Agent: curl/7.88.1\r\n\r\n",
+         1 << 20, &p);
+    cr_assert(strstr(m.log, "127.0.0.1 - C=JP,O=Ex\\x20\\x22Co\\x22,CN=localclient [") == m.log,
+              "%s", m.log);
+    cr_assert(strstr(m.log, "] \"GET /test?a=\\x22b\\x22 HTTP/1.1\" 200 24 \"r\" \"curl/7.88.1\"\n") !=
+                  NULL,
+              "%s", m.log);
+    cfg.log_format = MTLS_LOG_JSON;
+    feed(&m, "GET /test HTTP/1.1\r\nUser-Agent: \"q\"\r\n\r\n", 1 << 20, &p);
+    cr_assert(strstr(m.log, "\"client\":\"C=JP, O=Ex \\\"Co\\\", CN=localclient\"") != NULL, "%s",
+              m.log);
+    cr_assert(strstr(m.log, "\"status\":200,\"bytes\":24") != NULL, "%s", m.log);
+    cr_assert(strstr(m.log, "\"user_agent\":\"\\\"q\\\"\"}\n") != NULL, "%s", m.log);
+}
+
+Test(http, json_escape_never_splits_an_escape)
+{
+    char buf[8];
+
+    cr_assert_eq(mtls_json_escape(buf, sizeof(buf), "ab\x01", 3), 2);
+    cr_assert_str_eq(buf, "ab");
+    cr_assert_eq(mtls_json_escape(buf, sizeof(buf), "\"\\", 2), 4);
+    cr_assert_str_eq(buf, "\\\"\\\\");
+}
