@@ -35,13 +35,11 @@ static int keep;
 
 static const struct cli_opt opts[] = {
     {"dir", 'd', CLI_STRING, &dir_opt, "DIR",
-     "work in DIR, created if missing; an existing PKI there is reused (default: a new "
-     "temporary folder, removed afterwards)",
-     0, 0},
+     "work in DIR (created; a PKI there is reused); default: a temp folder", 0, 0},
     {"port", 'p', CLI_INT, &port_opt, "N",
-     "port for the server on 127.0.0.1 (default: 8443 when free, else any free port)", 1, 65535},
+     "server port on 127.0.0.1 (default: 8443 if free, else any free port)", 1, 65535},
     {"keep", 'k', CLI_FLAG, &keep, NULL,
-     "keep the temporary folder (certificates, keys, logs) to try the curl commands by hand", 0, 0},
+     "keep the temporary folder, to try the curl commands by hand", 0, 0},
     {0},
 };
 

@@ -18,24 +18,16 @@ static int json, verbose;
 static long timeout = 10;
 static const struct cli_opt opts[] = {
     {"cacert", 0, CLI_STRING, &cacert, "FILE",
-     "trust the CA certificates in FILE (PEM) to verify the server (default: the system's "
-     "CAs)",
-     0, 0},
-    {"cert", 0, CLI_STRING, &cert, "FILE", "present this client certificate (PEM); needs --key", 0,
-     0},
+     "CA certificates (PEM) to verify the server with (default: system's)", 0, 0},
+    {"cert", 0, CLI_STRING, &cert, "FILE", "your client certificate (PEM); needs --key", 0, 0},
     {"key", 0, CLI_STRING, &key, "FILE", "the private key of --cert (PEM, unencrypted)", 0, 0},
     {"servername", 0, CLI_STRING, &servername, "NAME",
-     "send NAME as SNI and verify the server's certificate against it (default: the URL's "
-     "host)",
-     0, 0},
+     "SNI and the name the server's certificate must carry (default: host)", 0, 0},
     {"timeout", 0, CLI_INT, &timeout, "SECONDS",
-     "give up on connecting, the handshake, and the answer after this long each (default 10)", 1,
-     3600},
+     "limit for each of connect, handshake, answer (default 10)", 1, 3600},
     {"json", 0, CLI_FLAG, &json, NULL, "print the whole finding as one JSON object", 0, 0},
     {"verbose", 'v', CLI_FLAG, &verbose, NULL,
-     "print each TLS handshake message and the HTTP header lines on stderr as they pass, "
-     "like curl -v",
-     0, 0},
+     "trace handshake messages and HTTP headers on stderr, like curl -v", 0, 0},
     {0},
 };
 static const struct cli_spec spec = {
