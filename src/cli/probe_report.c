@@ -101,7 +101,13 @@ static void diagnose_we_refused(const mtls_probe_result *res, const mtls_probe_o
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
     case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-        if (opts->files.cacert != NULL)
+        if (res->verify_depth > 0 && res->verify_code != X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN)
+            /* The leaf chains to an intermediate we have, whose issuer we lack. */
+            say(buf, size,
+                "the server's chain leads through %s to %s, which you do not trust: pass "
+                "--cacert with the certificate of %s",
+                res->verify_subject, issuer, issuer);
+        else if (opts->files.cacert != NULL)
             say(buf, size,
                 "the server's certificate is signed by %s, which is not in your --cacert '%s': "
                 "pass --cacert with the certificate of %s instead",

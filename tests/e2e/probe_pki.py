@@ -24,6 +24,17 @@ def make_ca(d, name, cn):
             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
 
 
+def make_intermediate(d, name, cn, ca):
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
+    with open(os.path.join(d, f"{name}.ext"), "w") as f:
+        f.write("basicConstraints=critical,CA:TRUE,pathlen:0\n"
+                "keyUsage=critical,keyCertSign,cRLSign\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "30", "-extfile", f"{name}.ext",
+            cwd=d)
+
+
 def make_leaf(d, name, cn, ca, eku, san=None, days=30):
     """A leaf signed by ca; days=-1 makes one that has already expired."""
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -48,6 +59,9 @@ def make_pki(d):
     make_leaf(d, "client", "localclient", "clientca", "clientAuth")
     make_leaf(d, "stranger", "stranger", "otherca", "clientAuth")
     make_leaf(d, "expired", "localclient", "clientca", "clientAuth", days=-1)
+    make_leaf(d, "serverish", "localclient", "clientca", "serverAuth")
+    make_intermediate(d, "serverint", "server-intermediate", "serverca")
+    make_leaf(d, "chained", "localhost", "serverint", "serverAuth", "DNS:localhost,IP:127.0.0.1")
     make_leaf(d, "oldserver", "localhost", "serverca", "serverAuth",
               "DNS:localhost,IP:127.0.0.1", days=-1)
     return d

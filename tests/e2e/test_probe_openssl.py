@@ -105,6 +105,14 @@ def test_expired_client_certificate(pki, server13):
         in r.stdout
 
 
+def test_client_certificate_with_the_wrong_purpose(pki, server13):
+    r = probe(pki, server13.port, "--cacert", "serverca.crt", "--cert", "serverish.crt",
+              "--key", "serverish.key")
+    assert r.returncode == THEY_REFUSED, r.stdout + r.stderr
+    assert ("the server rejected your certificate: unsupported_certificate (is it a client "
+            "certificate? its extended key usage is TLS Web Server Authentication)") in r.stdout
+
+
 def test_key_not_matching_certificate_is_found_before_connecting(pki):
     # Nothing listens on the port: a connection attempt would say so.
     r = probe(pki, free_port(), "--cacert", "serverca.crt", "--cert", "client.crt",
@@ -133,6 +141,18 @@ def test_expired_server_certificate(pki, peers):
     r = probe(pki, peers[-1].port, "--cacert", "serverca.crt", *CLIENT)
     assert r.returncode == WE_REFUSED
     assert "the server's certificate (CN=localhost) expired on 20" in r.stdout
+
+
+def test_server_chain_with_an_intermediate(pki, peers):
+    peers.append(start_s_server(pki, "-cert_chain", "serverint.crt", cert="chained"))
+    r = probe(pki, peers[-1].port, "--cacert", "serverca.crt", *CLIENT)
+    assert r.returncode == OK, r.stdout + r.stderr
+    assert "server chain (2 certificates, as sent)" in r.stdout
+    assert "1 subject   CN=server-intermediate" in r.stdout
+    r = probe(pki, peers[-1].port, "--cacert", "otherca.crt", *CLIENT)
+    assert r.returncode == WE_REFUSED
+    assert ("the server's chain leads through CN=server-intermediate to CN=server-example-ca, "
+            "which you do not trust") in r.stdout
 
 
 def test_server_without_client_auth(pki, peers):
