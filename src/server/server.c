@@ -619,6 +619,13 @@ int mtls_server_run(mtls_server *srv, mtls_err *err)
         rc = run_threads(srv, err);
     else
         rc = run_processes(srv, err);
+    /* A second SIGTERM that came while draining must not kill us on unblocking. */
+    {
+        struct timespec zero = {0, 0};
+
+        while (sigtimedwait(&set, NULL, &zero) > 0)
+            ;
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }

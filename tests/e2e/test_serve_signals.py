@@ -1,0 +1,91 @@
+"""Signals: SIGTERM/SIGINT drain in-flight requests and exit 0, SIGUSR1
+reopens the log files (logrotate), a worker that dies is replaced; for both
+worker models."""
+import os
+import signal
+import socket
+import ssl
+import time
+
+import pytest
+
+from serve_helpers import *  # noqa: F401,F403 (fixtures)
+from serve_helpers import SLOW, server_dir
+
+
+def open_tls(port, d):
+    ctx = ssl.create_default_context(cafile=os.path.join(d, "serverca.crt"))
+    ctx.load_cert_chain(os.path.join(d, "client.crt"), os.path.join(d, "client.key"))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+def read_all(c):
+    data = b""
+    try:
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except (ssl.SSLError, ConnectionError):
+        return data
+
+
+@pytest.mark.parametrize("model", ["process", "thread"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signals_drain_in_flight_requests(model, sig, init_pki, serve, tmp_path):
+    d = server_dir(init_pki, tmp_path)
+    s = serve(d, "--worker-model", model, workers=2)
+    busy, idle = open_tls(s.port, d), open_tls(s.port, d)
+    idle.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"Hello mtls" in idle.recv(65536)
+    busy.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\n")  # headers not finished yet
+    time.sleep(0.2)  # let the server see the started request (no observable event to wait on)
+    s.proc.send_signal(sig)
+    wait_for_text(s.system_log, "draining in-flight requests")
+    assert read_all(idle) == b""  # idle keep-alive connections are closed at once
+    busy.sendall(b"\r\n")
+    data = read_all(busy)
+    assert data.startswith(b"HTTP/1.1 200 OK") and b"Connection: close\r\n" in data, data
+    busy.close()
+    idle.close()
+    assert s.stop() == 0
+    assert "HTTPS stop" in read_text(s.system_log)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", s.port), timeout=2)
+    busy.close()
+    idle.close()
+
+
+@pytest.mark.parametrize("model", ["process", "thread"])
+def test_sigusr1_reopens_the_logs(model, init_pki, serve, tmp_path):
+    d = server_dir(init_pki, tmp_path)
+    s = serve(d, "--worker-model", model, workers=2)
+    tls_request(s.port, d, b"GET /test?before HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    wait_for_text(s.access_log, "/test?before")
+    os.rename(s.access_log, s.access_log + ".1")
+    os.rename(s.system_log, s.system_log + ".1")
+    s.proc.send_signal(signal.SIGUSR1)
+    wait_for_text(s.system_log, "log files reopened")
+    # Every worker got the signal: enough requests to reach both.
+    for i in range(6):
+        tls_request(s.port, d, b"GET /test?after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    wait_until(lambda: read_text(s.access_log).count("/test?after") == 6, what="6 lines")
+    assert "/test?after" not in read_text(s.access_log + ".1")
+    assert "/test?before" not in read_text(s.access_log)
+
+
+def test_a_dead_worker_is_replaced(init_pki, serve, tmp_path):
+    d = server_dir(init_pki, tmp_path)
+    s = serve(d, workers=1)
+    children = f"/proc/{s.proc.pid}/task/{s.proc.pid}/children"
+    if not os.path.exists(children):
+        pytest.skip("no /proc children list on this kernel")
+    wait_until(lambda: read_text(children).split(), what="a worker process")
+    first = int(read_text(children).split()[0])
+    os.kill(first, signal.SIGKILL)
+    wait_for_text(s.system_log, "was killed by signal 9; restarting")
+    wait_until(lambda: read_text(children).split() and
+               int(read_text(children).split()[0]) != first, what="a new worker")
+    assert b"Hello mtls" in tls_request(s.port, d)
