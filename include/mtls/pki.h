@@ -93,6 +93,9 @@ char *mtls_pem_label(const char *data, char *buf, size_t size);
 int mtls_cert_to_pem(X509 *cert, char **pem, size_t *len, mtls_err *err);
 int mtls_csr_to_pem(X509_REQ *req, char **pem, size_t *len, mtls_err *err);
 
+/** Encodes every certificate of certs, in order, as one PEM text (*pem, free()). */
+int mtls_chain_to_pem(STACK_OF(X509) * certs, char **pem, size_t *len, mtls_err *err);
+
 /* ---- names ------------------------------------------------------------ */
 
 /**
@@ -133,12 +136,13 @@ GENERAL_NAMES *mtls_csr_sans(X509_REQ *req);
 typedef enum mtls_profile {
     MTLS_PROFILE_CLIENT = 1, /* EKU clientAuth */
     MTLS_PROFILE_SERVER = 2, /* EKU serverAuth */
+    MTLS_PROFILE_SUBCA = 3,  /* an intermediate CA: CA:TRUE, pathlen:0, no EKU */
 } mtls_profile;
 
 /** Parses "client" or "server". Returns 0 or MTLS_E_INVALID. */
 int mtls_profile_parse(const char *name, mtls_profile *out, mtls_err *err);
 
-/** "client" or "server" (static). */
+/** "client", "server" or "ca" (static). */
 const char *mtls_profile_name(mtls_profile profile);
 
 #define MTLS_CA_DAYS_DEFAULT 3650
@@ -165,6 +169,9 @@ typedef struct mtls_issue {
  *   PREFIX.index.attr   "unique_subject = no" (for `openssl ca`)
  *   PREFIX.certs/       a copy of each issued certificate, SERIAL.pem
  *   PREFIX.lock         taken with flock(2) while the inventory changes
+ *   PREFIX.crlnumber    the number of the next CRL, in hex (openssl ca's crlnumber)
+ *   PREFIX.chain.crt    an intermediate CA only: its certificate and those above it,
+ *                       up to but without the root
  * Serials are 128 random bits (first bit clear), unique in the index.
  */
 
@@ -253,6 +260,75 @@ int mtls_ca_issue(mtls_ca *ca, const mtls_issue *issue, mtls_ca_deliver_fn deliv
 
 /** The records of ca's inventory as last read or changed (borrowed). */
 const mtls_ca_record *mtls_ca_records(const mtls_ca *ca, size_t *n);
+
+/** Re-reads PREFIX.index (another process may have changed it). */
+int mtls_ca_reload(mtls_ca *ca, mtls_err *err);
+
+/**
+ * A CA object for a certificate and key already in memory (both up-ref'd,
+ * not consumed), e.g. an intermediate just signed, so that mtls_ca_stage()
+ * can write it. chain (borrowed, may be NULL) is the intermediates above
+ * it without the root; it is copied.
+ */
+int mtls_ca_from(const char *prefix, X509 *cert, EVP_PKEY *key, STACK_OF(X509) * chain,
+                 mtls_ca **out, mtls_err *err);
+
+/**
+ * The CA's own chain: for an intermediate its certificate followed by the
+ * intermediates above it (from PREFIX.chain.crt), for a root NULL.
+ * Borrowed.
+ */
+STACK_OF(X509) * mtls_ca_chain(const mtls_ca *ca);
+
+/** The copy of rec's certificate in PREFIX.certs/ (caller frees), if there is one. */
+int mtls_ca_record_cert(const mtls_ca *ca, const mtls_ca_record *rec, X509 **out, mtls_err *err);
+
+/** Parses an index or ASN.1 time ("YYMMDDHHMMSSZ" or "YYYYMMDDHHMMSSZ"). Returns 0 or -1. */
+int mtls_index_time(const char *text, time_t *out);
+
+/**
+ * Normalises a serial typed by a person ("serial=0a:1b", "0A1B", "a1b")
+ * to the index's form (upper-case hex, whole bytes). Returns 0 or
+ * MTLS_E_INVALID.
+ */
+int mtls_serial_normalize(const char *in, char *out, size_t size, mtls_err *err);
+
+/* CRL reason codes (RFC 5280), as `openssl ca -crl_reason` names them. */
+#define MTLS_REASON_NONE (-1) /* no reason given: no reasonCode in the CRL */
+
+/** Parses "keyCompromise", "superseded", ... (any case). Returns 0 or MTLS_E_INVALID. */
+int mtls_crl_reason_parse(const char *name, int *code, mtls_err *err);
+
+/** "keyCompromise" for 1, ...; "unspecified" for unknown codes (static). */
+const char *mtls_crl_reason_name(int code);
+
+/**
+ * Marks a certificate revoked in the inventory (under the lock, index
+ * rewritten atomically): the one with serial (normalised), or cert's
+ * (borrowed; then it must have been issued by this CA, and is added to the
+ * inventory first when it is not in it, e.g. made by openssl before).
+ * reason is a CRL reason code or MTLS_REASON_NONE. *rec_out (may be NULL)
+ * receives a copy of the record (subject owned by the caller: free()).
+ * Errors: MTLS_E_NOTFOUND (not in the index), MTLS_E_EXISTS (already
+ * revoked), MTLS_E_INVALID (cert from another CA).
+ */
+int mtls_ca_revoke(mtls_ca *ca, const char *serial, X509 *cert, int reason, mtls_ca_record *rec_out,
+                   mtls_err *err);
+
+/**
+ * Makes a CRL (v2) of every revoked certificate in the inventory, signed by
+ * the CA: lastUpdate now, nextUpdate in days, reason codes, AKI, and a CRL
+ * number from PREFIX.crlnumber, which is increased first (under the lock,
+ * so numbers only grow; a failure later leaves a gap, never a repeat).
+ * *out is owned by the caller; *number receives its number.
+ */
+int mtls_ca_crl(mtls_ca *ca, int days, X509_CRL **out, long *number, mtls_err *err);
+
+/** Reads a PEM (or DER) CRL. */
+int mtls_crl_load(const char *path, X509_CRL **out, mtls_err *err);
+
+/** Encodes a CRL as PEM (*pem, free()). */
+int mtls_crl_to_pem(X509_CRL *crl, char **pem, size_t *len, mtls_err *err);
 
 /* ---- verification ----------------------------------------------------- */
 

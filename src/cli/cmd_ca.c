@@ -1,12 +1,15 @@
-/* mtls ca ...: create a CA (the inventory commands come with revocation). */
+/* mtls ca ...: create a CA (root or intermediate), list its inventory, revoke. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
 
 #include "cli.h"
 #include "pki_common.h"
 
-static const char *create_out, *create_cn, *create_key_type;
+static const char *create_out, *create_cn, *create_key_type, *create_parent;
 static long create_days = MTLS_CA_DAYS_DEFAULT;
 static int create_force;
 
@@ -18,6 +21,10 @@ static const struct cli_opt create_opts[] = {
      MTLS_DAYS_MAX},
     {"key-type", 't', CLI_STRING, &create_key_type, "ec|rsa|ed25519",
      "key algorithm (default ec: ECDSA P-256; rsa: RSA-2048, the article's)", 0, 0},
+    {"parent", 0, CLI_STRING, &create_parent, "PREFIX",
+     "make an intermediate CA signed by the CA at PREFIX (pathlen 0: it issues leaves only), "
+     "recorded in the parent's inventory; writes PREFIX.chain.crt too",
+     0, 0},
     {"force", 'f', CLI_FLAG, &create_force, NULL, "overwrite an existing CA (and its inventory)", 0,
      0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
@@ -25,21 +32,105 @@ static const struct cli_opt create_opts[] = {
 
 static const struct cli_spec create_spec = {
     .name = "ca create",
-    .usage = "--out PREFIX --cn CN [--days N] [--key-type ec|rsa|ed25519] [--force]",
-    .summary = "make a self-signed certificate authority",
+    .usage = "--out PREFIX --cn CN [--days N] [--key-type ec|rsa|ed25519] [--parent PREFIX] "
+             "[--force]",
+    .summary = "make a certificate authority: a self-signed root, or an intermediate",
     .description =
         "The CA certificate has basicConstraints critical CA:TRUE, key usage keyCertSign\n"
         "and cRLSign, and a subject key identifier. Next to PREFIX.crt and PREFIX.key\n"
         "(0600) it gets an empty inventory that 'openssl ca' can also read:\n"
         "PREFIX.index (index.txt format), PREFIX.index.attr and the folder\n"
-        "PREFIX.certs/ for a copy of each certificate it issues.",
+        "PREFIX.certs/ for a copy of each certificate it issues.\n"
+        "With --parent the CA is an intermediate: signed by the parent (never past the\n"
+        "parent's end), basicConstraints CA:TRUE with pathlen 0, and PREFIX.chain.crt\n"
+        "holds it and the intermediates above it, which 'cert issue' appends to the\n"
+        "chain files it writes.",
     .opts = create_opts,
     .min_args = 0,
     .max_args = 0,
     .exit_codes = NULL,
 };
 
-static const char *const ca_suffixes[] = {".crt", ".key", ".index", ".index.attr"};
+static const char *const ca_suffixes[] = {".crt", ".key", ".index", ".index.attr", ".chain.crt"};
+
+struct sub_ca {
+    const char *prefix;
+    EVP_PKEY *key;
+    STACK_OF(X509) * parent_chain; /* borrowed */
+    int force;
+    mtls_ca *made;
+};
+
+/* Writes the intermediate's files once the parent has recorded it. */
+static int deliver_sub_ca(void *arg, X509 *cert, mtls_err *err)
+{
+    struct sub_ca *sub = arg;
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    mtls_txn txn;
+    int rc;
+
+    mtls_txn_init(&txn);
+    if (chain == NULL || sk_X509_push(chain, cert) <= 0) {
+        rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < sk_X509_num(sub->parent_chain); i++) {
+        if (sk_X509_push(chain, sk_X509_value(sub->parent_chain, i)) <= 0) {
+            rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+    if ((rc = mtls_ca_from(sub->prefix, cert, sub->key, chain, &sub->made, err)) != 0 ||
+        (rc = mtls_ca_stage(sub->made, &txn, NULL, err)) != 0 ||
+        (rc = mtls_txn_commit(&txn, sub->force, err)) != 0) {
+        mtls_txn_release(&txn);
+        mtls_ca_unstage(sub->made);
+        goto out;
+    }
+    rc = 0;
+out:
+    mtls_txn_release(&txn);
+    sk_X509_free(chain); /* the certificates were borrowed */
+    return rc;
+}
+
+static int create_sub_ca(const mtls_ca_opts *opts, mtls_ca **out, mtls_err *err)
+{
+    mtls_ca *parent = NULL;
+    X509_NAME *subject = NULL;
+    struct sub_ca sub;
+    mtls_issue issue;
+    int rc, clamped = 0;
+
+    memset(&sub, 0, sizeof(sub));
+    *out = NULL;
+    if ((rc = mtls_ca_open(create_parent, NULL, &parent, err)) != 0 ||
+        (rc = mtls_name_from_cn(opts->cn, &subject, err)) != 0 ||
+        (rc = mtls_key_generate(opts->key_type, opts->bits, &sub.key, err)) != 0)
+        goto out;
+    sub.prefix = create_out;
+    sub.parent_chain = mtls_ca_chain(parent);
+    sub.force = create_force;
+    memset(&issue, 0, sizeof(issue));
+    issue.profile = MTLS_PROFILE_SUBCA;
+    issue.subject = subject;
+    issue.pubkey = sub.key;
+    issue.days = opts->days;
+    rc = mtls_ca_issue(parent, &issue, deliver_sub_ca, &sub, NULL, &clamped, err);
+    if (rc != 0)
+        goto out;
+    if (clamped)
+        cli_warnf("the intermediate ends when its parent '%s.crt' does, earlier than --days asked",
+                  mtls_ca_prefix(parent));
+    *out = sub.made;
+    sub.made = NULL;
+out:
+    mtls_ca_free(sub.made);
+    EVP_PKEY_free(sub.key);
+    X509_NAME_free(subject);
+    mtls_ca_free(parent);
+    return rc;
+}
 
 int cmd_ca_create(int argc, char **argv)
 {
@@ -73,12 +164,10 @@ int cmd_ca_create(int argc, char **argv)
     }
     opts.cn = create_cn;
     opts.days = (int)create_days;
-    rc = mtls_ca_generate(create_out, &opts, &ca, &err);
-    if (rc != 0) {
-        code = cli_fail(&err);
-        goto out;
-    }
-    snprintf(prefix, sizeof(prefix), "%s", mtls_ca_prefix(ca));
+    /* Check the destinations first: a refusal must not touch a parent's inventory. */
+    snprintf(prefix, sizeof(prefix), "%s", create_out);
+    if (strlen(prefix) > 4 && strcmp(prefix + strlen(prefix) - 4, ".crt") == 0)
+        prefix[strlen(prefix) - 4] = '\0';
     for (size_t i = 0; i < sizeof(ca_suffixes) / sizeof(ca_suffixes[0]); i++) {
         char path[4200];
 
@@ -88,6 +177,19 @@ int cmd_ca_create(int argc, char **argv)
             goto out;
         }
     }
+    if (create_parent != NULL) {
+        rc = create_sub_ca(&opts, &ca, &err);
+        if (rc != 0) {
+            code = cli_fail(&err);
+            goto out;
+        }
+        goto done;
+    }
+    rc = mtls_ca_generate(create_out, &opts, &ca, &err);
+    if (rc != 0) {
+        code = cli_fail(&err);
+        goto out;
+    }
     if ((rc = mtls_ca_stage(ca, &txn, NULL, &err)) != 0 ||
         (rc = mtls_txn_commit(&txn, create_force, &err)) != 0) {
         mtls_txn_release(&txn);
@@ -95,13 +197,19 @@ int cmd_ca_create(int argc, char **argv)
         code = cli_fail(&err);
         goto out;
     }
+done:
     if (mtls_cert_info_init(&info, mtls_ca_cert(ca), &err) == 0) {
         char key[32];
 
-        printf("created CA 'CN=%s' (%s key, until %s):\n  %s.crt  %s.key  %s.index  %s.certs/\n",
-               create_cn, mtls_key_describe(mtls_ca_key(ca), key, sizeof(key)),
-               mtls_time_human(info.not_after, until, sizeof(until)), prefix, prefix, prefix,
-               prefix);
+        printf(
+            "created %s 'CN=%s' (%s key, until %s):\n  %s.crt  %s.key  %s.index  %s.certs/%s%s%s\n",
+            create_parent ? "intermediate CA" : "CA", create_cn,
+            mtls_key_describe(mtls_ca_key(ca), key, sizeof(key)),
+            mtls_time_human(info.not_after, until, sizeof(until)), prefix, prefix, prefix, prefix,
+            create_parent ? "  " : "", create_parent ? prefix : "",
+            create_parent ? ".chain.crt" : "");
+        if (create_parent)
+            printf("  signed by '%s', recorded in %s.index\n", info.issuer, create_parent);
         printf("issue with: mtls cert issue --ca %s --profile client --cn NAME --out NAME\n",
                prefix);
         mtls_cert_info_release(&info);
@@ -109,6 +217,333 @@ int cmd_ca_create(int argc, char **argv)
     code = EXIT_OK;
 out:
     mtls_txn_release(&txn);
+    mtls_ca_free(ca);
+    cli_args_release(&args);
+    return code;
+}
+
+/* ---- ca list ----------------------------------------------------------- */
+
+static const char *list_ca, *list_expiring;
+static int list_json;
+
+static const struct cli_opt list_opts[] = {
+    {"ca", 0, CLI_STRING, &list_ca, "PREFIX", "the CA whose inventory to show (PREFIX.index)", 0,
+     0},
+    {"json", 0, CLI_FLAG, &list_json, NULL, "print JSON (schema in the README)", 0, 0},
+    {"expiring", 0, CLI_STRING, &list_expiring, "WINDOW",
+     "only valid certificates that expire within WINDOW (30d, 12h, or days); exit 3 if any", 0, 0},
+    {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
+};
+
+static const struct cli_spec list_spec = {
+    .name = "ca list",
+    .usage = "--ca PREFIX [--json] [--expiring WINDOW]",
+    .summary = "list what a CA issued: serial, subject, profile, SANs, expiry, revoked or not",
+    .description = "Reads PREFIX.index (and the copies in PREFIX.certs/ for profile and SANs).\n"
+                   "With --expiring, for cron: lists only the valid certificates that expire\n"
+                   "within the window and exits 3 when there is one.",
+    .opts = list_opts,
+    .min_args = 0,
+    .max_args = 0,
+    .exit_codes = "  1  the operation failed (the message says why)\n"
+                  "  3  with --expiring: a certificate expires within the window\n",
+};
+
+/* "30d", "12h", "30" (days) in seconds; -1 when malformed. */
+static long parse_window(const char *text)
+{
+    char *end;
+    long n = strtol(text, &end, 10);
+
+    if (end == text || n < 0 || n > 36500L * 24)
+        return -1;
+    if (*end == '\0' || strcmp(end, "d") == 0)
+        return n * 86400;
+    if (strcmp(end, "h") == 0)
+        return n * 3600;
+    return -1;
+}
+
+struct listed {
+    const mtls_ca_record *rec;
+    const char *status; /* "valid", "revoked", "expired" */
+    time_t not_after, revoked_at;
+    char reason[32];
+    char subject[MTLS_NAME_MAX];
+    char profile[16];
+    mtls_cert_info info;
+    int have_info;
+};
+
+static void fill_listed(const mtls_ca *ca, const mtls_ca_record *rec, struct listed *l)
+{
+    X509 *cert = NULL;
+    mtls_err err;
+    char date[20];
+    const char *comma = strchr(rec->revoked, ',');
+
+    memset(l, 0, sizeof(*l));
+    l->rec = rec;
+    (void)mtls_index_time(rec->expiry, &l->not_after);
+    snprintf(date, sizeof(date), "%.*s", (int)strcspn(rec->revoked, ","), rec->revoked);
+    if (date[0] != '\0')
+        (void)mtls_index_time(date, &l->revoked_at);
+    if (comma != NULL)
+        snprintf(l->reason, sizeof(l->reason), "%s", comma + 1);
+    l->status = rec->status == 'R'                                ? "revoked"
+                : rec->status == 'E' || l->not_after < time(NULL) ? "expired"
+                                                                  : "valid";
+    /* "/CN=x/O=y" from the index, unless the copy gives the nicer form. */
+    snprintf(l->subject, sizeof(l->subject), "%s",
+             rec->subject[0] == '/' ? rec->subject + 1 : rec->subject);
+    snprintf(l->profile, sizeof(l->profile), "?");
+    if (mtls_ca_record_cert(ca, rec, &cert, &err) == 0 &&
+        mtls_cert_info_init(&l->info, cert, &err) == 0) {
+        l->have_info = 1;
+        snprintf(l->subject, sizeof(l->subject), "%s", l->info.subject);
+        if (l->info.is_ca)
+            snprintf(l->profile, sizeof(l->profile), "ca");
+        else if (strstr(l->info.ext_key_usage, "Server") && strstr(l->info.ext_key_usage, "Client"))
+            snprintf(l->profile, sizeof(l->profile), "both");
+        else if (strstr(l->info.ext_key_usage, "Server"))
+            snprintf(l->profile, sizeof(l->profile), "server");
+        else if (strstr(l->info.ext_key_usage, "Client"))
+            snprintf(l->profile, sizeof(l->profile), "client");
+    }
+    X509_free(cert);
+}
+
+static char *iso(time_t t, char *buf, size_t size)
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+static cJSON *listed_json(const struct listed *l)
+{
+    cJSON *o = cJSON_CreateObject(), *sans;
+    char buf[32];
+    time_t now = time(NULL);
+
+    cJSON_AddStringToObject(o, "serial", l->rec->serial);
+    cJSON_AddStringToObject(o, "subject", l->subject);
+    cJSON_AddStringToObject(o, "status", l->status);
+    cJSON_AddStringToObject(o, "profile", l->profile);
+    cJSON_AddStringToObject(o, "not_after", iso(l->not_after, buf, sizeof(buf)));
+    cJSON_AddNumberToObject(o, "expires_in_days",
+                            (double)(l->not_after >= now
+                                         ? (l->not_after - now) / 86400
+                                         : -((now - l->not_after + 86399) / 86400)));
+    if (l->revoked_at != 0)
+        cJSON_AddStringToObject(o, "revoked_at", iso(l->revoked_at, buf, sizeof(buf)));
+    else
+        cJSON_AddNullToObject(o, "revoked_at");
+    if (l->reason[0] != '\0')
+        cJSON_AddStringToObject(o, "reason", l->reason);
+    else
+        cJSON_AddNullToObject(o, "reason");
+    sans = cJSON_AddArrayToObject(o, "sans");
+    for (size_t i = 0; l->have_info && i < l->info.n_sans; i++) {
+        cJSON *s = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(s, "type", l->info.sans[i].type);
+        cJSON_AddStringToObject(s, "value", l->info.sans[i].value);
+        cJSON_AddItemToArray(sans, s);
+    }
+    return o;
+}
+
+int cmd_ca_list(int argc, char **argv)
+{
+    struct cli_args args = {0};
+    mtls_ca *ca = NULL;
+    struct listed *rows = NULL;
+    const mtls_ca_record *recs;
+    size_t n = 0, shown = 0, revoked = 0, expired = 0;
+    long window = -1;
+    mtls_err err;
+    cJSON *root = NULL, *arr = NULL;
+    char ca_name[MTLS_NAME_MAX];
+    int rc, code = EXIT_FAIL;
+
+    rc = cli_parse(&list_spec, argc, argv, &args);
+    if (rc != CLI_PARSED) {
+        code = rc == CLI_DONE_HELP ? EXIT_OK : EXIT_USAGE;
+        goto out;
+    }
+    if (list_ca == NULL) {
+        code = cli_usage_error(&list_spec, "--ca PREFIX is required");
+        goto out;
+    }
+    if (list_expiring != NULL && (window = parse_window(list_expiring)) < 0) {
+        code = cli_usage_error(&list_spec, "--expiring takes a window like 30d or 12h, not '%s'",
+                               list_expiring);
+        goto out;
+    }
+    if (mtls_ca_open(list_ca, NULL, &ca, &err) != 0) {
+        code = cli_fail(&err);
+        goto out;
+    }
+    recs = mtls_ca_records(ca, &n);
+    rows = calloc(n + 1, sizeof(*rows));
+    if (rows == NULL) {
+        code = cli_failf("out of memory");
+        goto out;
+    }
+    mtls_name_oneline(X509_get_subject_name(mtls_ca_cert(ca)), ca_name, sizeof(ca_name));
+    if (list_json) {
+        root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "ca", ca_name);
+        cJSON_AddStringToObject(root, "prefix", mtls_ca_prefix(ca));
+        arr = cJSON_AddArrayToObject(root, "certificates");
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct listed *l = &rows[i];
+
+        fill_listed(ca, &recs[i], l);
+        revoked += strcmp(l->status, "revoked") == 0;
+        expired += strcmp(l->status, "expired") == 0;
+    }
+    if (!list_json)
+        printf("CA '%s' (%s): %zu certificate%s, %zu revoked, %zu expired\n", ca_name,
+               mtls_ca_prefix(ca), n, n == 1 ? "" : "s", revoked, expired);
+    for (size_t i = 0; i < n; i++) {
+        struct listed *l = &rows[i];
+        char day[16], words[64], sans[256] = "";
+        struct tm tm;
+
+        if (window >= 0 && (strcmp(l->status, "valid") != 0 || l->not_after > time(NULL) + window))
+            continue;
+        shown++;
+        if (list_json) {
+            cJSON_AddItemToArray(arr, listed_json(l));
+            continue;
+        }
+        if (shown == 1)
+            printf("  %-34s %-8s %-7s %-33s %s\n", "SERIAL", "STATUS", "PROFILE", "EXPIRES",
+                   "SUBJECT");
+        gmtime_r(&l->not_after, &tm);
+        strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+        if (strcmp(l->status, "revoked") == 0) {
+            struct tm rt;
+            char rday[16];
+
+            gmtime_r(&l->revoked_at, &rt);
+            strftime(rday, sizeof(rday), "%Y-%m-%d", &rt);
+            snprintf(words, sizeof(words), "revoked %s%s%s", rday, l->reason[0] ? ", " : "",
+                     l->reason);
+        } else {
+            pki_expiry_words(l->not_after, words, sizeof(words));
+        }
+        if (l->have_info)
+            mtls_cert_info_sans_line(&l->info, sans, sizeof(sans));
+        printf("  %-34s %s%-8s%s %-7s %s (%s)  %s%s%s\n", l->rec->serial,
+               strcmp(l->status, "valid") == 0 ? cli_green(stdout) : cli_red(stdout), l->status,
+               cli_reset(stdout), l->profile, day, words, l->subject, sans[0] ? "  " : "", sans);
+    }
+    if (list_json) {
+        char *text = cJSON_Print(root);
+
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+    } else if (window >= 0 && shown == 0) {
+        printf("  nothing expires within %s\n", list_expiring);
+    }
+    code = window >= 0 && shown > 0 ? 3 : EXIT_OK;
+out:
+    for (size_t i = 0; rows != NULL && i < n; i++) {
+        if (rows[i].have_info)
+            mtls_cert_info_release(&rows[i].info);
+    }
+    free(rows);
+    cJSON_Delete(root);
+    mtls_ca_free(ca);
+    cli_args_release(&args);
+    return code;
+}
+
+/* ---- ca revoke --------------------------------------------------------- */
+
+static const char *revoke_ca, *revoke_serial, *revoke_reason;
+
+static const struct cli_opt revoke_opts[] = {
+    {"ca", 0, CLI_STRING, &revoke_ca, "PREFIX", "the CA that issued the certificate", 0, 0},
+    {"serial", 0, CLI_STRING, &revoke_serial, "HEX",
+     "the serial to revoke (as 'mtls ca list' or 'mtls cert show' print it), instead of CERTFILE",
+     0, 0},
+    {"reason", 0, CLI_STRING, &revoke_reason, "REASON",
+     "unspecified, keyCompromise, CACompromise, affiliationChanged, superseded or "
+     "cessationOfOperation (default: none given)",
+     0, 0},
+    {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
+};
+
+static const struct cli_spec revoke_spec = {
+    .name = "ca revoke",
+    .usage = "--ca PREFIX (CERTFILE | --serial HEX) [--reason REASON]",
+    .summary = "mark a certificate revoked in its CA's inventory",
+    .description = "Marks the certificate R in PREFIX.index with today's date (and the reason).\n"
+                   "Publish it with 'mtls crl create', then reload the servers that use the CRL.",
+    .opts = revoke_opts,
+    .min_args = 0,
+    .max_args = 1,
+    .exit_codes = NULL,
+};
+
+int cmd_ca_revoke(int argc, char **argv)
+{
+    struct cli_args args = {0};
+    mtls_ca *ca = NULL;
+    X509 *cert = NULL;
+    mtls_ca_record rec;
+    mtls_err err;
+    int rc, code = EXIT_FAIL, reason = MTLS_REASON_NONE;
+
+    memset(&rec, 0, sizeof(rec));
+    rc = cli_parse(&revoke_spec, argc, argv, &args);
+    if (rc != CLI_PARSED) {
+        code = rc == CLI_DONE_HELP ? EXIT_OK : EXIT_USAGE;
+        goto out;
+    }
+    if (revoke_ca == NULL) {
+        code = cli_usage_error(&revoke_spec, "--ca PREFIX is required");
+        goto out;
+    }
+    if ((args.n == 1) == (revoke_serial != NULL)) {
+        code = cli_usage_error(&revoke_spec, "give either a certificate file or --serial HEX");
+        goto out;
+    }
+    if (revoke_reason != NULL && mtls_crl_reason_parse(revoke_reason, &reason, &err) != 0) {
+        code = cli_usage_error(&revoke_spec, "%s", err.msg);
+        goto out;
+    }
+    if (revoke_serial != NULL) {
+        char norm[84];
+
+        if (mtls_serial_normalize(revoke_serial, norm, sizeof(norm), &err) != 0) {
+            code = cli_usage_error(&revoke_spec, "--serial: %s", err.msg);
+            goto out;
+        }
+    }
+    if ((args.n == 1 && (rc = mtls_cert_load(args.v[0], &cert, &err)) != 0) ||
+        (rc = mtls_ca_open(revoke_ca, NULL, &ca, &err)) != 0 ||
+        (rc = mtls_ca_revoke(ca, revoke_serial, cert, reason, &rec, &err)) != 0) {
+        code = cli_fail(&err);
+        goto out;
+    }
+    printf("revoked serial %s (%s)%s%s\npublish it: mtls crl create --ca %s --out %s.crl --force\n",
+           rec.serial, rec.subject, reason != MTLS_REASON_NONE ? ", reason " : "",
+           reason != MTLS_REASON_NONE ? mtls_crl_reason_name(reason) : "", mtls_ca_prefix(ca),
+           mtls_ca_prefix(ca));
+    code = EXIT_OK;
+out:
+    free(rec.subject);
+    X509_free(cert);
     mtls_ca_free(ca);
     cli_args_release(&args);
     return code;

@@ -11,7 +11,9 @@
 
 struct outputs {
     const char *crt_path;
-    const char *key_path; /* NULL: no key to write */
+    const char *chain_path; /* written when chain has certificates */
+    STACK_OF(X509) * chain; /* the CA's own chain (borrowed), NULL for a root */
+    const char *key_path;   /* NULL: no key to write */
     const char *key_pem;
     size_t key_len;
     int force;
@@ -29,8 +31,26 @@ static int deliver(void *arg, X509 *cert, mtls_err *err)
     if ((rc = mtls_cert_to_pem(cert, &pem, &len, err)) != 0 ||
         (o->key_path != NULL && (rc = mtls_txn_add(&txn, o->key_path, o->key_pem, o->key_len,
                                                    MTLS_MODE_SECRET, err)) != 0) ||
-        (rc = mtls_txn_add(&txn, o->crt_path, pem, len, MTLS_MODE_PUBLIC, err)) != 0 ||
-        (rc = mtls_txn_commit(&txn, o->force, err)) != 0)
+        (rc = mtls_txn_add(&txn, o->crt_path, pem, len, MTLS_MODE_PUBLIC, err)) != 0)
+        goto out;
+    if (o->chain != NULL && sk_X509_num(o->chain) > 0) {
+        /* The leaf and the intermediates above it: what a peer must be sent. */
+        char *chain_pem = NULL;
+        size_t chain_len = 0;
+        STACK_OF(X509) *full = sk_X509_dup(o->chain);
+
+        if (full == NULL || sk_X509_unshift(full, cert) <= 0)
+            rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+        else
+            rc = mtls_chain_to_pem(full, &chain_pem, &chain_len, err);
+        if (rc == 0)
+            rc = mtls_txn_add(&txn, o->chain_path, chain_pem, chain_len, MTLS_MODE_PUBLIC, err);
+        free(chain_pem);
+        sk_X509_free(full);
+        if (rc != 0)
+            goto out;
+    }
+    if ((rc = mtls_txn_commit(&txn, o->force, err)) != 0)
         goto out;
     rc = 0;
 out:
@@ -60,6 +80,37 @@ static void print_issued(X509 *cert, mtls_profile profile, const mtls_ca *ca, co
         cli_warnf("the certificate ends when its CA '%s.crt' does, earlier than --days asked",
                   mtls_ca_prefix(ca));
     mtls_cert_info_release(&info);
+}
+
+/* "x.crt" -> "x.chain.crt"; anything else gets ".chain.crt" appended (free()). */
+static char *chain_path_for(const char *crt_path)
+{
+    size_t n = strlen(crt_path);
+    char *p = malloc(n + 16);
+
+    if (p == NULL)
+        return NULL;
+    if (n > 4 && strcmp(crt_path + n - 4, ".crt") == 0)
+        snprintf(p, n + 16, "%.*s.chain.crt", (int)(n - 4), crt_path);
+    else
+        snprintf(p, n + 16, "%s.chain.crt", crt_path);
+    return p;
+}
+
+/* When the CA is an intermediate, o gets its chain and a chain file that
+ * must not exist yet (unless force). */
+static int plan_chain(const mtls_ca *ca, struct outputs *o, char **chain_path, mtls_err *err)
+{
+    STACK_OF(X509) *chain = mtls_ca_chain(ca);
+
+    if (chain == NULL || sk_X509_num(chain) == 0)
+        return 0;
+    *chain_path = chain_path_for(o->crt_path);
+    if (*chain_path == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    o->chain = chain;
+    o->chain_path = *chain_path;
+    return pki_check_new(*chain_path, o->force, err);
 }
 
 /* ---- cert sign --------------------------------------------------------- */
@@ -113,6 +164,7 @@ int cmd_cert_sign(int argc, char **argv)
     mtls_issue issue;
     struct outputs o;
     mtls_err err;
+    char *chain_path = NULL, files[8300];
     int rc, code = EXIT_FAIL, clamped = 0;
 
     rc = cli_parse(&sign_spec, argc, argv, &args);
@@ -140,7 +192,11 @@ int cmd_cert_sign(int argc, char **argv)
         code = EXIT_USAGE;
         goto out;
     }
-    if ((rc = mtls_ca_open(sign_ca, NULL, &ca, &err)) != 0) {
+    memset(&o, 0, sizeof(o));
+    o.crt_path = sign_out;
+    o.force = sign_force;
+    if ((rc = mtls_ca_open(sign_ca, NULL, &ca, &err)) != 0 ||
+        (rc = plan_chain(ca, &o, &chain_path, &err)) != 0) {
         code = cli_fail(&err);
         goto out;
     }
@@ -150,17 +206,17 @@ int cmd_cert_sign(int argc, char **argv)
     issue.pubkey = X509_REQ_get0_pubkey(req);
     issue.sans = sans;
     issue.days = (int)sign_days;
-    memset(&o, 0, sizeof(o));
-    o.crt_path = sign_out;
-    o.force = sign_force;
     rc = mtls_ca_issue(ca, &issue, deliver, &o, &cert, &clamped, &err);
     if (rc != 0) {
         code = cli_fail(&err);
         goto out;
     }
-    print_issued(cert, profile, ca, sign_out, clamped);
+    snprintf(files, sizeof(files), "%s%s%s", sign_out, chain_path ? " and " : "",
+             chain_path ? chain_path : "");
+    print_issued(cert, profile, ca, files, clamped);
     code = EXIT_OK;
 out:
+    free(chain_path);
     X509_free(cert);
     mtls_ca_free(ca);
     GENERAL_NAMES_free(sans);
@@ -187,7 +243,10 @@ static const struct cli_opt issue_opts[] = {
      "a subjectAltName, repeatable (DNS:, IP:, email:, URI:, or a bare host name or address; a "
      "server certificate without any gets its CN)",
      0, 0},
-    {"out", 'o', CLI_STRING, &issue_out, "PREFIX", "write PREFIX.key (0600) and PREFIX.crt", 0, 0},
+    {"out", 'o', CLI_STRING, &issue_out, "PREFIX",
+     "write PREFIX.key (0600) and PREFIX.crt (and PREFIX.chain.crt, the certificate and the "
+     "intermediates above it, when the CA is an intermediate)",
+     0, 0},
     {"days", 0, CLI_INT, &issue_days, "N",
      "validity in days (default 365; never past the CA's own end)", 1, MTLS_DAYS_MAX},
     {"key-type", 't', CLI_STRING, &issue_key_type, "ec|rsa|ed25519",
@@ -220,7 +279,7 @@ int cmd_cert_issue(int argc, char **argv)
     EVP_PKEY *key = NULL;
     mtls_ca *ca = NULL;
     X509 *cert = NULL;
-    char *key_path = NULL, *crt_path = NULL, *key_pem = NULL, files[8300];
+    char *key_path = NULL, *crt_path = NULL, *key_pem = NULL, *chain_path = NULL, files[12400];
     size_t key_len = 0;
     mtls_issue issue;
     struct outputs o;
@@ -254,9 +313,14 @@ int cmd_cert_issue(int argc, char **argv)
     }
     sprintf(key_path, "%s.key", issue_out);
     sprintf(crt_path, "%s.crt", issue_out);
+    memset(&o, 0, sizeof(o));
+    o.crt_path = crt_path;
+    o.key_path = key_path;
+    o.force = issue_force;
     if ((rc = pki_check_new(key_path, issue_force, &err)) != 0 ||
         (rc = pki_check_new(crt_path, issue_force, &err)) != 0 ||
         (rc = mtls_ca_open(issue_ca, NULL, &ca, &err)) != 0 ||
+        (rc = plan_chain(ca, &o, &chain_path, &err)) != 0 ||
         (rc = mtls_key_generate(type, 0, &key, &err)) != 0 ||
         (rc = mtls_key_to_pem(key, NULL, &key_pem, &key_len, &err)) != 0) {
         code = cli_fail(&err);
@@ -268,18 +332,15 @@ int cmd_cert_issue(int argc, char **argv)
     issue.pubkey = key;
     issue.sans = sans;
     issue.days = (int)issue_days;
-    memset(&o, 0, sizeof(o));
-    o.crt_path = crt_path;
-    o.key_path = key_path;
     o.key_pem = key_pem;
     o.key_len = key_len;
-    o.force = issue_force;
     rc = mtls_ca_issue(ca, &issue, deliver, &o, &cert, &clamped, &err);
     if (rc != 0) {
         code = cli_fail(&err);
         goto out;
     }
-    snprintf(files, sizeof(files), "%s and %s", key_path, crt_path);
+    snprintf(files, sizeof(files), "%s, %s%s%s", key_path, crt_path, chain_path ? " and " : "",
+             chain_path ? chain_path : "");
     print_issued(cert, profile, ca, files, clamped);
     code = EXIT_OK;
 out:
@@ -291,6 +352,7 @@ out:
     GENERAL_NAMES_free(sans);
     free(key_path);
     free(crt_path);
+    free(chain_path);
     cli_list_release(&issue_san);
     cli_args_release(&args);
     return code;

@@ -19,6 +19,10 @@
 static const struct cli_command commands[] = {
     {"init", cmd_init, "make the tutorial's PKI: two CAs, a client and a server certificate"},
     {"ca create", cmd_ca_create, "make a certificate authority (PREFIX.crt, PREFIX.key, inventory)"},
+    {"ca list", cmd_ca_list, "list what a CA issued, with expiry and revocation"},
+    {"ca revoke", cmd_ca_revoke, "mark a certificate revoked in its CA's inventory"},
+    {"crl create", cmd_crl_create, "publish a CRL of a CA's revoked certificates"},
+    {"crl show", cmd_crl_show, "show a CRL: issuer, updates, revoked serials (or --json)"},
     {"key create", cmd_key_create, "make a private key (EC P-256, RSA or Ed25519)"},
     {"csr create", cmd_csr_create, "make a certificate signing request for a key"},
     {"cert sign", cmd_cert_sign, "sign a CSR with a CA as a client or server certificate"},

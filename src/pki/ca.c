@@ -1,10 +1,12 @@
 /* The CA folder: a CA's certificate and key, the inventory of what it
  * issued (openssl ca's index.txt format), and signing under a file lock. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,11 +29,12 @@ struct mtls_ca {
     mtls_ca_record *records;
     size_t n_records, cap_records;
     STACK_OF(X509) * unsaved; /* signed by mtls_ca_sign(), copies not written yet */
+    STACK_OF(X509) * chain;   /* an intermediate: itself and those above, without the root */
     int created_certs_dir;
 };
 
 /* PREFIX + suffix in a new string, or NULL. */
-static char *path_of(const mtls_ca *ca, const char *suffix)
+char *mtls__ca_path(const mtls_ca *ca, const char *suffix)
 {
     size_t n = strlen(ca->prefix) + strlen(suffix) + 1;
     char *p = malloc(n);
@@ -74,6 +77,7 @@ void mtls_ca_free(mtls_ca *ca)
     records_clear(ca);
     free(ca->records);
     sk_X509_pop_free(ca->unsaved, X509_free);
+    sk_X509_pop_free(ca->chain, X509_free);
     X509_free(ca->cert);
     EVP_PKEY_free(ca->key);
     free(ca->prefix);
@@ -134,9 +138,9 @@ static int split_fields(char *line, char **field, int n)
 }
 
 /* Replaces ca's records with PREFIX.index (a missing file is an empty one). */
-static int index_read(mtls_ca *ca, mtls_err *err)
+int mtls__ca_index_read(mtls_ca *ca, mtls_err *err)
 {
-    char *path = path_of(ca, ".index");
+    char *path = mtls__ca_path(ca, ".index");
     unsigned char *data = NULL;
     size_t len = 0, lineno = 0;
     char *line, *next;
@@ -197,7 +201,7 @@ out:
 }
 
 /* The index as text, in openssl ca's format. *out is freed with free(). */
-static int index_format(const mtls_ca *ca, char **out, size_t *len, mtls_err *err)
+int mtls__ca_index_format(const mtls_ca *ca, char **out, size_t *len, mtls_err *err)
 {
     size_t cap = 1, used = 0;
     char *buf;
@@ -436,6 +440,11 @@ int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped,
         return mtls_err_set(err, MTLS_E_INVALID,
                             "CA '%s.crt' has expired: make a new CA with 'mtls ca create'",
                             ca->prefix);
+    if (issue->profile == MTLS_PROFILE_SUBCA && X509_get_pathlen(ca->cert) == 0)
+        return mtls_err_set(err, MTLS_E_INVALID,
+                            "CA '%s' is an intermediate with path length 0: it issues leaf "
+                            "certificates only; make intermediates from the root",
+                            ca->prefix);
     rc = new_serial(ca, &serial, hex, sizeof(hex), err);
     if (rc != 0)
         return rc;
@@ -451,10 +460,20 @@ int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped,
     rc = set_validity(cert, days, X509_get0_notAfter(ca->cert), clamped, err);
     if (rc != 0)
         goto out;
+    X509V3_set_ctx(&v3, ca->cert, cert, NULL, NULL, 0);
+    if (issue->profile == MTLS_PROFILE_SUBCA) {
+        /* An intermediate may sign leaves only: pathlen 0, deliberately. */
+        if ((rc = add_ext(cert, &v3, NID_basic_constraints, "critical,CA:TRUE,pathlen:0", err)) !=
+                0 ||
+            (rc = add_ext(cert, &v3, NID_key_usage, "critical,keyCertSign,cRLSign", err)) != 0 ||
+            (rc = add_ext(cert, &v3, NID_subject_key_identifier, "hash", err)) != 0 ||
+            (rc = add_ext(cert, &v3, NID_authority_key_identifier, "keyid:always", err)) != 0)
+            goto out;
+        goto sign;
+    }
     /* Key encipherment only means something for RSA key exchange. */
     snprintf(ku, sizeof(ku), "critical,digitalSignature%s",
              EVP_PKEY_is_a(issue->pubkey, "RSA") ? ",keyEncipherment" : "");
-    X509V3_set_ctx(&v3, ca->cert, cert, NULL, NULL, 0);
     if ((rc = add_ext(cert, &v3, NID_basic_constraints, "critical,CA:FALSE", err)) != 0 ||
         (rc = add_ext(cert, &v3, NID_key_usage, ku, err)) != 0 ||
         (rc = add_ext(cert, &v3, NID_ext_key_usage,
@@ -477,6 +496,7 @@ int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped,
             goto out;
         }
     }
+sign:
     if (X509_sign(cert, ca->key, mtls__sign_md(ca->key)) <= 0) {
         rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot sign the certificate with '%s.key'",
                           ca->prefix);
@@ -504,7 +524,7 @@ out:
 
 static int make_certs_dir(mtls_ca *ca, mtls_err *err)
 {
-    char *dir = path_of(ca, ".certs");
+    char *dir = mtls__ca_path(ca, ".certs");
     int rc = 0;
 
     if (dir == NULL)
@@ -559,8 +579,8 @@ static int stage_copies(mtls_ca *ca, mtls_txn *txn, mtls_err *err)
 
 int mtls_ca_stage(mtls_ca *ca, mtls_txn *txn, const char *key_password, mtls_err *err)
 {
-    char *crt = path_of(ca, ".crt"), *key = path_of(ca, ".key");
-    char *idx = path_of(ca, ".index"), *attr = path_of(ca, ".index.attr");
+    char *crt = mtls__ca_path(ca, ".crt"), *key = mtls__ca_path(ca, ".key");
+    char *idx = mtls__ca_path(ca, ".index"), *attr = mtls__ca_path(ca, ".index.attr");
     char *pem = NULL, *key_pem = NULL, *index = NULL;
     size_t len = 0, key_len = 0, index_len = 0;
     int rc;
@@ -571,7 +591,7 @@ int mtls_ca_stage(mtls_ca *ca, mtls_txn *txn, const char *key_password, mtls_err
     }
     if ((rc = mtls_cert_to_pem(ca->cert, &pem, &len, err)) != 0 ||
         (rc = mtls_key_to_pem(ca->key, key_password, &key_pem, &key_len, err)) != 0 ||
-        (rc = index_format(ca, &index, &index_len, err)) != 0 ||
+        (rc = mtls__ca_index_format(ca, &index, &index_len, err)) != 0 ||
         (rc = make_certs_dir(ca, err)) != 0)
         goto out;
     if ((rc = mtls_txn_add(txn, crt, pem, len, MTLS_MODE_PUBLIC, err)) != 0 ||
@@ -581,6 +601,19 @@ int mtls_ca_stage(mtls_ca *ca, mtls_txn *txn, const char *key_password, mtls_err
             0 ||
         (rc = stage_copies(ca, txn, err)) != 0)
         goto out;
+    if (ca->chain != NULL && sk_X509_num(ca->chain) > 0) {
+        char *chain_path = mtls__ca_path(ca, ".chain.crt"), *chain_pem = NULL;
+        size_t chain_len = 0;
+
+        rc = chain_path == NULL ? mtls_err_set(err, MTLS_E_NOMEM, "out of memory")
+                                : mtls_chain_to_pem(ca->chain, &chain_pem, &chain_len, err);
+        if (rc == 0)
+            rc = mtls_txn_add(txn, chain_path, chain_pem, chain_len, MTLS_MODE_PUBLIC, err);
+        free(chain_pem);
+        free(chain_path);
+        if (rc != 0)
+            goto out;
+    }
     rc = 0;
 out:
     mtls_free_secret(key_pem, key_len);
@@ -599,7 +632,7 @@ void mtls_ca_unstage(mtls_ca *ca)
 
     if (ca == NULL || !ca->created_certs_dir)
         return;
-    dir = path_of(ca, ".certs");
+    dir = mtls__ca_path(ca, ".certs");
     if (dir != NULL)
         (void)rmdir(dir); /* only when still empty */
     free(dir);
@@ -609,14 +642,14 @@ void mtls_ca_unstage(mtls_ca *ca)
 int mtls_ca_open(const char *prefix, const char *key_password, mtls_ca **out, mtls_err *err)
 {
     mtls_ca *ca = ca_new(prefix);
-    char *crt = NULL, *key = NULL;
+    char *crt = NULL, *key = NULL, *chain = NULL;
     int rc;
 
     *out = NULL;
     if (ca == NULL)
         return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
-    crt = path_of(ca, ".crt");
-    key = path_of(ca, ".key");
+    crt = mtls__ca_path(ca, ".crt");
+    key = mtls__ca_path(ca, ".key");
     if (crt == NULL || key == NULL) {
         rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
         goto out;
@@ -647,12 +680,20 @@ int mtls_ca_open(const char *prefix, const char *key_password, mtls_ca **out, mt
                           crt);
         goto out;
     }
-    rc = index_read(ca, err);
+    rc = mtls__ca_index_read(ca, err);
     if (rc != 0)
+        goto out;
+    chain = mtls__ca_path(ca, ".chain.crt");
+    if (chain == NULL) {
+        rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (mtls_file_exists(chain) && (rc = mtls_cert_load_all(chain, &ca->chain, err)) != 0)
         goto out;
     *out = ca;
     ca = NULL;
 out:
+    free(chain);
     free(crt);
     free(key);
     mtls_ca_free(ca);
@@ -660,9 +701,9 @@ out:
 }
 
 /* Takes PREFIX.lock exclusively; returns the descriptor or -1. */
-static int lock_take(const mtls_ca *ca, mtls_err *err)
+int mtls__ca_lock(const mtls_ca *ca, mtls_err *err)
 {
-    char *path = path_of(ca, ".lock");
+    char *path = mtls__ca_path(ca, ".lock");
     int fd;
 
     if (path == NULL) {
@@ -687,10 +728,10 @@ static int lock_take(const mtls_ca *ca, mtls_err *err)
 }
 
 /* Writes text to PREFIX.suffix atomically, replacing what was there. */
-static int write_state(const mtls_ca *ca, const char *suffix, const char *text, size_t len,
-                       mtls_err *err)
+int mtls__ca_write_state(const mtls_ca *ca, const char *suffix, const char *text, size_t len,
+                         mtls_err *err)
 {
-    char *path = path_of(ca, suffix);
+    char *path = mtls__ca_path(ca, suffix);
     int rc;
 
     if (path == NULL)
@@ -711,18 +752,19 @@ int mtls_ca_issue(mtls_ca *ca, const mtls_issue *issue, mtls_ca_deliver_fn deliv
 
     if (out != NULL)
         *out = NULL;
-    lock_fd = lock_take(ca, err);
+    lock_fd = mtls__ca_lock(ca, err);
     if (lock_fd < 0)
         return err != NULL ? err->code : MTLS_E_IO;
-    idx_path = path_of(ca, ".index");
-    attr_path = path_of(ca, ".index.attr");
+    idx_path = mtls__ca_path(ca, ".index");
+    attr_path = mtls__ca_path(ca, ".index.attr");
     if (idx_path == NULL || attr_path == NULL) {
         rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
         goto out;
     }
     /* Another process may have issued since mtls_ca_open(): read again. */
     had_index = mtls_file_exists(idx_path);
-    if ((rc = index_read(ca, err)) != 0 || (rc = index_format(ca, &old_index, &old_len, err)) != 0)
+    if ((rc = mtls__ca_index_read(ca, err)) != 0 ||
+        (rc = mtls__ca_index_format(ca, &old_index, &old_len, err)) != 0)
         goto out;
     rc = mtls_ca_sign(ca, issue, &cert, clamped, err);
     if (rc != 0)
@@ -739,20 +781,20 @@ int mtls_ca_issue(mtls_ca *ca, const mtls_issue *issue, mtls_ca_deliver_fn deliv
         (rc = mtls_file_write_atomic(copy, pem, pem_len, MTLS_MODE_PUBLIC, 0, err)) != 0)
         goto out;
     if (!mtls_file_exists(attr_path) &&
-        (rc = write_state(ca, ".index.attr", index_attr, strlen(index_attr), err)) != 0)
+        (rc = mtls__ca_write_state(ca, ".index.attr", index_attr, strlen(index_attr), err)) != 0)
         goto undo_copy;
-    if ((rc = index_format(ca, &new_index, &new_len, err)) != 0 ||
-        (rc = write_state(ca, ".index", new_index, new_len, err)) != 0)
+    if ((rc = mtls__ca_index_format(ca, &new_index, &new_len, err)) != 0 ||
+        (rc = mtls__ca_write_state(ca, ".index", new_index, new_len, err)) != 0)
         goto undo_copy;
     if (deliver != NULL) {
         rc = deliver(arg, cert, err);
         if (rc != 0) {
             /* Put the previous inventory back: the certificate never left. */
             if (had_index)
-                (void)write_state(ca, ".index", old_index, old_len, NULL);
+                (void)mtls__ca_write_state(ca, ".index", old_index, old_len, NULL);
             else
                 (void)unlink(idx_path);
-            (void)index_read(ca, NULL);
+            (void)mtls__ca_index_read(ca, NULL);
             goto undo_copy;
         }
     }
@@ -773,5 +815,234 @@ out:
     free(pem);
     free(idx_path);
     free(attr_path);
+    return rc;
+}
+
+/* ---- intermediates, inventory queries, revocation --------------------- */
+
+int mtls_ca_from(const char *prefix, X509 *cert, EVP_PKEY *key, STACK_OF(X509) * chain,
+                 mtls_ca **out, mtls_err *err)
+{
+    mtls_ca *ca = ca_new(prefix);
+
+    *out = NULL;
+    if (ca == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    if (X509_up_ref(cert) != 1 || (ca->cert = cert, EVP_PKEY_up_ref(key) != 1)) {
+        mtls_ca_free(ca);
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    }
+    ca->key = key;
+    if (chain != NULL && (ca->chain = X509_chain_up_ref(chain)) == NULL) {
+        mtls_ca_free(ca);
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    }
+    *out = ca;
+    return 0;
+}
+
+STACK_OF(X509) * mtls_ca_chain(const mtls_ca *ca)
+{
+    return ca->chain;
+}
+
+int mtls_ca_reload(mtls_ca *ca, mtls_err *err)
+{
+    return mtls__ca_index_read(ca, err);
+}
+
+int mtls_ca_record_cert(const mtls_ca *ca, const mtls_ca_record *rec, X509 **out, mtls_err *err)
+{
+    size_t n = strlen(ca->prefix) + strlen(rec->serial) + 16;
+    char *path = malloc(n);
+    int rc;
+
+    *out = NULL;
+    if (path == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    snprintf(path, n, "%s.certs/%s.pem", ca->prefix, rec->serial);
+    rc = mtls_cert_load(path, out, err);
+    free(path);
+    return rc;
+}
+
+int mtls_index_time(const char *text, time_t *out)
+{
+    ASN1_TIME *t = ASN1_TIME_new();
+    struct tm tm;
+    int rc = -1;
+
+    if (t != NULL && ASN1_TIME_set_string(t, text) == 1 && ASN1_TIME_to_tm(t, &tm) == 1) {
+        *out = timegm(&tm);
+        rc = 0;
+    }
+    ASN1_TIME_free(t);
+    ERR_clear_error();
+    return rc;
+}
+
+int mtls_serial_normalize(const char *in, char *out, size_t size, mtls_err *err)
+{
+    char digits[128];
+    size_t n = 0;
+    BIGNUM *bn = NULL;
+    char *hex;
+
+    if (strncasecmp(in, "serial=", 7) == 0)
+        in += 7;
+    if (strncasecmp(in, "0x", 2) == 0)
+        in += 2;
+    for (const char *p = in; *p != '\0'; p++) {
+        if (*p == ':' || *p == ' ')
+            continue;
+        if (!isxdigit((unsigned char)*p) || n + 1 >= sizeof(digits))
+            return mtls_err_set(err, MTLS_E_INVALID,
+                                "'%s' is not a serial number (hexadecimal, as 'mtls cert show' "
+                                "prints it)",
+                                in);
+        digits[n++] = *p;
+    }
+    digits[n] = '\0';
+    if (n == 0 || BN_hex2bn(&bn, digits) == 0)
+        return mtls_err_set(err, MTLS_E_INVALID, "'%s' is not a serial number", in);
+    hex = BN_is_zero(bn) ? NULL : BN_bn2hex(bn);
+    snprintf(out, size, "%s", hex != NULL ? hex : "00");
+    OPENSSL_free(hex);
+    BN_free(bn);
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    int code;
+} crl_reasons[] = {
+    {"unspecified", 0},        {"keyCompromise", 1}, {"CACompromise", 2},
+    {"affiliationChanged", 3}, {"superseded", 4},    {"cessationOfOperation", 5},
+};
+
+int mtls_crl_reason_parse(const char *name, int *code, mtls_err *err)
+{
+    for (size_t i = 0; i < sizeof(crl_reasons) / sizeof(crl_reasons[0]); i++) {
+        if (strcasecmp(name, crl_reasons[i].name) == 0) {
+            *code = crl_reasons[i].code;
+            return 0;
+        }
+    }
+    return mtls_err_set(err, MTLS_E_INVALID,
+                        "unknown reason '%s': use unspecified, keyCompromise, CACompromise, "
+                        "affiliationChanged, superseded or cessationOfOperation",
+                        name);
+}
+
+const char *mtls_crl_reason_name(int code)
+{
+    for (size_t i = 0; i < sizeof(crl_reasons) / sizeof(crl_reasons[0]); i++) {
+        if (crl_reasons[i].code == code)
+            return crl_reasons[i].name;
+    }
+    return "unspecified";
+}
+
+/* The record with this (normalised) serial, or NULL. */
+static mtls_ca_record *find_record(mtls_ca *ca, const char *serial)
+{
+    char norm[84];
+
+    for (size_t i = 0; i < ca->n_records; i++) {
+        if (mtls_serial_normalize(ca->records[i].serial, norm, sizeof(norm), NULL) == 0 &&
+            strcmp(norm, serial) == 0)
+            return &ca->records[i];
+    }
+    return NULL;
+}
+
+int mtls_ca_revoke(mtls_ca *ca, const char *serial, X509 *cert, int reason, mtls_ca_record *rec_out,
+                   mtls_err *err)
+{
+    char want[84], *index = NULL;
+    size_t index_len = 0;
+    mtls_ca_record *rec;
+    ASN1_TIME *now = NULL;
+    int lock_fd, rc;
+
+    if (rec_out != NULL)
+        memset(rec_out, 0, sizeof(*rec_out));
+    if (cert != NULL) {
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+        char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+        snprintf(want, sizeof(want), "%s", hex != NULL ? hex : "");
+        OPENSSL_free(hex);
+        BN_free(bn);
+        if (X509_check_issued(ca->cert, cert) != X509_V_OK ||
+            X509_verify(cert, X509_get0_pubkey(ca->cert)) != 1) {
+            ERR_clear_error();
+            return mtls_err_set(err, MTLS_E_INVALID,
+                                "the certificate was not issued by CA '%s': pass the CA that "
+                                "signed it",
+                                ca->prefix);
+        }
+    } else {
+        rc = mtls_serial_normalize(serial, want, sizeof(want), err);
+        if (rc != 0)
+            return rc;
+    }
+    lock_fd = mtls__ca_lock(ca, err);
+    if (lock_fd < 0)
+        return err != NULL ? err->code : MTLS_E_IO;
+    if ((rc = mtls__ca_index_read(ca, err)) != 0)
+        goto out;
+    rec = find_record(ca, want);
+    if (rec == NULL && cert != NULL) {
+        /* Issued before the inventory existed (e.g. by openssl): record it now. */
+        if ((rc = record_cert(ca, cert, want, err)) != 0)
+            goto out;
+        rec = &ca->records[ca->n_records - 1];
+    }
+    if (rec == NULL) {
+        rc = mtls_err_set(err, MTLS_E_NOTFOUND,
+                          "serial %s is not in '%s.index': this CA did not issue it (pass the "
+                          "certificate file instead if it did, before its inventory existed)",
+                          want, ca->prefix);
+        goto out;
+    }
+    if (rec->status == 'R') {
+        char when[48] = "?";
+        time_t t;
+        char date[20];
+
+        snprintf(date, sizeof(date), "%.*s", (int)strcspn(rec->revoked, ","), rec->revoked);
+        if (mtls_index_time(date, &t) == 0)
+            mtls_time_human(t, when, sizeof(when));
+        rc = mtls_err_set(err, MTLS_E_EXISTS, "serial %s (%s) was already revoked on %s", want,
+                          rec->subject, when);
+        goto out;
+    }
+    now = X509_gmtime_adj(NULL, 0);
+    if (now == NULL) {
+        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read the time");
+        goto out;
+    }
+    rec->status = 'R';
+    if (reason == MTLS_REASON_NONE)
+        snprintf(rec->revoked, sizeof(rec->revoked), "%.*s", ASN1_STRING_length(now),
+                 (const char *)ASN1_STRING_get0_data(now));
+    else
+        snprintf(rec->revoked, sizeof(rec->revoked), "%.*s,%s", ASN1_STRING_length(now),
+                 (const char *)ASN1_STRING_get0_data(now), mtls_crl_reason_name(reason));
+    if ((rc = mtls__ca_index_format(ca, &index, &index_len, err)) != 0 ||
+        (rc = mtls__ca_write_state(ca, ".index", index, index_len, err)) != 0) {
+        (void)mtls__ca_index_read(ca, NULL);
+        goto out;
+    }
+    if (rec_out != NULL) {
+        *rec_out = *rec;
+        rec_out->subject = strdup(rec->subject);
+    }
+    rc = 0;
+out:
+    ASN1_TIME_free(now);
+    free(index);
+    close(lock_fd);
     return rc;
 }

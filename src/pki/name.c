@@ -220,7 +220,15 @@ int mtls_profile_parse(const char *name, mtls_profile *out, mtls_err *err)
 
 const char *mtls_profile_name(mtls_profile profile)
 {
-    return profile == MTLS_PROFILE_SERVER ? "server" : "client";
+    switch (profile) {
+    case MTLS_PROFILE_SERVER:
+        return "server";
+    case MTLS_PROFILE_SUBCA:
+        return "ca";
+    case MTLS_PROFILE_CLIENT:
+        break;
+    }
+    return "client";
 }
 
 char *mtls_time_human(time_t t, char *buf, size_t size)

@@ -206,3 +206,68 @@ int mtls_csr_to_pem(X509_REQ *req, char **pem, size_t *len, mtls_err *err)
     BIO_free(bio);
     return rc;
 }
+
+int mtls_chain_to_pem(STACK_OF(X509) * certs, char **pem, size_t *len, mtls_err *err)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    int rc = 0;
+
+    *pem = NULL;
+    *len = 0;
+    if (bio == NULL)
+        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot encode the chain");
+    for (int i = 0; rc == 0 && i < sk_X509_num(certs); i++) {
+        if (PEM_write_bio_X509(bio, sk_X509_value(certs, i)) != 1)
+            rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot encode the chain");
+    }
+    if (rc == 0)
+        rc = mtls__bio_to_buf(bio, pem, len, err);
+    BIO_free(bio);
+    return rc;
+}
+
+int mtls_crl_load(const char *path, X509_CRL **out, mtls_err *err)
+{
+    unsigned char *data = NULL;
+    size_t len = 0;
+    int is_der, rc;
+    BIO *bio = NULL;
+    X509_CRL *crl = NULL;
+
+    *out = NULL;
+    rc = read_pem_file(path, "X509 CRL", NULL, "certificate revocation list (CRL)", &data, &len,
+                       &is_der, err);
+    if (rc != 0)
+        return rc;
+    bio = BIO_new_mem_buf(data, (int)len);
+    if (bio == NULL) {
+        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
+        goto out;
+    }
+    crl = is_der ? d2i_X509_CRL_bio(bio, NULL) : PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL);
+    if (crl == NULL) {
+        rc = mtls_err_ssl(err, MTLS_E_INVALID, "'%s' holds a malformed CRL", path);
+        goto out;
+    }
+    *out = crl;
+    rc = 0;
+out:
+    BIO_free(bio);
+    free(data);
+    return rc;
+}
+
+int mtls_crl_to_pem(X509_CRL *crl, char **pem, size_t *len, mtls_err *err)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    int rc;
+
+    *pem = NULL;
+    *len = 0;
+    if (bio == NULL || PEM_write_bio_X509_CRL(bio, crl) != 1)
+        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot encode the CRL");
+    else
+        rc = mtls__bio_to_buf(bio, pem, len, err);
+    BIO_free(bio);
+    return rc;
+}

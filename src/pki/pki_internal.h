@@ -16,4 +16,23 @@ const char *mtls__label_noun(const char *label);
 /** SHA-256 for EC and RSA keys, NULL (the key's own hash) for Ed25519. */
 const EVP_MD *mtls__sign_md(EVP_PKEY *key);
 
+/* ---- the CA folder, shared by ca.c and crl.c ---- */
+struct mtls_ca;
+
+/** PREFIX + suffix in a new string (free()), or NULL. */
+char *mtls__ca_path(const struct mtls_ca *ca, const char *suffix);
+
+/** Takes PREFIX.lock exclusively (flock); returns the descriptor to close(), or -1. */
+int mtls__ca_lock(const struct mtls_ca *ca, mtls_err *err);
+
+/** Replaces the in-memory records with PREFIX.index (missing: empty). */
+int mtls__ca_index_read(struct mtls_ca *ca, mtls_err *err);
+
+/** The records as index.txt text (free()). */
+int mtls__ca_index_format(const struct mtls_ca *ca, char **out, size_t *len, mtls_err *err);
+
+/** Writes PREFIX+suffix atomically, replacing the old file. */
+int mtls__ca_write_state(const struct mtls_ca *ca, const char *suffix, const char *text, size_t len,
+                         mtls_err *err);
+
 #endif

@@ -1,0 +1,201 @@
+"""Certificate lifecycle (issue 5, PKI half): the inventory (`ca list`),
+revocation and CRLs, intermediate CAs with chain files, and concurrent
+issuing."""
+import concurrent.futures
+import json
+import re
+import subprocess
+
+import pytest
+
+from conftest import free_port, run_mtls, wait_for_port
+
+
+def openssl(*args, cwd=None):
+    return subprocess.run(["openssl", *[str(a) for a in args]], capture_output=True, text=True,
+                          timeout=30, cwd=cwd)
+
+
+def ok(*args, cwd=None):
+    r = run_mtls(*args, cwd=cwd)
+    assert r.returncode == 0, f"mtls {args}: {r.stderr}"
+    return r
+
+
+def fails(code, needle, *args):
+    r = run_mtls(*args)
+    assert r.returncode == code, f"mtls {args} exited {r.returncode}: {r.stdout}{r.stderr}"
+    assert needle in r.stderr, r.stderr
+    return r
+
+
+def serial_of(path):
+    return openssl("x509", "-in", path, "-noout", "-serial").stdout.strip().split("=")[1]
+
+
+@pytest.fixture
+def ca(tmp_path):
+    ok("ca", "create", "--out", tmp_path / "ca", "--cn", "Life CA")
+    return tmp_path
+
+
+def test_ca_list_shows_inventory_and_expiring(ca):
+    ok("cert", "issue", "--ca", ca / "ca", "--profile", "server", "--cn", "web.test", "--san",
+       "web.test", "--san", "10.0.0.1", "--out", ca / "web")
+    ok("cert", "issue", "--ca", ca / "ca", "--profile", "client", "--cn", "soon", "--days", "10",
+       "--out", ca / "soon")
+    text = ok("ca", "list", "--ca", ca / "ca").stdout
+    assert "2 certificates, 0 revoked" in text
+    assert re.search(r"valid\s+server\s+\S+ \(expires in 36[45] days\)\s+CN=web.test\s+DNS:web.test, IP:10.0.0.1", text), text
+    j = json.loads(ok("ca", "list", "--ca", ca / "ca", "--json").stdout)
+    assert j["ca"] == "CN=Life CA"
+    web = [c for c in j["certificates"] if c["subject"] == "CN=web.test"][0]
+    assert web["serial"] == serial_of(ca / "web.crt")
+    assert web["status"] == "valid" and web["profile"] == "server"
+    assert web["sans"] == [{"type": "DNS", "value": "web.test"}, {"type": "IP", "value": "10.0.0.1"}]
+    assert web["revoked_at"] is None and web["expires_in_days"] in (364, 365)
+    # For cron: exit 3 when something expires within the window, 0 otherwise.
+    r = run_mtls("ca", "list", "--ca", ca / "ca", "--expiring", "30d")
+    assert r.returncode == 3 and "CN=soon" in r.stdout and "CN=web.test" not in r.stdout
+    r = run_mtls("ca", "list", "--ca", ca / "ca", "--expiring", "5d")
+    assert r.returncode == 0 and "nothing expires within 5d" in r.stdout
+    fails(2, "--expiring takes a window", "ca", "list", "--ca", ca / "ca", "--expiring", "soon")
+
+
+def test_revoke_crl_and_openssl_reads_it(ca):
+    ok("cert", "issue", "--ca", ca / "ca", "--profile", "client", "--cn", "bad", "--out", ca / "bad")
+    ok("cert", "issue", "--ca", ca / "ca", "--profile", "client", "--cn", "good", "--out", ca / "good")
+    ok("cert", "issue", "--ca", ca / "ca", "--profile", "client", "--cn", "old", "--out", ca / "old")
+    r = ok("ca", "revoke", "--ca", ca / "ca", ca / "bad.crt", "--reason", "keyCompromise")
+    assert "revoked serial " + serial_of(ca / "bad.crt") in r.stdout
+    # By serial, as `openssl x509 -serial` prints it, lower case with the prefix.
+    ok("ca", "revoke", "--ca", ca / "ca", "--serial", "serial=" + serial_of(ca / "old.crt").lower())
+    fails(1, "was already revoked on", "ca", "revoke", "--ca", ca / "ca", ca / "bad.crt")
+    fails(1, "is not in", "ca", "revoke", "--ca", ca / "ca", "--serial", "0123ABCD")
+    fails(2, "unknown reason 'oops'", "ca", "revoke", "--ca", ca / "ca", ca / "good.crt", "--reason", "oops")
+    fails(2, "give either a certificate file or --serial", "ca", "revoke", "--ca", ca / "ca")
+    index = (ca / "ca.index").read_text()
+    assert re.search(rf"^R\t\d{{12}}Z\t\d{{12}}Z,keyCompromise\t{serial_of(ca / 'bad.crt')}\t", index, re.M)
+    assert re.search(rf"^R\t\d{{12}}Z\t\d{{12}}Z\t{serial_of(ca / 'old.crt')}\t", index, re.M)
+
+    ok("crl", "create", "--ca", ca / "ca", "--out", ca / "ca.crl")
+    fails(1, "already exists: pass --force", "crl", "create", "--ca", ca / "ca", "--out", ca / "ca.crl")
+    text = openssl("crl", "-in", ca / "ca.crl", "-noout", "-text").stdout
+    assert "Issuer: CN = Life CA" in text and "X509v3 CRL Number: \n                1" in text
+    assert serial_of(ca / "bad.crt") in text and "Key Compromise" in text
+    assert serial_of(ca / "good.crt") not in text
+    # openssl refuses the revoked certificate with this CRL, accepts the other.
+    bad = openssl("verify", "-crl_check", "-CAfile", ca / "ca.crt", "-CRLfile", ca / "ca.crl", ca / "bad.crt")
+    assert bad.returncode != 0 and "certificate revoked" in bad.stdout + bad.stderr
+    good = openssl("verify", "-crl_check", "-CAfile", ca / "ca.crt", "-CRLfile", ca / "ca.crl", ca / "good.crt")
+    assert good.returncode == 0, good.stdout + good.stderr
+    # The CRL number only grows.
+    ok("crl", "create", "--ca", ca / "ca", "--out", ca / "ca.crl", "--force", "--days", "7")
+    j = json.loads(ok("crl", "show", ca / "ca.crl", "--json").stdout)
+    assert j["crl_number"] == 2 and j["issuer"] == "CN=Life CA"
+    assert j["expires_in_days"] in (6, 7) and j["expired"] is False
+    assert {r["serial"] for r in j["revoked"]} == {serial_of(ca / "bad.crt"), serial_of(ca / "old.crt")}
+    assert {r["reason"] for r in j["revoked"]} == {"keyCompromise", None}
+    shown = ok("crl", "show", ca / "ca.crl").stdout
+    assert "expires in 6 days" in shown or "expires in 7 days" in shown
+    listed = json.loads(ok("ca", "list", "--ca", ca / "ca", "--json").stdout)["certificates"]
+    bad_row = [c for c in listed if c["subject"] == "CN=bad"][0]
+    assert bad_row["status"] == "revoked" and bad_row["reason"] == "keyCompromise"
+    assert "revoked" in ok("ca", "list", "--ca", ca / "ca").stdout
+
+
+def test_revoke_refuses_a_certificate_of_another_ca(ca, tmp_path):
+    ok("ca", "create", "--out", tmp_path / "other", "--cn", "Other CA")
+    ok("cert", "issue", "--ca", tmp_path / "other", "--profile", "client", "--cn", "x", "--out", tmp_path / "x")
+    before = (ca / "ca.index").read_text()
+    fails(1, "was not issued by CA", "ca", "revoke", "--ca", ca / "ca", tmp_path / "x.crt")
+    assert (ca / "ca.index").read_text() == before
+
+
+def test_crl_show_reads_an_openssl_crl(ca):
+    cnf = ca / "ca.cnf"
+    cnf.write_text(f"[ca]\ndefault_ca=d\n[d]\ndatabase={ca}/ca.index\ncertificate={ca}/ca.crt\n"
+                   f"private_key={ca}/ca.key\ndefault_md=sha256\ndefault_crl_days=3\n")
+    r = openssl("ca", "-config", cnf, "-gencrl", "-out", ca / "o.crl")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(ok("crl", "show", ca / "o.crl", "--json").stdout)
+    assert j["issuer"] == "CN=Life CA" and j["revoked"] == [] and j["crl_number"] is None
+    fails(1, "holds a certificate, not a certificate revocation list", "crl", "show", ca / "ca.crt")
+
+
+@pytest.fixture
+def chain(tmp_path):
+    ok("ca", "create", "--out", tmp_path / "root", "--cn", "Root CA")
+    r = ok("ca", "create", "--out", tmp_path / "inter", "--cn", "Issuing CA", "--parent", tmp_path / "root")
+    assert "signed by 'CN=Root CA'" in r.stdout
+    ok("cert", "issue", "--ca", tmp_path / "inter", "--profile", "client", "--cn", "carol", "--out",
+       tmp_path / "carol")
+    ok("cert", "issue", "--ca", tmp_path / "inter", "--profile", "server", "--cn", "localhost", "--out",
+       tmp_path / "srv")
+    return tmp_path
+
+
+def test_intermediate_ca_and_chain_files(chain):
+    t = openssl("x509", "-in", chain / "inter.crt", "-noout", "-text").stdout
+    assert "CA:TRUE, pathlen:0" in t and "Issuer: CN = Root CA" in t
+    # The chain file: the leaf, then the intermediate, not the root.
+    pem = (chain / "carol.chain.crt").read_text()
+    assert pem.count("BEGIN CERTIFICATE") == 2
+    assert pem.startswith((chain / "carol.crt").read_text())
+    assert (chain / "inter.crt").read_text() in pem and (chain / "root.crt").read_text() not in pem
+    v = openssl("verify", "-CAfile", chain / "root.crt", "-untrusted", chain / "inter.chain.crt",
+                "-purpose", "sslclient", chain / "carol.crt")
+    assert v.returncode == 0, v.stdout + v.stderr
+    # cert verify builds through the intermediates in FILE.
+    ok("cert", "verify", chain / "carol.chain.crt", "--ca", chain / "root.crt", "--purpose", "client")
+    fails(1, "issued by 'CN=Issuing CA', which is not a trusted CA", "cert", "verify", chain / "carol.crt",
+          "--ca", chain / "root.crt")
+    # The root's inventory records the intermediate.
+    j = json.loads(ok("ca", "list", "--ca", chain / "root", "--json").stdout)
+    assert [(c["subject"], c["profile"]) for c in j["certificates"]] == [("CN=Issuing CA", "ca")]
+    # pathlen 0 is enforced when making CAs too.
+    fails(1, "issues leaf certificates only", "ca", "create", "--out", chain / "sub", "--cn", "Sub",
+          "--parent", chain / "inter")
+    assert not (chain / "sub.crt").exists()
+
+
+def test_curl_with_an_intermediate_issued_client_certificate(chain):
+    """The server trusts only the root; curl sends leaf + intermediate."""
+    port = free_port()
+    p = subprocess.Popen(["openssl", "s_server", "-accept", str(port), "-cert", str(chain / "srv.crt"),
+                          "-cert_chain", str(chain / "inter.chain.crt"), "-key", str(chain / "srv.key"), "-CAfile", str(chain / "root.crt"),
+                          "-Verify", "3", "-verify_return_error", "-www", "-quiet"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=p)
+        base = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(chain / "root.crt"),
+                "--key", str(chain / "carol.key")]
+        r = subprocess.run(base + ["--cert", str(chain / "carol.chain.crt"), f"https://localhost:{port}/"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "200"
+        # Without the intermediate the server cannot build the chain.
+        r = subprocess.run(base + ["--cert", str(chain / "carol.crt"), f"https://localhost:{port}/"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_twenty_parallel_issues_never_share_a_serial(ca):
+    def issue(i):
+        return run_mtls("cert", "issue", "--ca", ca / "ca", "--profile", "client", "--cn", f"par{i}",
+                        "--out", ca / f"par{i}")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(issue, range(20)))
+    for r in results:
+        assert r.returncode == 0, r.stderr
+    serials = {serial_of(ca / f"par{i}.crt") for i in range(20)}
+    assert len(serials) == 20
+    lines = [l for l in (ca / "ca.index").read_text().splitlines() if l]
+    assert len(lines) == 20
+    assert {l.split("\t")[3] for l in lines} == serials
+    assert {l.split("\t")[5] for l in lines} == {f"/CN=par{i}" for i in range(20)}
+    assert len(list((ca / "ca.certs").iterdir())) == 20
+    assert not [p for p in ca.iterdir() if ".tmp-" in p.name]
