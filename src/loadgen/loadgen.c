@@ -190,7 +190,9 @@ struct loadgen {
     uv_loop_t loop;
     uv_timer_t timer;
     SSL_CTX *ctx;
-    SSL_SESSION *session; /* newest session ticket, for --resume */
+    SSL_SESSION *session;   /* newest session ticket, for --resume */
+    SSL_SESSION **tickets;  /* unused tickets, newest last: each is offered once */
+    size_t n_tickets, cap_tickets;
     X509 *verified;       /* the server certificate that passed verification */
     struct sockaddr_storage addr;
     socklen_t addr_len;
@@ -478,8 +480,23 @@ static int setup_ssl(struct conn *c)
         if (SSL_set_tlsext_host_name(c->ssl, lg->host) != 1 || SSL_set1_host(c->ssl, lg->host) != 1)
             return -1;
     }
-    if (lg->opts->resume && lg->session != NULL && SSL_set_session(c->ssl, lg->session) != 1)
-        return -1;
+    if (lg->opts->resume) {
+        /*
+         * Like a real client, offer each ticket once (servers may keep
+         * single-use tickets); when none is left, offer the newest again.
+         */
+        SSL_SESSION *s = lg->n_tickets > 0 ? lg->tickets[--lg->n_tickets] : NULL;
+        int ok = 1;
+
+        if (s != NULL) {
+            ok = SSL_set_session(c->ssl, s);
+            SSL_SESSION_free(s);
+        } else if (lg->session != NULL) {
+            ok = SSL_set_session(c->ssl, lg->session);
+        }
+        if (ok != 1)
+            return -1;
+    }
     return 0;
 }
 
@@ -1030,9 +1047,18 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session)
 
     if (!lg->opts->resume)
         return 0;
+    if (lg->n_tickets == lg->cap_tickets) {
+        /* The pool is full: drop the oldest ticket. */
+        SSL_SESSION_free(lg->tickets[0]);
+        memmove(lg->tickets, lg->tickets + 1, (lg->n_tickets - 1) * sizeof(*lg->tickets));
+        lg->n_tickets--;
+    }
+    if (SSL_SESSION_up_ref(session) != 1)
+        return 0;
+    lg->tickets[lg->n_tickets++] = session;
     SSL_SESSION_free(lg->session);
     lg->session = session;
-    return 1; /* we keep the reference */
+    return 1; /* we keep the reference (and took a second one for the pool) */
 }
 
 static void on_info(const SSL *ssl, int where, int ret)
@@ -1239,7 +1265,10 @@ int mtls_loadgen_run(const mtls_loadgen_opts *opts, mtls_loadgen_result *result,
     lg->req_close = make_request(lg, path, port, 1);
     lg->n_conns = opts->connections;
     lg->conns = calloc(lg->n_conns, sizeof(*lg->conns));
-    if (lg->req_keep == NULL || lg->req_close == NULL || lg->conns == NULL) {
+    lg->cap_tickets = 2 * (size_t)opts->connections + 8;
+    lg->tickets = calloc(lg->cap_tickets, sizeof(*lg->tickets));
+    if (lg->req_keep == NULL || lg->req_close == NULL || lg->conns == NULL ||
+        lg->tickets == NULL) {
         rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
         goto out;
     }
@@ -1282,6 +1311,9 @@ out:
             (void)uv_loop_close(&lg->loop);
         }
         SSL_SESSION_free(lg->session);
+        for (size_t i = 0; i < lg->n_tickets; i++)
+            SSL_SESSION_free(lg->tickets[i]);
+        free(lg->tickets);
         X509_free(lg->verified);
         SSL_CTX_free(lg->ctx);
         free(lg->req_keep);
