@@ -1,0 +1,115 @@
+/*
+ * libFuzzer target for the request path of src/http: the bytes after a
+ * 4-byte header are a client's stream, delivered in reads whose sizes come
+ * from the header (so every way of splitting requests gets tried), with
+ * writes that sometimes block. Both log formats and the 403 path are used.
+ * Every response must start with a status line, and the connection must end.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mtls/http.h"
+
+struct stream {
+    const uint8_t *data;
+    size_t len, off;
+    uint32_t rng;
+    size_t out_total;
+    int at_line_start;
+};
+
+static uint32_t next(struct stream *s)
+{
+    s->rng = s->rng * 1103515245u + 12345u;
+    return s->rng >> 16;
+}
+
+static long fz_read(void *ctx, char *buf, size_t len)
+{
+    struct stream *s = ctx;
+    size_t n;
+
+    if (s->off >= s->len)
+        return MTLS_IO_EOF;
+    if (next(s) % 8 == 0)
+        return MTLS_IO_WANT_READ;
+    n = 1 + next(s) % 64;
+    if (next(s) % 4 == 0)
+        n = len;
+    if (n > len)
+        n = len;
+    if (n > s->len - s->off)
+        n = s->len - s->off;
+    memcpy(buf, s->data + s->off, n);
+    s->off += n;
+    return (long)n;
+}
+
+static long fz_write(void *ctx, const char *buf, size_t len)
+{
+    struct stream *s = ctx;
+
+    if (next(s) % 5 == 0)
+        return MTLS_IO_WANT_WRITE;
+    if (s->out_total == 0 && (len < 9 || memcmp(buf, "HTTP/1.1 ", 9) != 0))
+        abort(); /* every answer starts with a status line */
+    s->out_total += len;
+    return (long)len;
+}
+
+static void fz_log(void *ctx, const char *line, size_t len)
+{
+    (void)ctx;
+    if (len == 0 || line[len - 1] != '\n')
+        abort();
+}
+
+static const char *fz_whoami(void *ctx, size_t *len)
+{
+    (void)ctx;
+    *len = 2;
+    return "{}";
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct stream s;
+    mtls_http_config cfg;
+    mtls_http_peer peer = {"127.0.0.1", "CN=fuzz, O=\"x\"", "01", NULL, fz_whoami, NULL};
+    mtls_http_io io = {fz_read, fz_write, NULL, &s};
+    mtls_http_conn c;
+    int r = MTLS_HTTP_WANT_READ;
+
+    if (size < 4)
+        return 0;
+    memset(&s, 0, sizeof(s));
+    s.rng = (uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16;
+    s.data = data + 4;
+    s.len = size - 4;
+    mtls_http_config_init(&cfg);
+    cfg.max_url = 256 + data[3];
+    cfg.max_header_bytes = 512 + data[3] * 8;
+    cfg.max_headers = 8 + data[3] % 16;
+    cfg.max_body = data[3];
+    cfg.log_format = (data[3] & 1) ? MTLS_LOG_JSON : MTLS_LOG_TEXT;
+    cfg.access_log = fz_log;
+    if (data[3] & 2)
+        peer.denied = "no client certificate was sent";
+    if (mtls_http_conn_init(&c, &cfg, &peer, &io) != 0)
+        return 0;
+    /* Each run() makes progress or waits; the stream is finite, so this ends. */
+    for (int rounds = 0; rounds < 100000; rounds++) {
+        r = mtls_http_conn_run(&c);
+        if (r == MTLS_HTTP_DONE || r == MTLS_HTTP_ABORT)
+            break;
+        if (rounds % 64 == 63 && mtls_http_conn_busy(&c) && s.off >= s.len)
+            mtls_http_conn_timeout(&c);
+    }
+    if (r != MTLS_HTTP_DONE && r != MTLS_HTTP_ABORT)
+        abort(); /* a connection that never ends */
+    mtls_http_conn_release(&c);
+    return 0;
+}
