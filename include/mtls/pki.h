@@ -223,6 +223,12 @@ void mtls_ca_unstage(mtls_ca *ca);
  */
 int mtls_ca_open(const char *prefix, const char *key_password, mtls_ca **out, mtls_err *err);
 
+/**
+ * Like mtls_ca_open() without the key: certificate, inventory and chain
+ * only, for reading (ca list). mtls_ca_key() is NULL; signing fails.
+ */
+int mtls_ca_open_public(const char *prefix, mtls_ca **out, mtls_err *err);
+
 /** Frees ca (wiping its key). NULL-safe. */
 void mtls_ca_free(mtls_ca *ca);
 
@@ -329,6 +335,19 @@ int mtls_crl_load(const char *path, X509_CRL **out, mtls_err *err);
 
 /** Encodes a CRL as PEM (*pem, free()). */
 int mtls_crl_to_pem(X509_CRL *crl, char **pem, size_t *len, mtls_err *err);
+
+/* ---- PKCS#12 ----------------------------------------------------------- */
+
+/**
+ * Bundles cert, key (borrowed; must match) and chain (borrowed, may be
+ * NULL: intermediates to include) as PKCS#12 DER protected by password
+ * (required, non-empty). Modern: PBES2/PBKDF2/AES-256-CBC, HMAC-SHA-256;
+ * legacy: pbeWithSHA1And3-KeyTripleDES-CBC and a SHA-1 MAC for old
+ * importers. The friendly name is the subject's CN. *der is freed with
+ * OPENSSL_free() (after mtls_cleanse()).
+ */
+int mtls_p12_create(X509 *cert, EVP_PKEY *key, STACK_OF(X509) * chain, const char *password,
+                    int legacy, unsigned char **der, size_t *len, mtls_err *err);
 
 /* ---- verification ----------------------------------------------------- */
 

@@ -137,6 +137,7 @@ int cmd_cert_sign(int argc, char **argv);
 int cmd_cert_issue(int argc, char **argv);
 int cmd_cert_show(int argc, char **argv);
 int cmd_cert_verify(int argc, char **argv);
+int cmd_cert_p12(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 

@@ -12,6 +12,7 @@
 static const char *create_out, *create_cn, *create_key_type, *create_parent;
 static long create_days = MTLS_CA_DAYS_DEFAULT;
 static int create_force;
+static struct pki_secret create_secret;
 
 static const struct cli_opt create_opts[] = {
     {"out", 'o', CLI_STRING, &create_out, "PREFIX",
@@ -25,6 +26,8 @@ static const struct cli_opt create_opts[] = {
      "make an intermediate CA signed by the CA at PREFIX (pathlen 0: it issues leaves only), "
      "recorded in the parent's inventory; writes PREFIX.chain.crt too",
      0, 0},
+    PKI_OPT_ENCRYPT(create_secret),
+    PKI_OPT_PASSWORD_FILE(create_secret),
     {"force", 'f', CLI_FLAG, &create_force, NULL, "overwrite an existing CA (and its inventory)", 0,
      0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
@@ -33,7 +36,7 @@ static const struct cli_opt create_opts[] = {
 static const struct cli_spec create_spec = {
     .name = "ca create",
     .usage = "--out PREFIX --cn CN [--days N] [--key-type ec|rsa|ed25519] [--parent PREFIX] "
-             "[--force]",
+             "[--encrypt] [--password-file FILE] [--force]",
     .summary = "make a certificate authority: a self-signed root, or an intermediate",
     .description =
         "The CA certificate has basicConstraints critical CA:TRUE, key usage keyCertSign\n"
@@ -81,7 +84,7 @@ static int deliver_sub_ca(void *arg, X509 *cert, mtls_err *err)
         }
     }
     if ((rc = mtls_ca_from(sub->prefix, cert, sub->key, chain, &sub->made, err)) != 0 ||
-        (rc = mtls_ca_stage(sub->made, &txn, NULL, err)) != 0 ||
+        (rc = mtls_ca_stage(sub->made, &txn, pki_secret_for_writing(&create_secret), err)) != 0 ||
         (rc = mtls_txn_commit(&txn, sub->force, err)) != 0) {
         mtls_txn_release(&txn);
         mtls_ca_unstage(sub->made);
@@ -104,7 +107,7 @@ static int create_sub_ca(const mtls_ca_opts *opts, mtls_ca **out, mtls_err *err)
 
     memset(&sub, 0, sizeof(sub));
     *out = NULL;
-    if ((rc = mtls_ca_open(create_parent, NULL, &parent, err)) != 0 ||
+    if ((rc = mtls_ca_open(create_parent, create_secret.password, &parent, err)) != 0 ||
         (rc = mtls_name_from_cn(opts->cn, &subject, err)) != 0 ||
         (rc = mtls_key_generate(opts->key_type, opts->bits, &sub.key, err)) != 0)
         goto out;
@@ -154,6 +157,10 @@ int cmd_ca_create(int argc, char **argv)
         code = cli_usage_error(&create_spec, "--out PREFIX and --cn CN are required");
         goto out;
     }
+    if ((rc = pki_secret_load(&create_spec, &create_secret)) != 0) {
+        code = rc;
+        goto out;
+    }
     if (pki_key_type_arg(&create_spec, create_key_type, &opts.key_type) != 0) {
         code = EXIT_USAGE;
         goto out;
@@ -190,7 +197,7 @@ int cmd_ca_create(int argc, char **argv)
         code = cli_fail(&err);
         goto out;
     }
-    if ((rc = mtls_ca_stage(ca, &txn, NULL, &err)) != 0 ||
+    if ((rc = mtls_ca_stage(ca, &txn, pki_secret_for_writing(&create_secret), &err)) != 0 ||
         (rc = mtls_txn_commit(&txn, create_force, &err)) != 0) {
         mtls_txn_release(&txn);
         mtls_ca_unstage(ca);
@@ -216,6 +223,7 @@ done:
     }
     code = EXIT_OK;
 out:
+    pki_secret_release(&create_secret);
     mtls_txn_release(&txn);
     mtls_ca_free(ca);
     cli_args_release(&args);
@@ -384,7 +392,7 @@ int cmd_ca_list(int argc, char **argv)
                                list_expiring);
         goto out;
     }
-    if (mtls_ca_open(list_ca, NULL, &ca, &err) != 0) {
+    if (mtls_ca_open_public(list_ca, &ca, &err) != 0) {
         code = cli_fail(&err);
         goto out;
     }
@@ -470,6 +478,7 @@ out:
 /* ---- ca revoke --------------------------------------------------------- */
 
 static const char *revoke_ca, *revoke_serial, *revoke_reason;
+static struct pki_secret revoke_secret;
 
 static const struct cli_opt revoke_opts[] = {
     {"ca", 0, CLI_STRING, &revoke_ca, "PREFIX", "the CA that issued the certificate", 0, 0},
@@ -480,12 +489,13 @@ static const struct cli_opt revoke_opts[] = {
      "unspecified, keyCompromise, CACompromise, affiliationChanged, superseded or "
      "cessationOfOperation (default: none given)",
      0, 0},
+    PKI_OPT_PASSWORD_FILE(revoke_secret),
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 
 static const struct cli_spec revoke_spec = {
     .name = "ca revoke",
-    .usage = "--ca PREFIX (CERTFILE | --serial HEX) [--reason REASON]",
+    .usage = "--ca PREFIX (CERTFILE | --serial HEX) [--reason REASON] [--password-file FILE]",
     .summary = "mark a certificate revoked in its CA's inventory",
     .description = "Marks the certificate R in PREFIX.index with today's date (and the reason).\n"
                    "Publish it with 'mtls crl create', then reload the servers that use the CRL.",
@@ -522,6 +532,10 @@ int cmd_ca_revoke(int argc, char **argv)
         code = cli_usage_error(&revoke_spec, "%s", err.msg);
         goto out;
     }
+    if ((rc = pki_secret_load(&revoke_spec, &revoke_secret)) != 0) {
+        code = rc;
+        goto out;
+    }
     if (revoke_serial != NULL) {
         char norm[84];
 
@@ -531,7 +545,7 @@ int cmd_ca_revoke(int argc, char **argv)
         }
     }
     if ((args.n == 1 && (rc = mtls_cert_load(args.v[0], &cert, &err)) != 0) ||
-        (rc = mtls_ca_open(revoke_ca, NULL, &ca, &err)) != 0 ||
+        (rc = mtls_ca_open(revoke_ca, revoke_secret.password, &ca, &err)) != 0 ||
         (rc = mtls_ca_revoke(ca, revoke_serial, cert, reason, &rec, &err)) != 0) {
         code = cli_fail(&err);
         goto out;
@@ -543,6 +557,7 @@ int cmd_ca_revoke(int argc, char **argv)
     code = EXIT_OK;
 out:
     free(rec.subject);
+    pki_secret_release(&revoke_secret);
     X509_free(cert);
     mtls_ca_free(ca);
     cli_args_release(&args);

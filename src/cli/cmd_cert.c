@@ -119,6 +119,7 @@ static const char *sign_csr, *sign_ca, *sign_profile, *sign_out;
 static long sign_days = MTLS_LEAF_DAYS_DEFAULT;
 static struct cli_list sign_san;
 static int sign_force;
+static struct pki_secret sign_secret;
 
 static const struct cli_opt sign_opts[] = {
     {"csr", 0, CLI_STRING, &sign_csr, "FILE", "the certificate signing request", 0, 0},
@@ -132,6 +133,7 @@ static const struct cli_opt sign_opts[] = {
      "a subjectAltName to add to the CSR's own, repeatable (DNS:, IP:, email:, URI:, or bare)", 0,
      0},
     {"out", 'o', CLI_STRING, &sign_out, "FILE", "where to write the certificate (PEM)", 0, 0},
+    PKI_OPT_PASSWORD_FILE(sign_secret),
     {"force", 'f', CLI_FLAG, &sign_force, NULL, "overwrite FILE if it exists", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
@@ -139,7 +141,7 @@ static const struct cli_opt sign_opts[] = {
 static const struct cli_spec sign_spec = {
     .name = "cert sign",
     .usage = "--csr FILE --ca PREFIX --profile client|server [--days N] [--san VALUE]... --out "
-             "FILE [--force]",
+             "FILE [--password-file FILE] [--force]",
     .summary = "sign a CSR with a CA, as a client or server certificate",
     .description = "The CSR's signature is checked first. The certificate keeps the CSR's subject\n"
                    "and SANs (plus --san); its other extensions come from the profile only, never\n"
@@ -180,6 +182,10 @@ int cmd_cert_sign(int argc, char **argv)
         code = EXIT_USAGE;
         goto out;
     }
+    if ((rc = pki_secret_load(&sign_spec, &sign_secret)) != 0) {
+        code = rc;
+        goto out;
+    }
     if ((rc = pki_check_new(sign_out, sign_force, &err)) != 0 ||
         (rc = mtls_csr_load(sign_csr, &req, &err)) != 0 ||
         (rc = mtls_csr_check_signature(req, sign_csr, &err)) != 0) {
@@ -195,7 +201,7 @@ int cmd_cert_sign(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     o.crt_path = sign_out;
     o.force = sign_force;
-    if ((rc = mtls_ca_open(sign_ca, NULL, &ca, &err)) != 0 ||
+    if ((rc = mtls_ca_open(sign_ca, sign_secret.password, &ca, &err)) != 0 ||
         (rc = plan_chain(ca, &o, &chain_path, &err)) != 0) {
         code = cli_fail(&err);
         goto out;
@@ -217,6 +223,7 @@ int cmd_cert_sign(int argc, char **argv)
     code = EXIT_OK;
 out:
     free(chain_path);
+    pki_secret_release(&sign_secret);
     X509_free(cert);
     mtls_ca_free(ca);
     GENERAL_NAMES_free(sans);
@@ -232,6 +239,7 @@ static const char *issue_ca, *issue_profile, *issue_cn, *issue_out, *issue_key_t
 static long issue_days = MTLS_LEAF_DAYS_DEFAULT;
 static struct cli_list issue_san;
 static int issue_force;
+static struct pki_secret issue_secret;
 
 static const struct cli_opt issue_opts[] = {
     {"ca", 0, CLI_STRING, &issue_ca, "PREFIX", "the CA: PREFIX.crt and PREFIX.key (e.g. clientca)",
@@ -251,6 +259,8 @@ static const struct cli_opt issue_opts[] = {
      "validity in days (default 365; never past the CA's own end)", 1, MTLS_DAYS_MAX},
     {"key-type", 't', CLI_STRING, &issue_key_type, "ec|rsa|ed25519",
      "key algorithm (default ec: ECDSA P-256; rsa: RSA-2048)", 0, 0},
+    PKI_OPT_ENCRYPT(issue_secret),
+    PKI_OPT_PASSWORD_FILE(issue_secret),
     {"force", 'f', CLI_FLAG, &issue_force, NULL, "overwrite PREFIX.key and PREFIX.crt", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
@@ -258,7 +268,7 @@ static const struct cli_opt issue_opts[] = {
 static const struct cli_spec issue_spec = {
     .name = "cert issue",
     .usage = "--ca PREFIX --profile client|server --cn CN [--san VALUE]... --out PREFIX [--days "
-             "N] [--key-type ec|rsa|ed25519] [--force]",
+             "N] [--key-type ec|rsa|ed25519] [--encrypt] [--password-file FILE] [--force]",
     .summary = "make a key and a certificate for it in one step",
     .description = "The same certificate as 'mtls key create' + 'mtls csr create' + 'mtls cert\n"
                    "sign' would make. The key and the certificate are written together or not\n"
@@ -305,6 +315,10 @@ int cmd_cert_issue(int argc, char **argv)
         code = cli_usage_error(&issue_spec, "--cn: %s", err.msg);
         goto out;
     }
+    if ((rc = pki_secret_load(&issue_spec, &issue_secret)) != 0) {
+        code = rc;
+        goto out;
+    }
     key_path = malloc(strlen(issue_out) + 5);
     crt_path = malloc(strlen(issue_out) + 5);
     if (key_path == NULL || crt_path == NULL) {
@@ -319,10 +333,11 @@ int cmd_cert_issue(int argc, char **argv)
     o.force = issue_force;
     if ((rc = pki_check_new(key_path, issue_force, &err)) != 0 ||
         (rc = pki_check_new(crt_path, issue_force, &err)) != 0 ||
-        (rc = mtls_ca_open(issue_ca, NULL, &ca, &err)) != 0 ||
+        (rc = mtls_ca_open(issue_ca, issue_secret.password, &ca, &err)) != 0 ||
         (rc = plan_chain(ca, &o, &chain_path, &err)) != 0 ||
         (rc = mtls_key_generate(type, 0, &key, &err)) != 0 ||
-        (rc = mtls_key_to_pem(key, NULL, &key_pem, &key_len, &err)) != 0) {
+        (rc = mtls_key_to_pem(key, pki_secret_for_writing(&issue_secret), &key_pem, &key_len,
+                              &err)) != 0) {
         code = cli_fail(&err);
         goto out;
     }
@@ -353,6 +368,7 @@ out:
     free(key_path);
     free(crt_path);
     free(chain_path);
+    pki_secret_release(&issue_secret);
     cli_list_release(&issue_san);
     cli_args_release(&args);
     return code;

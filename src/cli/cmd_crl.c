@@ -19,6 +19,7 @@
 static const char *create_ca, *create_out;
 static long create_days = 30;
 static int create_force;
+static struct pki_secret create_secret;
 
 static const struct cli_opt create_opts[] = {
     {"ca", 0, CLI_STRING, &create_ca, "PREFIX", "the CA whose revocations to publish", 0, 0},
@@ -26,6 +27,7 @@ static const struct cli_opt create_opts[] = {
     {"days", 0, CLI_INT, &create_days, "N",
      "nextUpdate in N days (default 30): make a new CRL before then, or clients refuse", 1,
      MTLS_DAYS_MAX},
+    PKI_OPT_PASSWORD_FILE(create_secret),
     {"force", 'f', CLI_FLAG, &create_force, NULL,
      "replace FILE (the usual case when re-publishing)", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
@@ -33,7 +35,7 @@ static const struct cli_opt create_opts[] = {
 
 static const struct cli_spec create_spec = {
     .name = "crl create",
-    .usage = "--ca PREFIX --out FILE [--days N] [--force]",
+    .usage = "--ca PREFIX --out FILE [--days N] [--password-file FILE] [--force]",
     .summary = "publish a CRL of every certificate the CA revoked",
     .description = "The CRL (v2) lists each revoked serial with its date and reason, carries the\n"
                    "CA's key identifier and a CRL number one higher than the last\n"
@@ -73,8 +75,12 @@ int cmd_crl_create(int argc, char **argv)
         code = cli_usage_error(&create_spec, "--ca PREFIX and --out FILE are required");
         goto out;
     }
+    if ((rc = pki_secret_load(&create_spec, &create_secret)) != 0) {
+        code = rc;
+        goto out;
+    }
     if ((rc = pki_check_new(create_out, create_force, &err)) != 0 ||
-        (rc = mtls_ca_open(create_ca, NULL, &ca, &err)) != 0 ||
+        (rc = mtls_ca_open(create_ca, create_secret.password, &ca, &err)) != 0 ||
         (rc = mtls_ca_crl(ca, (int)create_days, &crl, &number, &err)) != 0 ||
         (rc = mtls_crl_to_pem(crl, &pem, &len, &err)) != 0 ||
         (rc = mtls_file_write_atomic(create_out, pem, len, MTLS_MODE_PUBLIC, create_force, &err)) !=
@@ -89,6 +95,7 @@ int cmd_crl_create(int argc, char **argv)
     code = EXIT_OK;
 out:
     free(pem);
+    pki_secret_release(&create_secret);
     X509_CRL_free(crl);
     mtls_ca_free(ca);
     cli_args_release(&args);

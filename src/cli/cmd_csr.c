@@ -9,6 +9,7 @@
 static const char *key_opt, *cn_opt, *out_opt;
 static struct cli_list san_opt;
 static int force;
+static struct pki_secret secret;
 
 static const struct cli_opt opts[] = {
     {"key", 'k', CLI_STRING, &key_opt, "FILE", "the private key the request is for", 0, 0},
@@ -18,13 +19,14 @@ static const struct cli_opt opts[] = {
      "or address (typed automatically)",
      0, 0},
     {"out", 'o', CLI_STRING, &out_opt, "FILE", "where to write the request (PEM)", 0, 0},
+    PKI_OPT_PASSWORD_FILE(secret),
     {"force", 'f', CLI_FLAG, &force, NULL, "overwrite FILE if it exists", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 
 static const struct cli_spec spec = {
     .name = "csr create",
-    .usage = "--key FILE --cn CN [--san VALUE]... --out FILE [--force]",
+    .usage = "--key FILE --cn CN [--san VALUE]... --out FILE [--password-file FILE] [--force]",
     .summary = "make a certificate signing request (CSR) for a key",
     .description = "The request carries the subject CN=CN and the SANs, signed with the key.\n"
                    "A CA signs it with 'mtls cert sign'.",
@@ -62,8 +64,12 @@ int cmd_csr_create(int argc, char **argv)
         code = EXIT_USAGE;
         goto out;
     }
+    if ((rc = pki_secret_load(&spec, &secret)) != 0) {
+        code = rc;
+        goto out;
+    }
     if ((rc = pki_check_new(out_opt, force, &err)) != 0 ||
-        (rc = mtls_key_load(key_opt, NULL, &key, &err)) != 0 ||
+        (rc = mtls_key_load(key_opt, secret.password, &key, &err)) != 0 ||
         (rc = mtls_csr_create(key, cn_opt, sans, &req, &err)) != 0 ||
         (rc = mtls_csr_to_pem(req, &pem, &len, &err)) != 0 ||
         (rc = mtls_file_write_atomic(out_opt, pem, len, MTLS_MODE_PUBLIC, force, &err)) != 0) {
@@ -76,6 +82,7 @@ int cmd_csr_create(int argc, char **argv)
     code = EXIT_OK;
 out:
     free(pem);
+    pki_secret_release(&secret);
     X509_REQ_free(req);
     EVP_PKEY_free(key);
     GENERAL_NAMES_free(sans);

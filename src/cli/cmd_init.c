@@ -14,6 +14,7 @@ static const char *dir_opt;
 static struct cli_list hosts;
 static const char *key_type_opt;
 static int force;
+static struct pki_secret secret;
 
 static const struct cli_opt opts[] = {
     {"dir", 'd', CLI_STRING, &dir_opt, "DIR",
@@ -24,13 +25,16 @@ static const struct cli_opt opts[] = {
      0, 0},
     {"key-type", 't', CLI_STRING, &key_type_opt, "ec|rsa",
      "key algorithm: ec (ECDSA P-256, the default) or rsa (RSA-2048, the article's)", 0, 0},
+    PKI_OPT_ENCRYPT(secret),
+    PKI_OPT_PASSWORD_FILE(secret),
     {"force", 'f', CLI_FLAG, &force, NULL, "overwrite files that already exist", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 
 static const struct cli_spec spec = {
     .name = "init",
-    .usage = "[--dir DIR] [--host NAME]... [--key-type ec|rsa] [--force]",
+    .usage = "[--dir DIR] [--host NAME]... [--key-type ec|rsa] [--encrypt --password-file FILE] "
+             "[--force]",
     .summary = "make the tutorial's PKI: client CA, server CA, a client and a server certificate",
     .description =
         "Writes into DIR:\n"
@@ -106,7 +110,8 @@ static int make_leaf(mtls_ca *ca, const char *dir, const char *name, mtls_key_ty
     issue.pubkey = key;
     issue.sans = sans;
     if ((rc = mtls_ca_sign(ca, &issue, &cert, NULL, err)) != 0 ||
-        (rc = mtls_key_to_pem(key, NULL, &key_pem, &key_len, err)) != 0 ||
+        (rc = mtls_key_to_pem(key, pki_secret_for_writing(&secret), &key_pem, &key_len, err)) !=
+            0 ||
         (rc = mtls_csr_to_pem(req, &csr_pem, &csr_len, err)) != 0 ||
         (rc = mtls_cert_to_pem(cert, &crt_pem, &crt_len, err)) != 0)
         goto out;
@@ -207,6 +212,10 @@ int cmd_init(int argc, char **argv)
         code = cli_usage_error(&spec, "init makes ec or rsa keys (curl and browsers need them)");
         goto out;
     }
+    if ((rc = pki_secret_load(&spec, &secret)) != 0) {
+        code = rc;
+        goto out;
+    }
     if (pki_key_type_arg(&spec, key_type_opt, &type) != 0) {
         code = EXIT_USAGE;
         goto out;
@@ -256,8 +265,8 @@ int cmd_init(int argc, char **argv)
                         &txn, &err)) != 0 ||
         (rc = make_leaf(serverca, dir, "server", type, names.items[0], sans, MTLS_PROFILE_SERVER,
                         &txn, &err)) != 0 ||
-        (rc = mtls_ca_stage(clientca, &txn, NULL, &err)) != 0 ||
-        (rc = mtls_ca_stage(serverca, &txn, NULL, &err)) != 0 ||
+        (rc = mtls_ca_stage(clientca, &txn, pki_secret_for_writing(&secret), &err)) != 0 ||
+        (rc = mtls_ca_stage(serverca, &txn, pki_secret_for_writing(&secret), &err)) != 0 ||
         (rc = mtls_txn_commit(&txn, force, &err)) != 0)
         goto fail;
     print_summary(dir, type, names.items[0], sans, mtls_ca_cert(clientca));
@@ -277,6 +286,7 @@ out:
     free(clientca_prefix);
     free(serverca_prefix);
     GENERAL_NAMES_free(sans);
+    pki_secret_release(&secret);
     cli_list_release(&hosts);
     cli_args_release(&args);
     return code;

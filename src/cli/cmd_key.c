@@ -8,6 +8,7 @@
 static const char *out_opt, *key_type_opt;
 static long bits_opt;
 static int force;
+static struct pki_secret secret;
 
 static const struct cli_opt opts[] = {
     {"out", 'o', CLI_STRING, &out_opt, "FILE", "where to write the key (PEM, PKCS#8, mode 0600)", 0,
@@ -18,13 +19,16 @@ static const struct cli_opt opts[] = {
      0, 0},
     {"bits", 'b', CLI_INT, &bits_opt, "N",
      "key size: RSA 2048 (default) to 16384; EC 256 (default), 384 or 521", 256, 16384},
+    PKI_OPT_ENCRYPT(secret),
+    PKI_OPT_PASSWORD_FILE(secret),
     {"force", 'f', CLI_FLAG, &force, NULL, "overwrite FILE if it exists", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 
 static const struct cli_spec spec = {
     .name = "key create",
-    .usage = "--out FILE [--key-type ec|rsa|ed25519] [--bits N] [--force]",
+    .usage = "--out FILE [--key-type ec|rsa|ed25519] [--bits N] [--encrypt --password-file FILE] "
+             "[--force]",
     .summary = "make a private key",
     .description = NULL,
     .opts = opts,
@@ -56,6 +60,10 @@ int cmd_key_create(int argc, char **argv)
         code = EXIT_USAGE;
         goto out;
     }
+    if ((rc = pki_secret_load(&spec, &secret)) != 0) {
+        code = rc;
+        goto out;
+    }
     if (pki_check_new(out_opt, force, &err) != 0) {
         code = cli_fail(&err);
         goto out;
@@ -65,15 +73,18 @@ int cmd_key_create(int argc, char **argv)
         code = cli_usage_error(&spec, "%s", err.msg);
         goto out;
     }
-    if (rc != 0 || (rc = mtls_key_to_pem(key, NULL, &pem, &len, &err)) != 0 ||
+    if (rc != 0 ||
+        (rc = mtls_key_to_pem(key, pki_secret_for_writing(&secret), &pem, &len, &err)) != 0 ||
         (rc = mtls_file_write_atomic(out_opt, pem, len, MTLS_MODE_SECRET, force, &err)) != 0) {
         code = cli_fail(&err);
         goto out;
     }
-    printf("wrote %s key to %s\n", mtls_key_describe(key, desc, sizeof(desc)), out_opt);
+    printf("wrote %s%s key to %s\n", secret.encrypt ? "encrypted " : "",
+           mtls_key_describe(key, desc, sizeof(desc)), out_opt);
     code = EXIT_OK;
 out:
     mtls_free_secret(pem, len);
+    pki_secret_release(&secret);
     EVP_PKEY_free(key);
     cli_args_release(&args);
     return code;

@@ -29,6 +29,7 @@ static const struct cli_command commands[] = {
     {"cert issue", cmd_cert_issue, "make a key and a certificate from a CA in one step"},
     {"cert show", cmd_cert_show, "show a certificate or CSR in plain words (or --json)"},
     {"cert verify", cmd_cert_verify, "check a certificate against a CA, purpose and host name"},
+    {"cert p12", cmd_cert_p12, "bundle certificate, key and chain as PKCS#12 (browsers, OS stores)"},
     {"serve", cmd_serve, "serve HTTPS with client certificates required (the article's server)"},
     {"bench", cmd_bench, "load an HTTPS server with mTLS clients; measure its CPU"},
     {"demo", cmd_demo, "run the mTLS tutorial end to end: PKI, server, the three curl checks"},

@@ -122,3 +122,56 @@ char *pki_sans_line(const GENERAL_NAMES *gens, char *buf, size_t size)
     }
     return buf;
 }
+
+int pki_password(const char *path, char **out)
+{
+    unsigned char *data = NULL;
+    size_t len = 0;
+    const char *env;
+    mtls_err err;
+
+    *out = NULL;
+    if (path == NULL) {
+        env = getenv("MTLS_KEY_PASSWORD");
+        if (env != NULL && env[0] != '\0' && (*out = strdup(env)) == NULL)
+            return cli_failf("out of memory");
+        return 0;
+    }
+    if (mtls_file_read(path, 4096, &data, &len, &err) != 0)
+        return cli_fail(&err);
+    /* The first line, without its line ending, is the password. */
+    data[strcspn((char *)data, "\r\n")] = '\0';
+    if (data[0] == '\0') {
+        mtls_free_secret(data, len);
+        return cli_failf("password file '%s' is empty: put the password on its first line", path);
+    }
+    *out = (char *)data;
+    return 0;
+}
+
+void pki_password_free(char *password)
+{
+    if (password != NULL)
+        mtls_free_secret(password, strlen(password));
+}
+
+int pki_secret_load(const struct cli_spec *spec, struct pki_secret *s)
+{
+    if (pki_password(s->password_file, &s->password) != 0)
+        return EXIT_FAIL;
+    if (s->encrypt && s->password == NULL)
+        return cli_usage_error(spec, "--encrypt needs a password: --password-file FILE (or set "
+                                     "MTLS_KEY_PASSWORD)");
+    return 0;
+}
+
+const char *pki_secret_for_writing(const struct pki_secret *s)
+{
+    return s->encrypt ? s->password : NULL;
+}
+
+void pki_secret_release(struct pki_secret *s)
+{
+    pki_password_free(s->password);
+    s->password = NULL;
+}

@@ -32,4 +32,48 @@ int pki_check_new(const char *path, int force, mtls_err *err);
 /** "expires in 364 days", "expired 3 days ago", "expires today" into buf. */
 char *pki_expiry_words(time_t not_after, char *buf, size_t size);
 
+/** --password-file and --encrypt, for the commands that read or write keys. */
+struct pki_secret {
+    const char *password_file;
+    int encrypt;
+    char *password; /* set by pki_secret_load(), freed by pki_secret_release() */
+};
+
+#define PKI_OPT_PASSWORD_FILE(s)                                                                   \
+    {                                                                                              \
+        "password-file", 0, CLI_STRING, &(s).password_file, "FILE",                                \
+            "password for encrypted keys, on the first line of FILE (default "                     \
+            "$MTLS_KEY_PASSWORD): "                                                                \
+            "decrypts the keys read; with --encrypt also encrypts the key written",                \
+            0, 0                                                                                   \
+    }
+#define PKI_OPT_ENCRYPT(s)                                                                         \
+    {                                                                                              \
+        "encrypt", 0, CLI_FLAG, &(s).encrypt, NULL,                                                \
+            "encrypt the private key written (AES-256-CBC, PKCS#8) with the password", 0, 0        \
+    }
+
+/**
+ * Reads the password (pki_password()). Returns 0, EXIT_FAIL (printed), or
+ * EXIT_USAGE when --encrypt has no password.
+ */
+int pki_secret_load(const struct cli_spec *spec, struct pki_secret *s);
+
+/** The password to encrypt written keys with: NULL without --encrypt. */
+const char *pki_secret_for_writing(const struct pki_secret *s);
+
+/** Wipes and frees the password. */
+void pki_secret_release(struct pki_secret *s);
+
+/**
+ * The password for private keys: the first line of --password-file FILE
+ * when path is not NULL, else $MTLS_KEY_PASSWORD when set, else NULL.
+ * *out is freed with pki_password_free(). Returns 0, or prints the error
+ * and returns EXIT_FAIL (unreadable or empty file).
+ */
+int pki_password(const char *path, char **out);
+
+/** Wipes and frees a password from pki_password(). NULL-safe. */
+void pki_password_free(char *password);
+
 #endif

@@ -436,6 +436,8 @@ int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped,
     if (days < 1 || days > MTLS_DAYS_MAX)
         return mtls_err_set(err, MTLS_E_INVALID, "--days must be between 1 and %d, not %d",
                             MTLS_DAYS_MAX, days);
+    if (ca->key == NULL)
+        return mtls_err_set(err, MTLS_E_INVALID, "CA '%s' was opened without its key", ca->prefix);
     if (X509_cmp_time(X509_get0_notAfter(ca->cert), NULL) <= 0)
         return mtls_err_set(err, MTLS_E_INVALID,
                             "CA '%s.crt' has expired: make a new CA with 'mtls ca create'",
@@ -639,7 +641,21 @@ void mtls_ca_unstage(mtls_ca *ca)
     ca->created_certs_dir = 0;
 }
 
+static int ca_open(const char *prefix, int with_key, const char *key_password, mtls_ca **out,
+                   mtls_err *err);
+
 int mtls_ca_open(const char *prefix, const char *key_password, mtls_ca **out, mtls_err *err)
+{
+    return ca_open(prefix, 1, key_password, out, err);
+}
+
+int mtls_ca_open_public(const char *prefix, mtls_ca **out, mtls_err *err)
+{
+    return ca_open(prefix, 0, NULL, out, err);
+}
+
+static int ca_open(const char *prefix, int with_key, const char *key_password, mtls_ca **out,
+                   mtls_err *err)
 {
     mtls_ca *ca = ca_new(prefix);
     char *crt = NULL, *key = NULL, *chain = NULL;
@@ -671,14 +687,16 @@ int mtls_ca_open(const char *prefix, const char *key_password, mtls_ca **out, mt
                           crt);
         goto out;
     }
-    rc = mtls_key_load(key, key_password, &ca->key, err);
-    if (rc != 0)
-        goto out;
-    if (!mtls_key_matches_cert(ca->key, ca->cert)) {
-        rc = mtls_err_set(err, MTLS_E_INVALID,
-                          "'%s' does not match '%s': the key belongs to another certificate", key,
-                          crt);
-        goto out;
+    if (with_key) {
+        rc = mtls_key_load(key, key_password, &ca->key, err);
+        if (rc != 0)
+            goto out;
+        if (!mtls_key_matches_cert(ca->key, ca->cert)) {
+            rc = mtls_err_set(err, MTLS_E_INVALID,
+                              "'%s' does not match '%s': the key belongs to another certificate",
+                              key, crt);
+            goto out;
+        }
     }
     rc = mtls__ca_index_read(ca, err);
     if (rc != 0)

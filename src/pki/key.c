@@ -175,11 +175,13 @@ int mtls_key_load(const char *path, const char *password, EVP_PKEY **out, mtls_e
     }
     key = PEM_read_bio_PrivateKey(bio, NULL, password_cb, (void *)(encrypted ? password : NULL));
     if (key == NULL) {
-        if (encrypted)
-            rc = mtls_err_ssl(err, MTLS_E_INVALID,
-                              "cannot decrypt '%s': wrong password, or the file is damaged", path);
-        else
+        if (encrypted) {
+            ERR_clear_error();
+            rc = mtls_err_set(err, MTLS_E_INVALID,
+                              "cannot decrypt '%s': wrong password (or the file is damaged)", path);
+        } else {
             rc = mtls_err_ssl(err, MTLS_E_INVALID, "'%s' holds a malformed private key", path);
+        }
         goto out;
     }
     *out = key;

@@ -199,3 +199,62 @@ def test_twenty_parallel_issues_never_share_a_serial(ca):
     assert {l.split("\t")[5] for l in lines} == {f"/CN=par{i}" for i in range(20)}
     assert len(list((ca / "ca.certs").iterdir())) == 20
     assert not [p for p in ca.iterdir() if ".tmp-" in p.name]
+
+
+def test_pkcs12_modern_and_legacy(chain):
+    pw = chain / "pw"
+    pw.write_text("correct horse\n")
+    r = ok("cert", "p12", "--cert", chain / "carol.crt", "--key", chain / "carol.key", "--chain",
+           chain / "carol.chain.crt", "--out", chain / "carol.p12", "--password-file", pw)
+    assert "1 intermediate" in r.stdout
+    assert oct((chain / "carol.p12").stat().st_mode & 0o777) == "0o600"
+    info = openssl("pkcs12", "-info", "-in", chain / "carol.p12", "-passin", f"file:{pw}", "-nokeys")
+    assert info.returncode == 0, info.stderr
+    assert "AES-256-CBC" in info.stderr and "MAC: sha256" in info.stderr
+    assert info.stdout.count("BEGIN CERTIFICATE") == 2 and "friendlyName: carol" in info.stdout
+    ok("cert", "p12", "--cert", chain / "carol.crt", "--key", chain / "carol.key", "--out",
+       chain / "legacy.p12", "--password-file", pw, "--legacy")
+    info = openssl("pkcs12", "-legacy", "-info", "-in", chain / "legacy.p12", "-passin", f"file:{pw}",
+                   "-nokeys")
+    assert info.returncode == 0, info.stderr
+    assert "pbeWithSHA1And3-KeyTripleDES-CBC" in info.stderr and "MAC: sha1" in info.stderr
+    # A wrong password is refused by openssl: the MAC holds.
+    bad = openssl("pkcs12", "-info", "-in", chain / "carol.p12", "-passin", "pass:nope", "-nokeys")
+    assert bad.returncode != 0
+    # Never without a password; never with a key of another certificate.
+    fails(2, "never written without a password", "cert", "p12", "--cert", chain / "carol.crt", "--key",
+          chain / "carol.key", "--out", chain / "x.p12")
+    fails(1, "does not match", "cert", "p12", "--cert", chain / "carol.crt", "--key", chain / "srv.key",
+          "--out", chain / "x.p12", "--password-file", pw)
+    (chain / "empty").write_text("\n")
+    fails(1, "is empty", "cert", "p12", "--cert", chain / "carol.crt", "--key", chain / "carol.key",
+          "--out", chain / "x.p12", "--password-file", chain / "empty")
+    assert not (chain / "x.p12").exists()
+
+
+def test_encrypted_keys_everywhere(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    bad = tmp_path / "bad"
+    bad.write_text("wrong\n")
+    ok("ca", "create", "--out", tmp_path / "ca", "--cn", "Enc CA", "--encrypt", "--password-file", pw)
+    assert "ENCRYPTED PRIVATE KEY" in (tmp_path / "ca.key").read_text()
+    assert openssl("pkey", "-in", tmp_path / "ca.key", "-passin", f"file:{pw}", "-noout").returncode == 0
+    issue = ["cert", "issue", "--ca", tmp_path / "ca", "--profile", "client", "--cn", "a", "--out", tmp_path / "a"]
+    fails(1, "'%s' is encrypted: pass its password with --password-file" % (tmp_path / "ca.key"), *issue)
+    fails(1, "cannot decrypt '%s': wrong password" % (tmp_path / "ca.key"), *issue, "--password-file", bad)
+    assert not (tmp_path / "a.key").exists()
+    ok(*issue, "--password-file", pw, "--encrypt")
+    assert "ENCRYPTED PRIVATE KEY" in (tmp_path / "a.key").read_text()
+    # The environment variable works as well.
+    r = run_mtls("csr", "create", "--key", tmp_path / "a.key", "--cn", "a", "--out", tmp_path / "a.csr",
+                 env={"MTLS_KEY_PASSWORD": "s3cret"})
+    assert r.returncode == 0, r.stderr
+    ok("ca", "list", "--ca", tmp_path / "ca")  # reading the inventory needs no key
+    ok("ca", "revoke", "--ca", tmp_path / "ca", tmp_path / "a.crt", "--password-file", pw)
+    ok("crl", "create", "--ca", tmp_path / "ca", "--out", tmp_path / "ca.crl", "--password-file", pw)
+    ok("key", "create", "--out", tmp_path / "k.key", "--encrypt", "--password-file", pw)
+    fails(2, "--encrypt needs a password", "key", "create", "--out", tmp_path / "k2.key", "--encrypt")
+    ok("init", "--dir", tmp_path / "i", "--encrypt", "--password-file", pw)
+    for f in ["clientca.key", "client.key", "serverca.key", "server.key"]:
+        assert "ENCRYPTED PRIVATE KEY" in (tmp_path / "i" / f).read_text(), f
