@@ -90,7 +90,13 @@ int cmd_cert_verify(int argc, char **argv)
         mtls_cert_info_release(&info);
         code = EXIT_OK;
     } else {
-        fprintf(stderr, "%sinvalid%s: %s\n", cli_red(stderr), cli_reset(stderr), err.msg);
+        /* The usual cause with intermediates: FILE holds only the leaf. */
+        const char *hint = sk_X509_num(chain) == 0 && strstr(err.msg, "which is not a trusted CA")
+                               ? " (if that is an intermediate CA, verify the chain file: the "
+                                 "certificate followed by its intermediates, e.g. NAME.chain.crt)"
+                               : "";
+
+        fprintf(stderr, "%sinvalid%s: %s%s\n", cli_red(stderr), cli_reset(stderr), err.msg, hint);
         code = EXIT_FAIL;
     }
     X509_free(leaf);

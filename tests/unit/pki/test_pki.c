@@ -330,3 +330,72 @@ Test(pki, pem_errors_say_what_the_file_holds)
                      "X509 CRL");
     cr_assert_str_eq(mtls_pem_label("nothing", label, sizeof(label)), "");
 }
+
+Test(pki, serials_are_normalised)
+{
+    char out[84];
+    mtls_err err;
+
+    cr_assert_eq(mtls_serial_normalize("serial=0a:1b:2c", out, sizeof(out), &err), 0);
+    cr_assert_str_eq(out, "0A1B2C");
+    cr_assert_eq(mtls_serial_normalize("a1b", out, sizeof(out), &err), 0);
+    cr_assert_str_eq(out, "0A1B");
+    cr_assert_eq(mtls_serial_normalize("xyz", out, sizeof(out), &err), MTLS_E_INVALID);
+    cr_assert_eq(mtls_serial_normalize("", out, sizeof(out), &err), MTLS_E_INVALID);
+}
+
+Test(pki, revoke_then_crl_lists_it_with_reason_and_numbers_grow)
+{
+    mtls_ca *ca = make_ca(0);
+    X509 *a = issue_one(ca, "a", MTLS_PROFILE_CLIENT, NULL);
+    X509 *b = issue_one(ca, "b", MTLS_PROFILE_CLIENT, NULL);
+    X509_CRL *crl = NULL;
+    X509_REVOKED *found = NULL;
+    mtls_ca_record rec;
+    mtls_err err;
+    long number = 0;
+    int reason = 0;
+
+    cr_assert_eq(mtls_crl_reason_parse("KEYCOMPROMISE", &reason, &err), 0);
+    cr_assert_eq(reason, 1);
+    cr_assert_eq(mtls_ca_revoke(ca, NULL, a, reason, &rec, &err), 0, "%s", err.msg);
+    cr_assert_eq(rec.status, 'R');
+    cr_assert(strstr(rec.revoked, ",keyCompromise") != NULL, "%s", rec.revoked);
+    free(rec.subject);
+    cr_assert_eq(mtls_ca_revoke(ca, NULL, a, reason, NULL, &err), MTLS_E_EXISTS);
+    cr_assert_eq(mtls_ca_revoke(ca, "DEADBEEF", NULL, reason, NULL, &err), MTLS_E_NOTFOUND);
+    cr_assert_eq(mtls_ca_crl(ca, 30, &crl, &number, &err), 0, "%s", err.msg);
+    cr_assert_eq(number, 1);
+    cr_assert_eq(X509_CRL_verify(crl, X509_get0_pubkey(mtls_ca_cert(ca))), 1);
+    cr_assert_eq(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)), 1);
+    cr_assert_eq(X509_CRL_get0_by_serial(crl, &found, X509_get0_serialNumber(a)), 1);
+    cr_assert_eq(X509_CRL_get0_by_serial(crl, &found, X509_get0_serialNumber(b)), 0);
+    X509_CRL_free(crl);
+    cr_assert_eq(mtls_ca_crl(ca, 30, &crl, &number, &err), 0);
+    cr_assert_eq(number, 2);
+    X509_CRL_free(crl);
+    cr_assert_eq(mtls_ca_crl(ca, 0, &crl, &number, &err), MTLS_E_INVALID);
+    X509_free(a);
+    X509_free(b);
+    mtls_ca_free(ca);
+}
+
+Test(pki, p12_needs_a_password_and_a_matching_key)
+{
+    mtls_ca *ca = make_ca(0);
+    X509 *a = issue_one(ca, "a", MTLS_PROFILE_CLIENT, NULL);
+    unsigned char *der = NULL;
+    size_t len = 0;
+    mtls_err err;
+
+    cr_assert_eq(mtls_p12_create(a, mtls_ca_key(ca), NULL, "pw", 0, &der, &len, &err),
+                 MTLS_E_INVALID);
+    cr_assert_eq(mtls_p12_create(mtls_ca_cert(ca), mtls_ca_key(ca), NULL, "", 0, &der, &len, &err),
+                 MTLS_E_INVALID);
+    cr_assert_eq(
+        mtls_p12_create(mtls_ca_cert(ca), mtls_ca_key(ca), NULL, "pw", 1, &der, &len, &err), 0);
+    cr_assert(len > 100);
+    OPENSSL_free(der);
+    X509_free(a);
+    mtls_ca_free(ca);
+}
