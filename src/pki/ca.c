@@ -138,33 +138,25 @@ static int split_fields(char *line, char **field, int n)
 }
 
 /* Replaces ca's records with PREFIX.index (a missing file is an empty one). */
-int mtls__ca_index_read(mtls_ca *ca, mtls_err *err)
+int mtls__ca_index_parse(mtls_ca *ca, char *text, const char *path, mtls_err *err)
 {
-    char *path = mtls__ca_path(ca, ".index");
-    unsigned char *data = NULL;
-    size_t len = 0, lineno = 0;
+    size_t lineno = 0;
     char *line, *next;
     int rc;
 
     records_clear(ca);
-    if (path == NULL)
-        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
-    rc = mtls_file_read(path, INDEX_MAX, &data, &len, err);
-    if (rc == MTLS_E_NOTFOUND) {
-        mtls_err_clear(err);
-        rc = 0;
-        goto out;
-    }
-    if (rc != 0)
-        goto out;
-    for (line = (char *)data; line != NULL && *line != '\0'; line = next) {
+    for (line = text; line != NULL && *line != '\0'; line = next) {
         char *field[6];
         mtls_ca_record rec;
+        size_t len;
 
         lineno++;
         next = strchr(line, '\n');
         if (next != NULL)
             *next++ = '\0';
+        len = strlen(line);
+        if (len > 0 && line[len - 1] == '\r')
+            line[len - 1] = '\0';
         if (line[0] == '\0')
             continue;
         memset(&rec, 0, sizeof(rec));
@@ -176,7 +168,8 @@ int mtls__ca_index_read(mtls_ca *ca, mtls_err *err)
                               "'%s' line %zu is not an index line (STATUS TAB EXPIRY TAB "
                               "REVOKED TAB SERIAL TAB FILE TAB SUBJECT): fix or restore it",
                               path, lineno);
-            goto out;
+            records_clear(ca);
+            return rc;
         }
         rec.status = field[0][0];
         snprintf(rec.expiry, sizeof(rec.expiry), "%s", field[1]);
@@ -184,17 +177,36 @@ int mtls__ca_index_read(mtls_ca *ca, mtls_err *err)
         snprintf(rec.serial, sizeof(rec.serial), "%s", field[3]);
         rec.subject = strdup(field[5]);
         if (rec.subject == NULL) {
-            rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
-            goto out;
+            records_clear(ca);
+            return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
         }
         rc = record_push(ca, &rec, err);
         if (rc != 0) {
             free(rec.subject);
-            goto out;
+            records_clear(ca);
+            return rc;
         }
     }
-    rc = 0;
-out:
+    return 0;
+}
+
+int mtls__ca_index_read(mtls_ca *ca, mtls_err *err)
+{
+    char *path = mtls__ca_path(ca, ".index");
+    unsigned char *data = NULL;
+    size_t len = 0;
+    int rc;
+
+    records_clear(ca);
+    if (path == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    rc = mtls_file_read(path, INDEX_MAX, &data, &len, err);
+    if (rc == MTLS_E_NOTFOUND) {
+        mtls_err_clear(err);
+        rc = 0;
+    } else if (rc == 0) {
+        rc = mtls__ca_index_parse(ca, (char *)data, path, err);
+    }
     free(data);
     free(path);
     return rc;

@@ -25,6 +25,10 @@ char *mtls__ca_path(const struct mtls_ca *ca, const char *suffix);
 /** Takes PREFIX.lock exclusively (flock); returns the descriptor to close(), or -1. */
 int mtls__ca_lock(const struct mtls_ca *ca, mtls_err *err);
 
+/** Replaces the in-memory records with those of text (index.txt format,
+ * changed in place); path names it in errors. Used by the fuzz target. */
+int mtls__ca_index_parse(struct mtls_ca *ca, char *text, const char *path, mtls_err *err);
+
 /** Replaces the in-memory records with PREFIX.index (missing: empty). */
 int mtls__ca_index_read(struct mtls_ca *ca, mtls_err *err);
 
