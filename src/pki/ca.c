@@ -500,6 +500,13 @@ int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped,
         cn_sans = sans_from_cn(issue->subject);
         sans = cn_sans;
     }
+    if (X509_NAME_entry_count(issue->subject) == 0 &&
+        (sans == NULL || sk_GENERAL_NAME_num(sans) == 0)) {
+        rc = mtls_err_set(err, MTLS_E_INVALID,
+                          "the certificate would name nobody: the subject is empty and there are "
+                          "no SANs (pass --san)");
+        goto out;
+    }
     if (sans != NULL && sk_GENERAL_NAME_num(sans) > 0) {
         /* RFC 5280: the SANs are critical when the subject is empty. */
         int critical = X509_NAME_entry_count(issue->subject) == 0;
