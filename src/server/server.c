@@ -21,6 +21,8 @@
 #endif
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 
 #include "mtls/certinfo.h"
 #include "mtls/server.h"
@@ -327,6 +329,100 @@ int mtls_server_listens_everywhere(const mtls_server *srv)
 
 /* ---- running ----------------------------------------------------------------- */
 
+time_t mtls__ctx_crl_next_update(SSL_CTX *ctx, char *issuer, size_t size)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+    time_t earliest = 0;
+
+    if (size > 0)
+        issuer[0] = '\0';
+    for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+        X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, i));
+        const ASN1_TIME *next = crl ? X509_CRL_get0_nextUpdate(crl) : NULL;
+        struct tm tm;
+        time_t t;
+
+        if (next == NULL || !ASN1_TIME_to_tm(next, &tm))
+            continue;
+        t = timegm(&tm);
+        if (earliest == 0 || t < earliest) {
+            earliest = t;
+            mtls_name_oneline(X509_CRL_get_issuer(crl), issuer, size);
+        }
+    }
+    return earliest;
+}
+
+static void crl_note(mtls_server *srv)
+{
+    time_t now = time(NULL);
+
+    srv->crl_next_update =
+        mtls__ctx_crl_next_update(srv->ssl_ctx, srv->crl_issuer, sizeof(srv->crl_issuer));
+    /* Loading already warned about a CRL that expires within a week. */
+    srv->crl_warned = srv->crl_next_update > now && srv->crl_next_update - now < 7 * 24 * 3600;
+}
+
+/* Called about once a second: says it when a loaded CRL nears or passes its nextUpdate. */
+static void crl_watch(mtls_server *srv)
+{
+    time_t now = time(NULL), next = srv->crl_next_update;
+    char when[40];
+    struct tm tm;
+
+    if (next == 0 || srv->crl_warned == 2)
+        return;
+    gmtime_r(&next, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+    if (next <= now) {
+        mtls__syslogf(srv, "error", "crl_expired",
+                      "the CRL from %s expired on %s: every client certificate of that CA is "
+                      "refused until a fresh CRL is loaded ('mtls crl create', then SIGHUP)",
+                      srv->crl_issuer, when);
+        srv->crl_warned = 2;
+    } else if (next - now < 7 * 24 * 3600 && srv->crl_warned == 0) {
+        mtls__syslogf(srv, "warn", "crl_expires_soon",
+                      "the CRL from %s expires on %s; make a fresh one ('mtls crl create') and "
+                      "reload (SIGHUP) before then, or its clients will be refused",
+                      srv->crl_issuer, when);
+        srv->crl_warned = 1;
+    }
+}
+
+static void reload_warning(void *ctx, const char *msg)
+{
+    mtls__syslog(ctx, "warn", NULL, "config_warning", msg, NULL);
+}
+
+/*
+ * SIGHUP: the certificate, key, client CA and CRLs are loaded and checked
+ * into a new SSL_CTX first; only when all is well does it replace the old
+ * one (which in-flight connections keep using). Returns the new context
+ * (owned by srv), or NULL when the old set stays.
+ */
+static SSL_CTX *reload(mtls_server *srv)
+{
+    SSL_CTX *ctx = NULL;
+    mtls_err err;
+
+    mtls_err_clear(&err);
+    if (mtls_tls_server_ctx_new(&srv->opts.tls, reload_warning, srv, &ctx, &err) != 0) {
+        mtls__syslogf(srv, "error", "reload_refused",
+                      "SIGHUP: reload refused, the old certificates stay in force: %s", err.msg);
+        return NULL;
+    }
+    SSL_CTX_free(srv->ssl_ctx);
+    srv->ssl_ctx = ctx;
+    crl_note(srv);
+    mtls__syslogf(srv, "info", "reload",
+                  "SIGHUP: reloaded '%s', '%s', '%s' and %zu CRL file(s); new handshakes use "
+                  "them, open connections go on",
+                  srv->opts.tls.cert_file, srv->opts.tls.key_file, srv->opts.tls.client_ca_file,
+                  srv->opts.tls.n_crl_files);
+    crl_watch(srv);
+    return ctx;
+}
+
 static void signal_set(sigset_t *set)
 {
     sigemptyset(set);
@@ -436,6 +532,7 @@ static int run_processes(mtls_server *srv, mtls_err *err)
         if (stopping && alive == 0)
             break;
         sig = sigtimedwait(&set, &info, &tick);
+        crl_watch(srv);
         if (sig < 0) {
             if (stopping && time(NULL) > stop_deadline) {
                 for (unsigned i = 0; i < srv->workers; i++) {
@@ -468,8 +565,13 @@ static int run_processes(mtls_server *srv, mtls_err *err)
                     kill(pids[i], SIGUSR1);
             }
         } else if (sig == SIGHUP) {
-            mtls__syslogf(srv, "warn", "reload_unsupported",
-                          "SIGHUP: reloading is not supported by this version; restart instead");
+            /* Checked here first; each worker then loads the same files. */
+            if (!stopping && reload(srv) != NULL) {
+                for (unsigned i = 0; i < srv->workers; i++) {
+                    if (pids[i] > 0)
+                        kill(pids[i], SIGHUP);
+                }
+            }
         } else if (sig == SIGCHLD) {
             pid_t pid;
             int status;
@@ -565,9 +667,11 @@ static int run_threads(mtls_server *srv, mtls_err *err)
         started = i + 1;
     }
     while (!stopping) {
+        struct timespec tick = {1, 0};
         siginfo_t info;
-        int sig = sigwaitinfo(&set, &info);
+        int sig = sigtimedwait(&set, &info, &tick);
 
+        crl_watch(srv);
         if (sig == SIGTERM || sig == SIGINT) {
             mtls__syslogf(srv, "info", "stop", "%s: draining in-flight requests, then exit",
                           sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -583,9 +687,23 @@ static int run_threads(mtls_server *srv, mtls_err *err)
                 mtls__syslogf(srv, "info", "log_reopen", "SIGUSR1: log files reopened");
             for (unsigned i = 0; i < started; i++)
                 mtls__worker_notify(&ws[i], WORKER_CMD_REOPEN);
-        } else if (sig == SIGHUP) {
-            mtls__syslogf(srv, "warn", "reload_unsupported",
-                          "SIGHUP: reloading is not supported by this version; restart instead");
+        } else if (sig == SIGHUP && reload(srv) != NULL) {
+            for (unsigned i = 0; i < started; i++) {
+                SSL_CTX *ctx = srv->ssl_ctx;
+                mtls_err e;
+
+                /* One SSL_CTX per worker thread, as at start. */
+                if (i > 0) {
+                    mtls_err_clear(&e);
+                    if (mtls_tls_server_ctx_new(&srv->opts.tls, NULL, NULL, &ctx, &e) != 0) {
+                        mtls__syslog(srv, "error", NULL, "reload_failed", e.msg, NULL);
+                        continue;
+                    }
+                } else {
+                    SSL_CTX_up_ref(ctx);
+                }
+                mtls__worker_reload(&ws[i], ctx);
+            }
         }
     }
 stop:
@@ -615,6 +733,8 @@ int mtls_server_run(mtls_server *srv, mtls_err *err)
     signal_set(&set);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     log_start(srv);
+    crl_note(srv);
+    crl_watch(srv);
     if (srv->opts.model == MTLS_WORKERS_THREAD)
         rc = run_threads(srv, err);
     else

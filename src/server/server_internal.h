@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <openssl/ssl.h>
 
@@ -57,19 +58,23 @@ struct mtls_server {
     char address[96];
     struct mtls__log access_log;
     struct mtls__log system_log;
+    time_t crl_next_update; /* earliest nextUpdate of the loaded CRLs, 0: none */
+    char crl_issuer[512];
+    int crl_warned;         /* 1: "expires within a week" said; 2: "expired" said */
 };
 
 /* ---- workers ------------------------------------------------------------ */
 
-enum { WORKER_CMD_DRAIN = 1, WORKER_CMD_REOPEN = 2 };
+enum { WORKER_CMD_DRAIN = 1, WORKER_CMD_REOPEN = 2, WORKER_CMD_RELOAD = 4 };
 
 /** One worker: an event loop with its own listener. */
 struct mtls__worker {
     mtls_server *srv;
     unsigned id;
-    SSL_CTX *ssl_ctx; /* borrowed */
+    SSL_CTX *ssl_ctx; /* a reference the worker owns; new handshakes use it */
+    _Atomic(SSL_CTX *) new_ctx; /* thread model: a reloaded SSL_CTX waiting to be taken */
     int listen_fd;    /* borrowed */
-    int own_signals;  /* process model: the worker handles SIGTERM/SIGINT/SIGUSR1 itself */
+    int own_signals;  /* process model: the worker handles SIGTERM/SIGINT/SIGUSR1/SIGHUP itself */
     uv_loop_t loop;
     uv_async_t async; /* thread model: the main thread's commands */
     atomic_int commands;
@@ -78,7 +83,7 @@ struct mtls__worker {
 
 /**
  * Prepares w's loop (and its async handle, so another thread can notify it
- * before it runs). Returns 0 or MTLS_E_* with err set.
+ * before it runs). Takes a reference to ctx. Returns 0 or MTLS_E_* with err set.
  */
 int mtls__worker_init(struct mtls__worker *w, mtls_server *srv, unsigned id, SSL_CTX *ctx,
                       int listen_fd, int own_signals, mtls_err *err);
@@ -91,6 +96,12 @@ void mtls__worker_release(struct mtls__worker *w);
 
 /** From another thread: asks w to drain (WORKER_CMD_DRAIN) or reopen logs. */
 void mtls__worker_notify(struct mtls__worker *w, int command);
+
+/** From another thread: hands w a new SSL_CTX (consumed) for its next handshakes. */
+void mtls__worker_reload(struct mtls__worker *w, SSL_CTX *ctx);
+
+/** The earliest nextUpdate of the CRLs in ctx's store, or 0 when it holds none. */
+time_t mtls__ctx_crl_next_update(SSL_CTX *ctx, char *issuer, size_t size);
 
 /** "127.0.0.1" or "::1" (v4-mapped addresses shown as IPv4) and the port. */
 void mtls__addr_format(const struct sockaddr_storage *ss, char *addr, size_t size, int *port);

@@ -73,7 +73,7 @@ struct worker {
     int listener_open;
     uv_timer_t sweep;
     uv_check_t flush;
-    uv_signal_t signals[3];
+    uv_signal_t signals[4];
     int n_signals;
     struct conn *conns;
     unsigned n_conns, max_conns;
@@ -671,12 +671,37 @@ static void worker_reopen(struct worker *w)
         mtls__syslog(w->srv, "error", NULL, "log_reopen_failed", err.msg, NULL);
 }
 
+/*
+ * Process model: the main process has checked the new files; this worker
+ * loads them again into its own SSL_CTX (another address space). If that
+ * fails now, the worker keeps the set it has and says so.
+ */
+static void worker_reload_files(struct worker *w)
+{
+    SSL_CTX *ctx = NULL;
+    mtls_err err;
+
+    mtls_err_clear(&err);
+    if (mtls_tls_server_ctx_new(&w->srv->opts.tls, NULL, NULL, &ctx, &err) != 0) {
+        char msg[700];
+
+        snprintf(msg, sizeof(msg), "worker %u keeps its old certificates: %s", w->pub->id,
+                 err.msg);
+        mtls__syslog(w->srv, "error", NULL, "reload_failed", msg, NULL);
+        return;
+    }
+    SSL_CTX_free(w->pub->ssl_ctx);
+    w->pub->ssl_ctx = ctx;
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct worker *w = h->data;
 
     if (signum == SIGUSR1)
         worker_reopen(w);
+    else if (signum == SIGHUP)
+        worker_reload_files(w);
     else
         worker_drain(w);
 }
@@ -692,6 +717,15 @@ static void on_async(uv_async_t *h)
 
     if (cmds & WORKER_CMD_REOPEN)
         access_flush(w); /* the main thread reopened the files; write the rest there */
+    if (cmds & WORKER_CMD_RELOAD) {
+        SSL_CTX *ctx = atomic_exchange(&w->pub->new_ctx, NULL);
+
+        /* Connections hold their own reference to the SSL_CTX they began with. */
+        if (ctx != NULL) {
+            SSL_CTX_free(w->pub->ssl_ctx);
+            w->pub->ssl_ctx = ctx;
+        }
+    }
     if (cmds & WORKER_CMD_DRAIN)
         worker_drain(w);
 }
@@ -706,20 +740,34 @@ int mtls__worker_init(struct mtls__worker *pub, mtls_server *srv, unsigned id, S
     memset(pub, 0, sizeof(*pub));
     pub->srv = srv;
     pub->id = id;
+    if (SSL_CTX_up_ref(ctx) != 1)
+        return mtls_err_set(err, MTLS_E_CRYPTO, "cannot start worker %u", id);
     pub->ssl_ctx = ctx;
+    atomic_init(&pub->new_ctx, NULL);
     pub->listen_fd = listen_fd;
     pub->own_signals = own_signals;
     atomic_init(&pub->commands, 0);
     r = uv_loop_init(&pub->loop);
-    if (r != 0)
+    if (r != 0) {
+        SSL_CTX_free(pub->ssl_ctx);
+        pub->ssl_ctx = NULL;
         return mtls_err_set(err, MTLS_E_IO, "cannot start worker %u: %s", id, uv_strerror(r));
+    }
     r = uv_async_init(&pub->loop, &pub->async, on_async);
     if (r != 0) {
         uv_loop_close(&pub->loop);
+        SSL_CTX_free(pub->ssl_ctx);
+        pub->ssl_ctx = NULL;
         return mtls_err_set(err, MTLS_E_IO, "cannot start worker %u: %s", id, uv_strerror(r));
     }
     pub->loop_ready = 1;
     return 0;
+}
+
+void mtls__worker_reload(struct mtls__worker *pub, SSL_CTX *ctx)
+{
+    SSL_CTX_free(atomic_exchange(&pub->new_ctx, ctx)); /* one not yet taken is replaced */
+    mtls__worker_notify(pub, WORKER_CMD_RELOAD);
 }
 
 void mtls__worker_notify(struct mtls__worker *pub, int command)
@@ -772,7 +820,7 @@ int mtls__worker_run(struct mtls__worker *pub)
     uv_unref((uv_handle_t *)&w->flush);
 
     if (pub->own_signals) {
-        static const int sigs[] = {SIGTERM, SIGINT, SIGUSR1};
+        static const int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
         sigset_t set;
 
         for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
@@ -785,6 +833,7 @@ int mtls__worker_run(struct mtls__worker *pub)
         sigaddset(&set, SIGTERM);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGUSR1);
+        sigaddset(&set, SIGHUP);
         pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     }
 
@@ -805,5 +854,8 @@ void mtls__worker_release(struct mtls__worker *pub)
     uv_close((uv_handle_t *)&pub->async, NULL);
     uv_run(&pub->loop, UV_RUN_DEFAULT);
     uv_loop_close(&pub->loop);
+    SSL_CTX_free(atomic_exchange(&pub->new_ctx, NULL));
+    SSL_CTX_free(pub->ssl_ctx);
+    pub->ssl_ctx = NULL;
     pub->loop_ready = 0;
 }

@@ -81,7 +81,12 @@ void mtls__srv_note_cert(mtls_tls_verify_note *note, X509 *cert)
 
     mtls_name_oneline(X509_get_subject_name(cert), note->subject, sizeof(note->subject));
     mtls_name_oneline(X509_get_issuer_name(cert), note->issuer, sizeof(note->issuer));
-    snprintf(note->serial, sizeof(note->serial), "%s", hex ? hex : "");
+    const char *digits = hex ? hex : "";
+
+    /* As mtls_cert_info prints serials: upper-case hex without leading zeros. */
+    while (digits[0] == '0' && digits[1] != '\0')
+        digits++;
+    snprintf(note->serial, sizeof(note->serial), "%s", digits);
     note->not_before = mtls__srv_asn1_time(X509_get0_notBefore(cert));
     note->not_after = mtls__srv_asn1_time(X509_get0_notAfter(cert));
     OPENSSL_free(hex);

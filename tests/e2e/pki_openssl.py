@@ -112,3 +112,28 @@ def expired_server(d, ca="serverca", cn="localhost"):
     """An expired server certificate (the server warns and starts)."""
     _ec_key_and_csr(d, "oldserver", cn)
     return _sign(d, "oldserver", ca, days="-1")
+
+
+def openssl_crl(d, ca="clientca", revoke=(), out="openssl.crl", crldays=None, crlsec=None):
+    """A CRL made by `openssl ca -gencrl` for the CA ca (PREFIX.crt/.key in d), revoking the
+    certificate files in revoke. crlsec gives a nextUpdate that many seconds from now."""
+    db = os.path.join(d, f"{ca}-openssl-index.txt")
+    if not os.path.exists(db):
+        open(db, "w").close()
+    cnf = _ext(d, f"{ca}-openssl-ca.cnf",
+               "[ca]\ndefault_ca = ca_default\n[ca_default]\n"
+               f"database = {db}\ncrlnumber = {db}.crlnumber\ndefault_md = sha256\n"
+               "")
+    if not os.path.exists(db + ".crlnumber"):
+        with open(db + ".crlnumber", "w") as f:
+            f.write("01\n")
+    common = ["-config", cnf, "-keyfile", f"{ca}.key", "-cert", f"{ca}.crt"]
+    for cert in revoke:
+        openssl("ca", *common, "-revoke", cert, cwd=d)
+    args = ["ca", *common, "-gencrl", "-out", out]
+    if crlsec is not None:
+        args += ["-crlsec", str(crlsec)]
+    else:
+        args += ["-crldays", str(crldays or 30)]
+    openssl(*args, cwd=d)
+    return os.path.join(d, out)
