@@ -353,9 +353,11 @@ int mtls_p12_create(X509 *cert, EVP_PKEY *key, STACK_OF(X509) * chain, const cha
 
 /** What mtls_verify() checks beyond the chain, signatures and dates. */
 typedef struct mtls_verify_opts {
-    int purpose;      /* 0 any, or an mtls_profile: client or server authentication */
-    const char *host; /* NULL, or a host name / IP address that must be in the SANs */
-    time_t at;        /* 0: now; else verify as of this time */
+    int purpose;               /* 0 any, or an mtls_profile: client or server authentication */
+    STACK_OF(X509_CRL) * crls; /* NULL, or CRLs (borrowed): then the leaf is checked against
+                                  its issuer's CRL, which must be there and current */
+    const char *host;          /* NULL, or a host name / IP address that must be in the SANs */
+    time_t at;                 /* 0: now; else verify as of this time */
 } mtls_verify_opts;
 
 /**
@@ -363,15 +365,18 @@ typedef struct mtls_verify_opts {
  * every one a trust anchor), with untrusted (may be NULL) as intermediates.
  * Returns 0 when valid, or MTLS_E_VERIFY with err->msg one plain sentence
  * naming the failed check (issuer not trusted, expired on DATE, not valid
- * until DATE, wrong purpose, host not in SANs, signature invalid), or
+ * until DATE, wrong purpose, host not in SANs, signature invalid, revoked
+ * with serial and date, CRL missing or expired), or
  * another error code when verification could not run.
  */
 int mtls_verify(X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * trusted,
                 const mtls_verify_opts *opts, mtls_err *err);
 
 /**
- * The plain sentence for a failed X509_STORE_CTX (after X509_verify_cert()
- * or in a verify callback): which certificate, which check, why. purpose
+ * The plain sentence for a failed X509_STORE_CTX (best called from a
+ * verify callback, where the CRL involved is still known: the revoked
+ * serial's date, an expired CRL's issuer; after X509_verify_cert() those
+ * details are gone): which certificate, which check, why. purpose
  * is the mtls_profile that was checked (0: none), host the expected host
  * name or NULL. Writes into buf and returns it. The tls layer uses this for
  * its handshake logs.

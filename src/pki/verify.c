@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
@@ -135,8 +136,53 @@ char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, cha
                  "issued by another CA of the same name)",
                  subj, issuer);
         break;
-    case X509_V_ERR_CERT_REVOKED:
-        snprintf(buf, size, "%s has been revoked by its CA '%s'", subj, issuer);
+    case X509_V_ERR_CERT_REVOKED: {
+        X509_CRL *crl = X509_STORE_CTX_get0_current_crl(ctx);
+        X509_REVOKED *rev = NULL;
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+        char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+        if (crl != NULL && X509_CRL_get0_by_cert(crl, &rev, cert) == 1 && rev != NULL)
+            snprintf(buf, size, "%s (serial %s) was revoked by its CA '%s' on %s", subj,
+                     hex ? hex : "?", issuer,
+                     mtls_time_human(asn1_time_t(X509_REVOKED_get0_revocationDate(rev)), when,
+                                     sizeof(when)));
+        else
+            snprintf(buf, size, "%s (serial %s) has been revoked by its CA '%s'", subj,
+                     hex ? hex : "?", issuer);
+        OPENSSL_free(hex);
+        BN_free(bn);
+        break;
+    }
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+    case X509_V_ERR_CRL_NOT_YET_VALID: {
+        X509_CRL *crl = X509_STORE_CTX_get0_current_crl(ctx);
+        char crl_issuer[MTLS_NAME_MAX] = "?";
+
+        if (crl != NULL)
+            mtls_name_oneline(X509_CRL_get_issuer(crl), crl_issuer, sizeof(crl_issuer));
+        if (code == X509_V_ERR_CRL_HAS_EXPIRED)
+            snprintf(buf, size,
+                     "the CRL of '%s' expired on %s (its next update): publish a new one with "
+                     "'mtls crl create'",
+                     crl_issuer,
+                     mtls_time_human(crl ? asn1_time_t(X509_CRL_get0_nextUpdate(crl)) : 0, when,
+                                     sizeof(when)));
+        else
+            snprintf(buf, size, "the CRL of '%s' is not valid yet: not until %s", crl_issuer,
+                     mtls_time_human(crl ? asn1_time_t(X509_CRL_get0_lastUpdate(crl)) : 0, when,
+                                     sizeof(when)));
+        break;
+    }
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+        snprintf(buf, size, "no CRL of '%s' is loaded, so %s cannot be checked for revocation",
+                 issuer, subj);
+        break;
+    case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+        snprintf(buf, size,
+                 "the CRL of '%s' has a bad signature: it was altered or not made by "
+                 "that CA",
+                 issuer);
         break;
     case X509_V_ERR_INVALID_CA:
         snprintf(buf, size, "issuer not trusted: %s is not a CA (no basicConstraints CA:TRUE)",
@@ -163,14 +209,36 @@ static int looks_like_ip(const char *host)
     return yes;
 }
 
+/* What the verify callback needs to word the first failure while the
+ * context still knows the CRL involved. */
+struct verify_note {
+    int purpose;
+    const char *host;
+    int have;
+    char reason[MTLS_ERR_MSG_MAX];
+};
+
+static int note_first_failure(int ok, X509_STORE_CTX *ctx)
+{
+    struct verify_note *note = X509_STORE_CTX_get_app_data(ctx);
+
+    if (!ok && note != NULL && !note->have) {
+        mtls_verify_reason(ctx, note->purpose, note->host, note->reason, sizeof(note->reason));
+        note->have = 1;
+    }
+    return ok;
+}
+
 int mtls_verify(X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * trusted,
                 const mtls_verify_opts *opts, mtls_err *err)
 {
     X509_STORE *store = X509_STORE_new();
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     X509_VERIFY_PARAM *param;
-    char reason[MTLS_ERR_MSG_MAX];
+    struct verify_note note;
     int rc;
+
+    memset(&note, 0, sizeof(note));
 
     if (store == NULL || ctx == NULL) {
         rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot set up verification");
@@ -206,13 +274,21 @@ int mtls_verify(X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * trusted
     }
     if (opts != NULL && opts->at != 0)
         X509_VERIFY_PARAM_set_time(param, opts->at);
+    if (opts != NULL && opts->crls != NULL) {
+        X509_STORE_CTX_set0_crls(ctx, opts->crls);
+        X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK);
+    }
+    note.purpose = opts != NULL ? opts->purpose : 0;
+    note.host = opts != NULL ? opts->host : NULL;
+    X509_STORE_CTX_set_app_data(ctx, &note);
+    X509_STORE_CTX_set_verify_cb(ctx, note_first_failure);
     if (X509_verify_cert(ctx) == 1) {
         rc = 0;
         goto out;
     }
-    mtls_verify_reason(ctx, opts != NULL ? opts->purpose : 0, opts != NULL ? opts->host : NULL,
-                       reason, sizeof(reason));
-    rc = mtls_err_set(err, MTLS_E_VERIFY, "%s", reason);
+    if (!note.have)
+        mtls_verify_reason(ctx, note.purpose, note.host, note.reason, sizeof(note.reason));
+    rc = mtls_err_set(err, MTLS_E_VERIFY, "%s", note.reason);
 out:
     ERR_clear_error();
     X509_STORE_CTX_free(ctx);

@@ -399,3 +399,40 @@ Test(pki, p12_needs_a_password_and_a_matching_key)
     X509_free(a);
     mtls_ca_free(ca);
 }
+
+Test(pki, verify_with_a_crl_names_the_revoked_serial_and_an_expired_crl)
+{
+    mtls_ca *ca = make_ca(0);
+    X509 *a = issue_one(ca, "a", MTLS_PROFILE_CLIENT, NULL);
+    X509 *b = issue_one(ca, "b", MTLS_PROFILE_CLIENT, NULL);
+    STACK_OF(X509) *trusted = sk_X509_new_null();
+    STACK_OF(X509_CRL) *crls = sk_X509_CRL_new_null();
+    X509_CRL *crl = NULL;
+    mtls_verify_opts opts;
+    mtls_cert_info info;
+    mtls_err err;
+    long number;
+
+    sk_X509_push(trusted, mtls_ca_cert(ca));
+    memset(&opts, 0, sizeof(opts));
+    opts.crls = crls;
+    cr_assert_eq(mtls_verify(b, NULL, trusted, &opts, &err), MTLS_E_VERIFY);
+    cr_assert(strstr(err.msg, "no CRL of 'CN=Unit CA' is loaded") != NULL, "%s", err.msg);
+    cr_assert_eq(mtls_ca_revoke(ca, NULL, a, MTLS_REASON_NONE, NULL, &err), 0);
+    cr_assert_eq(mtls_ca_crl(ca, 1, &crl, &number, &err), 0);
+    sk_X509_CRL_push(crls, crl);
+    cr_assert_eq(mtls_verify(b, NULL, trusted, &opts, &err), 0, "%s", err.msg);
+    cr_assert_eq(mtls_verify(a, NULL, trusted, &opts, &err), MTLS_E_VERIFY);
+    cr_assert_eq(mtls_cert_info_init(&info, a, NULL), 0);
+    cr_assert(strstr(err.msg, info.serial_hex) != NULL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "was revoked by its CA 'CN=Unit CA' on ") != NULL, "%s", err.msg);
+    mtls_cert_info_release(&info);
+    opts.at = time(NULL) + 3 * 86400;
+    cr_assert_eq(mtls_verify(b, NULL, trusted, &opts, &err), MTLS_E_VERIFY);
+    cr_assert(strstr(err.msg, "the CRL of 'CN=Unit CA' expired on ") != NULL, "%s", err.msg);
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
+    sk_X509_free(trusted);
+    X509_free(a);
+    X509_free(b);
+    mtls_ca_free(ca);
+}
