@@ -128,7 +128,7 @@ static void respond(mtls_http_conn *c, int status, const char *body, size_t body
     out_add(c, head, (size_t)n);
     if (!head_only)
         out_add(c, body, body_len);
-    c->bytes_out += head_only ? 0 : body_len;
+    c->bytes_out = head_only ? 0 : body_len;
 }
 
 /* An error body: {"error":"...","reason":"..."} with the reason escaped. */
@@ -366,6 +366,10 @@ static int on_message_complete(llhttp_t *p)
     log_request(c, status, 1);
     c->requests++;
     c->in_request = 0;
+    /* Nothing of this request may show up in the log line of a later error. */
+    c->url_len = 0;
+    c->url[0] = '\0';
+    c->user_agent_len = c->referer_len = 0;
     if (!keep_alive) {
         c->close_after_flush = 1;
         return HPE_PAUSED; /* whatever follows is not ours to answer */
