@@ -106,8 +106,14 @@ def run_fuzz(env):
                                   "-Db_sanitize=address,undefined", "-Db_lundef=false"], fenv):
         return 0, 1
     fuzzdir = os.path.join(ROOT, builddir, "fuzz")
-    targets = sorted(f for f in os.listdir(fuzzdir) if f.startswith("fuzz-")
-                     and os.access(os.path.join(fuzzdir, f), os.X_OK)) if os.path.isdir(fuzzdir) else []
+    targets = []
+    if os.path.isdir(fuzzdir):
+        targets = sorted(f for f in os.listdir(fuzzdir) if f.startswith("fuzz-")
+                         and os.path.isfile(os.path.join(fuzzdir, f))
+                         and os.access(os.path.join(fuzzdir, f), os.X_OK))
+    if not targets:
+        print("  no fuzz targets were built", flush=True)
+        return 0, 1
     passed = failed = 0
     for t in targets:
         name = t[len("fuzz-"):]
