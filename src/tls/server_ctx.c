@@ -428,12 +428,16 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
         goto out;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                 SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET);
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
     /*
-     * No session resumption: every connection presents and proves its
-     * client certificate, so a reload (new CA, new CRL) applies at once.
+     * Resumption by stateless tickets only (no session cache to share or
+     * lock): a returning client skips certificate parsing and verification,
+     * and its session keeps the verified certificate, so the identity is the
+     * same. Tickets live 5 minutes (nginx's default); a reload makes a new
+     * SSL_CTX with new ticket keys, so a revoked client cannot resume.
      */
-    SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_timeout(ctx, 300);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     /* One read(2) per TLS record instead of header + body. */
@@ -466,4 +470,17 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
 out:
     SSL_CTX_free(ctx);
     return rc;
+}
+
+int mtls_tls_ticket_keys_get(SSL_CTX *ctx, unsigned char *keys)
+{
+    return SSL_CTX_get_tlsext_ticket_keys(ctx, keys, MTLS_TICKET_KEYS_LEN) == 1 ? 0
+                                                                              : MTLS_E_CRYPTO;
+}
+
+int mtls_tls_ticket_keys_set(SSL_CTX *ctx, const unsigned char *keys)
+{
+    return SSL_CTX_set_tlsext_ticket_keys(ctx, (void *)keys, MTLS_TICKET_KEYS_LEN) == 1
+               ? 0
+               : MTLS_E_CRYPTO;
 }

@@ -154,3 +154,50 @@ def test_client_chains_through_an_intermediate(pki, serve):
     wait_for_text(s.system_log,
                   "client certificate CN=carol issued by CN=client-intermediate is not signed "
                   "by a trusted CA")
+
+
+def _resume_once(port, d, session):
+    ctx = _resume_ctx(d)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+    with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as c:
+        c.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return c.session_reused, c.session, data
+
+
+_ctx_cache = {}
+
+
+def _resume_ctx(d):
+    # Sessions resume only through the SSLContext that made them.
+    if d not in _ctx_cache:
+        ctx = ssl.create_default_context(cafile=os.path.join(d, "serverca.crt"))
+        ctx.load_cert_chain(os.path.join(d, "client.crt"), os.path.join(d, "client.key"))
+        _ctx_cache[d] = ctx
+    return _ctx_cache[d]
+
+
+@pytest.mark.parametrize("model", ["process", "thread"])
+def test_resumed_sessions_keep_the_identity_until_a_reload(model, pki, serve):
+    d = str(pki)
+    s = serve(d, "--worker-model", model, workers=2)
+    reused, session, data = _resume_once(s.port, d, None)
+    assert not reused and b'"subject":"CN=localclient"' in data
+    for _ in range(6):  # whichever worker takes the connection resumes it
+        reused, _, data = _resume_once(s.port, d, session)
+        assert reused, "a ticket from one worker must resume on every worker"
+        assert b'"subject":"CN=localclient"' in data and b"HTTP/1.1 200 OK" in data
+    wait_until(lambda: read_text(s.access_log).count("127.0.0.1 - CN=localclient [") == 7,
+               what="7 access-log lines with the client's subject")
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    # New ticket keys: the old session no longer resumes (a full handshake instead).
+    wait_until(lambda: not _resume_once(s.port, d, session)[0], timeout=10 * SLOW,
+               what="the old ticket to be refused")
+    reused, _, data = _resume_once(s.port, d, session)
+    assert not reused and b"HTTP/1.1 200 OK" in data
