@@ -308,6 +308,9 @@ int mtls_crl_reason_parse(const char *name, int *code, mtls_err *err);
 /** "keyCompromise" for 1, ...; "unspecified" for unknown codes (static). */
 const char *mtls_crl_reason_name(int code);
 
+/** The reason of a CRL entry (borrowed) by name (static), or NULL when it has none. */
+const char *mtls_crl_entry_reason(const X509_REVOKED *rev);
+
 /**
  * Marks a certificate revoked in the inventory (under the lock, index
  * rewritten atomically): the one with serial (normalised), or cert's

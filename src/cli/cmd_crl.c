@@ -207,9 +207,7 @@ int cmd_crl_show(int argc, char **argv)
     }
     for (int i = 0; i < n; i++) {
         X509_REVOKED *rev = sk_X509_REVOKED_value(revs, i);
-        ASN1_ENUMERATED *reason = X509_REVOKED_get_ext_d2i(rev, NID_crl_reason, NULL, NULL);
-        const char *why =
-            reason != NULL ? mtls_crl_reason_name((int)ASN1_ENUMERATED_get(reason)) : NULL;
+        const char *why = mtls_crl_entry_reason(rev);
         char serial[84], when[48];
 
         bn_text(X509_REVOKED_get0_serialNumber(rev), 0, serial, sizeof(serial));
@@ -231,7 +229,6 @@ int cmd_crl_show(int argc, char **argv)
                                    sizeof(when)),
                    why ? ", " : "", why ? why : "");
         }
-        ASN1_ENUMERATED_free(reason);
     }
     if (root != NULL) {
         char *text = cJSON_Print(root);

@@ -178,3 +178,13 @@ out:
     X509_CRL_free(crl);
     return rc;
 }
+
+const char *mtls_crl_entry_reason(const X509_REVOKED *rev)
+{
+    ASN1_ENUMERATED *code = X509_REVOKED_get_ext_d2i(rev, NID_crl_reason, NULL, NULL);
+    const char *name = code != NULL ? mtls_crl_reason_name((int)ASN1_ENUMERATED_get(code)) : NULL;
+
+    ASN1_ENUMERATED_free(code);
+    ERR_clear_error();
+    return name;
+}

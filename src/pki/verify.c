@@ -143,10 +143,12 @@ char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, cha
         char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
 
         if (crl != NULL && X509_CRL_get0_by_cert(crl, &rev, cert) == 1 && rev != NULL)
-            snprintf(buf, size, "%s (serial %s) was revoked by its CA '%s' on %s", subj,
+            snprintf(buf, size, "%s (serial %s) was revoked by its CA '%s' on %s (%s)", subj,
                      hex ? hex : "?", issuer,
                      mtls_time_human(asn1_time_t(X509_REVOKED_get0_revocationDate(rev)), when,
-                                     sizeof(when)));
+                                     sizeof(when)),
+                     mtls_crl_entry_reason(rev) ? mtls_crl_entry_reason(rev)
+                                                : "no reason given");
         else
             snprintf(buf, size, "%s (serial %s) has been revoked by its CA '%s'", subj,
                      hex ? hex : "?", issuer);

@@ -89,6 +89,20 @@ def test_revoke_crl_and_openssl_reads_it(ca):
     assert bad.returncode != 0 and "certificate revoked" in bad.stdout + bad.stderr
     good = openssl("verify", "-crl_check", "-CAfile", ca / "ca.crt", "-CRLfile", ca / "ca.crl", ca / "good.crt")
     assert good.returncode == 0, good.stdout + good.stderr
+    # mtls cert verify --crl: the same verdicts, with the serial, date and reason.
+    r = run_mtls("cert", "verify", ca / "bad.crt", "--ca", ca / "ca", "--crl", ca / "ca.crl")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(rf"^invalid: certificate 'CN=bad' \(serial {serial_of(ca / 'bad.crt')}\) was "
+                     rf"revoked by its CA 'CN=Life CA' on \d{{4}}-\d\d-\d\d [\d:]+ UTC \(keyCompromise\)$",
+                     r.stderr), r.stderr
+    r = run_mtls("cert", "verify", ca / "old.crt", "--ca", ca / "ca", "--crl", ca / "ca.crl")
+    assert r.returncode == 1 and "(no reason given)" in r.stderr, r.stderr
+    r = ok("cert", "verify", ca / "good.crt", "--ca", ca / "ca", "--crl", ca / "ca.crl")
+    assert "'CN=good' issued by 'CN=Life CA', not revoked" in r.stdout
+    fails(2, "holds a certificate, not a certificate revocation list", "cert", "verify",
+          ca / "good.crt", "--ca", ca / "ca", "--crl", ca / "good.crt")
+    fails(2, f"cannot read '{ca / 'no.crl'}'", "cert", "verify", ca / "good.crt", "--ca", ca / "ca",
+          "--crl", ca / "no.crl")
     # The CRL number only grows.
     ok("crl", "create", "--ca", ca / "ca", "--out", ca / "ca.crl", "--force", "--days", "7")
     j = json.loads(ok("crl", "show", ca / "ca.crl", "--json").stdout)

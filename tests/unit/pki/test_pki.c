@@ -426,6 +426,7 @@ Test(pki, verify_with_a_crl_names_the_revoked_serial_and_an_expired_crl)
     cr_assert_eq(mtls_cert_info_init(&info, a, NULL), 0);
     cr_assert(strstr(err.msg, info.serial_hex) != NULL, "%s", err.msg);
     cr_assert(strstr(err.msg, "was revoked by its CA 'CN=Unit CA' on ") != NULL, "%s", err.msg);
+    cr_assert(strstr(err.msg, " UTC (no reason given)") != NULL, "%s", err.msg);
     mtls_cert_info_release(&info);
     opts.at = time(NULL) + 3 * 86400;
     cr_assert_eq(mtls_verify(b, NULL, trusted, &opts, &err), MTLS_E_VERIFY);
