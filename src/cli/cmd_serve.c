@@ -55,7 +55,7 @@ static const struct cli_spec spec = {
     .name = "serve",
     .usage = "[--listen ADDR:PORT] [--cert F] [--key F] [--client-ca F] "
              "[--verify-client require|optional] [--workers N] [--access-log F] "
-             "[--system-log F] [--log-format text|json]",
+             "[--system-log F] [--log-format text|json] [OPTIONS]",
     .summary = "serve HTTPS with client certificates required, like the article's server",
     .description =
         "With no options it behaves like the article's Node server: it listens on port 8443\n"
@@ -72,13 +72,14 @@ static const struct cli_spec spec = {
         "limits: request target 8 KiB (414), headers 16 KiB or 100 lines (431), body\n"
         "1 MiB, read and discarded (413), malformed requests 400, slow headers 408.\n"
         "\n"
-        "signals: SIGTERM and SIGINT finish in-flight requests and exit 0; SIGUSR1\n"
-        "reopens the log files (for logrotate).",
+        "signals: SIGTERM and SIGINT finish in-flight requests and exit 0 (the exit\n"
+        "code of a stop); SIGUSR1 reopens the log files (for logrotate); SIGHUP reloads\n"
+        "the certificate, key, client CA and CRLs, checked first: on any problem the\n"
+        "old set stays and the system log says why; open connections go on.",
     .opts = opts,
     .min_args = 0,
     .max_args = 0,
-    .exit_codes = "  0  stopped by SIGTERM or SIGINT after draining\n"
-                  "  1  the server failed while running (the system log says why)\n"
+    .exit_codes = "  1  the server failed while running (the system log says why)\n"
                   "  2  bad configuration: a missing or unreadable file, a key that does not\n"
                   "     match the certificate, a CA file without a certificate, the port in\n"
                   "     use, a bad value\n",

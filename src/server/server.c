@@ -175,6 +175,23 @@ static int bind_listeners(mtls_server *srv, mtls_err *err)
         return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
     for (unsigned i = 0; i < srv->workers; i++)
         srv->listen_fds[i] = -1;
+    if (everywhere) {
+        /* No IPv6 on this machine: every IPv4 address instead. */
+        int v6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        if (v6 >= 0) {
+            close(v6);
+        } else if (errno == EAFNOSUPPORT) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+            uint16_t p = ((struct sockaddr_in6 *)&ss)->sin6_port;
+
+            memset(&ss, 0, sizeof(ss));
+            in->sin_family = AF_INET;
+            in->sin_addr.s_addr = htonl(INADDR_ANY);
+            in->sin_port = p;
+            len = sizeof(*in);
+        }
+    }
     mtls__addr_format(&ss, addr, sizeof(addr), &port);
     if (port != 0) {
         int probe;
@@ -184,8 +201,6 @@ static int bind_listeners(mtls_server *srv, mtls_err *err)
          * the same user without a word; a plain bind first finds it.
          */
         rc = open_socket(&ss, len, everywhere, 0, shown, &probe, err);
-        if (rc != 0 && everywhere && errno == EAFNOSUPPORT)
-            goto v4;
         if (rc != 0)
             return rc;
         close(probe);
@@ -209,34 +224,6 @@ static int bind_listeners(mtls_server *srv, mtls_err *err)
             }
         }
     }
-    goto done;
-v4:
-    /* No IPv6 on this machine: all IPv4 addresses. */
-    {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        int p = port;
-
-        memset(&ss, 0, sizeof(ss));
-        in->sin_family = AF_INET;
-        in->sin_addr.s_addr = htonl(INADDR_ANY);
-        in->sin_port = htons((uint16_t)p);
-        len = sizeof(*in);
-        mtls_err_clear(err);
-        for (unsigned i = 0; i < srv->workers; i++) {
-            rc = open_socket(&ss, len, 1, i > 0 || p == 0 ? 1 : 0, shown, &srv->listen_fds[i],
-                             err);
-            if (rc == 0 && i == 0 && p != 0) {
-                /* The probe: close it and bind with SO_REUSEPORT. */
-                close(srv->listen_fds[0]);
-                rc = open_socket(&ss, len, 1, 1, shown, &srv->listen_fds[0], err);
-            }
-            if (rc != 0)
-                return rc;
-            srv->n_listen = i + 1;
-        }
-        mtls__addr_format(&ss, addr, sizeof(addr), &port);
-    }
-done:
     srv->port = port;
     srv->everywhere = everywhere;
     if (everywhere)
