@@ -234,7 +234,7 @@ int cmd_init(int argc, char **argv)
         char *path = pki_path_join(dir, outputs[i]);
 
         rc = path == NULL ? mtls_err_set(&err, MTLS_E_NOMEM, "out of memory")
-                          : pki_check_new(path, force, &err);
+                          : pki_check_target(path, force, &err);
         free(path);
         if (rc != 0) {
             code = cli_fail(&err);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int pki_key_type_arg(const struct cli_spec *spec, const char *value, mtls_key_type *out)
 {
@@ -54,12 +56,55 @@ char *pki_path_join(const char *dir, const char *name)
     return p;
 }
 
-int pki_check_new(const char *path, int force, mtls_err *err)
+/* The folder a path is written into: "." for "x.key" (free()). */
+static char *parent_folder(const char *path)
 {
+    const char *slash = strrchr(path, '/');
+
+    if (slash == NULL)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+int pki_check_target(const char *path, int force, mtls_err *err)
+{
+    struct stat st;
+
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return mtls_err_set(err, MTLS_E_INVALID, "cannot write '%s': it is a folder: name a file",
+                            path);
     if (!force && mtls_file_exists(path))
         return mtls_err_set(err, MTLS_E_EXISTS, "'%s' already exists: pass --force to overwrite it",
                             path);
     return 0;
+}
+
+int pki_check_new(const char *path, int force, mtls_err *err)
+{
+    struct stat st;
+    char *folder;
+    int rc = pki_check_target(path, force, err);
+
+    if (rc != 0)
+        return rc;
+    folder = parent_folder(path);
+    if (folder == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    if (stat(folder, &st) != 0)
+        rc = mtls_err_set(err, MTLS_E_NOTFOUND,
+                          "cannot write '%s': the folder '%s' does not exist: create it first",
+                          path, folder);
+    else if (!S_ISDIR(st.st_mode))
+        rc = mtls_err_set(err, MTLS_E_INVALID, "cannot write '%s': '%s' is not a folder", path,
+                          folder);
+    else if (access(folder, W_OK) != 0)
+        rc = mtls_err_set(err, MTLS_E_IO,
+                          "cannot write '%s': the folder '%s' is not writable for you", path,
+                          folder);
+    free(folder);
+    return rc;
 }
 
 char *pki_expiry_words(time_t not_after, char *buf, size_t size)

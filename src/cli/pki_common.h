@@ -26,8 +26,14 @@ char *pki_sans_line(const GENERAL_NAMES *gens, char *buf, size_t size);
 /** dir/name in a new string ("name" alone when dir is "."), or NULL. */
 char *pki_path_join(const char *dir, const char *name);
 
-/** Fails with the txn message when path exists and force is not set. */
+/**
+ * Checks that path can be written: not a folder, not existing unless force,
+ * in a folder that exists and is writable. Returns 0 or an error naming it.
+ */
 int pki_check_new(const char *path, int force, mtls_err *err);
+
+/** pki_check_new() without the folder checks (for a folder made later). */
+int pki_check_target(const char *path, int force, mtls_err *err);
 
 /** "expires in 364 days", "expired 3 days ago", "expires today" into buf. */
 char *pki_expiry_words(time_t not_after, char *buf, size_t size);

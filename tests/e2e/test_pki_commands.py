@@ -321,6 +321,53 @@ def test_bad_input_each_one_clear_line_nothing_written(ca, tmp_path):
     assert (ca / "myca.index").read_text() == index_before
 
 
+def test_outputs_that_cannot_be_written_are_named_before_anything_is_made(ca, tmp_path):
+    work = tmp_path / "w"
+    (work / "adir").mkdir(parents=True)
+    ok("key", "create", "--out", work / "k.key")
+    (work / "plain").write_text("x\n")
+    (work / "empty.pem").write_text("")
+    before = listing(work)
+    index_before = (ca / "myca.index").read_text()
+    folder = f"'{work / 'nope'}' does not exist: create it first"
+    cases = [
+        # a folder where the file should go, even with --force
+        (f"cannot write '{work / 'adir'}': it is a folder", ["key", "create", "--out", work / "adir"]),
+        (f"cannot write '{work / 'adir'}': it is a folder", ["key", "create", "--out", work / "adir",
+                                                            "--force"]),
+        (f"cannot write '{work / 'adir'}': it is a folder", [
+            "csr", "create", "--key", work / "k.key", "--cn", "x", "--out", work / "adir"]),
+        # a folder that is not there, or a file in its place
+        (folder, ["key", "create", "--out", work / "nope" / "k.key"]),
+        (folder, ["cert", "issue", "--ca", ca / "myca", "--profile", "client", "--cn", "x",
+                  "--out", work / "nope" / "x"]),
+        (folder, ["ca", "create", "--out", work / "nope" / "ca", "--cn", "x"]),
+        (folder, ["crl", "create", "--ca", ca / "myca", "--out", work / "nope" / "c.crl"]),
+        (f"'{work / 'plain'}' is not a folder", ["key", "create", "--out", work / "plain" / "k.key"]),
+        # an empty file says so
+        (f"'{work / 'empty.pem'}' is empty: expected a certificate", ["cert", "show", work / "empty.pem"]),
+    ]
+    for needle, args in cases:
+        r = fails(1, needle, *args)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert listing(work) == before
+    assert (ca / "myca.index").read_text() == index_before
+    # init still makes its folder, however deep.
+    ok("init", "--dir", work / "new" / "pki")
+    assert (work / "new" / "pki" / "server.crt").exists()
+
+
+def test_show_reads_a_der_csr(ca, tmp_path):
+    ok("key", "create", "--out", tmp_path / "k.key")
+    ok("csr", "create", "--key", tmp_path / "k.key", "--cn", "der.test", "--san", "::1",
+       "--out", tmp_path / "k.csr")
+    r = openssl("req", "-in", tmp_path / "k.csr", "-outform", "DER", "-out", tmp_path / "k.der")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(ok("cert", "show", tmp_path / "k.der", "--json").stdout)
+    assert j["type"] == "csr" and j["subject"] == "CN=der.test" and j["signature_valid"] is True
+    assert j["sans"] == [{"type": "IP", "value": "::1"}]
+
+
 def test_key_that_does_not_match_its_ca(tmp_path):
     ok("ca", "create", "--out", tmp_path / "a", "--cn", "A")
     ok("key", "create", "--out", tmp_path / "stray.key")
