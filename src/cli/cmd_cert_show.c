@@ -1,5 +1,6 @@
 /* mtls cert show: what `openssl x509 -text -noout` says, for a person or
  * as JSON; also for CSRs. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,6 +261,18 @@ out:
     return code;
 }
 
+/* 1 when data is a DER certificate request (and not a certificate). */
+static int is_der_csr(const unsigned char *data, size_t len)
+{
+    const unsigned char *p = data;
+    X509_REQ *req = len <= LONG_MAX ? d2i_X509_REQ(NULL, &p, (long)len) : NULL;
+    int yes = req != NULL;
+
+    X509_REQ_free(req);
+    ERR_clear_error();
+    return yes;
+}
+
 int cmd_cert_show(int argc, char **argv)
 {
     struct cli_args args = {0};
@@ -280,8 +293,9 @@ int cmd_cert_show(int argc, char **argv)
         goto out;
     }
     mtls_pem_label((char *)data, label, sizeof(label));
-    if (strstr((char *)data, "-----BEGIN CERTIFICATE-----") == NULL &&
-        strstr(label, "CERTIFICATE REQUEST") != NULL)
+    if ((strstr((char *)data, "-----BEGIN CERTIFICATE-----") == NULL &&
+         strstr(label, "CERTIFICATE REQUEST") != NULL) ||
+        (label[0] == '\0' && is_der_csr(data, len)))
         code = show_csr(args.v[0]);
     else
         code = show_certs(args.v[0]);

@@ -67,7 +67,10 @@ static int read_pem_file(const char *path, const char *want, const char *want2, 
         *is_der = 1;
         return 0;
     }
-    if (label[0] == '\0')
+    if (*len == 0)
+        rc = mtls_err_set(err, MTLS_E_INVALID, "'%s' is empty: expected a %s (PEM or DER)", path,
+                          what);
+    else if (label[0] == '\0')
         rc = mtls_err_set(err, MTLS_E_INVALID, "'%s' is not a PEM %s (no '%s' line)", path, what,
                           marker);
     else
