@@ -50,6 +50,44 @@ static void row(const char *label, const char *value)
         printf("  %-12s %s\n", label, value);
 }
 
+/* "EC 256 bits (prime256v1)", "RSA 2048 bits". */
+static void key_row(const mtls_cert_info *info)
+{
+    char buf[128];
+
+    if (info->key_curve[0] != '\0')
+        snprintf(buf, sizeof(buf), "%s %d bits (%s)", info->key_type, info->key_bits,
+                 info->key_curve);
+    else
+        snprintf(buf, sizeof(buf), "%s %d bits", info->key_type, info->key_bits);
+    row("key", buf);
+}
+
+/* Every SAN, however many: wrapped at about 100 columns, never cut. */
+static void sans_rows(const mtls_cert_info *info)
+{
+    size_t width = 0;
+
+    if (info->n_sans == 0) {
+        row("SANs", "(none)");
+        return;
+    }
+    printf("  %-12s", "SANs");
+    for (size_t i = 0; i < info->n_sans; i++) {
+        size_t n = strlen(info->sans[i].type) + strlen(info->sans[i].value) + 3;
+
+        if (i > 0 && width + n > 85) {
+            printf(",\n  %-12s", "");
+            width = 0;
+        } else if (i > 0) {
+            putchar(',');
+        }
+        printf(" %s:%s", info->sans[i].type, info->sans[i].value);
+        width += n;
+    }
+    putchar('\n');
+}
+
 static void print_cert(const mtls_cert_info *info, const char *title)
 {
     char buf[1024], from[48], until[48], words[64];
@@ -65,15 +103,9 @@ static void print_cert(const mtls_cert_info *info, const char *title)
     if (info->not_before > time(NULL))
         snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), ", not valid yet");
     row("valid", buf);
-    if (info->key_curve[0] != '\0')
-        snprintf(buf, sizeof(buf), "%s %d bits (%s)", info->key_type, info->key_bits,
-                 info->key_curve);
-    else
-        snprintf(buf, sizeof(buf), "%s %d bits", info->key_type, info->key_bits);
-    row("key", buf);
+    key_row(info);
     row("signature", info->sig_alg);
-    mtls_cert_info_sans_line(info, buf, sizeof(buf));
-    row("SANs", buf[0] ? buf : "(none)");
+    sans_rows(info);
     row("key usage", info->key_usage[0] ? info->key_usage : "(any)");
     row("ext. usage", info->ext_key_usage[0] ? info->ext_key_usage : "(any)");
     if (info->is_ca && info->path_len >= 0)
@@ -234,17 +266,11 @@ static int show_csr(const char *path)
     } else {
         printf("%scertificate request %s%s\n", cli_bold(stdout), path, cli_reset(stdout));
         row("subject", info.subject[0] ? info.subject : "(empty)");
-        if (info.key_curve[0] != '\0')
-            snprintf(buf, sizeof(buf), "%s %d bits (%s)", info.key_type, info.key_bits,
-                     info.key_curve);
-        else
-            snprintf(buf, sizeof(buf), "%s %d bits", info.key_type, info.key_bits);
-        row("key", buf);
+        key_row(&info);
         snprintf(buf, sizeof(buf), "%s, %s", sig_nid != NID_undef ? OBJ_nid2ln(sig_nid) : "unknown",
                  sig_ok ? "valid (made with its own key)" : "INVALID (altered or forged)");
         row("signature", buf);
-        mtls_cert_info_sans_line(&info, buf, sizeof(buf));
-        row("SANs", buf[0] ? buf : "(none)");
+        sans_rows(&info);
         row("key usage", info.key_usage[0] ? info.key_usage : "(not asked)");
         row("ext. usage", info.ext_key_usage[0] ? info.ext_key_usage : "(not asked)");
         row("CA", info.is_ca ? "asks for CA:TRUE (mtls cert sign never grants it)" : "no");

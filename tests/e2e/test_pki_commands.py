@@ -409,3 +409,17 @@ def test_help_of_every_pki_command():
         r = run_mtls(*cmd, "--help")
         assert r.returncode == 0 and "exit codes:" in r.stdout and "usage: mtls" in r.stdout
     assert "cert verify" in run_mtls("cert", "--help").stdout
+
+
+def test_show_prints_every_san_of_a_long_list(ca, tmp_path):
+    sans = [f"host{i}.example.com" for i in range(1, 301)] + ["2001:db8::1"]
+    args = [a for s in sans for a in ("--san", s)]
+    ok("cert", "issue", "--ca", ca / "myca", "--profile", "server", "--cn", "many", "--out",
+       tmp_path / "many", *args)
+    text = ok("cert", "show", tmp_path / "many.crt").stdout
+    shown = re.findall(r"(?:DNS|IP):[^\s,]+", text)
+    assert shown == [f"DNS:{s}" for s in sans[:-1]] + ["IP:2001:db8::1"], text[:2000]
+    assert all(len(line) <= 100 for line in text.splitlines() if "DNS:" in line)
+    j = json.loads(ok("cert", "show", tmp_path / "many.crt", "--json").stdout)
+    assert len(j["sans"]) == 301
+    ok("cert", "verify", tmp_path / "many.crt", "--ca", ca / "myca", "--host", "2001:db8::1")
