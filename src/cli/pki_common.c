@@ -184,13 +184,17 @@ int pki_password(const char *path, char **out)
     }
     if (mtls_file_read(path, 4096, &data, &len, &err) != 0)
         return cli_fail(&err);
-    /* The first line, without its line ending, is the password. */
-    data[strcspn((char *)data, "\r\n")] = '\0';
-    if (data[0] == '\0') {
-        mtls_free_secret(data, len);
+    /* The first line, without its line ending, is the password; the whole
+     * file is wiped, not only what pki_password_free() will see. */
+    *out = strndup((char *)data, strcspn((char *)data, "\r\n"));
+    mtls_free_secret(data, len);
+    if (*out == NULL)
+        return cli_failf("out of memory");
+    if ((*out)[0] == '\0') {
+        pki_password_free(*out);
+        *out = NULL;
         return cli_failf("password file '%s' is empty: put the password on its first line", path);
     }
-    *out = (char *)data;
     return 0;
 }
 
