@@ -489,7 +489,7 @@ static const struct cli_opt revoke_opts[] = {
      "unspecified, keyCompromise, CACompromise, affiliationChanged, superseded or "
      "cessationOfOperation (default: none given)",
      0, 0},
-    PKI_OPT_PASSWORD_FILE(revoke_secret),
+    PKI_OPT_PASSWORD_FILE_READ(revoke_secret),
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 

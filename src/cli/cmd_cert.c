@@ -133,7 +133,7 @@ static const struct cli_opt sign_opts[] = {
      "a subjectAltName to add to the CSR's own, repeatable (DNS:, IP:, email:, URI:, or bare)", 0,
      0},
     {"out", 'o', CLI_STRING, &sign_out, "FILE", "where to write the certificate (PEM)", 0, 0},
-    PKI_OPT_PASSWORD_FILE(sign_secret),
+    PKI_OPT_PASSWORD_FILE_READ(sign_secret),
     {"force", 'f', CLI_FLAG, &sign_force, NULL, "overwrite FILE if it exists", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };

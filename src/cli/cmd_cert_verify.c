@@ -41,7 +41,7 @@ static const struct cli_spec spec = {
     .min_args = 1,
     .max_args = 1,
     .exit_codes = "  1  the certificate is not valid (the message says which check failed)\n"
-                  "  2  usage error, or FILE, --ca or a --crl cannot be read\n",
+                  "  2  also when FILE, --ca or a --crl cannot be read\n",
 };
 
 /* "--ca clientca" means clientca.crt when there is no file "clientca" (free()). */

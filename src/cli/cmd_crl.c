@@ -27,7 +27,7 @@ static const struct cli_opt create_opts[] = {
     {"days", 0, CLI_INT, &create_days, "N",
      "nextUpdate in N days (default 30): make a new CRL before then, or clients refuse", 1,
      MTLS_DAYS_MAX},
-    PKI_OPT_PASSWORD_FILE(create_secret),
+    PKI_OPT_PASSWORD_FILE_READ(create_secret),
     {"force", 'f', CLI_FLAG, &create_force, NULL,
      "replace FILE (the usual case when re-publishing)", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},

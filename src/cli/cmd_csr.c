@@ -19,7 +19,7 @@ static const struct cli_opt opts[] = {
      "or address (typed automatically)",
      0, 0},
     {"out", 'o', CLI_STRING, &out_opt, "FILE", "where to write the request (PEM)", 0, 0},
-    PKI_OPT_PASSWORD_FILE(secret),
+    PKI_OPT_PASSWORD_FILE_READ(secret),
     {"force", 'f', CLI_FLAG, &force, NULL, "overwrite FILE if it exists", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };

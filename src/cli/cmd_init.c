@@ -26,14 +26,14 @@ static const struct cli_opt opts[] = {
     {"key-type", 't', CLI_STRING, &key_type_opt, "ec|rsa",
      "key algorithm: ec (ECDSA P-256, the default) or rsa (RSA-2048, the article's)", 0, 0},
     PKI_OPT_ENCRYPT(secret),
-    PKI_OPT_PASSWORD_FILE(secret),
+    PKI_OPT_PASSWORD_FILE_WRITE(secret),
     {"force", 'f', CLI_FLAG, &force, NULL, "overwrite files that already exist", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 
 static const struct cli_spec spec = {
     .name = "init",
-    .usage = "[--dir DIR] [--host NAME]... [--key-type ec|rsa] [--encrypt --password-file FILE] "
+    .usage = "[DIR | --dir DIR] [--host NAME]... [--key-type ec|rsa] [--encrypt --password-file FILE] "
              "[--force]",
     .summary = "make the tutorial's PKI: client CA, server CA, a client and a server certificate",
     .description =

@@ -20,7 +20,7 @@ static const struct cli_opt opts[] = {
     {"bits", 'b', CLI_INT, &bits_opt, "N",
      "key size: RSA 2048 (default) to 16384; EC 256 (default), 384 or 521", 256, 16384},
     PKI_OPT_ENCRYPT(secret),
-    PKI_OPT_PASSWORD_FILE(secret),
+    PKI_OPT_PASSWORD_FILE_WRITE(secret),
     {"force", 'f', CLI_FLAG, &force, NULL, "overwrite FILE if it exists", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };

@@ -45,14 +45,24 @@ struct pki_secret {
     char *password; /* set by pki_secret_load(), freed by pki_secret_release() */
 };
 
-#define PKI_OPT_PASSWORD_FILE(s)                                                                   \
+/* --password-file, worded for what the command does with keys. */
+#define PKI_OPT_PASSWORD_FILE_AS(s, help_text)                                                     \
     {                                                                                              \
-        "password-file", 0, CLI_STRING, &(s).password_file, "FILE",                                \
-            "password for encrypted keys, on the first line of FILE (default "                     \
-            "$MTLS_KEY_PASSWORD): "                                                                \
-            "decrypts the keys read; with --encrypt also encrypts the key written",                \
-            0, 0                                                                                   \
+        "password-file", 0, CLI_STRING, &(s).password_file, "FILE", help_text, 0, 0                \
     }
+/* Commands that read and write keys (cert issue, ca create --parent). */
+#define PKI_OPT_PASSWORD_FILE(s)                                                                   \
+    PKI_OPT_PASSWORD_FILE_AS(s, "password for encrypted keys, on the first line of FILE (default " \
+                                "$MTLS_KEY_PASSWORD): decrypts the keys read; with --encrypt "     \
+                                "also encrypts the key written")
+/* Commands that only read a key (csr create, cert sign, crl create, ca revoke). */
+#define PKI_OPT_PASSWORD_FILE_READ(s)                                                              \
+    PKI_OPT_PASSWORD_FILE_AS(s, "password of an encrypted key, on the first line of FILE "         \
+                                "(default $MTLS_KEY_PASSWORD)")
+/* Commands that only write keys (key create, init). */
+#define PKI_OPT_PASSWORD_FILE_WRITE(s)                                                             \
+    PKI_OPT_PASSWORD_FILE_AS(s, "with --encrypt: the password, on the first line of FILE "         \
+                                "(default $MTLS_KEY_PASSWORD)")
 #define PKI_OPT_ENCRYPT(s)                                                                         \
     {                                                                                              \
         "encrypt", 0, CLI_FLAG, &(s).encrypt, NULL,                                                \

@@ -409,6 +409,15 @@ def test_help_of_every_pki_command():
         r = run_mtls(*cmd, "--help")
         assert r.returncode == 0 and "exit codes:" in r.stdout and "usage: mtls" in r.stdout
     assert "cert verify" in run_mtls("cert", "--help").stdout
+    # --password-file says what it does for each command: no --encrypt talk where there is none.
+    for cmd in [["csr", "create"], ["cert", "sign"], ["crl", "create"], ["ca", "revoke"],
+                ["key", "create"], ["init"]]:
+        text = run_mtls(*cmd, "--help").stdout
+        assert "--password-file FILE" in text and "decrypts the keys read" not in text, cmd
+    verify = run_mtls("cert", "verify", "--help").stdout
+    assert "[--crl FILE]..." in verify and "was revoked by its CA" in verify
+    assert len(re.findall(r"^  2  usage error", verify, re.M)) == 1
+    assert "[DIR | --dir DIR]" in run_mtls("init", "--help").stdout
 
 
 def test_show_prints_every_san_of_a_long_list(ca, tmp_path):
