@@ -98,6 +98,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.access_log = fz_log;
     if (data[3] & 2)
         peer.denied = "no client certificate was sent";
+    if (data[3] & 4) {
+        static char lent[512]; /* small, so that leftovers move often */
+
+        cfg.read_buf = lent;
+        cfg.read_buf_len = sizeof(lent);
+    }
     if (mtls_http_conn_init(&c, &cfg, &peer, &io) != 0)
         return 0;
     /* Each run() makes progress or waits; the stream is finite, so this ends. */

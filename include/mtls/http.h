@@ -63,6 +63,11 @@ typedef struct mtls_http_config {
     mtls_log_format log_format;
     mtls_http_log_fn access_log; /* NULL: no access log */
     void *access_log_ctx;
+    /* A read buffer lent to every connection of one thread (NULL: each
+       connection allocates its own). Bytes a paused parser has not taken
+       move to the connection's own buffer, so idle connections hold none. */
+    char *read_buf;
+    size_t read_buf_len;
 } mtls_http_config;
 
 /** Fills cfg with the defaults above and no access log. */
@@ -107,9 +112,9 @@ typedef struct mtls_http_conn {
     const mtls_http_peer *peer;
     mtls_http_io io;
 
-    char *in;              /* bytes read and not parsed yet: in[in_off, in_len) */
+    char *in;              /* bytes read and not parsed yet: in[in_off, in_len) (lazy) */
     size_t in_cap, in_off, in_len;
-    char *out;             /* bytes to write: out[out_off, out_len) */
+    char *out;             /* bytes to write: out[out_off, out_len) (lazy, grows) */
     size_t out_cap, out_off, out_len;
 
     /* The request being parsed. */

@@ -38,10 +38,10 @@ void mtls_http_config_init(mtls_http_config *cfg)
 static int out_reserve(mtls_http_conn *c, size_t more)
 {
     size_t need = c->out_len + more;
-    size_t cap = c->out_cap;
+    size_t cap = c->out_cap ? c->out_cap : OUT_INITIAL;
     char *grown;
 
-    if (need <= cap)
+    if (need <= c->out_cap)
         return 0;
     while (cap < need)
         cap *= 2;
@@ -399,14 +399,10 @@ int mtls_http_conn_init(mtls_http_conn *c, const mtls_http_config *cfg, const mt
     c->cfg = cfg;
     c->peer = peer;
     c->io = *io;
-    c->in = malloc(IN_CAP);
-    c->out = malloc(OUT_INITIAL);
-    if (c->in == NULL || c->out == NULL) {
-        mtls_http_conn_release(c);
-        return MTLS_E_NOMEM;
-    }
-    c->in_cap = IN_CAP;
-    c->out_cap = OUT_INITIAL;
+    /*
+     * Buffers come on first use: a connection that waits between requests
+     * holds none of its own when the worker lends a read buffer (cfg).
+     */
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
     return 0;
@@ -447,40 +443,60 @@ static void parse_error(mtls_http_conn *c, llhttp_errno_t e)
     c->close_after_flush = 1;
 }
 
-/* Parses in[in_off, in_len); stops at a pause (pipelining back-pressure). */
-static void parse_buffered(mtls_http_conn *c)
+/*
+ * Parses len bytes at data and returns how many were consumed: all of them,
+ * unless the parser paused for back-pressure (pipelining).
+ */
+static size_t parse(mtls_http_conn *c, const char *data, size_t len)
 {
-    const char *start = c->in + c->in_off;
-    llhttp_errno_t e = llhttp_execute(&c->parser, start, c->in_len - c->in_off);
+    llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
 
-    if (e == HPE_OK) {
-        c->in_off = c->in_len = 0;
-        return;
-    }
+    if (e == HPE_OK)
+        return len;
     if (e == HPE_PAUSED && !c->close_after_flush) {
         const char *pos = llhttp_get_error_pos(&c->parser);
 
         llhttp_resume(&c->parser);
-        if (pos != NULL && pos >= start && pos <= c->in + c->in_len)
-            c->in_off = (size_t)(pos - c->in);
-        else
-            c->in_off = c->in_len = 0;
-        if (c->in_off >= c->in_len)
-            c->in_off = c->in_len = 0;
-        return;
+        if (pos != NULL && pos >= data && pos <= data + len)
+            return (size_t)(pos - data);
+        return len;
     }
-    c->in_off = c->in_len = 0;
     if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
         /* Answered; the connection closes after this response. */
         c->close_after_flush = 1;
-        return;
+        return len;
     }
     parse_error(c, e);
+    return len;
+}
+
+/* Keeps the unparsed tail of a read in the connection's own buffer. */
+static int keep_input(mtls_http_conn *c, const char *data, size_t len)
+{
+    if (c->in == NULL || c->in_cap < len) {
+        /* The lent buffer may be larger than ours; data may lie in ours. */
+        size_t cap = len > IN_CAP ? len : IN_CAP;
+        char *grown = malloc(cap);
+
+        if (grown == NULL)
+            return -1;
+        memcpy(grown, data, len);
+        free(c->in);
+        c->in = grown;
+        c->in_cap = cap;
+    } else {
+        memmove(c->in, data, len);
+    }
+    c->in_off = 0;
+    c->in_len = len;
+    return 0;
 }
 
 int mtls_http_conn_run(mtls_http_conn *c)
 {
     for (;;) {
+        char *buf;
+        size_t cap;
         long n;
 
         if (c->out_off < c->out_len) {
@@ -500,7 +516,9 @@ int mtls_http_conn_run(mtls_http_conn *c)
         if (c->close_after_flush)
             return MTLS_HTTP_DONE;
         if (c->in_off < c->in_len) {
-            parse_buffered(c);
+            c->in_off += parse(c, c->in + c->in_off, c->in_len - c->in_off);
+            if (c->in_off >= c->in_len || c->close_after_flush)
+                c->in_off = c->in_len = 0;
             continue;
         }
         /*
@@ -512,11 +530,23 @@ int mtls_http_conn_run(mtls_http_conn *c)
             c->read_done = 0;
             return MTLS_HTTP_WANT_READ;
         }
-        n = c->io.read(c->io.ctx, c->in, c->in_cap);
+        if (c->cfg->read_buf != NULL) {
+            buf = c->cfg->read_buf;
+            cap = c->cfg->read_buf_len;
+        } else {
+            if (c->in == NULL && keep_input(c, "", 0) != 0)
+                return MTLS_HTTP_ABORT;
+            buf = c->in;
+            cap = c->in_cap;
+        }
+        n = c->io.read(c->io.ctx, buf, cap);
         if (n > 0) {
-            c->in_off = 0;
-            c->in_len = (size_t)n;
+            size_t used = parse(c, buf, (size_t)n);
+
             c->read_done = 1;
+            if (used < (size_t)n && !c->close_after_flush &&
+                keep_input(c, buf + used, (size_t)n - used) != 0)
+                return MTLS_HTTP_ABORT;
             continue;
         }
         c->read_done = 0;

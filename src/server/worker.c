@@ -60,8 +60,7 @@ struct conn {
     X509 *cert;             /* the verified client certificate (SSL's), or NULL */
     char subject[MTLS_NAME_MAX]; /* its subject, for the access log */
     char serial[84];        /* its serial, upper-case hex */
-    mtls_cert_info info;    /* everything else, made on the first /whoami */
-    int have_info;
+    mtls_cert_info *info;   /* everything else, made on the first /whoami */
     char *whoami;
     size_t whoami_len;
     char denied[768];
@@ -85,6 +84,7 @@ struct worker {
     mtls_http_config http_cfg;
     char access_buf[ACCESS_BUF];
     size_t access_len;
+    char read_buf[16384]; /* lent to every connection for SSL_read: idle ones hold none */
 };
 
 static void conn_io(uv_poll_t *h, int status, int events);
@@ -228,17 +228,21 @@ static const char *whoami_json(void *ctx, size_t *len)
 
     if (c->whoami != NULL)
         goto out;
-    if (!c->have_info) {
+    if (c->info == NULL) {
         mtls_err err;
 
         mtls_err_clear(&err);
-        if (c->cert == NULL || mtls_cert_info_init(&c->info, c->cert, &err) != 0)
+        if (c->cert == NULL || (c->info = calloc(1, sizeof(*c->info))) == NULL)
             return NULL;
-        c->have_info = 1;
+        if (mtls_cert_info_init(c->info, c->cert, &err) != 0) {
+            free(c->info);
+            c->info = NULL;
+            return NULL;
+        }
     }
     root = cJSON_CreateObject();
     tls = cJSON_CreateObject();
-    client = mtls_cert_info_to_json(&c->info);
+    client = mtls_cert_info_to_json(c->info);
     if (root == NULL || tls == NULL || client == NULL)
         goto fail;
     cJSON_AddBoolToObject(root, "verified", 1);
@@ -281,7 +285,8 @@ static void conn_free(uv_handle_t *h)
     if (c->fd >= 0)
         close(c->fd);
     mtls_http_conn_release(&c->http);
-    mtls_cert_info_release(&c->info);
+    mtls_cert_info_release(c->info);
+    free(c->info);
     cJSON_free(c->whoami);
     free(c);
     listener_resume(w);
@@ -821,6 +826,8 @@ int mtls__worker_run(struct mtls__worker *pub)
     w->http_cfg.log_format = srv->opts.log_format;
     w->http_cfg.access_log = srv->access_log.fd >= 0 ? access_line : NULL;
     w->http_cfg.access_log_ctx = w;
+    w->http_cfg.read_buf = w->read_buf;
+    w->http_cfg.read_buf_len = sizeof(w->read_buf);
     w->max_conns = (srv->opts.max_connections + srv->workers - 1) / srv->workers;
     if (w->max_conns == 0)
         w->max_conns = 1;

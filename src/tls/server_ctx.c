@@ -442,7 +442,7 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     /* One read(2) per TLS record instead of header + body. */
     SSL_CTX_set_read_ahead(ctx, 1);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 
     rc = use_cert_and_key(ctx, opts, warn, warn_ctx, err);
     if (rc != 0)

@@ -50,7 +50,8 @@ static void mem_log(void *ctx, const char *line, size_t len)
 {
     struct mem *m = ctx;
 
-    cr_assert(m->log_len + len < sizeof(m->log));
+    if (m->log_len + len >= sizeof(m->log))
+        return; /* long pipelines: only the first lines are looked at */
     memcpy(m->log + m->log_len, line, len);
     m->log_len += len;
     m->log[m->log_len] = '\0';
@@ -307,4 +308,23 @@ Test(http, json_escape_never_splits_an_escape)
     cr_assert_str_eq(buf, "ab");
     cr_assert_eq(mtls_json_escape(buf, sizeof(buf), "\"\\", 2), 4);
     cr_assert_str_eq(buf, "\\\"\\\\");
+}
+
+Test(http, pipelining_back_pressure_with_a_lent_read_buffer)
+{
+    static char req[40000], lent[32768];
+    static struct mem m;
+    const char *one = "GET /test HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    req[0] = '\0';
+    for (int i = 0; i < 1000; i++)
+        strcat(req, one);
+    cfg.read_buf = lent;
+    cfg.read_buf_len = sizeof(lent);
+    /* ~150 KB of answers: the parser pauses at 64 KB, keeps the rest, goes on. */
+    feed(&m, req, 1 << 20, NULL);
+    cr_assert_eq(count(m.out, "HTTP/1.1 200 OK"), 1000);
+    feed(&m, req, 777, NULL);
+    cr_assert_eq(count(m.out, "HTTP/1.1 200 OK"), 1000);
+    cfg.read_buf = NULL;
 }
