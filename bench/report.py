@@ -28,7 +28,9 @@ def load(run_dir):
             continue
         with open(os.path.join(run_dir, name)) as f:
             try:
-                runs[(m[1], m[2], int(m[3]), m[4])] = json.load(f)
+                run = json.load(f)
+                run["_workers"] = int(m[3])
+                runs[(m[1], m[2], int(m[3]), m[4])] = run
             except json.JSONDecodeError:
                 pass
     return runs
@@ -95,6 +97,11 @@ def metric(run, what):
         return 1e6 * run["client_cpu_s"] / run["handshakes"] if run["handshakes"] else None
     if what == "client_req":
         return 1e6 * run["client_cpu_s"] / run["responses"] if run["responses"] else None
+    if what == "server_busy":
+        workers = run.get("_workers", 1)
+        return 100.0 * server["cpu_s"] / run["elapsed_s"] / workers if server else None
+    if what == "client_busy":
+        return 100.0 * run["client_cpu_s"] / run["elapsed_s"]
     if what == "idle_kb":
         held = run.get("established") or 0
         if not held or not server:
@@ -121,8 +128,11 @@ def table(runs):
             if case == "idle" and run is not None:
                 cell += f" ({run['established']} held)" if run["established"] else ""
             values.append((v, cell))
-        rows.append([label, what_name] + [c for _, c in values] +
-                    [ratio(values[0][0], values[1][0]), ratio(values[0][0], values[2][0])])
+        if what == "resumed_pct":
+            ratios = ["—", "—"]  # a share is read as it is, not divided
+        else:
+            ratios = [ratio(values[0][0], values[1][0]), ratio(values[0][0], values[2][0])]
+        rows.append([label, what_name] + [c for _, c in values] + ratios)
 
     for key in keys:
         for w in workers:
@@ -145,13 +155,20 @@ def table(runs):
     client_rows = []
     for key in keys:
         for w in workers:
-            for case, what in (("full", "client_hs"), ("keepalive", "client_req")):
-                cells = [fmt(metric(runs.get((s, key, w, case)), what), 1 if case == "keepalive"
-                         else 0) for s, _ in SERVERS]
+            for case, what, name in (
+                    ("full", "client_hs", "load generator CPU µs / handshake"),
+                    ("full", "client_busy", "load generator busy % (one core)"),
+                    ("full", "server_busy", "server busy % (of its workers' cores)"),
+                    ("keepalive", "client_req", "load generator CPU µs / request"),
+                    ("keepalive", "client_busy", "load generator busy % (one core)"),
+                    ("keepalive", "server_busy", "server busy % (of its workers' cores)")):
+                digits = 1 if what == "client_req" else 0
+                cells = [fmt(metric(runs.get((s, key, w, case)), what), digits)
+                         for s, _ in SERVERS]
                 if any(c != "—" for c in cells):
-                    client_rows.append([f"{case}, {KEY_NAMES[key]}, {w} worker(s)",
-                                        "µs / request" if case == "keepalive" else
-                                        "µs / handshake"] + cells)
+                    label = "full handshake" if case == "full" else "keep-alive"
+                    client_rows.append([f"{label}, {KEY_NAMES[key]}, {w} worker"
+                                        f"{'s' if w > 1 else ''}", name] + cells)
     return rows, client_rows, notes
 
 
@@ -189,9 +206,11 @@ def main():
             "", "## Results", "", text, ""]
     if notes:
         doc += ["Errors during the runs:", ""] + [f"- {n}" for n in notes] + [""]
-    doc += ["## The load generator's own CPU", "",
-            "What `mtls bench` itself spent per operation in the same runs (it does the",
-            "client's half of every handshake and request).", "",
+    doc += ["## Who was busy", "",
+            "What `mtls bench` itself spent in the same runs (it does the client's half of",
+            "every handshake and request), and how busy each side was. Handshakes/s and",
+            "requests/s measure the server only where the server is near 100 %; where the",
+            "load generator is, they measure the load generator.", "",
             markdown(["case", "metric"] + names, client_rows), ""]
     os.makedirs(results_dir, exist_ok=True)
     path = os.path.join(results_dir, f"{now:%Y-%m-%d}-{host}.md")

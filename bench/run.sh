@@ -17,6 +17,7 @@
 #   BENCH_WORKERS        worker counts ["1 <cores>"]
 #   BENCH_BUILD          build folder for an optimized mtls [build-release]
 #   BENCH_RESULTS        where the table is written [bench/results]
+#   BENCH_KEEP_RAW       a folder to copy every JSON report of `mtls bench` into [none]
 #
 # With 1 worker the server is pinned to CPU 0 and the load generator to CPU 1
 # (when there are two CPUs or more), so that each has a core of its own; with
@@ -201,4 +202,8 @@ for workers in $WORKERS; do
 done
 
 mkdir -p "$RESULTS"
+if [ -n "${BENCH_KEEP_RAW:-}" ]; then
+    mkdir -p "$BENCH_KEEP_RAW"
+    cp "$RES"/*.json "$BENCH_KEEP_RAW"/
+fi
 "$PYTHON" bench/report.py "$RES" "$RESULTS" "$MTLS" "$NGINX"

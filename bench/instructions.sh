@@ -1,0 +1,132 @@
+#!/bin/bash
+# Counts the user-space instructions a server spends per handshake or per
+# request, with valgrind's callgrind: exact and repeatable where CPU time on a
+# shared machine is not (docs/PERFORMANCE.md uses both).
+#
+# usage: bench/instructions.sh mtls|nginx full|resumed|keepalive [N] [KEYTYPE]
+#   N        operations measured (default 200 handshakes, or 10000 requests)
+#   KEYTYPE  ec (default) or rsa
+# Environment: BENCH_BUILD (default build-release), MTLS_SERVER (another mtls
+# binary to serve with, e.g. an experimental build; the load generator stays
+# BENCH_BUILD's), KEEP_PROFILE=FILE to keep the callgrind output.
+#
+# The server runs under callgrind with 1 worker (mtls: --worker-model thread,
+# nginx: master_process off, so one process holds everything); 50 operations
+# warm it up, then the counters are zeroed, N operations run, and the counters
+# are dumped. Keep-alive requests are counted as the difference between a run
+# of N and a run of N/5 requests, so that the 4 handshakes drop out.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SERVER=${1:?usage: $0 mtls|nginx full|resumed|keepalive [N] [ec|rsa]}
+CASE=${2:?usage: $0 mtls|nginx full|resumed|keepalive [N] [ec|rsa]}
+KEY=${4:-ec}
+if [ "$CASE" = keepalive ]; then N=${3:-10000}; else N=${3:-200}; fi
+BUILD=${BENCH_BUILD:-build-release}
+command -v valgrind >/dev/null || { echo "error: valgrind is not installed" >&2; exit 1; }
+
+cd "$ROOT"
+if [ ! -f "$BUILD/build.ninja" ]; then
+    meson setup "$BUILD" --buildtype=release -Dunit_tests=false >/dev/null
+fi
+ninja -C "$BUILD" mtls >/dev/null
+MTLS=$ROOT/$BUILD/mtls
+SERVE_BIN=${MTLS_SERVER:-$MTLS}
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtls-instr.XXXXXX")
+PGID=""
+stop() {
+    if [ -n "$PGID" ]; then
+        kill -TERM -- "-$PGID" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 -- "-$PGID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$PGID" 2>/dev/null || true
+        PGID=""
+    fi
+}
+trap 'stop; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+
+"$MTLS" init --dir "$WORK/pki" --key-type "$KEY" >/dev/null
+PKI=$WORK/pki
+PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+case $CASE in
+full) LOAD=(--requests-per-conn 1 -c 4) ;;
+resumed) LOAD=(--requests-per-conn 1 --resume -c 4) ;;
+keepalive) LOAD=(-c 4) ;;
+*) echo "error: unknown case '$CASE'" >&2; exit 2 ;;
+esac
+
+# run N: one measured run of N operations; writes "instructions operations
+# resumed" to $WORK/result.
+run() {
+    local n=$1 out=$WORK/cg.out
+    rm -f "$out"*
+    mkdir -p "$WORK/srv"
+    case $SERVER in
+    mtls)
+        (cd "$WORK/srv" && exec setsid valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+            "$SERVE_BIN" serve --listen "127.0.0.1:$PORT" --workers 1 --worker-model thread \
+            --cert "$PKI/server.crt" --key "$PKI/server.key" --client-ca "$PKI/clientca.crt") \
+            >"$WORK/server.log" 2>&1 &
+        ;;
+    nginx)
+        sed -e "s|@WORKERS@|1|; s|@PREFIX@|$WORK/srv|g; s|@PORT@|$PORT|" \
+            -e "s|@SERVER_CERT@|$PKI/server.crt|; s|@SERVER_KEY@|$PKI/server.key|" \
+            -e "s|@CLIENT_CA@|$PKI/clientca.crt|; s|@ACCESS_LOG@|$WORK/srv/access.log|" \
+            -e "s|master_process on;|master_process off;|; s| reuseport||" \
+            bench/nginx.conf.in >"$WORK/nginx.conf"
+        setsid valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$NGINX" -p "$WORK/srv" \
+            -c "$WORK/nginx.conf" -e "$WORK/srv/error.log" >"$WORK/server.log" 2>&1 &
+        ;;
+    *) echo "error: unknown server '$SERVER'" >&2; exit 2 ;;
+    esac
+    PGID=$!
+    for _ in $(seq 300); do
+        curl -s -o /dev/null --max-time 5 --cacert "$PKI/serverca.crt" --cert "$PKI/client.crt" \
+            --key "$PKI/client.key" "https://localhost:$PORT/test" && break
+        sleep 0.2
+    done
+    local bench=("$MTLS" bench "https://localhost:$PORT/test" --cacert "$PKI/serverca.crt"
+        --cert "$PKI/client.crt" --key "$PKI/client.key" "${LOAD[@]}" -d 600)
+    "${bench[@]}" -n 50 >/dev/null || true
+    # callgrind takes commands when the program next runs: the load itself
+    # wakes it for the zeroing; one plain request wakes it for the dump.
+    callgrind_control -z "$PGID" >/dev/null
+    "${bench[@]}" -n "$n" --json >"$WORK/bench.json"
+    callgrind_control -d "$PGID" >/dev/null
+    local file="" ir
+    for _ in $(seq 100); do
+        file=$(ls "$out".*.* 2>/dev/null | head -1)
+        [ -n "$file" ] && break
+        curl -s -o /dev/null --max-time 5 --cacert "$PKI/serverca.crt" --cert "$PKI/client.crt" \
+            --key "$PKI/client.key" "https://localhost:$PORT/test" || true
+        sleep 0.2
+    done
+    sleep 0.5
+    stop
+    [ -n "$file" ] || { echo "error: callgrind wrote no dump" >&2; exit 1; }
+    ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$file")
+    [ -n "${KEEP_PROFILE:-}" ] && cp "$file" "$KEEP_PROFILE"
+    /usr/bin/python3 -c "
+import json, sys
+r = json.load(open('$WORK/bench.json'))
+ops = r['responses'] if '$CASE' == 'keepalive' else r['handshakes']
+if r['errors']['total']:
+    sys.exit('error: %d errors during the run' % r['errors']['total'])
+print($ir, ops, r['handshakes_resumed'])" >"$WORK/result"
+}
+
+if [ "$CASE" = keepalive ]; then
+    run $((N / 5))
+    read -r ir_small ops_small _ <"$WORK/result"
+    run "$N"
+    read -r ir_big ops_big _ <"$WORK/result"
+    per=$(( (ir_big - ir_small) / (ops_big - ops_small) ))
+    echo "$SERVER $CASE ($KEY): $per instructions per request"
+else
+    run "$N"
+    read -r ir ops resumed <"$WORK/result"
+    echo "$SERVER $CASE ($KEY): $((ir / ops)) instructions per handshake ($resumed of $ops resumed)"
+fi
