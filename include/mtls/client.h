@@ -26,9 +26,10 @@ extern "C" {
 
 /** Where a client's trust and identity come from. Every field may be NULL. */
 typedef struct mtls_client_files {
-    const char *cacert; /* PEM file of CA certificates to trust; NULL: the system's store */
-    const char *cert;   /* our certificate (PEM, may carry its chain); needs key */
-    const char *key;    /* our private key (PEM, unencrypted) */
+    const char *cacert;   /* CA certificates to trust (PEM bundle or DER); NULL: the system's */
+    const char *cert;     /* our certificate (PEM or DER; a PEM may carry its chain); needs key */
+    const char *key;      /* our private key (PEM) */
+    const char *password; /* NULL, or the password of an encrypted key (borrowed) */
 } mtls_client_files;
 
 /**
@@ -37,7 +38,9 @@ typedef struct mtls_client_files {
  * and presents files->cert with files->key when a server asks for a client
  * certificate. Checks that the key matches the certificate before anything
  * connects (MTLS_E_INVALID, "your key 'k' does not match your certificate
- * 'c'"). Host-name checks are per connection (see mtls_client_set_peer_name).
+ * 'c'"); files are read as mtls_cert_load_all() and mtls_key_load() read
+ * them (an encrypted key needs files->password). Host-name checks are per
+ * connection (see mtls_client_set_peer_name).
  * Returns a new SSL_CTX the caller frees with SSL_CTX_free(), or NULL with
  * err set (MTLS_E_NOTFOUND, MTLS_E_IO, MTLS_E_INVALID, MTLS_E_CRYPTO).
  */

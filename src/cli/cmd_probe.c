@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "pki_common.h"
 #include "probe_report.h"
 
 static void trace_to_stderr(void *arg, const char *line)
@@ -13,14 +14,19 @@ static void trace_to_stderr(void *arg, const char *line)
     fprintf(stderr, "* %s\n", line);
 }
 
-static const char *cacert, *cert, *key, *servername;
+static const char *cacert, *cert, *key, *password_file, *servername;
 static int json, verbose;
 static long timeout = 10;
 static const struct cli_opt opts[] = {
     {"cacert", 0, CLI_STRING, &cacert, "FILE",
-     "CA certificates (PEM) to verify the server with (default: system's)", 0, 0},
-    {"cert", 0, CLI_STRING, &cert, "FILE", "your client certificate (PEM); needs --key", 0, 0},
-    {"key", 0, CLI_STRING, &key, "FILE", "the private key of --cert (PEM, unencrypted)", 0, 0},
+     "CA certificates (PEM or DER) to verify the server with (default: system's)", 0, 0},
+    {"cert", 0, CLI_STRING, &cert, "FILE",
+     "your client certificate (PEM or DER; a PEM file may carry its chain after it); needs --key",
+     0, 0},
+    {"key", 0, CLI_STRING, &key, "FILE", "the private key of --cert (PEM)", 0, 0},
+    {"password-file", 0, CLI_STRING, &password_file, "FILE",
+     "password of an encrypted --key, on the first line of FILE (default $MTLS_KEY_PASSWORD)", 0,
+     0},
     {"servername", 0, CLI_STRING, &servername, "NAME",
      "SNI and the name the server's certificate must carry (default: host)", 0, 0},
     {"timeout", 0, CLI_INT, &timeout, "SECONDS",
@@ -32,7 +38,8 @@ static const struct cli_opt opts[] = {
 };
 static const struct cli_spec spec = {
     .name = "probe",
-    .usage = "https://HOST[:PORT][/PATH] [--cacert FILE] [--cert FILE --key FILE] [options]",
+    .usage = "https://HOST[:PORT][/PATH] [--cacert FILE] [--cert FILE --key FILE] "
+             "[--password-file FILE] [options]",
     .summary = "connect to an mTLS endpoint, show what the handshake shows, and say what "
                "failed and why",
     .description =
@@ -63,7 +70,7 @@ int cmd_probe(int argc, char **argv)
     mtls_probe_opts popts = {0};
     mtls_probe_result res = {0};
     mtls_err err;
-    char diagnosis[2048];
+    char diagnosis[2048], *password = NULL;
     int rc;
 
     rc = cli_parse(&spec, argc, argv, &args);
@@ -77,10 +84,20 @@ int cmd_probe(int argc, char **argv)
                                   : "--key needs --cert (its certificate)");
         goto out;
     }
+    if (servername != NULL && servername[0] == '\0') {
+        rc = cli_usage_error(&spec, "--servername needs a name (the host name the server's "
+                                    "certificate must carry)");
+        goto out;
+    }
+    if (pki_password(password_file, &password) != 0) {
+        rc = EXIT_FAIL;
+        goto out;
+    }
     popts.url = args.v[0];
     popts.files.cacert = cacert;
     popts.files.cert = cert;
     popts.files.key = key;
+    popts.files.password = password;
     popts.servername = servername;
     popts.timeout_ms = (int)timeout * 1000;
     if (verbose) {
@@ -125,6 +142,7 @@ int cmd_probe(int argc, char **argv)
            rc == EXIT_OK ? "ok" : probe_verdict(&res), cli_reset(stdout), diagnosis);
 out:
     mtls_probe_result_release(&res);
+    pki_password_free(password);
     cli_args_release(&args);
     return rc;
 }

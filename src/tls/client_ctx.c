@@ -1,17 +1,15 @@
 /* A client SSL_CTX made from files: the CAs we trust, our certificate and
  * key, checked against each other before anything connects. */
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "mtls/client.h"
-
-/* PEM files larger than this are not certificates or keys. */
-#define PEM_FILE_MAX (4u * 1024 * 1024)
+#include "mtls/pki.h"
 
 int mtls_is_ip_literal(const char *text)
 {
@@ -20,152 +18,72 @@ int mtls_is_ip_literal(const char *text)
     return inet_pton(AF_INET, text, buf) == 1 || inet_pton(AF_INET6, text, buf) == 1;
 }
 
-/* Never prompts: an encrypted key is reported, not asked about. */
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)u;
-    return -1;
-}
-
+/* Trusts every certificate of path (PEM bundle or DER). */
 static int load_cacert(SSL_CTX *ctx, const char *path, mtls_err *err)
 {
-    unsigned char *data = NULL;
-    size_t len = 0;
-    BIO *bio = NULL;
-    STACK_OF(X509_INFO) *infos = NULL;
+    STACK_OF(X509) *certs = NULL;
     X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-    int rc, added = 0;
+    int rc = mtls_cert_load_all(path, &certs, err);
 
-    rc = mtls_file_read(path, PEM_FILE_MAX, &data, &len, err);
-    if (rc != 0)
-        goto out;
-    bio = BIO_new_mem_buf(data, (int)len);
-    if (bio == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
+    if (rc == MTLS_E_INVALID && err != NULL) {
+        char what[MTLS_ERR_MSG_MAX];
+
+        /* The usual mistake: a key, or the server's own certificate request. */
+        snprintf(what, sizeof(what), "%s", err->msg);
+        mtls_err_set(err, rc,
+                     "%s: --cacert needs the certificate of the CA that signed the server's "
+                     "certificate",
+                     what);
         goto out;
     }
-    infos = PEM_X509_INFO_read_bio(bio, NULL, no_password, NULL);
-    if (infos == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_INVALID, "cannot read '%s' as PEM certificates", path);
-        goto out;
-    }
-    for (int i = 0; i < sk_X509_INFO_num(infos); i++) {
-        X509_INFO *info = sk_X509_INFO_value(infos, i);
-
-        if (info->x509 == NULL)
-            continue;
-        if (X509_STORE_add_cert(store, info->x509) != 1) {
+    for (int i = 0; rc == 0 && i < sk_X509_num(certs); i++) {
+        if (X509_STORE_add_cert(store, sk_X509_value(certs, i)) != 1)
             rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot trust the certificates of '%s'", path);
-            goto out;
-        }
-        added++;
     }
-    if (added == 0)
-        rc = mtls_err_set(err, MTLS_E_INVALID,
-                          "'%s' holds no certificate: --cacert needs the PEM certificate of the "
-                          "CA that signed the server's certificate",
-                          path);
 out:
-    sk_X509_INFO_pop_free(infos, X509_INFO_free);
-    BIO_free(bio);
-    free(data);
+    sk_X509_pop_free(certs, X509_free);
     ERR_clear_error();
     return rc;
 }
 
+/* Our certificate, and the ones after it in the file as the chain we send. */
 static int load_cert(SSL_CTX *ctx, const char *path, mtls_err *err)
 {
-    unsigned char *data = NULL;
-    size_t len = 0;
-    BIO *bio = NULL;
-    X509 *leaf = NULL, *extra = NULL;
-    int rc;
+    STACK_OF(X509) *certs = NULL;
+    X509 *leaf = NULL;
+    int rc = mtls_cert_load_all(path, &certs, err);
 
-    rc = mtls_file_read(path, PEM_FILE_MAX, &data, &len, err);
     if (rc != 0)
         goto out;
-    bio = BIO_new_mem_buf(data, (int)len);
-    if (bio == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
-        goto out;
-    }
-    leaf = PEM_read_bio_X509(bio, NULL, no_password, NULL);
-    if (leaf == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_INVALID, "cannot read '%s' as a PEM certificate", path);
-        goto out;
-    }
-    if (SSL_CTX_use_certificate(ctx, leaf) != 1) {
+    leaf = sk_X509_shift(certs);
+    if (SSL_CTX_use_certificate(ctx, leaf) != 1 || SSL_CTX_set1_chain(ctx, certs) != 1)
         rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot use the certificate in '%s'", path);
-        goto out;
-    }
-    /* Certificates after the first one are the chain we send with it. */
-    while ((extra = PEM_read_bio_X509(bio, NULL, no_password, NULL)) != NULL) {
-        if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) {
-            rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot use the chain in '%s'", path);
-            goto out;
-        }
-        extra = NULL; /* consumed */
-    }
-    ERR_clear_error(); /* the end of the file is not an error */
-    rc = 0;
 out:
-    X509_free(extra);
     X509_free(leaf);
-    BIO_free(bio);
-    free(data);
+    sk_X509_pop_free(certs, X509_free);
     return rc;
 }
 
-static int load_key(SSL_CTX *ctx, const char *path, const char *cert_path, mtls_err *err)
+static int load_key(SSL_CTX *ctx, const mtls_client_files *files, mtls_err *err)
 {
-    unsigned char *data = NULL;
-    size_t len = 0;
-    BIO *bio = NULL;
     EVP_PKEY *key = NULL;
-    int rc;
+    int rc = mtls_key_load(files->key, files->password, &key, err);
 
-    rc = mtls_file_read(path, PEM_FILE_MAX, &data, &len, err);
     if (rc != 0)
         goto out;
-    bio = BIO_new_mem_buf(data, (int)len);
-    if (bio == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
-        goto out;
-    }
-    key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
-    if (key == NULL) {
-        if (len > 0 && strstr((const char *)data, "ENCRYPTED") != NULL)
-            rc = mtls_err_set(err, MTLS_E_INVALID,
-                              "'%s' is encrypted: decrypt it first (openssl pkey -in %s -out "
-                              "plain.key)",
-                              path, path);
-        else
-            rc = mtls_err_ssl(err, MTLS_E_INVALID, "cannot read '%s' as a PEM private key", path);
-        ERR_clear_error();
-        goto out;
-    }
     /* SSL_CTX_use_PrivateKey() already compares it with the certificate;
      * the explicit check gives the mistake its own plain sentence. */
-    if (X509_check_private_key(SSL_CTX_get0_certificate(ctx), key) != 1) {
-        ERR_clear_error();
+    if (!mtls_key_matches_cert(key, SSL_CTX_get0_certificate(ctx))) {
         rc = mtls_err_set(err, MTLS_E_INVALID,
                           "your key '%s' does not match your certificate '%s': pass the key "
                           "the certificate was made for",
-                          path, cert_path);
+                          files->key, files->cert);
         goto out;
     }
-    if (SSL_CTX_use_PrivateKey(ctx, key) != 1) {
-        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot use the key in '%s'", path);
-        goto out;
-    }
-    rc = 0;
+    if (SSL_CTX_use_PrivateKey(ctx, key) != 1)
+        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot use the key in '%s'", files->key);
 out:
     EVP_PKEY_free(key);
-    BIO_free(bio);
-    mtls_free_secret(data, len);
     return rc;
 }
 
@@ -200,7 +118,7 @@ SSL_CTX *mtls_client_ctx_new(const mtls_client_files *files, mtls_err *err)
     if (files->cert != NULL) {
         if (load_cert(ctx, files->cert, err) != 0)
             goto out;
-        if (load_key(ctx, files->key, files->cert, err) != 0)
+        if (load_key(ctx, files, err) != 0)
             goto out;
     }
     ok = 1;

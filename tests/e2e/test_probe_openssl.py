@@ -234,6 +234,7 @@ def test_json_success_has_http(pki, server13):
     (["http://localhost:1/"], "plain http"),
     (["https://localhost:99999/"], "bad port"),
     (["https://localhost/", "--cert", "client.crt"], "--cert needs --key"),
+    (["https://localhost/", "--servername", ""], "--servername needs a name"),
     ([], "missing argument"),
 ])
 def test_usage_errors(pki, args, message):
@@ -246,3 +247,33 @@ def test_missing_cacert_file(pki):
     r = probe(pki, free_port(), "--cacert", "nope.crt")
     assert r.returncode == FAIL
     assert "nope.crt" in r.stderr
+
+
+def test_files_as_the_pki_commands_read_them(pki, server13, tmp_path):
+    """DER certificates work, an encrypted key takes --password-file, and a file of
+    the wrong kind says what it holds (as every other command does)."""
+    import subprocess
+
+    def conv(*args):
+        subprocess.run(["openssl", *[str(a) for a in args]], check=True, capture_output=True)
+
+    conv("x509", "-in", pki / "serverca.crt", "-outform", "DER", "-out", tmp_path / "ca.der")
+    conv("x509", "-in", pki / "client.crt", "-outform", "DER", "-out", tmp_path / "c.der")
+    conv("pkey", "-in", pki / "client.key", "-aes256", "-passout", "pass:s3cret", "-out",
+         tmp_path / "enc.key")
+    (tmp_path / "pw").write_text("s3cret\n")
+    r = probe(pki, server13.port, "--cacert", tmp_path / "ca.der", "--cert", tmp_path / "c.der",
+              "--key", "client.key")
+    assert r.returncode == OK, r.stdout + r.stderr
+    enc = ("--cacert", "serverca.crt", "--cert", "client.crt", "--key", tmp_path / "enc.key")
+    r = probe(pki, server13.port, *enc)
+    assert r.returncode == FAIL and "is encrypted: pass its password with --password-file" in r.stderr
+    r = probe(pki, server13.port, *enc, "--password-file", tmp_path / "pw")
+    assert r.returncode == OK, r.stdout + r.stderr
+    assert "s3cret" not in r.stdout + r.stderr
+    r = probe(pki, server13.port, "--cacert", "client.key")
+    assert r.returncode == FAIL
+    assert "'client.key' holds a private key, not a certificate: --cacert needs" in r.stderr
+    r = probe(pki, server13.port, "--cacert", "serverca.crt", "--cert", "client.key", "--key",
+              "client.key")
+    assert r.returncode == FAIL and "'client.key' holds a private key, not a certificate" in r.stderr

@@ -112,9 +112,9 @@ static void write_cert(EVP_PKEY *key, const char *name)
 
 static char *in_dir(const char *name)
 {
-    static char paths[4][256];
+    static char paths[16][256];
     static int next;
-    char *p = paths[next++ % 4];
+    char *p = paths[next++ % 16];
 
     snprintf(p, 256, "%s/%s", dir, name);
     return p;
@@ -130,6 +130,10 @@ static void setup(void)
     write_key(a, "a.key");
     write_cert(a, "a.crt");
     write_key(b, "b.key");
+    f = fopen(in_dir("enc.key"), "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(PEM_write_PKCS8PrivateKey(f, a, EVP_aes_256_cbc(), NULL, 0, NULL, "pw"), 1);
+    fclose(f);
     f = fopen(in_dir("garbage.pem"), "w");
     fputs("not a certificate\n", f);
     fclose(f);
@@ -139,9 +143,9 @@ static void setup(void)
 
 static void teardown(void)
 {
-    const char *names[] = {"a.key", "a.crt", "b.key", "garbage.pem"};
+    const char *names[] = {"a.key", "a.crt", "b.key", "enc.key", "garbage.pem"};
 
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < 5; i++)
         unlink(in_dir(names[i]));
     rmdir(dir);
 }
@@ -186,6 +190,27 @@ Test(client_ctx, missing_and_bad_files)
     cr_assert(strstr(err.msg, "garbage.pem") != NULL, "%s", err.msg);
     cr_assert_null(mtls_client_ctx_new(&half, &err));
     cr_assert(strstr(err.msg, "--key") != NULL, "%s", err.msg);
+}
+
+Test(client_ctx, encrypted_key_and_files_of_the_wrong_kind)
+{
+    mtls_client_files no_pw = {.cert = in_dir("a.crt"), .key = in_dir("enc.key")};
+    mtls_client_files pw = {.cert = in_dir("a.crt"), .key = in_dir("enc.key"), .password = "pw"};
+    mtls_client_files key_as_ca = {.cacert = in_dir("a.key")};
+    mtls_client_files key_as_cert = {.cert = in_dir("a.key"), .key = in_dir("a.key")};
+    mtls_err err;
+    SSL_CTX *ctx;
+
+    cr_assert_null(mtls_client_ctx_new(&no_pw, &err));
+    cr_assert(strstr(err.msg, "is encrypted: pass its password") != NULL, "%s", err.msg);
+    ctx = mtls_client_ctx_new(&pw, &err);
+    cr_assert_not_null(ctx, "%s", err.msg);
+    SSL_CTX_free(ctx);
+    cr_assert_null(mtls_client_ctx_new(&key_as_ca, &err));
+    cr_assert(strstr(err.msg, "holds a private key, not a certificate: --cacert needs") != NULL,
+              "%s", err.msg);
+    cr_assert_null(mtls_client_ctx_new(&key_as_cert, &err));
+    cr_assert(strstr(err.msg, "holds a private key, not a certificate") != NULL, "%s", err.msg);
 }
 
 Test(client_ctx, peer_name_dns_and_ip)
