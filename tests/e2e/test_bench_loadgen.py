@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import free_port, run_mtls, wait_for_port
+from conftest import MTLS, free_port, run_mtls, wait_for_port, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "bench_peer.py")
@@ -321,3 +321,41 @@ def test_bad_key_file_fails_with_its_name(pki, tmp_path):
     r = run_mtls("bench", "https://127.0.0.1:1/", *args, "-d", "0.2")
     assert r.returncode == 1
     assert f"cannot load the client key '{bad}'" in r.stderr
+
+
+@pytest.fixture
+def mtls_serve(tmp_path):
+    """`mtls serve` with 1 worker on the PKI of `mtls init`, in its own folder."""
+    d = tmp_path / "serve"
+    r = run_mtls("init", "--dir", str(d))
+    assert r.returncode == 0, r.stderr
+    port = free_port()
+    proc = subprocess.Popen([MTLS, "serve", "--listen", f"127.0.0.1:{port}", "--workers", "1"],
+                            cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port, proc=proc)
+        yield d, port, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_against_mtls_serve_resumption_and_keep_alive(mtls_serve):
+    d, port, proc = mtls_serve
+    args = [f"https://localhost:{port}/test", "--cacert", d / "serverca.crt",
+            "--cert", d / "client.crt", "--key", d / "client.key", "-p", proc.pid]
+    r, out = bench(*args, "-c", "1", "--resume", "--requests-per-conn", "1", "--requests", "20")
+    assert r.returncode == 0, r.stderr
+    assert (out["handshakes"], out["requests"], out["errors"]["total"]) == (20, 20, 0)
+    assert out["handshakes_resumed"] == 19
+    r, out = bench(*args, "-c", "2", "--requests", "100")
+    assert r.returncode == 0, r.stderr
+    assert (out["handshakes"], out["requests"], out["errors"]["total"]) == (2, 100, 0)
+    # Every request, resumed or not, is logged with the client's identity.
+    log = d / "access.log"
+    wait_until(lambda: log.exists() and log.read_text().count("CN=localclient") == 120,
+               what="120 access-log lines naming the client")
