@@ -64,17 +64,31 @@ static const struct cli_spec spec = {
 };
 
 /* The server's pid, for the signal handler: a demo that is interrupted
- * must not leave its server running. */
+ * must not leave its server running, nor its temporary folder (with keys). */
 static volatile sig_atomic_t server_pid_for_signal;
+static volatile sig_atomic_t interrupted_by;
 
+/* Stops the server at once and lets the demo unwind and clean up; the
+ * signal is raised again once the temporary folder is gone. */
 static void on_fatal_signal(int sig)
 {
     pid_t pid = (pid_t)server_pid_for_signal;
 
+    interrupted_by = sig;
     if (pid > 0)
         kill(pid, SIGTERM);
-    signal(sig, SIG_DFL);
-    raise(sig);
+}
+
+static void catch_fatal_signals(void)
+{
+    struct sigaction sa;
+    const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_fatal_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaction(sigs[i], &sa, NULL);
 }
 
 /* ---- small helpers --------------------------------------------------- */
@@ -380,18 +394,34 @@ static void print_log(const char *dir, const char *name, off_t from)
 
 /* ---- the demo -------------------------------------------------------- */
 
-static int have_pki(const char *dir)
-{
-    static const char *const files[] = {"serverca.crt", "clientca.crt", "server.crt",
-                                        "server.key",   "client.crt",   "client.key"};
-    char path[PATH_MAX];
+/* What one run of the demo holds, so that every step can fail into one
+ * clean-up. */
+struct demo {
+    char self[PATH_MAX];
+    const char *dir;
+    int made_tmp;
+    int port;
+    char listen[32];
+    pid_t server;
+    int out_fd; /* the server's stdout and stderr */
+    off_t access_from, system_from;
+    int started; /* the server was started (it may have stopped since) */
+};
 
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
-        if (access(path, R_OK) != 0)
-            return 0;
+static const char *const pki_files[] = {"serverca.crt", "clientca.crt", "server.crt",
+                                        "server.key",   "client.crt",   "client.key"};
+
+/* How many of the files the demo needs are in dir. */
+static size_t pki_files_present(const char *dir)
+{
+    char path[PATH_MAX];
+    size_t n = 0;
+
+    for (size_t i = 0; i < sizeof(pki_files) / sizeof(pki_files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, pki_files[i]);
+        n += access(path, F_OK) == 0;
     }
-    return 1;
+    return n;
 }
 
 static int make_pki(const char *self, const char *dir)
@@ -421,15 +451,204 @@ static int make_pki(const char *self, const char *dir)
     return ok ? 0 : EXIT_FAIL;
 }
 
+/* The port first: a busy --port must fail before anything is made. */
+static int pick_port(struct demo *d)
+{
+    if (port_opt != 0) {
+        d->port = (int)port_opt;
+        if (!port_is_free(d->port))
+            return cli_failf("port %d on 127.0.0.1 is in use: pick another with --port, or leave "
+                             "it out to use any free port",
+                             d->port);
+    } else {
+        d->port = port_is_free(DEMO_PORT) ? DEMO_PORT : any_free_port();
+        if (d->port < 0)
+            return cli_failf("cannot find a free port on 127.0.0.1: %s", strerror(errno));
+    }
+    snprintf(d->listen, sizeof(d->listen), "127.0.0.1:%d", d->port);
+    return 0;
+}
+
+/* --dir (made when missing, refused when it is a file) or a new temporary folder. */
+static int make_dir(struct demo *d)
+{
+    static char tmp_path[PATH_MAX];
+    const char *base = getenv("TMPDIR");
+    struct stat st;
+
+    if (dir_opt != NULL) {
+        d->dir = dir_opt;
+        if (mkdir(d->dir, 0755) != 0 && errno != EEXIST)
+            return cli_failf("cannot create the folder '%s': %s", d->dir,
+                             errno == ENOENT ? "the folder above it does not exist"
+                                             : strerror(errno));
+        if (stat(d->dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            return cli_failf("--dir '%s' is not a folder: name a folder (it is made when missing)",
+                             d->dir);
+        return 0;
+    }
+    snprintf(tmp_path, sizeof(tmp_path), "%s/%s", base && base[0] ? base : "/tmp",
+             "mtls-demo-XXXXXX");
+    d->dir = mkdtemp(tmp_path);
+    if (d->dir == NULL)
+        return cli_failf("cannot create a temporary folder in '%s': %s",
+                         base && base[0] ? base : "/tmp", strerror(errno));
+    d->made_tmp = 1;
+    return 0;
+}
+
+/* 1. The PKI: reused when --dir holds it whole, made by 'mtls init' when
+ * the folder holds none of it, refused when it holds part of it. */
+static int setup_pki(const struct demo *d)
+{
+    size_t present = d->made_tmp ? 0 : pki_files_present(d->dir);
+
+    if (present == sizeof(pki_files) / sizeof(pki_files[0])) {
+        printf("pki      reusing the certificates already in %s\n", d->dir);
+        return 0;
+    }
+    if (present > 0)
+        return cli_failf("'%s' holds part of a PKI (%zu of serverca.crt, clientca.crt, server.crt, "
+                         "server.key, client.crt, client.key): complete it with 'mtls init --dir "
+                         "%s --force', or use another --dir",
+                         d->dir, present, d->dir);
+    if (make_pki(d->self, d->dir) != 0)
+        return EXIT_FAIL;
+    printf("pki      'mtls init' made two CAs and two certificates in %s\n", d->dir);
+    printf("         serverca.crt (CN=server-example-ca) signed server.crt (CN=localhost)\n");
+    printf("         clientca.crt (CN=client-example-ca) signed client.crt (CN=localclient)\n");
+    return 0;
+}
+
+/* 2. The server, a real separate process, waited for by polling its port. */
+static int start_server(struct demo *d)
+{
+    char *serve_args[] = {(char *)"mtls",     (char *)"serve", (char *)"--listen",
+                          d->listen,          (char *)"--workers", (char *)"1",
+                          NULL};
+    long long deadline = now_ms() + SERVER_START_MS;
+    int status = 0;
+
+    d->access_from = file_size(d->dir, "access.log");
+    d->system_from = file_size(d->dir, "system.log");
+    d->out_fd = output_file();
+    d->server = spawn(d->self, serve_args, d->dir, d->out_fd);
+    if (d->server < 0)
+        return cli_failf("cannot start 'mtls serve': %s", strerror(errno));
+    server_pid_for_signal = d->server;
+    d->started = 1;
+    while (!port_listening(d->port)) {
+        if (waitpid(d->server, &status, WNOHANG) == d->server) {
+            char how[64];
+
+            describe_status(status, how, sizeof(how));
+            d->server = -1;
+            server_pid_for_signal = 0;
+            cli_failf("'mtls serve --listen %s' stopped at once (%s); it said:", d->listen, how);
+            if (d->out_fd >= 0)
+                print_output(stderr, d->out_fd, "  ");
+            return EXIT_FAIL;
+        }
+        if (interrupted_by != 0)
+            return EXIT_FAIL;
+        if (now_ms() >= deadline)
+            return cli_failf("'mtls serve' does not listen on %s after %d s", d->listen,
+                             SERVER_START_MS / 1000);
+        sleep_ms(20);
+    }
+    printf("server   'mtls serve' (pid %d) listens on https://localhost:%d and requires a\n"
+           "         client certificate issued by CN=client-example-ca\n\n",
+           (int)d->server, d->port);
+    return 0;
+}
+
+/* 3. The article's three checks; returns how many behaved as it says. */
+static int run_checks(const struct demo *d)
+{
+    const struct check checks[3] = {
+        {"with the server's CA, the client's key and certificate",
+         "--cacert serverca.crt --key client.key --cert client.crt",
+         {.cacert = "serverca.crt", .cert = "client.crt", .key = "client.key"},
+         "200 and " EXPECTED_BODY},
+        {"without the server's CA (the client cannot check who the server is)",
+         "--key client.key --cert client.crt",
+         {.cacert = NULL, .cert = "client.crt", .key = "client.key"},
+         "the client to refuse the server: unknown CA"},
+        {"without the client's certificate (the server cannot check who we are)",
+         "--cacert serverca.crt",
+         {.cacert = "serverca.crt", .cert = NULL, .key = NULL},
+         "the server to refuse the client: handshake failure"},
+    };
+    int passed = 0;
+
+    for (int i = 0; i < 3 && interrupted_by == 0; i++)
+        passed += run_check(i, &checks[i], d->dir, d->port);
+    return passed;
+}
+
+/* SIGTERM, then SIGKILL after SERVER_STOP_MS; 1 when it stopped cleanly. */
+static int stop_server(struct demo *d, int *status)
+{
+    int stopped = 0;
+
+    if (d->server <= 0)
+        return 0;
+    kill(d->server, SIGTERM);
+    if (!wait_exit(d->server, now_ms() + SERVER_STOP_MS, status)) {
+        cli_warnf("'mtls serve' did not stop within %d s of SIGTERM; killing it",
+                  SERVER_STOP_MS / 1000);
+        kill(d->server, SIGKILL);
+        wait_exit(d->server, LLONG_MAX, status);
+    } else {
+        stopped = (WIFEXITED(*status) && WEXITSTATUS(*status) == 0) ||
+                  (WIFSIGNALED(*status) && WTERMSIG(*status) == SIGTERM);
+    }
+    d->server = -1;
+    server_pid_for_signal = 0;
+    return stopped;
+}
+
+/* 4. What the server logged, and the verdict. */
+static int report(const struct demo *d, int passed, int stopped, int status)
+{
+    printf("server logs (in %s)\n", d->dir);
+    print_log(d->dir, "access.log", d->access_from);
+    print_log(d->dir, "system.log", d->system_from);
+    if (!stopped) {
+        char how[64];
+
+        describe_status(status, how, sizeof(how));
+        printf("\n%sFAIL%s  'mtls serve' did not stop cleanly on SIGTERM (%s); it said:\n",
+               cli_red(stdout), cli_reset(stdout), how);
+        if (d->out_fd >= 0)
+            print_output(stdout, d->out_fd, "  ");
+    }
+    printf("\n%s%d of 3 checks behaved as the tutorial says%s; the server %s\n",
+           passed == 3 ? cli_green(stdout) : cli_red(stdout), passed, cli_reset(stdout),
+           stopped ? "stopped cleanly" : "did not stop cleanly");
+    if (d->made_tmp && keep)
+        printf("kept %s: cd there and try the curl commands above (start 'mtls serve "
+               "--listen %s' first)\n",
+               d->dir, d->listen);
+    return passed == 3 && stopped ? EXIT_OK : EXIT_FAIL;
+}
+
+static int find_self(struct demo *d)
+{
+    ssize_t n = readlink("/proc/self/exe", d->self, sizeof(d->self) - 1);
+
+    if (n <= 0)
+        return cli_failf("cannot find this program's own path in /proc/self/exe: %s",
+                         strerror(errno));
+    d->self[n] = '\0';
+    return 0;
+}
+
 int cmd_demo(int argc, char **argv)
 {
     struct cli_args args = {0};
-    char self[PATH_MAX], listen[32];
-    const char *dir = NULL;
-    int rc, made_tmp = 0, port, out_fd = -1, passed = 0, status = 0, stopped = 0;
-    pid_t server = -1;
-    off_t access_from, system_from;
-    ssize_t n;
+    struct demo d = {.server = -1, .out_fd = -1};
+    int rc, passed, stopped, status = 0;
 
     rc = cli_parse(&spec, argc, argv, &args);
     if (rc != CLI_PARSED) {
@@ -439,185 +658,31 @@ int cmd_demo(int argc, char **argv)
     rc = EXIT_FAIL;
     /* Line by line, so that progress and stderr's errors interleave in order. */
     setvbuf(stdout, NULL, _IOLBF, 0);
-    n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0) {
-        cli_failf("cannot find this program's own path in /proc/self/exe: %s", strerror(errno));
+    catch_fatal_signals();
+    if (find_self(&d) != 0 || pick_port(&d) != 0)
         goto out;
-    }
-    self[n] = '\0';
-
-    /* The port first: a busy --port must fail before anything is made. */
-    if (port_opt != 0) {
-        port = (int)port_opt;
-        if (!port_is_free(port)) {
-            cli_failf("port %d on 127.0.0.1 is in use: pick another with --port, or leave it out "
-                      "to use any free port",
-                      port);
-            goto out;
-        }
-    } else {
-        port = port_is_free(DEMO_PORT) ? DEMO_PORT : any_free_port();
-        if (port < 0) {
-            cli_failf("cannot find a free port on 127.0.0.1: %s", strerror(errno));
-            goto out;
-        }
-    }
-
     printf("%smtls demo%s: the mutual TLS tutorial, end to end\n\n", cli_bold(stdout),
            cli_reset(stdout));
-    if (dir_opt != NULL) {
-        dir = dir_opt;
-        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-            cli_failf("cannot create '%s': %s", dir, strerror(errno));
-            goto out;
-        }
-    } else {
-        const char *base = getenv("TMPDIR");
-        static char tmp_path[PATH_MAX];
-
-        snprintf(tmp_path, sizeof(tmp_path), "%s/%s", base && base[0] ? base : "/tmp",
-                 "mtls-demo-XXXXXX");
-        dir = mkdtemp(tmp_path);
-        if (dir == NULL) {
-            cli_failf("cannot create a temporary folder in '%s': %s",
-                      base && base[0] ? base : "/tmp", strerror(errno));
-            goto out;
-        }
-        made_tmp = 1;
-    }
-
-    /* 1. The PKI. */
-    if (dir_opt != NULL && have_pki(dir)) {
-        printf("pki      reusing the certificates already in %s\n", dir);
-    } else {
-        if (make_pki(self, dir) != 0)
-            goto out;
-        printf("pki      'mtls init' made two CAs and two certificates in %s\n", dir);
-        printf("         serverca.crt (CN=server-example-ca) signed server.crt (CN=localhost)\n");
-        printf("         clientca.crt (CN=client-example-ca) signed client.crt (CN=localclient)\n");
-    }
-
-    /* 2. The server, a real separate process. */
-    access_from = file_size(dir, "access.log");
-    system_from = file_size(dir, "system.log");
-    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-    {
-        char *serve_args[] = {(char *)"mtls",
-                              (char *)"serve",
-                              (char *)"--listen",
-                              listen,
-                              (char *)"--workers",
-                              (char *)"1",
-                              NULL};
-
-        out_fd = output_file();
-        signal(SIGINT, on_fatal_signal);
-        signal(SIGTERM, on_fatal_signal);
-        signal(SIGHUP, on_fatal_signal);
-        server = spawn(self, serve_args, dir, out_fd);
-        if (server < 0) {
-            cli_failf("cannot start 'mtls serve': %s", strerror(errno));
-            goto out;
-        }
-        server_pid_for_signal = server;
-    }
-    {
-        long long deadline = now_ms() + SERVER_START_MS;
-        int up = 0;
-
-        while (!up && now_ms() < deadline) {
-            if (waitpid(server, &status, WNOHANG) == server) {
-                char how[64];
-
-                describe_status(status, how, sizeof(how));
-                server = -1;
-                server_pid_for_signal = 0;
-                cli_failf("'mtls serve --listen %s' stopped at once (%s); it said:", listen, how);
-                if (out_fd >= 0)
-                    print_output(stderr, out_fd, "  ");
-                goto out;
-            }
-            up = port_listening(port);
-            if (!up)
-                sleep_ms(20);
-        }
-        if (!up) {
-            cli_failf("'mtls serve' does not listen on %s after %d s", listen,
-                      SERVER_START_MS / 1000);
-            goto out;
-        }
-    }
-    printf("server   'mtls serve' (pid %d) listens on https://localhost:%d and requires a\n"
-           "         client certificate issued by CN=client-example-ca\n\n",
-           (int)server, port);
-
-    /* 3. The article's three checks. */
-    {
-        const struct check checks[3] = {
-            {"with the server's CA, the client's key and certificate",
-             "--cacert serverca.crt --key client.key --cert client.crt",
-             {.cacert = "serverca.crt", .cert = "client.crt", .key = "client.key"},
-             "200 and " EXPECTED_BODY},
-            {"without the server's CA (the client cannot check who the server is)",
-             "--key client.key --cert client.crt",
-             {.cacert = NULL, .cert = "client.crt", .key = "client.key"},
-             "the client to refuse the server: unknown CA"},
-            {"without the client's certificate (the server cannot check who we are)",
-             "--cacert serverca.crt",
-             {.cacert = "serverca.crt", .cert = NULL, .key = NULL},
-             "the server to refuse the client: handshake failure"},
-        };
-
-        for (int i = 0; i < 3; i++)
-            passed += run_check(i, &checks[i], dir, port);
-    }
-
-    /* 4. Stop the server, then show what it logged. */
-    kill(server, SIGTERM);
-    if (!wait_exit(server, now_ms() + SERVER_STOP_MS, &status)) {
-        cli_warnf("'mtls serve' did not stop within %d s of SIGTERM; killing it",
-                  SERVER_STOP_MS / 1000);
-        kill(server, SIGKILL);
-        wait_exit(server, LLONG_MAX, &status);
-    } else {
-        stopped = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
-                  (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
-    }
-    server = -1;
-    server_pid_for_signal = 0;
-    printf("server logs (in %s)\n", dir);
-    print_log(dir, "access.log", access_from);
-    print_log(dir, "system.log", system_from);
-    if (!stopped) {
-        char how[64];
-
-        describe_status(status, how, sizeof(how));
-        printf("\n%sFAIL%s  'mtls serve' did not stop cleanly on SIGTERM (%s); it said:\n",
-               cli_red(stdout), cli_reset(stdout), how);
-        if (out_fd >= 0)
-            print_output(stdout, out_fd, "  ");
-    }
-    printf("\n%s%d of 3 checks behaved as the tutorial says%s; the server %s\n",
-           passed == 3 ? cli_green(stdout) : cli_red(stdout), passed, cli_reset(stdout),
-           stopped ? "stopped cleanly" : "did not stop cleanly");
-    if (made_tmp && keep)
-        printf("kept %s: cd there and try the curl commands above (start 'mtls serve "
-               "--listen %s' first)\n",
-               dir, listen);
-    rc = passed == 3 && stopped ? EXIT_OK : EXIT_FAIL;
+    if (make_dir(&d) != 0 || setup_pki(&d) != 0 || interrupted_by != 0 || start_server(&d) != 0)
+        goto out;
+    passed = run_checks(&d);
+    stopped = stop_server(&d, &status);
+    if (interrupted_by == 0)
+        rc = report(&d, passed, stopped, status);
 out:
-    if (server > 0) {
-        kill(server, SIGTERM);
-        if (!wait_exit(server, now_ms() + SERVER_STOP_MS, &status)) {
-            kill(server, SIGKILL);
-            wait_exit(server, LLONG_MAX, &status);
-        }
-        server_pid_for_signal = 0;
-    }
-    if (out_fd >= 0)
-        close(out_fd);
-    if (made_tmp && !keep && dir != NULL)
-        nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    stop_server(&d, &status);
+    if (d.out_fd >= 0)
+        close(d.out_fd);
+    if (d.made_tmp && !keep)
+        nftw(d.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     cli_args_release(&args);
+    if (interrupted_by != 0) {
+        fprintf(stderr, "interrupted%s%s\n", d.started ? ": the server is stopped" : "",
+                d.made_tmp && !keep ? (d.started ? " and the temporary folder removed"
+                                                 : ": the temporary folder is removed")
+                                    : "");
+        signal(interrupted_by, SIG_DFL);
+        raise(interrupted_by);
+    }
     return rc;
 }

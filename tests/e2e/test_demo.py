@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from conftest import free_port, run_mtls
+from conftest import free_port, run_mtls, wait_until
 from probe_pki import make_ca
 
 
@@ -86,6 +86,25 @@ def test_demo_fails_when_the_server_trusts_another_client_ca(tmp_path):
     assert "2 of 3 checks behaved as the tutorial says" in r.stdout
 
 
+def test_demo_dir_that_is_a_file_or_holds_part_of_a_pki(tmp_path):
+    (tmp_path / "afile").write_text("x\n")
+    r = run_demo("--dir", tmp_path / "afile", "--port", free_port(), tmpdir=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"error: --dir '{tmp_path / 'afile'}' is not a folder: name a folder " \
+        "(it is made when missing)"
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "server.crt").write_text("mine\n")
+    r = run_demo("--dir", half, "--port", free_port(), tmpdir=tmp_path)
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"'{half}' holds part of a PKI (1 of serverca.crt" in r.stderr
+    assert os.listdir(half) == ["server.crt"] and (half / "server.crt").read_text() == "mine\n"
+    r = run_demo("--dir", tmp_path / "no" / "such", "--port", free_port(), tmpdir=tmp_path)
+    assert r.returncode == 1
+    assert "the folder above it does not exist" in r.stderr
+
+
 @pytest.mark.parametrize("args", [["--port", "0"], ["extra"], ["--nope"]])
 def test_demo_usage_errors(tmp_path, args):
     r = run_demo(*args, tmpdir=tmp_path)
@@ -119,3 +138,66 @@ def test_demo_colours_only_on_a_terminal(tmp_path):
     out = b"".join(chunks).decode()
     assert proc.returncode == 0, out + err
     assert "\033[32mPASS\033[0m" in out
+
+
+def _start_demo_held_before_listening(tmp_path):
+    """Starts the demo with TMPDIR=tmp_path and makes system.log in its new folder a FIFO
+    nobody reads, so that its 'mtls serve' blocks opening the log, before it listens.
+    Returns (demo process, folder, serve pid), or None when the FIFO came too late."""
+    import subprocess
+    import time
+
+    from conftest import MTLS
+
+    env = dict(os.environ, TMPDIR=str(tmp_path), NO_COLOR="1")
+    demo = subprocess.Popen([MTLS, "demo", "--port", str(free_port())], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not os.listdir(tmp_path) and time.monotonic() < deadline and demo.poll() is None:
+        time.sleep(0.001)
+    folder = tmp_path / os.listdir(tmp_path)[0]
+    try:
+        os.mkfifo(folder / "system.log")
+    except FileExistsError:
+        demo.kill()
+        demo.communicate()
+        return None
+    children = f"/proc/{demo.pid}/task/{demo.pid}/children"
+    serve = []
+
+    def serve_started():
+        with open(children) as f:
+            pids = f.read().split()
+        # The child that is not 'mtls init': it runs 'serve'.
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"serve" in f.read():
+                        serve.append(int(pid))
+            except OSError:  # 'mtls init' ended meanwhile
+                pass
+        return bool(serve)
+
+    wait_until(serve_started, timeout=30, what="the demo to start mtls serve")
+    return demo, folder, serve[0]
+
+
+def test_ctrl_c_stops_the_server_and_removes_the_temporary_folder(tmp_path):
+    import signal
+
+    import shutil
+
+    for _ in range(3):
+        held = _start_demo_held_before_listening(tmp_path)
+        if held is not None:
+            break
+        for entry in tmp_path.iterdir():  # the lost race's leftovers
+            shutil.rmtree(entry)
+    assert held is not None, "could not place the FIFO before the server opened its log"
+    demo, folder, serve_pid = held
+    demo.send_signal(signal.SIGINT)
+    out, err = demo.communicate(timeout=60)
+    assert demo.returncode == -signal.SIGINT, out + err
+    assert "interrupted: the server is stopped and the temporary folder removed" in err
+    assert not os.path.exists(f"/proc/{serve_pid}"), "the demo left its server running"
+    assert not folder.exists()
