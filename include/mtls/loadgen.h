@@ -29,18 +29,18 @@ struct mtls_loadgen_result;
 
 /** What a run does; fill it with mtls_loadgen_opts_init() first. Strings are borrowed. */
 typedef struct mtls_loadgen_opts {
-    const char *url;         /* https://HOST[:PORT][/PATH]; required */
-    const char *cacert;      /* trusted CA(s) for the server certificate, PEM; required */
-    const char *cert;        /* client certificate (chain), PEM; required */
-    const char *key;         /* client private key, PEM; required */
-    unsigned connections;    /* concurrent connections; default 16 */
-    double duration;         /* seconds; default 10 */
-    double timeout;          /* seconds for connect, handshake or one response; default 10 */
+    const char *url;            /* https://HOST[:PORT][/PATH]; required */
+    const char *cacert;         /* trusted CA(s) for the server certificate, PEM; required */
+    const char *cert;           /* client certificate (chain), PEM; required */
+    const char *key;            /* client private key, PEM; required */
+    unsigned connections;       /* concurrent connections; default 16 */
+    double duration;            /* seconds; default 10 */
+    double timeout;             /* seconds for connect, handshake or one response; default 10 */
     uint64_t requests_per_conn; /* 1: a full handshake per request; 0: unlimited (keep-alive) */
-    uint64_t requests;       /* stop after this many request attempts; 0: no limit */
-    int resume;              /* reuse the session (TLS 1.3 ticket) of an earlier handshake */
-    int idle;                /* handshake, then hold the connection open and send nothing */
-    const pid_t *server_pids; /* processes whose CPU time and RSS are read; may be NULL */
+    uint64_t requests;          /* stop after this many request attempts; 0: no limit */
+    int resume;                 /* reuse the session (TLS 1.3 ticket) of an earlier handshake */
+    int idle;                   /* handshake, then hold the connection open and send nothing */
+    const pid_t *server_pids;   /* processes whose CPU time and RSS are read; may be NULL */
     size_t n_server_pids;
     /* Called about once a second from the loop with the figures so far; may be NULL. */
     void (*progress)(const struct mtls_loadgen_result *so_far, void *arg);
@@ -61,30 +61,30 @@ typedef struct mtls_loadgen_reason {
 
 /** The figures of a run. */
 typedef struct mtls_loadgen_result {
-    double elapsed;            /* seconds from the first connect to the end */
-    uint64_t handshakes;       /* completed TLS handshakes the server accepted */
-    uint64_t resumed;          /* of which resumed sessions */
-    uint64_t requests;         /* responses with status 200 */
-    uint64_t responses;        /* all complete responses (200 and others) */
-    uint64_t established;      /* connections open at the end (idle mode: held) */
+    double elapsed;       /* seconds from the first connect to the end */
+    uint64_t handshakes;  /* completed TLS handshakes the server accepted */
+    uint64_t resumed;     /* of which resumed sessions */
+    uint64_t requests;    /* responses with status 200 */
+    uint64_t responses;   /* all complete responses (200 and others) */
+    uint64_t established; /* connections open at the end (idle mode: held) */
     /* errors by kind */
-    uint64_t err_connect;      /* TCP connect failed (refused, unreachable) */
-    uint64_t err_handshake;    /* TLS handshake failed (alert received or local check) */
-    uint64_t err_status;       /* a response whose status was not 200 */
-    uint64_t err_timeout;      /* connect, handshake or response took longer than timeout */
-    uint64_t err_closed;       /* connection closed or reset before a response was complete */
-    uint64_t err_protocol;     /* a response that is not HTTP/1.x we understand */
+    uint64_t err_connect;   /* TCP connect failed (refused, unreachable) */
+    uint64_t err_handshake; /* TLS handshake failed (alert received or local check) */
+    uint64_t err_status;    /* a response whose status was not 200 */
+    uint64_t err_timeout;   /* connect, handshake or response took longer than timeout */
+    uint64_t err_closed;    /* connection closed or reset before a response was complete */
+    uint64_t err_protocol;  /* a response that is not HTTP/1.x we understand */
     mtls_loadgen_reason handshake_reasons[MTLS_LOADGEN_MAX_REASONS];
     size_t n_handshake_reasons;
     mtls_loadgen_reason status_reasons[MTLS_LOADGEN_MAX_REASONS];
     size_t n_status_reasons;
     mtls_loadgen_latency latency;           /* request written -> response complete */
     mtls_loadgen_latency handshake_latency; /* connect started -> handshake complete */
-    double client_cpu;         /* seconds of CPU this process used during the run */
-    int have_server;           /* 1 when server_pids were given and readable */
-    double server_cpu;         /* seconds of CPU (user + system) the server pids used */
-    long server_rss_start_kb;  /* summed VmRSS of the server pids before the run */
-    long server_rss_end_kb;    /* ... at the end, before the connections were closed */
+    double client_cpu;                      /* seconds of CPU this process used during the run */
+    int have_server;                        /* 1 when server_pids were given and readable */
+    double server_cpu;        /* seconds of CPU (user + system) the server pids used */
+    long server_rss_start_kb; /* summed VmRSS of the server pids before the run */
+    long server_rss_end_kb;   /* ... at the end, before the connections were closed */
 } mtls_loadgen_result;
 
 /** Sets the defaults (see mtls_loadgen_opts). */

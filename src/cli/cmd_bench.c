@@ -17,13 +17,14 @@ static int resume, idle, json;
 static struct cli_list server_pids;
 
 static const struct cli_opt opts[] = {
-    {"cacert", 0, CLI_STRING, &cacert, "FILE", "CA certificate(s) that signed the server's (PEM)", 0, 0},
+    {"cacert", 0, CLI_STRING, &cacert, "FILE", "CA certificate(s) that signed the server's (PEM)",
+     0, 0},
     {"cert", 0, CLI_STRING, &cert, "FILE", "client certificate to present (PEM)", 0, 0},
     {"key", 0, CLI_STRING, &key, "FILE", "the client certificate's private key (PEM)", 0, 0},
     {"connections", 'c', CLI_INT, &connections, "N", "concurrent connections (default 16)", 1,
      100000},
-    {"duration", 'd', CLI_STRING, &duration_s, "S", "seconds to run, may be fractional (default 10)",
-     0, 0},
+    {"duration", 'd', CLI_STRING, &duration_s, "S",
+     "seconds to run, may be fractional (default 10)", 0, 0},
     {"requests-per-conn", 0, CLI_INT, &requests_per_conn, "N",
      "requests per connection: 1 = a full handshake per request, 0 = keep-alive (default 0)", 0,
      1000000000},
@@ -137,9 +138,8 @@ static void print_human(const mtls_loadgen_opts *o, const mtls_loadgen_result *r
 {
     printf("mtls bench %s: %u connections, %.1f s, %s\n", o->url, o->connections, r->elapsed,
            mode_name(o));
-    printf("  %-14s %llu (%.1f/s, %llu resumed)\n", "handshakes",
-           (unsigned long long)r->handshakes, per_s(r->handshakes, r->elapsed),
-           (unsigned long long)r->resumed);
+    printf("  %-14s %llu (%.1f/s, %llu resumed)\n", "handshakes", (unsigned long long)r->handshakes,
+           per_s(r->handshakes, r->elapsed), (unsigned long long)r->resumed);
     printf("  %-14s %llu (%.1f/s)\n", "requests", (unsigned long long)r->requests,
            per_s(r->requests, r->elapsed));
     printf("  %-14s %llu (connect %llu, handshake %llu, status %llu, timeout %llu, closed %llu, "
@@ -251,8 +251,7 @@ static int print_json(const mtls_loadgen_opts *o, const mtls_loadgen_result *r)
         else
             cJSON_AddNullToObject(s, "cpu_us_per_handshake");
         if (r->responses > 0)
-            cJSON_AddNumberToObject(s, "cpu_us_per_request",
-                                    rounded(cpu_per(r, r->responses), 10));
+            cJSON_AddNumberToObject(s, "cpu_us_per_request", rounded(cpu_per(r, r->responses), 10));
         else
             cJSON_AddNullToObject(s, "cpu_us_per_request");
         cJSON_AddNumberToObject(s, "rss_kb_start", (double)r->server_rss_start_kb);
@@ -361,8 +360,7 @@ int cmd_bench(int argc, char **argv)
         print_human(&o, &r);
     if (rc == 0 && (idle ? r.established == 0 : r.requests == 0)) {
         if (!json)
-            cli_failf(idle ? "no connection could be established"
-                           : "no request succeeded");
+            cli_failf(idle ? "no connection could be established" : "no request succeeded");
         rc = EXIT_FAIL;
     }
 out:

@@ -10,8 +10,10 @@
  * One 10 ms timer checks deadlines, restarts connections after an error and
  * ends the run.
  */
-#include <errno.h>
+#include "mtls/loadgen.h"
+
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -29,11 +31,9 @@
 
 #include <uv.h>
 
-#include "mtls/loadgen.h"
-
-#define HEADER_MAX 8192      /* response headers larger than this are a protocol error */
-#define SCRATCH_SIZE 16384   /* response bodies are read here and dropped */
-#define TICK_MS 10           /* deadline and restart checks */
+#define HEADER_MAX 8192            /* response headers larger than this are a protocol error */
+#define SCRATCH_SIZE 16384         /* response bodies are read here and dropped */
+#define TICK_MS 10                 /* deadline and restart checks */
 #define RETRY_DELAY_NS 10000000ull /* a failed connection is replaced after 10 ms */
 #define IDLE_MAX_HANDSHAKING 128   /* idle mode: handshakes in flight at once */
 #define NS 1000000000ull
@@ -190,10 +190,10 @@ struct loadgen {
     uv_loop_t loop;
     uv_timer_t timer;
     SSL_CTX *ctx;
-    SSL_SESSION *session;   /* newest session ticket, for --resume */
-    SSL_SESSION **tickets;  /* unused tickets, newest last: each is offered once */
+    SSL_SESSION *session;  /* newest session ticket, for --resume */
+    SSL_SESSION **tickets; /* unused tickets, newest last: each is offered once */
     size_t n_tickets, cap_tickets;
-    X509 *verified;       /* the server certificate that passed verification */
+    X509 *verified; /* the server certificate that passed verification */
     struct sockaddr_storage addr;
     socklen_t addr_len;
     char host[256];
@@ -657,8 +657,7 @@ static int parse_head(struct conn *c, size_t len)
     const char *p = c->head, *end = c->head + len;
     int minor;
 
-    if (len < 12 || strncmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
-        p[8] != ' ')
+    if (len < 12 || strncmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ')
         return -1;
     minor = p[7] - '0';
     if (p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
@@ -889,8 +888,7 @@ static void conn_close(struct conn *c, int restart, uint64_t delay_ns)
         lg->handshaking--;
     if (c->ssl != NULL) {
         /* A healthy connection says goodbye; the result does not matter. */
-        if (!c->broken &&
-            (c->state == C_READING || c->state == C_WRITING || c->state == C_HOLD))
+        if (!c->broken && (c->state == C_READING || c->state == C_WRITING || c->state == C_HOLD))
             (void)SSL_shutdown(c->ssl);
         SSL_free(c->ssl);
         c->ssl = NULL;
@@ -981,8 +979,7 @@ static void sample_end(struct loadgen *lg)
     }
     getrusage(RUSAGE_SELF, &ru);
     lg->res->client_cpu = seconds_of(&ru.ru_utime) + seconds_of(&ru.ru_stime) -
-                          seconds_of(&lg->ru_start.ru_utime) -
-                          seconds_of(&lg->ru_start.ru_stime);
+                          seconds_of(&lg->ru_start.ru_utime) - seconds_of(&lg->ru_start.ru_stime);
 }
 
 /* Ends the run: measures, then closes every connection; the loop ends when
@@ -1024,8 +1021,8 @@ static void on_tick(uv_timer_t *timer)
         if (c->state == C_WAIT && now >= c->restart_at) {
             conn_start(c);
         } else if (c->deadline != 0 && now > c->deadline &&
-                   (c->state == C_CONNECTING || c->state == C_HANDSHAKE ||
-                    c->state == C_WRITING || c->state == C_READING)) {
+                   (c->state == C_CONNECTING || c->state == C_HANDSHAKE || c->state == C_WRITING ||
+                    c->state == C_READING)) {
             lg->res->err_timeout++;
             conn_close(c, 1, 0);
         }
@@ -1108,8 +1105,8 @@ static int make_ctx(struct loadgen *lg, mtls_err *err)
     if (SSL_CTX_use_PrivateKey_file(lg->ctx, o->key, SSL_FILETYPE_PEM) != 1)
         return mtls_err_ssl(err, MTLS_E_INVALID, "cannot load the client key '%s'", o->key);
     if (SSL_CTX_check_private_key(lg->ctx) != 1)
-        return mtls_err_ssl(err, MTLS_E_INVALID, "key '%s' does not match certificate '%s'",
-                            o->key, o->cert);
+        return mtls_err_ssl(err, MTLS_E_INVALID, "key '%s' does not match certificate '%s'", o->key,
+                            o->cert);
     SSL_CTX_set_verify(lg->ctx, SSL_VERIFY_PEER, NULL);
     SSL_CTX_set_cert_verify_callback(lg->ctx, verify_server, lg);
     /* Thousands of idle connections need little memory on our side too. */
@@ -1176,13 +1173,13 @@ static int parse_url(struct loadgen *lg, const char *url, char *port, size_t por
     *path = *rest == '\0' ? "/" : rest;
     for (const char *q = *path; *q != '\0'; q++) {
         if ((unsigned char)*q <= 0x20 || *q == 0x7f) {
-            rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has a space or control character",
-                              url);
+            rc =
+                mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has a space or control character", url);
             goto out;
         }
     }
-    lg->host_is_ip = inet_pton(AF_INET6, lg->host, &a6) == 1 ||
-                     inet_pton(AF_INET, lg->host, &a6) == 1;
+    lg->host_is_ip =
+        inet_pton(AF_INET6, lg->host, &a6) == 1 || inet_pton(AF_INET, lg->host, &a6) == 1;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -1267,8 +1264,7 @@ int mtls_loadgen_run(const mtls_loadgen_opts *opts, mtls_loadgen_result *result,
     lg->conns = calloc(lg->n_conns, sizeof(*lg->conns));
     lg->cap_tickets = 2 * (size_t)opts->connections + 8;
     lg->tickets = calloc(lg->cap_tickets, sizeof(*lg->tickets));
-    if (lg->req_keep == NULL || lg->req_close == NULL || lg->conns == NULL ||
-        lg->tickets == NULL) {
+    if (lg->req_keep == NULL || lg->req_close == NULL || lg->conns == NULL || lg->tickets == NULL) {
         rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
         goto out;
     }
