@@ -149,17 +149,31 @@ int mtls_cert_load(const char *path, X509 **out, mtls_err *err)
     return 0;
 }
 
-int mtls_csr_load(const char *path, X509_REQ **out, mtls_err *err)
+/* Turns the bytes of a file into one object, PEM or DER; NULL when malformed. */
+typedef void *(*decode_fn)(BIO *bio, int is_der);
+
+static void *decode_req(BIO *bio, int is_der)
+{
+    return is_der ? d2i_X509_REQ_bio(bio, NULL) : PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL);
+}
+
+static void *decode_crl(BIO *bio, int is_der)
+{
+    return is_der ? d2i_X509_CRL_bio(bio, NULL) : PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL);
+}
+
+/* Reads the one object of path (read_pem_file() checks the label); short
+ * names it in "holds a malformed SHORT". */
+static int load_one(const char *path, const char *want, const char *want2, const char *what,
+                    const char *short_name, decode_fn decode, void **out, mtls_err *err)
 {
     unsigned char *data = NULL;
     size_t len = 0;
     int is_der, rc;
     BIO *bio = NULL;
-    X509_REQ *req = NULL;
 
     *out = NULL;
-    rc = read_pem_file(path, "CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST",
-                       "certificate request (CSR)", &data, &len, &is_der, err);
+    rc = read_pem_file(path, want, want2, what, &data, &len, &is_der, err);
     if (rc != 0)
         return rc;
     bio = BIO_new_mem_buf(data, (int)len);
@@ -167,47 +181,67 @@ int mtls_csr_load(const char *path, X509_REQ **out, mtls_err *err)
         rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
         goto out;
     }
-    req = is_der ? d2i_X509_REQ_bio(bio, NULL) : PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL);
-    if (req == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_INVALID, "'%s' holds a malformed certificate request", path);
-        goto out;
-    }
-    *out = req;
-    rc = 0;
+    *out = decode(bio, is_der);
+    if (*out == NULL)
+        rc = mtls_err_ssl(err, MTLS_E_INVALID, "'%s' holds a malformed %s", path, short_name);
 out:
     BIO_free(bio);
     free(data);
     return rc;
 }
 
-int mtls_cert_to_pem(X509 *cert, char **pem, size_t *len, mtls_err *err)
+int mtls_csr_load(const char *path, X509_REQ **out, mtls_err *err)
+{
+    void *req = NULL;
+    int rc = load_one(path, "CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST",
+                      "certificate request (CSR)", "certificate request", decode_req, &req, err);
+
+    *out = req;
+    return rc;
+}
+
+/* Encodes obj as PEM with write into a new buffer (*pem, free()). */
+typedef int (*encode_fn)(BIO *bio, const void *obj);
+
+static int encode_cert(BIO *bio, const void *obj)
+{
+    return PEM_write_bio_X509(bio, obj);
+}
+
+static int encode_req(BIO *bio, const void *obj)
+{
+    return PEM_write_bio_X509_REQ(bio, obj);
+}
+
+static int encode_crl(BIO *bio, const void *obj)
+{
+    return PEM_write_bio_X509_CRL(bio, obj);
+}
+
+static int to_pem(encode_fn encode, const void *obj, const char *what, char **pem, size_t *len,
+                  mtls_err *err)
 {
     BIO *bio = BIO_new(BIO_s_mem());
     int rc;
 
     *pem = NULL;
     *len = 0;
-    if (bio == NULL || PEM_write_bio_X509(bio, cert) != 1)
-        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot encode the certificate");
+    if (bio == NULL || encode(bio, obj) != 1)
+        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot encode the %s", what);
     else
         rc = mtls__bio_to_buf(bio, pem, len, err);
     BIO_free(bio);
     return rc;
 }
 
+int mtls_cert_to_pem(X509 *cert, char **pem, size_t *len, mtls_err *err)
+{
+    return to_pem(encode_cert, cert, "certificate", pem, len, err);
+}
+
 int mtls_csr_to_pem(X509_REQ *req, char **pem, size_t *len, mtls_err *err)
 {
-    BIO *bio = BIO_new(BIO_s_mem());
-    int rc;
-
-    *pem = NULL;
-    *len = 0;
-    if (bio == NULL || PEM_write_bio_X509_REQ(bio, req) != 1)
-        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot encode the certificate request");
-    else
-        rc = mtls__bio_to_buf(bio, pem, len, err);
-    BIO_free(bio);
-    return rc;
+    return to_pem(encode_req, req, "certificate request", pem, len, err);
 }
 
 int mtls_chain_to_pem(STACK_OF(X509) * certs, char **pem, size_t *len, mtls_err *err)
@@ -231,46 +265,15 @@ int mtls_chain_to_pem(STACK_OF(X509) * certs, char **pem, size_t *len, mtls_err 
 
 int mtls_crl_load(const char *path, X509_CRL **out, mtls_err *err)
 {
-    unsigned char *data = NULL;
-    size_t len = 0;
-    int is_der, rc;
-    BIO *bio = NULL;
-    X509_CRL *crl = NULL;
+    void *crl = NULL;
+    int rc = load_one(path, "X509 CRL", NULL, "certificate revocation list (CRL)", "CRL",
+                      decode_crl, &crl, err);
 
-    *out = NULL;
-    rc = read_pem_file(path, "X509 CRL", NULL, "certificate revocation list (CRL)", &data, &len,
-                       &is_der, err);
-    if (rc != 0)
-        return rc;
-    bio = BIO_new_mem_buf(data, (int)len);
-    if (bio == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
-        goto out;
-    }
-    crl = is_der ? d2i_X509_CRL_bio(bio, NULL) : PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL);
-    if (crl == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_INVALID, "'%s' holds a malformed CRL", path);
-        goto out;
-    }
     *out = crl;
-    rc = 0;
-out:
-    BIO_free(bio);
-    free(data);
     return rc;
 }
 
 int mtls_crl_to_pem(X509_CRL *crl, char **pem, size_t *len, mtls_err *err)
 {
-    BIO *bio = BIO_new(BIO_s_mem());
-    int rc;
-
-    *pem = NULL;
-    *len = 0;
-    if (bio == NULL || PEM_write_bio_X509_CRL(bio, crl) != 1)
-        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot encode the CRL");
-    else
-        rc = mtls__bio_to_buf(bio, pem, len, err);
-    BIO_free(bio);
-    return rc;
+    return to_pem(encode_crl, crl, "CRL", pem, len, err);
 }
