@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <cjson/cJSON.h>
 
@@ -71,6 +72,19 @@ void mtls_cert_info_release(mtls_cert_info *info);
  * NUL-terminated, truncated with "..." when too small). Returns buf.
  */
 char *mtls_cert_info_sans_line(const mtls_cert_info *info, char *buf, size_t size);
+
+/** mtls_cert_info_sans_line() for any list of SANs. */
+char *mtls_sans_line(const mtls_san *sans, size_t n, char *buf, size_t size);
+
+/**
+ * The names of gens (borrowed; NULL or empty gives none) as a new array
+ * *sans of *n entries, freed with mtls_sans_free(). Returns 0 or
+ * MTLS_E_NOMEM.
+ */
+int mtls_sans_from_names(const GENERAL_NAMES *gens, mtls_san **sans, size_t *n, mtls_err *err);
+
+/** Frees what mtls_sans_from_names() made. NULL-safe. */
+void mtls_sans_free(mtls_san *sans, size_t n);
 
 /**
  * A new cJSON object with every field above (stable names: subject, issuer,

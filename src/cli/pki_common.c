@@ -130,41 +130,13 @@ char *pki_expiry_words(time_t not_after, char *buf, size_t size)
 
 char *pki_sans_line(const GENERAL_NAMES *gens, char *buf, size_t size)
 {
-    size_t used = 0;
+    mtls_san *sans = NULL;
+    size_t n = 0;
 
     buf[0] = '\0';
-    for (int i = 0; i < sk_GENERAL_NAME_num(gens) && used < size; i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-        char value[INET6_ADDRSTRLEN + 1] = "";
-        const char *type = "other";
-        const ASN1_STRING *s = NULL;
-
-        switch (g->type) {
-        case GEN_DNS:
-            type = "DNS";
-            s = g->d.dNSName;
-            break;
-        case GEN_EMAIL:
-            type = "email";
-            s = g->d.rfc822Name;
-            break;
-        case GEN_URI:
-            type = "URI";
-            s = g->d.uniformResourceIdentifier;
-            break;
-        case GEN_IPADD:
-            type = "IP";
-            if (ASN1_STRING_length(g->d.iPAddress) == 4 || ASN1_STRING_length(g->d.iPAddress) == 16)
-                inet_ntop(ASN1_STRING_length(g->d.iPAddress) == 4 ? AF_INET : AF_INET6,
-                          ASN1_STRING_get0_data(g->d.iPAddress), value, sizeof(value));
-            break;
-        default:
-            break;
-        }
-        used += (size_t)snprintf(buf + used, size - used, "%s%s:%.*s%s", i ? ", " : "", type,
-                                 s ? ASN1_STRING_length(s) : 0,
-                                 s ? (const char *)ASN1_STRING_get0_data(s) : "", value);
-    }
+    if (mtls_sans_from_names(gens, &sans, &n, NULL) == 0)
+        mtls_sans_line(sans, n, buf, size);
+    mtls_sans_free(sans, n);
     return buf;
 }
 

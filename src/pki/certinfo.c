@@ -219,54 +219,71 @@ static char *asn1_string_dup(const ASN1_STRING *s)
     return out;
 }
 
+/* One GENERAL_NAME as a type and a new string; 0, or -1 out of memory. */
+static int san_from_name(const GENERAL_NAME *g, mtls_san *san)
+{
+    switch (g->type) {
+    case GEN_DNS:
+        san->type = "DNS";
+        san->value = asn1_string_dup(g->d.dNSName);
+        break;
+    case GEN_IPADD:
+        san->type = "IP";
+        san->value = ip_to_string(g->d.iPAddress);
+        break;
+    case GEN_EMAIL:
+        san->type = "email";
+        san->value = asn1_string_dup(g->d.rfc822Name);
+        break;
+    case GEN_URI:
+        san->type = "URI";
+        san->value = asn1_string_dup(g->d.uniformResourceIdentifier);
+        break;
+    default:
+        san->type = "other";
+        san->value = strdup("(unsupported name type)");
+        break;
+    }
+    return san->value != NULL ? 0 : -1;
+}
+
+int mtls_sans_from_names(const GENERAL_NAMES *gens, mtls_san **sans, size_t *n, mtls_err *err)
+{
+    int count = sk_GENERAL_NAME_num(gens);
+
+    *sans = NULL;
+    *n = 0;
+    if (count <= 0)
+        return 0;
+    *sans = calloc((size_t)count, sizeof(**sans));
+    if (*sans == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    for (int i = 0; i < count; i++) {
+        if (san_from_name(sk_GENERAL_NAME_value(gens, i), &(*sans)[*n]) != 0) {
+            mtls_sans_free(*sans, *n);
+            *sans = NULL;
+            *n = 0;
+            return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+        }
+        (*n)++;
+    }
+    return 0;
+}
+
+void mtls_sans_free(mtls_san *sans, size_t n)
+{
+    for (size_t i = 0; sans != NULL && i < n; i++)
+        free(sans[i].value);
+    free(sans);
+}
+
 static int fill_sans(mtls_cert_info *info, X509 *cert)
 {
     GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    int n, rc = 0;
+    int rc = mtls_sans_from_names(gens, &info->sans, &info->n_sans, NULL);
 
-    if (gens == NULL)
-        return 0;
-    n = sk_GENERAL_NAME_num(gens);
-    info->sans = calloc((size_t)n + 1, sizeof(*info->sans));
-    if (info->sans == NULL) {
-        rc = -1;
-        goto out;
-    }
-    for (int i = 0; i < n; i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-        mtls_san *san = &info->sans[info->n_sans];
-
-        switch (g->type) {
-        case GEN_DNS:
-            san->type = "DNS";
-            san->value = asn1_string_dup(g->d.dNSName);
-            break;
-        case GEN_IPADD:
-            san->type = "IP";
-            san->value = ip_to_string(g->d.iPAddress);
-            break;
-        case GEN_EMAIL:
-            san->type = "email";
-            san->value = asn1_string_dup(g->d.rfc822Name);
-            break;
-        case GEN_URI:
-            san->type = "URI";
-            san->value = asn1_string_dup(g->d.uniformResourceIdentifier);
-            break;
-        default:
-            san->type = "other";
-            san->value = strdup("(unsupported name type)");
-            break;
-        }
-        if (san->value == NULL) {
-            rc = -1;
-            goto out;
-        }
-        info->n_sans++;
-    }
-out:
     GENERAL_NAMES_free(gens);
-    return rc;
+    return rc != 0 ? -1 : 0;
 }
 
 static int check_self_signed(X509 *cert)
@@ -333,23 +350,26 @@ void mtls_cert_info_release(mtls_cert_info *info)
 {
     if (info == NULL)
         return;
-    for (size_t i = 0; i < info->n_sans; i++)
-        free(info->sans[i].value);
-    free(info->sans);
+    mtls_sans_free(info->sans, info->n_sans);
     info->sans = NULL;
     info->n_sans = 0;
 }
 
 char *mtls_cert_info_sans_line(const mtls_cert_info *info, char *buf, size_t size)
 {
+    return mtls_sans_line(info->sans, info->n_sans, buf, size);
+}
+
+char *mtls_sans_line(const mtls_san *sans, size_t n_sans, char *buf, size_t size)
+{
     size_t used = 0;
 
     if (size == 0)
         return buf;
     buf[0] = '\0';
-    for (size_t i = 0; i < info->n_sans; i++) {
-        int n = snprintf(buf + used, size - used, "%s%s:%s", i ? ", " : "", info->sans[i].type,
-                         info->sans[i].value);
+    for (size_t i = 0; i < n_sans; i++) {
+        int n = snprintf(buf + used, size - used, "%s%s:%s", i ? ", " : "", sans[i].type,
+                         sans[i].value);
         if (n < 0 || (size_t)n >= size - used) {
             if (size > 4)
                 memcpy(buf + size - 4, "...", 4);
