@@ -348,7 +348,7 @@ out:
 
 /* CRLs: checked for the client's own certificate (X509_V_FLAG_CRL_CHECK). */
 static int use_crls(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn,
-                    void *warn_ctx, mtls_err *err)
+                    void *warn_ctx, time_t *earliest, mtls_err *err)
 {
     X509_STORE *store = SSL_CTX_get_cert_store(ctx);
     time_t now = time(NULL);
@@ -377,6 +377,8 @@ static int use_crls(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_war
                                   path, issuer, mtls__srv_time(next, when, sizeof(when)));
                 goto out;
             }
+            if (next != 0 && (*earliest == 0 || next < *earliest))
+                *earliest = next;
             if (next != 0 && next - now < WEEK)
                 warnf(warn, warn_ctx,
                       "CRL '%s' from %s expires on %s; make a fresh one before then or every "
@@ -413,6 +415,7 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
 {
     static const unsigned char sid_ctx[] = "mtls";
     SSL_CTX *ctx = NULL;
+    time_t crl_until = 0;
     int mode, rc;
 
     *out = NULL;
@@ -450,7 +453,7 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
     rc = use_client_cas(ctx, opts, warn, warn_ctx, err);
     if (rc != 0)
         goto out;
-    rc = use_crls(ctx, opts, warn, warn_ctx, err);
+    rc = use_crls(ctx, opts, warn, warn_ctx, &crl_until, err);
     if (rc != 0)
         goto out;
     /* Client certificates must allow clientAuth (else: unsupported_certificate). */
@@ -464,6 +467,10 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
     if (opts->verify == MTLS_VERIFY_REQUIRE)
         mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(ctx, mode, verify_cb);
+    if (mtls__srv_verify_cache_attach(ctx, crl_until) != 0) {
+        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot set up the verification cache");
+        goto out;
+    }
     *out = ctx;
     ctx = NULL;
     rc = 0;

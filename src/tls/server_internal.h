@@ -22,4 +22,11 @@ time_t mtls__srv_asn1_time(const ASN1_TIME *t);
 /** "2026-11-26 23:59:59 UTC" into buf; returns buf. */
 char *mtls__srv_time(time_t t, char *buf, size_t size);
 
+/**
+ * Gives ctx a cache of client chains that verified (see verify_cache.c),
+ * freed with ctx. crl_until: the earliest nextUpdate of its CRLs, 0 for none.
+ * Returns 0, or -1 when out of memory (ctx then verifies every time).
+ */
+int mtls__srv_verify_cache_attach(SSL_CTX *ctx, time_t crl_until);
+
 #endif
