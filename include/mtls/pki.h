@@ -390,6 +390,15 @@ char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, cha
 /** Formats t as "2027-11-26 23:59:59 UTC" into buf; returns buf. */
 char *mtls_time_human(time_t t, char *buf, size_t size);
 
+/** Formats t as ISO 8601 UTC, "2027-11-26T23:59:59Z", into buf; returns buf. */
+char *mtls_time_iso(time_t t, char *buf, size_t size);
+
+/** An ASN.1 time as a time_t; 0 when t is NULL or unreadable. */
+time_t mtls_asn1_time(const ASN1_TIME *t);
+
+/** Whole days from now until t, rounded towards the past: -1 on the day after t. */
+long mtls_days_left(time_t t, time_t now);
+
 #ifdef __cplusplus
 }
 #endif

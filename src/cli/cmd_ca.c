@@ -322,15 +322,6 @@ static void fill_listed(const mtls_ca *ca, const mtls_ca_record *rec, struct lis
     X509_free(cert);
 }
 
-static char *iso(time_t t, char *buf, size_t size)
-{
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
-
 static cJSON *listed_json(const struct listed *l)
 {
     cJSON *o = cJSON_CreateObject(), *sans;
@@ -341,13 +332,10 @@ static cJSON *listed_json(const struct listed *l)
     cJSON_AddStringToObject(o, "subject", l->subject);
     cJSON_AddStringToObject(o, "status", l->status);
     cJSON_AddStringToObject(o, "profile", l->profile);
-    cJSON_AddStringToObject(o, "not_after", iso(l->not_after, buf, sizeof(buf)));
-    cJSON_AddNumberToObject(o, "expires_in_days",
-                            (double)(l->not_after >= now
-                                         ? (l->not_after - now) / 86400
-                                         : -((now - l->not_after + 86399) / 86400)));
+    cJSON_AddStringToObject(o, "not_after", mtls_time_iso(l->not_after, buf, sizeof(buf)));
+    cJSON_AddNumberToObject(o, "expires_in_days", (double)mtls_days_left(l->not_after, now));
     if (l->revoked_at != 0)
-        cJSON_AddStringToObject(o, "revoked_at", iso(l->revoked_at, buf, sizeof(buf)));
+        cJSON_AddStringToObject(o, "revoked_at", mtls_time_iso(l->revoked_at, buf, sizeof(buf)));
     else
         cJSON_AddNullToObject(o, "revoked_at");
     if (l->reason[0] != '\0')

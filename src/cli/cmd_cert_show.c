@@ -34,16 +34,6 @@ static const struct cli_spec spec = {
     .exit_codes = NULL,
 };
 
-static long days_left(time_t not_after)
-{
-    time_t now = time(NULL);
-
-    /* Whole days, rounded towards the past: -1 on the day after expiry. */
-    if (not_after >= now)
-        return (long)((not_after - now) / 86400);
-    return -(long)((now - not_after + 86399) / 86400);
-}
-
 static void row(const char *label, const char *value)
 {
     if (value != NULL && value[0] != '\0')
@@ -126,7 +116,8 @@ static cJSON *cert_json(const mtls_cert_info *info)
 
     if (o != NULL) {
         cJSON_AddStringToObject(o, "type", "certificate");
-        cJSON_AddNumberToObject(o, "expires_in_days", (double)days_left(info->not_after));
+        cJSON_AddNumberToObject(o, "expires_in_days",
+                                (double)mtls_days_left(info->not_after, time(NULL)));
         cJSON_AddBoolToObject(o, "expired", info->not_after < time(NULL));
     }
     return o;

@@ -93,7 +93,8 @@ static int print_valid(X509 *leaf, mtls_profile purpose, mtls_err *err)
            cli_reset(stdout), info.subject, info.issuer, purpose ? ", for TLS " : "",
            purpose ? mtls_profile_name(purpose) : "", purpose ? " authentication" : "",
            host_opt ? ", host " : "", host_opt ? host_opt : "",
-           crl_opt.n > 0 ? ", not revoked" : "", mtls_time_human(info.not_after, until, sizeof(until)),
+           crl_opt.n > 0 ? ", not revoked" : "",
+           mtls_time_human(info.not_after, until, sizeof(until)),
            pki_expiry_words(info.not_after, words, sizeof(words)));
     mtls_cert_info_release(&info);
     return 0;
@@ -102,11 +103,11 @@ static int print_valid(X509 *leaf, mtls_profile purpose, mtls_err *err)
 static int print_invalid(const STACK_OF(X509) * intermediates, const mtls_err *err)
 {
     /* The usual cause with intermediates: FILE holds only the leaf. */
-    const char *hint = sk_X509_num(intermediates) == 0 &&
-                               strstr(err->msg, "which is not a trusted CA") != NULL
-                           ? " (if that is an intermediate CA, verify the chain file: the "
-                             "certificate followed by its intermediates, e.g. NAME.chain.crt)"
-                           : "";
+    const char *hint =
+        sk_X509_num(intermediates) == 0 && strstr(err->msg, "which is not a trusted CA") != NULL
+            ? " (if that is an intermediate CA, verify the chain file: the "
+              "certificate followed by its intermediates, e.g. NAME.chain.crt)"
+            : "";
 
     fprintf(stderr, "%sinvalid%s: %s%s\n", cli_red(stderr), cli_reset(stderr), err->msg, hint);
     return EXIT_FAIL;
@@ -152,7 +153,8 @@ int cmd_cert_verify(int argc, char **argv)
     vopts.purpose = (int)purpose;
     vopts.host = host_opt;
     vopts.crls = crls;
-    if (mtls_verify(leaf, chain, trusted, &vopts, &err) == 0 && print_valid(leaf, purpose, &err) == 0)
+    if (mtls_verify(leaf, chain, trusted, &vopts, &err) == 0 &&
+        print_valid(leaf, purpose, &err) == 0)
         code = EXIT_OK;
     else
         code = print_invalid(chain, &err);

@@ -46,15 +46,6 @@ static const struct cli_spec create_spec = {
     .exit_codes = NULL,
 };
 
-static time_t asn1_time_t(const ASN1_TIME *t)
-{
-    struct tm tm;
-
-    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
-        return 0;
-    return timegm(&tm);
-}
-
 int cmd_crl_create(int argc, char **argv)
 {
     struct cli_args args = {0};
@@ -90,8 +81,8 @@ int cmd_crl_create(int argc, char **argv)
     }
     printf("wrote CRL number %ld to %s: %d revoked, next update %s (%s)\n", number, create_out,
            sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)),
-           mtls_time_human(asn1_time_t(X509_CRL_get0_nextUpdate(crl)), until, sizeof(until)),
-           pki_expiry_words(asn1_time_t(X509_CRL_get0_nextUpdate(crl)), words, sizeof(words)));
+           mtls_time_human(mtls_asn1_time(X509_CRL_get0_nextUpdate(crl)), until, sizeof(until)),
+           pki_expiry_words(mtls_asn1_time(X509_CRL_get0_nextUpdate(crl)), words, sizeof(words)));
     code = EXIT_OK;
 out:
     free(pem);
@@ -121,15 +112,6 @@ static const struct cli_spec show_spec = {
     .max_args = 1,
     .exit_codes = NULL,
 };
-
-static char *iso(time_t t, char *buf, size_t size)
-{
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
 
 static char *bn_text(const ASN1_INTEGER *i, int decimal, char *buf, size_t size)
 {
@@ -167,8 +149,8 @@ int cmd_crl_show(int argc, char **argv)
     num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
     if (num != NULL)
         bn_text(num, 1, number, sizeof(number));
-    this_update = asn1_time_t(X509_CRL_get0_lastUpdate(crl));
-    next_update = asn1_time_t(X509_CRL_get0_nextUpdate(crl));
+    this_update = mtls_asn1_time(X509_CRL_get0_lastUpdate(crl));
+    next_update = mtls_asn1_time(X509_CRL_get0_nextUpdate(crl));
     revs = X509_CRL_get_REVOKED(crl);
     n = sk_X509_REVOKED_num(revs);
     if (show_json) {
@@ -179,15 +161,13 @@ int cmd_crl_show(int argc, char **argv)
             cJSON_AddNumberToObject(root, "crl_number", (double)ASN1_INTEGER_get(num));
         else
             cJSON_AddNullToObject(root, "crl_number");
-        cJSON_AddStringToObject(root, "this_update", iso(this_update, a, sizeof(a)));
+        cJSON_AddStringToObject(root, "this_update", mtls_time_iso(this_update, a, sizeof(a)));
         if (next_update != 0) {
             time_t now = time(NULL);
 
-            cJSON_AddStringToObject(root, "next_update", iso(next_update, b, sizeof(b)));
+            cJSON_AddStringToObject(root, "next_update", mtls_time_iso(next_update, b, sizeof(b)));
             cJSON_AddNumberToObject(root, "expires_in_days",
-                                    (double)(next_update >= now
-                                                 ? (next_update - now) / 86400
-                                                 : -((now - next_update + 86399) / 86400)));
+                                    (double)mtls_days_left(next_update, now));
             cJSON_AddBoolToObject(root, "expired", next_update < now);
         } else {
             cJSON_AddNullToObject(root, "next_update");
@@ -217,7 +197,8 @@ int cmd_crl_show(int argc, char **argv)
             cJSON_AddStringToObject(o, "serial", serial);
             cJSON_AddStringToObject(
                 o, "date",
-                iso(asn1_time_t(X509_REVOKED_get0_revocationDate(rev)), when, sizeof(when)));
+                mtls_time_iso(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), when,
+                              sizeof(when)));
             if (why != NULL)
                 cJSON_AddStringToObject(o, "reason", why);
             else
@@ -225,7 +206,7 @@ int cmd_crl_show(int argc, char **argv)
             cJSON_AddItemToArray(arr, o);
         } else {
             printf("    %-34s %s%s%s\n", serial,
-                   mtls_time_human(asn1_time_t(X509_REVOKED_get0_revocationDate(rev)), when,
+                   mtls_time_human(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), when,
                                    sizeof(when)),
                    why ? ", " : "", why ? why : "");
         }

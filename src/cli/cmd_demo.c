@@ -523,8 +523,12 @@ static int setup_pki(const struct demo *d)
 /* 2. The server, a real separate process, waited for by polling its port. */
 static int start_server(struct demo *d)
 {
-    char *serve_args[] = {(char *)"mtls",     (char *)"serve", (char *)"--listen",
-                          d->listen,          (char *)"--workers", (char *)"1",
+    char *serve_args[] = {(char *)"mtls",
+                          (char *)"serve",
+                          (char *)"--listen",
+                          d->listen,
+                          (char *)"--workers",
+                          (char *)"1",
                           NULL};
     long long deadline = now_ms() + SERVER_START_MS;
     int status = 0;

@@ -33,8 +33,9 @@ static const struct cli_opt opts[] = {
 
 static const struct cli_spec spec = {
     .name = "init",
-    .usage = "[DIR | --dir DIR] [--host NAME]... [--key-type ec|rsa] [--encrypt --password-file FILE] "
-             "[--force]",
+    .usage =
+        "[DIR | --dir DIR] [--host NAME]... [--key-type ec|rsa] [--encrypt --password-file FILE] "
+        "[--force]",
     .summary = "make the tutorial's PKI: client CA, server CA, a client and a server certificate",
     .description =
         "Writes into DIR:\n"

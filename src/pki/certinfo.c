@@ -1,5 +1,7 @@
 /* What a certificate says, as plain strings: the identity every other part
  * prints (logs, /whoami, cert show, probe, ca list). */
+#include "mtls/certinfo.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +14,7 @@
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
 
-#include "mtls/certinfo.h"
+#include "mtls/pki.h"
 
 char *mtls_name_oneline(const X509_NAME *name, char *buf, size_t size)
 {
@@ -67,24 +69,6 @@ static void last_cn(const X509_NAME *name, char *buf, size_t size)
     OPENSSL_free(utf8);
 }
 
-static void format_time(time_t t, char *buf, size_t size)
-{
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static int asn1_to_time_t(const ASN1_TIME *at, time_t *out)
-{
-    struct tm tm;
-
-    if (at == NULL || ASN1_TIME_to_tm(at, &tm) != 1)
-        return -1;
-    *out = timegm(&tm);
-    return 0;
-}
-
 static int fill_serial(mtls_cert_info *info, X509 *cert)
 {
     BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
@@ -128,8 +112,8 @@ static void fill_key(mtls_cert_info *info, X509 *cert)
     info->key_bits = EVP_PKEY_get_bits(pkey);
     if (EVP_PKEY_is_a(pkey, "EC")) {
         snprintf(info->key_type, sizeof(info->key_type), "EC");
-        if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, curve,
-                                           sizeof(curve), &curve_len) == 1)
+        if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof(curve),
+                                           &curve_len) == 1)
             snprintf(info->key_curve, sizeof(info->key_curve), "%s", curve);
     } else if (EVP_PKEY_is_a(pkey, "RSA")) {
         snprintf(info->key_type, sizeof(info->key_type), "RSA");
@@ -315,13 +299,15 @@ int mtls_cert_info_init(mtls_cert_info *info, X509 *cert, mtls_err *err)
         mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot read the certificate's serial or fingerprint");
         goto fail;
     }
-    if (asn1_to_time_t(X509_get0_notBefore(cert), &info->not_before) != 0 ||
-        asn1_to_time_t(X509_get0_notAfter(cert), &info->not_after) != 0) {
+    info->not_before = mtls_asn1_time(X509_get0_notBefore(cert));
+    info->not_after = mtls_asn1_time(X509_get0_notAfter(cert));
+    if (ASN1_TIME_check(X509_get0_notBefore(cert)) != 1 ||
+        ASN1_TIME_check(X509_get0_notAfter(cert)) != 1) {
         mtls_err_set(err, MTLS_E_INVALID, "the certificate's validity dates are malformed");
         goto fail;
     }
-    format_time(info->not_before, info->not_before_iso, sizeof(info->not_before_iso));
-    format_time(info->not_after, info->not_after_iso, sizeof(info->not_after_iso));
+    mtls_time_iso(info->not_before, info->not_before_iso, sizeof(info->not_before_iso));
+    mtls_time_iso(info->not_after, info->not_after_iso, sizeof(info->not_after_iso));
     fill_key(info, cert);
     sig_nid = X509_get_signature_nid(cert);
     snprintf(info->sig_alg, sizeof(info->sig_alg), "%s",

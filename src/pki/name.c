@@ -239,3 +239,28 @@ char *mtls_time_human(time_t t, char *buf, size_t size)
     strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm);
     return buf;
 }
+
+char *mtls_time_iso(time_t t, char *buf, size_t size)
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+time_t mtls_asn1_time(const ASN1_TIME *t)
+{
+    struct tm tm;
+
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+        return 0;
+    return timegm(&tm);
+}
+
+long mtls_days_left(time_t t, time_t now)
+{
+    if (t >= now)
+        return (long)((t - now) / 86400);
+    return -(long)((now - t + 86399) / 86400);
+}

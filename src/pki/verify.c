@@ -12,15 +12,6 @@
 #include "mtls/certinfo.h"
 #include "mtls/pki.h"
 
-static time_t asn1_time_t(const ASN1_TIME *at)
-{
-    struct tm tm;
-
-    if (at == NULL || ASN1_TIME_to_tm(at, &tm) != 1)
-        return 0;
-    return timegm(&tm);
-}
-
 /* "the certificate 'CN=x'" or "the CA certificate 'CN=x'". */
 static void who(X509 *cert, int depth, char *buf, size_t size)
 {
@@ -103,11 +94,11 @@ char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, cha
         break;
     case X509_V_ERR_CERT_HAS_EXPIRED:
         snprintf(buf, size, "%s expired on %s", subj,
-                 mtls_time_human(asn1_time_t(X509_get0_notAfter(cert)), when, sizeof(when)));
+                 mtls_time_human(mtls_asn1_time(X509_get0_notAfter(cert)), when, sizeof(when)));
         break;
     case X509_V_ERR_CERT_NOT_YET_VALID:
         snprintf(buf, size, "%s is not valid yet: not until %s", subj,
-                 mtls_time_human(asn1_time_t(X509_get0_notBefore(cert)), when, sizeof(when)));
+                 mtls_time_human(mtls_asn1_time(X509_get0_notBefore(cert)), when, sizeof(when)));
         break;
     case X509_V_ERR_INVALID_PURPOSE: {
         const char *want = purpose == MTLS_PROFILE_SERVER   ? "TLS server authentication"
@@ -145,10 +136,9 @@ char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, cha
         if (crl != NULL && X509_CRL_get0_by_cert(crl, &rev, cert) == 1 && rev != NULL)
             snprintf(buf, size, "%s (serial %s) was revoked by its CA '%s' on %s (%s)", subj,
                      hex ? hex : "?", issuer,
-                     mtls_time_human(asn1_time_t(X509_REVOKED_get0_revocationDate(rev)), when,
+                     mtls_time_human(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), when,
                                      sizeof(when)),
-                     mtls_crl_entry_reason(rev) ? mtls_crl_entry_reason(rev)
-                                                : "no reason given");
+                     mtls_crl_entry_reason(rev) ? mtls_crl_entry_reason(rev) : "no reason given");
         else
             snprintf(buf, size, "%s (serial %s) has been revoked by its CA '%s'", subj,
                      hex ? hex : "?", issuer);
@@ -168,11 +158,11 @@ char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, cha
                      "the CRL of '%s' expired on %s (its next update): publish a new one with "
                      "'mtls crl create'",
                      crl_issuer,
-                     mtls_time_human(crl ? asn1_time_t(X509_CRL_get0_nextUpdate(crl)) : 0, when,
+                     mtls_time_human(crl ? mtls_asn1_time(X509_CRL_get0_nextUpdate(crl)) : 0, when,
                                      sizeof(when)));
         else
             snprintf(buf, size, "the CRL of '%s' is not valid yet: not until %s", crl_issuer,
-                     mtls_time_human(crl ? asn1_time_t(X509_CRL_get0_lastUpdate(crl)) : 0, when,
+                     mtls_time_human(crl ? mtls_asn1_time(X509_CRL_get0_lastUpdate(crl)) : 0, when,
                                      sizeof(when)));
         break;
     }
