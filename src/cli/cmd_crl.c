@@ -46,6 +46,8 @@ static const struct cli_spec create_spec = {
     .exit_codes = NULL,
 };
 
+static int revoked_count(const X509_CRL *crl);
+
 int cmd_crl_create(int argc, char **argv)
 {
     struct cli_args args = {0};
@@ -80,7 +82,7 @@ int cmd_crl_create(int argc, char **argv)
         goto out;
     }
     printf("wrote CRL number %ld to %s: %d revoked, next update %s (%s)\n", number, create_out,
-           sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)),
+           revoked_count(crl),
            mtls_time_human(mtls_asn1_time(X509_CRL_get0_nextUpdate(crl)), until, sizeof(until)),
            pki_expiry_words(mtls_asn1_time(X509_CRL_get0_nextUpdate(crl)), words, sizeof(words)));
     code = EXIT_OK;
@@ -124,17 +126,121 @@ static char *bn_text(const ASN1_INTEGER *i, int decimal, char *buf, size_t size)
     return buf;
 }
 
+/* The revoked entries; OpenSSL says -1 for a CRL without any. */
+static int revoked_count(const X509_CRL *crl)
+{
+    int n = sk_X509_REVOKED_num(X509_CRL_get_REVOKED((X509_CRL *)crl));
+
+    return n > 0 ? n : 0;
+}
+
+/* What crl show prints, read once from the CRL. */
+struct crl_facts {
+    char issuer[MTLS_NAME_MAX];
+    char number[84]; /* decimal, "" when the CRL has no number */
+    time_t this_update, next_update;
+};
+
+static void crl_facts(X509_CRL *crl, struct crl_facts *f)
+{
+    ASN1_INTEGER *num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
+
+    memset(f, 0, sizeof(*f));
+    mtls_name_oneline(X509_CRL_get_issuer(crl), f->issuer, sizeof(f->issuer));
+    if (num != NULL)
+        bn_text(num, 1, f->number, sizeof(f->number));
+    ASN1_INTEGER_free(num);
+    f->this_update = mtls_asn1_time(X509_CRL_get0_lastUpdate(crl));
+    f->next_update = mtls_asn1_time(X509_CRL_get0_nextUpdate(crl));
+}
+
+static cJSON *revoked_json(const X509_REVOKED *rev)
+{
+    cJSON *o = cJSON_CreateObject();
+    const char *why = mtls_crl_entry_reason(rev);
+    char serial[84], when[48];
+
+    bn_text(X509_REVOKED_get0_serialNumber(rev), 0, serial, sizeof(serial));
+    cJSON_AddStringToObject(o, "serial", serial);
+    cJSON_AddStringToObject(
+        o, "date",
+        mtls_time_iso(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), when, sizeof(when)));
+    if (why != NULL)
+        cJSON_AddStringToObject(o, "reason", why);
+    else
+        cJSON_AddNullToObject(o, "reason");
+    return o;
+}
+
+static int print_crl_json(X509_CRL *crl, const struct crl_facts *f)
+{
+    cJSON *root = cJSON_CreateObject(), *arr;
+    time_t now = time(NULL);
+    char buf[48], *text;
+
+    cJSON_AddStringToObject(root, "type", "crl");
+    cJSON_AddStringToObject(root, "issuer", f->issuer);
+    if (f->number[0] != '\0')
+        cJSON_AddRawToObject(root, "crl_number", f->number);
+    else
+        cJSON_AddNullToObject(root, "crl_number");
+    cJSON_AddStringToObject(root, "this_update", mtls_time_iso(f->this_update, buf, sizeof(buf)));
+    if (f->next_update != 0) {
+        cJSON_AddStringToObject(root, "next_update",
+                                mtls_time_iso(f->next_update, buf, sizeof(buf)));
+        cJSON_AddNumberToObject(root, "expires_in_days",
+                                (double)mtls_days_left(f->next_update, now));
+        cJSON_AddBoolToObject(root, "expired", f->next_update < now);
+    } else {
+        cJSON_AddNullToObject(root, "next_update");
+        cJSON_AddNullToObject(root, "expires_in_days");
+        cJSON_AddBoolToObject(root, "expired", 0);
+    }
+    arr = cJSON_AddArrayToObject(root, "revoked");
+    for (int i = 0; i < revoked_count(crl); i++)
+        cJSON_AddItemToArray(arr,
+                             revoked_json(sk_X509_REVOKED_value(X509_CRL_get_REVOKED(crl), i)));
+    text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (text == NULL)
+        return cli_failf("out of memory");
+    printf("%s\n", text);
+    free(text);
+    return EXIT_OK;
+}
+
+static int print_crl(X509_CRL *crl, const struct crl_facts *f, const char *path)
+{
+    char a[48], words[64];
+
+    printf("%sCRL %s%s\n", cli_bold(stdout), path, cli_reset(stdout));
+    printf("  %-12s %s\n", "issuer", f->issuer);
+    printf("  %-12s %s\n", "number", f->number[0] != '\0' ? f->number : "(none)");
+    printf("  %-12s %s\n", "this update", mtls_time_human(f->this_update, a, sizeof(a)));
+    if (f->next_update != 0)
+        printf("  %-12s %s (%s)\n", "next update", mtls_time_human(f->next_update, a, sizeof(a)),
+               pki_expiry_words(f->next_update, words, sizeof(words)));
+    printf("  %-12s %d\n", "revoked", revoked_count(crl));
+    for (int i = 0; i < revoked_count(crl); i++) {
+        X509_REVOKED *rev = sk_X509_REVOKED_value(X509_CRL_get_REVOKED(crl), i);
+        const char *why = mtls_crl_entry_reason(rev);
+        char serial[84];
+
+        bn_text(X509_REVOKED_get0_serialNumber(rev), 0, serial, sizeof(serial));
+        printf("    %-34s %s%s%s\n", serial,
+               mtls_time_human(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), a, sizeof(a)),
+               why ? ", " : "", why ? why : "");
+    }
+    return EXIT_OK;
+}
+
 int cmd_crl_show(int argc, char **argv)
 {
     struct cli_args args = {0};
+    struct crl_facts facts;
     X509_CRL *crl = NULL;
-    ASN1_INTEGER *num = NULL;
-    STACK_OF(X509_REVOKED) * revs;
-    cJSON *root = NULL, *arr = NULL;
-    char issuer[MTLS_NAME_MAX], number[84] = "", a[48], b[48], words[64];
-    time_t this_update, next_update;
     mtls_err err;
-    int rc, code = EXIT_FAIL, n;
+    int rc, code = EXIT_FAIL;
 
     rc = cli_parse(&show_spec, argc, argv, &args);
     if (rc != CLI_PARSED) {
@@ -145,83 +251,9 @@ int cmd_crl_show(int argc, char **argv)
         code = cli_fail(&err);
         goto out;
     }
-    mtls_name_oneline(X509_CRL_get_issuer(crl), issuer, sizeof(issuer));
-    num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
-    if (num != NULL)
-        bn_text(num, 1, number, sizeof(number));
-    this_update = mtls_asn1_time(X509_CRL_get0_lastUpdate(crl));
-    next_update = mtls_asn1_time(X509_CRL_get0_nextUpdate(crl));
-    revs = X509_CRL_get_REVOKED(crl);
-    n = sk_X509_REVOKED_num(revs);
-    if (show_json) {
-        root = cJSON_CreateObject();
-        cJSON_AddStringToObject(root, "type", "crl");
-        cJSON_AddStringToObject(root, "issuer", issuer);
-        if (num != NULL)
-            cJSON_AddNumberToObject(root, "crl_number", (double)ASN1_INTEGER_get(num));
-        else
-            cJSON_AddNullToObject(root, "crl_number");
-        cJSON_AddStringToObject(root, "this_update", mtls_time_iso(this_update, a, sizeof(a)));
-        if (next_update != 0) {
-            time_t now = time(NULL);
-
-            cJSON_AddStringToObject(root, "next_update", mtls_time_iso(next_update, b, sizeof(b)));
-            cJSON_AddNumberToObject(root, "expires_in_days",
-                                    (double)mtls_days_left(next_update, now));
-            cJSON_AddBoolToObject(root, "expired", next_update < now);
-        } else {
-            cJSON_AddNullToObject(root, "next_update");
-            cJSON_AddNullToObject(root, "expires_in_days");
-            cJSON_AddBoolToObject(root, "expired", 0);
-        }
-        arr = cJSON_AddArrayToObject(root, "revoked");
-    } else {
-        printf("%sCRL %s%s\n", cli_bold(stdout), args.v[0], cli_reset(stdout));
-        printf("  %-12s %s\n", "issuer", issuer);
-        printf("  %-12s %s\n", "number", num != NULL ? number : "(none)");
-        printf("  %-12s %s\n", "this update", mtls_time_human(this_update, a, sizeof(a)));
-        if (next_update != 0)
-            printf("  %-12s %s (%s)\n", "next update", mtls_time_human(next_update, b, sizeof(b)),
-                   pki_expiry_words(next_update, words, sizeof(words)));
-        printf("  %-12s %d\n", "revoked", n);
-    }
-    for (int i = 0; i < n; i++) {
-        X509_REVOKED *rev = sk_X509_REVOKED_value(revs, i);
-        const char *why = mtls_crl_entry_reason(rev);
-        char serial[84], when[48];
-
-        bn_text(X509_REVOKED_get0_serialNumber(rev), 0, serial, sizeof(serial));
-        if (show_json) {
-            cJSON *o = cJSON_CreateObject();
-
-            cJSON_AddStringToObject(o, "serial", serial);
-            cJSON_AddStringToObject(
-                o, "date",
-                mtls_time_iso(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), when,
-                              sizeof(when)));
-            if (why != NULL)
-                cJSON_AddStringToObject(o, "reason", why);
-            else
-                cJSON_AddNullToObject(o, "reason");
-            cJSON_AddItemToArray(arr, o);
-        } else {
-            printf("    %-34s %s%s%s\n", serial,
-                   mtls_time_human(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), when,
-                                   sizeof(when)),
-                   why ? ", " : "", why ? why : "");
-        }
-    }
-    if (root != NULL) {
-        char *text = cJSON_Print(root);
-
-        if (text != NULL)
-            printf("%s\n", text);
-        free(text);
-    }
-    code = EXIT_OK;
+    crl_facts(crl, &facts);
+    code = show_json ? print_crl_json(crl, &facts) : print_crl(crl, &facts, args.v[0]);
 out:
-    cJSON_Delete(root);
-    ASN1_INTEGER_free(num);
     X509_CRL_free(crl);
     cli_args_release(&args);
     return code;

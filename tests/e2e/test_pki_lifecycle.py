@@ -134,6 +134,11 @@ def test_crl_show_reads_an_openssl_crl(ca):
     assert r.returncode == 0, r.stderr
     j = json.loads(ok("crl", "show", ca / "o.crl", "--json").stdout)
     assert j["issuer"] == "CN=Life CA" and j["revoked"] == [] and j["crl_number"] is None
+    # No revoked entry at all: zero, not OpenSSL's -1 for a missing list.
+    assert re.search(r"^  revoked      0$", ok("crl", "show", ca / "o.crl").stdout, re.M)
+    r = ok("crl", "create", "--ca", ca / "ca", "--out", ca / "empty.crl")
+    assert "wrote CRL number 1 to " in r.stdout and ": 0 revoked, next update" in r.stdout
+    assert re.search(r"^  revoked      0$", ok("crl", "show", ca / "empty.crl").stdout, re.M)
     fails(1, "holds a certificate, not a certificate revocation list", "crl", "show", ca / "ca.crt")
 
 
