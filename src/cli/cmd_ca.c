@@ -353,16 +353,100 @@ static cJSON *listed_json(const struct listed *l)
     return o;
 }
 
+/* 1 when --expiring WINDOW (window >= 0) leaves this row out. */
+static int filtered_out(const struct listed *l, long window)
+{
+    return window >= 0 && (strcmp(l->status, "valid") != 0 || l->not_after > time(NULL) + window);
+}
+
+/* "2027-11-27 (expires in 364 days)" or "2027-11-27 (revoked 2026-11-27, keyCompromise)". */
+static char *expiry_cell(const struct listed *l, char *buf, size_t size)
+{
+    char day[16], words[64];
+    struct tm tm;
+
+    gmtime_r(&l->not_after, &tm);
+    strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+    if (strcmp(l->status, "revoked") == 0) {
+        char rday[16];
+
+        gmtime_r(&l->revoked_at, &tm);
+        strftime(rday, sizeof(rday), "%Y-%m-%d", &tm);
+        snprintf(words, sizeof(words), "revoked %s%s%s", rday, l->reason[0] ? ", " : "", l->reason);
+    } else {
+        pki_expiry_words(l->not_after, words, sizeof(words));
+    }
+    snprintf(buf, size, "%s (%s)", day, words);
+    return buf;
+}
+
+/* The table, its columns as wide as their widest cell; returns the rows shown. */
+static size_t print_table(const struct listed *rows, size_t n, long window)
+{
+    int serial_w = 32, expiry_w = 7;
+    size_t shown = 0;
+    char cell[128];
+
+    for (size_t i = 0; i < n; i++) {
+        if (filtered_out(&rows[i], window))
+            continue;
+        if ((int)strlen(rows[i].rec->serial) > serial_w)
+            serial_w = (int)strlen(rows[i].rec->serial);
+        if ((int)strlen(expiry_cell(&rows[i], cell, sizeof(cell))) > expiry_w)
+            expiry_w = (int)strlen(cell);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct listed *l = &rows[i];
+        char sans[256] = "";
+
+        if (filtered_out(l, window))
+            continue;
+        if (shown++ == 0)
+            printf("  %-*s  %-8s %-7s %-*s  %s\n", serial_w, "SERIAL", "STATUS", "PROFILE",
+                   expiry_w, "EXPIRES", "SUBJECT");
+        if (l->have_info)
+            mtls_cert_info_sans_line(&l->info, sans, sizeof(sans));
+        printf("  %-*s  %s%-8s%s %-7s %-*s  %s%s%s\n", serial_w, l->rec->serial,
+               strcmp(l->status, "valid") == 0 ? cli_green(stdout) : cli_red(stdout), l->status,
+               cli_reset(stdout), l->profile, expiry_w, expiry_cell(l, cell, sizeof(cell)),
+               l->subject, sans[0] ? "  " : "", sans);
+    }
+    return shown;
+}
+
+static size_t print_json(const mtls_ca *ca, const char *ca_name, const struct listed *rows,
+                         size_t n, long window)
+{
+    cJSON *root = cJSON_CreateObject(), *arr;
+    size_t shown = 0;
+    char *text;
+
+    cJSON_AddStringToObject(root, "ca", ca_name);
+    cJSON_AddStringToObject(root, "prefix", mtls_ca_prefix(ca));
+    arr = cJSON_AddArrayToObject(root, "certificates");
+    for (size_t i = 0; i < n; i++) {
+        if (!filtered_out(&rows[i], window)) {
+            cJSON_AddItemToArray(arr, listed_json(&rows[i]));
+            shown++;
+        }
+    }
+    text = cJSON_Print(root);
+    if (text != NULL)
+        printf("%s\n", text);
+    free(text);
+    cJSON_Delete(root);
+    return shown;
+}
+
 int cmd_ca_list(int argc, char **argv)
 {
     struct cli_args args = {0};
     mtls_ca *ca = NULL;
     struct listed *rows = NULL;
     const mtls_ca_record *recs;
-    size_t n = 0, shown = 0, revoked = 0, expired = 0;
+    size_t n = 0, shown, revoked = 0, expired = 0;
     long window = -1;
     mtls_err err;
-    cJSON *root = NULL, *arr = NULL;
     char ca_name[MTLS_NAME_MAX];
     int rc, code = EXIT_FAIL;
 
@@ -391,64 +475,19 @@ int cmd_ca_list(int argc, char **argv)
         goto out;
     }
     mtls_name_oneline(X509_get_subject_name(mtls_ca_cert(ca)), ca_name, sizeof(ca_name));
-    if (list_json) {
-        root = cJSON_CreateObject();
-        cJSON_AddStringToObject(root, "ca", ca_name);
-        cJSON_AddStringToObject(root, "prefix", mtls_ca_prefix(ca));
-        arr = cJSON_AddArrayToObject(root, "certificates");
-    }
     for (size_t i = 0; i < n; i++) {
-        struct listed *l = &rows[i];
-
-        fill_listed(ca, &recs[i], l);
-        revoked += strcmp(l->status, "revoked") == 0;
-        expired += strcmp(l->status, "expired") == 0;
+        fill_listed(ca, &recs[i], &rows[i]);
+        revoked += strcmp(rows[i].status, "revoked") == 0;
+        expired += strcmp(rows[i].status, "expired") == 0;
     }
-    if (!list_json)
+    if (list_json) {
+        shown = print_json(ca, ca_name, rows, n, window);
+    } else {
         printf("CA '%s' (%s): %zu certificate%s, %zu revoked, %zu expired\n", ca_name,
                mtls_ca_prefix(ca), n, n == 1 ? "" : "s", revoked, expired);
-    for (size_t i = 0; i < n; i++) {
-        struct listed *l = &rows[i];
-        char day[16], words[64], sans[256] = "";
-        struct tm tm;
-
-        if (window >= 0 && (strcmp(l->status, "valid") != 0 || l->not_after > time(NULL) + window))
-            continue;
-        shown++;
-        if (list_json) {
-            cJSON_AddItemToArray(arr, listed_json(l));
-            continue;
-        }
-        if (shown == 1)
-            printf("  %-34s %-8s %-7s %-33s %s\n", "SERIAL", "STATUS", "PROFILE", "EXPIRES",
-                   "SUBJECT");
-        gmtime_r(&l->not_after, &tm);
-        strftime(day, sizeof(day), "%Y-%m-%d", &tm);
-        if (strcmp(l->status, "revoked") == 0) {
-            struct tm rt;
-            char rday[16];
-
-            gmtime_r(&l->revoked_at, &rt);
-            strftime(rday, sizeof(rday), "%Y-%m-%d", &rt);
-            snprintf(words, sizeof(words), "revoked %s%s%s", rday, l->reason[0] ? ", " : "",
-                     l->reason);
-        } else {
-            pki_expiry_words(l->not_after, words, sizeof(words));
-        }
-        if (l->have_info)
-            mtls_cert_info_sans_line(&l->info, sans, sizeof(sans));
-        printf("  %-34s %s%-8s%s %-7s %s (%s)  %s%s%s\n", l->rec->serial,
-               strcmp(l->status, "valid") == 0 ? cli_green(stdout) : cli_red(stdout), l->status,
-               cli_reset(stdout), l->profile, day, words, l->subject, sans[0] ? "  " : "", sans);
-    }
-    if (list_json) {
-        char *text = cJSON_Print(root);
-
-        if (text != NULL)
-            printf("%s\n", text);
-        free(text);
-    } else if (window >= 0 && shown == 0) {
-        printf("  nothing expires within %s\n", list_expiring);
+        shown = print_table(rows, n, window);
+        if (window >= 0 && shown == 0)
+            printf("  nothing expires within %s\n", list_expiring);
     }
     code = window >= 0 && shown > 0 ? 3 : EXIT_OK;
 out:
@@ -457,7 +496,6 @@ out:
             mtls_cert_info_release(&rows[i].info);
     }
     free(rows);
-    cJSON_Delete(root);
     mtls_ca_free(ca);
     cli_args_release(&args);
     return code;

@@ -115,7 +115,11 @@ def test_revoke_crl_and_openssl_reads_it(ca):
     listed = json.loads(ok("ca", "list", "--ca", ca / "ca", "--json").stdout)["certificates"]
     bad_row = [c for c in listed if c["subject"] == "CN=bad"][0]
     assert bad_row["status"] == "revoked" and bad_row["reason"] == "keyCompromise"
-    assert "revoked" in ok("ca", "list", "--ca", ca / "ca").stdout
+    table = ok("ca", "list", "--ca", ca / "ca").stdout.splitlines()[1:]
+    assert "revoked 20" in "\n".join(table) and "keyCompromise)" in "\n".join(table)
+    # Every column lines up, whatever the length of the expiry words.
+    assert len({line.index("SUBJECT") if "SUBJECT" in line else line.index("CN=")
+                for line in table}) == 1, "\n".join(table)
 
 
 def test_revoke_refuses_a_certificate_of_another_ca(ca, tmp_path):
