@@ -58,6 +58,50 @@ static int trusted_namesake(X509_STORE_CTX *ctx, const X509_NAME *name)
     return found;
 }
 
+/* "certificate 'CN=bob' (serial 5D66...) was revoked by its CA 'CN=My CA' on
+ * DATE (keyCompromise)", from the CRL the context is checking against. */
+static void revoked_sentence(X509_STORE_CTX *ctx, X509 *cert, const char *subj, const char *issuer,
+                             char *buf, size_t size)
+{
+    X509_CRL *crl = X509_STORE_CTX_get0_current_crl(ctx);
+    X509_REVOKED *rev = NULL;
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    char when[48];
+
+    if (crl != NULL && X509_CRL_get0_by_cert(crl, &rev, cert) == 1 && rev != NULL)
+        snprintf(buf, size, "%s (serial %s) was revoked by its CA '%s' on %s (%s)", subj,
+                 hex ? hex : "?", issuer,
+                 mtls_time_human(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), when,
+                                 sizeof(when)),
+                 mtls_crl_entry_reason(rev) ? mtls_crl_entry_reason(rev) : "no reason given");
+    else
+        snprintf(buf, size, "%s (serial %s) has been revoked by its CA '%s'", subj, hex ? hex : "?",
+                 issuer);
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+/* A CRL past its nextUpdate, or before its thisUpdate. */
+static void crl_dates_sentence(X509_CRL *crl, int code, char *buf, size_t size)
+{
+    char crl_issuer[MTLS_NAME_MAX] = "?", when[48];
+
+    if (crl != NULL)
+        mtls_name_oneline(X509_CRL_get_issuer(crl), crl_issuer, sizeof(crl_issuer));
+    if (code == X509_V_ERR_CRL_HAS_EXPIRED)
+        snprintf(buf, size,
+                 "the CRL of '%s' expired on %s (its next update): publish a new one with "
+                 "'mtls crl create'",
+                 crl_issuer,
+                 mtls_time_human(crl ? mtls_asn1_time(X509_CRL_get0_nextUpdate(crl)) : 0, when,
+                                 sizeof(when)));
+    else
+        snprintf(buf, size, "the CRL of '%s' is not valid yet: not until %s", crl_issuer,
+                 mtls_time_human(crl ? mtls_asn1_time(X509_CRL_get0_lastUpdate(crl)) : 0, when,
+                                 sizeof(when)));
+}
+
 char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, char *buf, size_t size)
 {
     int code = X509_STORE_CTX_get_error(ctx);
@@ -127,47 +171,17 @@ char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, cha
                  "issued by another CA of the same name)",
                  subj, issuer);
         break;
-    case X509_V_ERR_CERT_REVOKED: {
-        X509_CRL *crl = X509_STORE_CTX_get0_current_crl(ctx);
-        X509_REVOKED *rev = NULL;
-        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-        char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
-
-        if (crl != NULL && X509_CRL_get0_by_cert(crl, &rev, cert) == 1 && rev != NULL)
-            snprintf(buf, size, "%s (serial %s) was revoked by its CA '%s' on %s (%s)", subj,
-                     hex ? hex : "?", issuer,
-                     mtls_time_human(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), when,
-                                     sizeof(when)),
-                     mtls_crl_entry_reason(rev) ? mtls_crl_entry_reason(rev) : "no reason given");
-        else
-            snprintf(buf, size, "%s (serial %s) has been revoked by its CA '%s'", subj,
-                     hex ? hex : "?", issuer);
-        OPENSSL_free(hex);
-        BN_free(bn);
+    case X509_V_ERR_CERT_REVOKED:
+        revoked_sentence(ctx, cert, subj, issuer, buf, size);
         break;
-    }
     case X509_V_ERR_CRL_HAS_EXPIRED:
-    case X509_V_ERR_CRL_NOT_YET_VALID: {
-        X509_CRL *crl = X509_STORE_CTX_get0_current_crl(ctx);
-        char crl_issuer[MTLS_NAME_MAX] = "?";
-
-        if (crl != NULL)
-            mtls_name_oneline(X509_CRL_get_issuer(crl), crl_issuer, sizeof(crl_issuer));
-        if (code == X509_V_ERR_CRL_HAS_EXPIRED)
-            snprintf(buf, size,
-                     "the CRL of '%s' expired on %s (its next update): publish a new one with "
-                     "'mtls crl create'",
-                     crl_issuer,
-                     mtls_time_human(crl ? mtls_asn1_time(X509_CRL_get0_nextUpdate(crl)) : 0, when,
-                                     sizeof(when)));
-        else
-            snprintf(buf, size, "the CRL of '%s' is not valid yet: not until %s", crl_issuer,
-                     mtls_time_human(crl ? mtls_asn1_time(X509_CRL_get0_lastUpdate(crl)) : 0, when,
-                                     sizeof(when)));
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+        crl_dates_sentence(X509_STORE_CTX_get0_current_crl(ctx), code, buf, size);
         break;
-    }
     case X509_V_ERR_UNABLE_TO_GET_CRL:
-        snprintf(buf, size, "no CRL of '%s' is loaded, so %s cannot be checked for revocation",
+        snprintf(buf, size,
+                 "no CRL of '%s' is loaded, so %s cannot be checked for revocation: pass that "
+                 "CA's CRL too",
                  issuer, subj);
         break;
     case X509_V_ERR_CRL_SIGNATURE_FAILURE:
