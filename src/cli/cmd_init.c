@@ -178,6 +178,32 @@ static void print_summary(const char *dir, mtls_key_type type, const char *host,
            bracket ? "[" : "", host, bracket ? "]" : "");
 }
 
+/* Every destination is checked first: a refusal must leave nothing behind. */
+static int check_outputs(const char *dir, mtls_err *err)
+{
+    int rc = 0;
+
+    for (size_t i = 0; rc == 0 && i < sizeof(outputs) / sizeof(outputs[0]); i++) {
+        char *path = pki_path_join(dir, outputs[i]);
+
+        rc = path == NULL ? mtls_err_set(err, MTLS_E_NOMEM, "out of memory")
+                          : pki_check_target(path, force, err);
+        free(path);
+    }
+    return rc;
+}
+
+/* The folder: --dir DIR or the argument DIR (not both, unless the same), else ".". */
+static int dir_arg(const struct cli_args *args, const char **dir)
+{
+    if (args->n == 1 && dir_opt != NULL && strcmp(dir_opt, args->v[0]) != 0)
+        return cli_usage_error(&spec, "give the folder once: --dir %s or %s", dir_opt, args->v[0]);
+    *dir = dir_opt != NULL ? dir_opt : args->n == 1 ? args->v[0] : ".";
+    if ((*dir)[0] == '\0')
+        return cli_usage_error(&spec, "--dir needs a folder name");
+    return 0;
+}
+
 int cmd_init(int argc, char **argv)
 {
     struct cli_args args = {0};
@@ -189,7 +215,7 @@ int cmd_init(int argc, char **argv)
     mtls_ca_opts ca_opts;
     mtls_txn txn;
     mtls_err err;
-    const char *dir;
+    const char *dir = ".";
     char *clientca_prefix = NULL, *serverca_prefix = NULL;
     int rc, code = EXIT_FAIL, made_dir = 0;
 
@@ -200,15 +226,9 @@ int cmd_init(int argc, char **argv)
         code = rc == CLI_DONE_HELP ? EXIT_OK : EXIT_USAGE;
         goto out;
     }
-    if (args.n == 1 && dir_opt != NULL && strcmp(dir_opt, args.v[0]) != 0) {
-        code = cli_usage_error(&spec, "give the folder once: --dir %s or %s", dir_opt, args.v[0]);
+    if ((code = dir_arg(&args, &dir)) != 0)
         goto out;
-    }
-    dir = dir_opt != NULL ? dir_opt : args.n == 1 ? args.v[0] : ".";
-    if (dir[0] == '\0') {
-        code = cli_usage_error(&spec, "--dir needs a folder name");
-        goto out;
-    }
+    code = EXIT_FAIL;
     if (key_type_opt != NULL && strcmp(key_type_opt, "ed25519") == 0) {
         code = cli_usage_error(&spec, "init makes ec or rsa keys (curl and browsers need them)");
         goto out;
@@ -230,17 +250,9 @@ int cmd_init(int argc, char **argv)
         code = cli_usage_error(&spec, "--host: %s", err.msg);
         goto out;
     }
-    /* Check every destination first: a refusal must leave nothing behind. */
-    for (size_t i = 0; i < sizeof(outputs) / sizeof(outputs[0]); i++) {
-        char *path = pki_path_join(dir, outputs[i]);
-
-        rc = path == NULL ? mtls_err_set(&err, MTLS_E_NOMEM, "out of memory")
-                          : pki_check_target(path, force, &err);
-        free(path);
-        if (rc != 0) {
-            code = cli_fail(&err);
-            goto out;
-        }
+    if (check_outputs(dir, &err) != 0) {
+        code = cli_fail(&err);
+        goto out;
     }
     made_dir = !mtls_file_exists(dir);
     if (make_dirs(dir) != 0) {
@@ -260,9 +272,8 @@ int cmd_init(int argc, char **argv)
     if ((rc = mtls_ca_generate(clientca_prefix, &ca_opts, &clientca, &err)) != 0)
         goto fail;
     ca_opts.cn = "server-example-ca";
-    if ((rc = mtls_ca_generate(serverca_prefix, &ca_opts, &serverca, &err)) != 0)
-        goto fail;
-    if ((rc = make_leaf(clientca, dir, "client", type, "localclient", NULL, MTLS_PROFILE_CLIENT,
+    if ((rc = mtls_ca_generate(serverca_prefix, &ca_opts, &serverca, &err)) != 0 ||
+        (rc = make_leaf(clientca, dir, "client", type, "localclient", NULL, MTLS_PROFILE_CLIENT,
                         &txn, &err)) != 0 ||
         (rc = make_leaf(serverca, dir, "server", type, names.items[0], sans, MTLS_PROFILE_SERVER,
                         &txn, &err)) != 0 ||
