@@ -511,8 +511,17 @@ static void conn_io(uv_poll_t *h, int status, int events)
     if (c->closing)
         return;
     if (status < 0) {
-        conn_close(c);
-        return;
+        /*
+         * libuv stopped the poll (POLLERR: usually a reset). What the
+         * client sent before it, an alert say, can still be read, and the
+         * read that follows reports the reset: let the state machine see
+         * both, so that the handshake's end is logged with its reason.
+         */
+        c->events = 0;
+        if (c->state == ST_LINGER) {
+            conn_close(c);
+            return;
+        }
     }
     switch (c->state) {
     case ST_HANDSHAKE:

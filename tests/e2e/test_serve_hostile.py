@@ -7,6 +7,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import time
 
 import pytest
@@ -142,6 +143,14 @@ def test_garbage_and_plain_http_before_the_handshake(init_pki, serve, tmp_path):
         except ConnectionError:
             pass
     wait_for_text(s.system_log, "the client did not speak TLS")
+    # Bytes then a reset: what came before the reset is still read and logged.
+    for _ in range(5):
+        rst = socket.create_connection(("127.0.0.1", s.port))
+        rst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        rst.sendall(b"POST /reset HTTP/1.1\r\n\r\n")
+        rst.close()
+    wait_until(lambda: read_text(s.system_log).count("plain HTTP") == 6, timeout=10 * SLOW,
+               what="a log line for each plain-HTTP connection that was reset")
     with socket.create_connection(("127.0.0.1", s.port)) as bad:
         # A ClientHello header that promises more than it sends, then silence.
         bad.sendall(b"\x16\x03\x01\x40\x00\x01\x00\x3f\xfc\x03\x03")
