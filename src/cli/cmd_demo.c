@@ -35,7 +35,9 @@ static int keep;
 
 static const struct cli_opt opts[] = {
     {"dir", 'd', CLI_STRING, &dir_opt, "DIR",
-     "work in DIR (created; a PKI there is reused); default: a temp folder", 0, 0},
+     "work in DIR (created; a whole PKI there is reused, part of one refused); default: a "
+     "temporary folder, removed at the end",
+     0, 0},
     {"port", 'p', CLI_INT, &port_opt, "N",
      "server port on 127.0.0.1 (default: 8443 if free, else any free port)", 1, 65535},
     {"keep", 'k', CLI_FLAG, &keep, NULL,
@@ -55,12 +57,14 @@ static const struct cli_spec spec = {
         "   {\"message\":\"Hello mtls\"}); without the server's CA (expects us to refuse the\n"
         "   server: unknown CA); without the client certificate (expects the server to\n"
         "   refuse us);\n"
-        "4. shows the access-log and system-log lines the server wrote, and stops it.",
+        "4. shows the access-log and system-log lines the server wrote, and stops it.\n"
+        "Ctrl-C stops the server and removes the temporary folder (unless --keep) first.",
     .opts = opts,
     .min_args = 0,
     .max_args = 0,
     .exit_codes = "  1  a check did not behave as the tutorial says, or the demo could not run\n"
-                  "     (the PKI or the server failed, the --port is in use)\n",
+                  "     (the PKI or the server failed, the --port is in use, --dir is not a\n"
+                  "     folder or holds part of a PKI)\n",
 };
 
 /* The server's pid, for the signal handler: a demo that is interrupted
