@@ -201,3 +201,15 @@ def test_resumed_sessions_keep_the_identity_until_a_reload(model, pki, serve):
                what="the old ticket to be refused")
     reused, _, data = _resume_once(s.port, d, session)
     assert not reused and b"HTTP/1.1 200 OK" in data
+
+
+def test_a_crl_that_expires_while_serving_is_reported(pki, serve):
+    d = pki
+    crl = pki_openssl.openssl_crl(str(d), crlsec=3, out="short.crl")
+    s = serve(d, "--crl", "short.crl")
+    assert b"Hello mtls" in tls_request(s.port, d)
+    wait_for_text(s.system_log, "every client certificate of that CA is refused", timeout=15)
+    assert "the CRL from CN=client-example-ca expired on" in read_text(s.system_log)
+    assert tls_error(s.port, d), "a client checked against an expired CRL is refused"
+    wait_for_text(s.system_log, "cannot be checked: the CRL from CN=client-example-ca has expired")
+    assert os.path.exists(crl)
