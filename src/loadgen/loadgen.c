@@ -165,6 +165,8 @@ struct conn {
     uint64_t hs_ns;      /* how long the handshake took (ns) */
     uint64_t deadline;   /* ns; 0 when no deadline */
     uint64_t n_requests; /* responses received on this connection */
+    uint64_t reserved;   /* request attempts reserved by this connection (--requests) */
+    uint64_t started;    /* ... of which started */
     int handshake_counted;
     int resumed;
     int broken; /* OpenSSL reported a fatal error: no close_notify */
@@ -506,15 +508,33 @@ static void start_request(struct conn *c, int first)
     const mtls_loadgen_opts *o = lg->opts;
     int last;
 
-    /* The first request of a connection was reserved when it connected. */
+    /*
+     * With --requests, a connection reserves its requests when it connects:
+     * all of them when they are bounded per connection (so that N requests
+     * make exactly ceil(N / requests-per-conn) connections), else one at a
+     * time; the first is reserved there, the rest here.
+     */
     if (!first) {
-        if (lg->stopping || (o->requests && lg->attempts >= o->requests)) {
+        if (lg->stopping) {
             conn_close(c, 0, 0);
             return;
         }
-        lg->attempts++;
+        if (o->requests && o->requests_per_conn == 0) {
+            if (lg->attempts >= o->requests) {
+                conn_close(c, 0, 0);
+                return;
+            }
+            lg->attempts++;
+            c->reserved++;
+        } else if (o->requests && c->started >= c->reserved) {
+            conn_close(c, 1, 0);
+            return;
+        }
     }
-    last = o->requests_per_conn != 0 && c->n_requests + 1 >= o->requests_per_conn;
+    if (!first)
+        c->started++;
+    last = o->requests_per_conn != 0 && (c->n_requests + 1 >= o->requests_per_conn ||
+                                         (o->requests && c->started >= c->reserved));
     c->req = last ? lg->req_close : lg->req_keep;
     c->req_len = (int)strlen(c->req);
     c->t_request = uv_hrtime();
@@ -886,6 +906,10 @@ static void conn_close(struct conn *c, int restart, uint64_t delay_ns)
 
     if (c->state == C_CONNECTING || c->state == C_HANDSHAKE)
         lg->handshaking--;
+    /* Attempts reserved but never started go back to the pool. */
+    if (c->reserved > c->started)
+        lg->attempts -= c->reserved - c->started;
+    c->reserved = c->started = 0;
     if (c->ssl != NULL) {
         /* A healthy connection says goodbye; the result does not matter. */
         if (!c->broken && (c->state == C_READING || c->state == C_WRITING || c->state == C_HOLD))
@@ -922,8 +946,17 @@ static void conn_start(struct conn *c)
         c->restart_at = 0;
         return;
     }
-    if (!o->idle)
-        lg->attempts++;
+    /* The first attempt starts with the connect: a failed handshake uses it up. */
+    c->started = 1;
+    c->reserved = 0;
+    if (!o->idle && o->requests) {
+        uint64_t left = o->requests - lg->attempts;
+
+        c->reserved = o->requests_per_conn != 0 && o->requests_per_conn < left
+                          ? o->requests_per_conn
+                          : (o->requests_per_conn != 0 ? left : 1);
+        lg->attempts += c->reserved;
+    }
     c->events = 0;
     c->handshake_counted = 0;
     c->resumed = 0;
@@ -942,6 +975,8 @@ static void conn_start(struct conn *c)
         /* Out of file descriptors or memory: count it and try again later. */
         lg->handshaking--;
         lg->res->err_connect++;
+        lg->attempts -= c->reserved - c->started;
+        c->reserved = c->started = 0;
         c->state = C_WAIT;
         c->restart_at = uv_hrtime() + RETRY_DELAY_NS;
         return;

@@ -142,13 +142,17 @@ def test_keep_alive_reuses_each_connection(pki, peer):
     assert seen == {"connections": 3, "requests": 300, "max_open": 3, "resumed": 0}
 
 
-def test_requests_per_connection_bounds_each_connection(pki, peer):
-    r, out = bench(peer.url(), *client_args(pki), "-c", "2", "--requests-per-conn", "5",
-                   "--requests", "50")
+@pytest.mark.parametrize("total, connections", [(50, 10), (23, 5)])
+def test_requests_per_connection_bounds_each_connection(pki, peer, total, connections):
+    # A connection reserves its requests when it connects: N requests make
+    # exactly ceil(N / 5) connections, whatever the concurrency.
+    r, out = bench(peer.url(), *client_args(pki), "-c", "3", "--requests-per-conn", "5",
+                   "--requests", str(total))
     assert r.returncode == 0, r.stderr
-    assert out["handshakes"] == 10
-    assert out["requests"] == 50
-    assert peer.stop()["connections"] == 10
+    assert out["handshakes"] == connections
+    assert out["requests"] == total
+    seen = peer.stop()
+    assert (seen["connections"], seen["requests"]) == (connections, total)
 
 
 def test_resume_reuses_the_session_ticket(pki, peer):
