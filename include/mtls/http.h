@@ -78,11 +78,11 @@ void mtls_http_config_init(mtls_http_config *cfg);
  * connection (all borrowed; they must outlive the connection).
  */
 typedef struct mtls_http_peer {
-    const char *addr;    /* "127.0.0.1", "::1" */
-    const char *user;    /* the client certificate's subject for the logs, or NULL */
-    const char *serial;  /* the client certificate's serial (hex), or NULL (JSON log only) */
-    const char *denied;  /* non-NULL: answer every request 403 with this reason
-                            (verify-client optional, certificate missing or bad) */
+    const char *addr;   /* "127.0.0.1", "::1" */
+    const char *user;   /* the client certificate's subject for the logs, or NULL */
+    const char *serial; /* the client certificate's serial (hex), or NULL (JSON log only) */
+    const char *denied; /* non-NULL: answer every request 403 with this reason
+                           (verify-client optional, certificate missing or bad) */
     /* The /whoami body: a JSON document, built on first use and cached by the
        server (borrowed; *len set to its length). NULL when unavailable. */
     const char *(*whoami)(void *ctx, size_t *len);
@@ -97,7 +97,7 @@ enum {
     MTLS_HTTP_ABORT = 4,      /* the transport failed: close without a goodbye */
 };
 
-#define MTLS_HTTP_URL_KEEP 1024 /* bytes of the request target kept for routing and logs */
+#define MTLS_HTTP_URL_KEEP 1024  /* bytes of the request target kept for routing and logs */
 #define MTLS_HTTP_FIELD_KEEP 256 /* bytes of User-Agent and Referer kept for logs */
 
 /**
@@ -112,33 +112,33 @@ typedef struct mtls_http_conn {
     const mtls_http_peer *peer;
     mtls_http_io io;
 
-    char *in;              /* bytes read and not parsed yet: in[in_off, in_len) (lazy) */
+    char *in; /* bytes read and not parsed yet: in[in_off, in_len) (lazy) */
     size_t in_cap, in_off, in_len;
-    char *out;             /* bytes to write: out[out_off, out_len) (lazy, grows) */
+    char *out; /* bytes to write: out[out_off, out_len) (lazy, grows) */
     size_t out_cap, out_off, out_len;
 
     /* The request being parsed. */
     char url[MTLS_HTTP_URL_KEEP + 1];
-    size_t url_len;        /* bytes seen, may exceed what url keeps */
+    size_t url_len; /* bytes seen, may exceed what url keeps */
     char user_agent[MTLS_HTTP_FIELD_KEEP + 1];
     size_t user_agent_len;
     char referer[MTLS_HTTP_FIELD_KEEP + 1];
     size_t referer_len;
-    char field[24];        /* the current header name (lower-case prefix) */
+    char field[24]; /* the current header name (lower-case prefix) */
     size_t field_len;
-    int field_kind;        /* which kept header the current value belongs to */
+    int field_kind; /* which kept header the current value belongs to */
     size_t header_bytes;
     unsigned n_headers;
     uint64_t body_bytes;
-    int error_status;      /* 413/414/431 decided inside a parser callback */
+    int error_status; /* 413/414/431 decided inside a parser callback */
     const char *error_reason;
 
-    unsigned in_request : 1;      /* bytes of an unfinished request were parsed */
-    unsigned closing : 1;         /* answer with Connection: close from now on */
+    unsigned in_request : 1; /* bytes of an unfinished request were parsed */
+    unsigned closing : 1;    /* answer with Connection: close from now on */
     unsigned close_after_flush : 1;
-    unsigned read_done : 1;       /* read once since the last wait; wait unless pending */
-    uint64_t requests;            /* requests answered on this connection */
-    uint64_t bytes_out;           /* response bytes handed to write() */
+    unsigned read_done : 1; /* read once since the last wait; wait unless pending */
+    uint64_t requests;      /* requests answered on this connection */
+    uint64_t bytes_out;     /* response bytes handed to write() */
 } mtls_http_conn;
 
 /**

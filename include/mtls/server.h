@@ -32,20 +32,20 @@ typedef void (*mtls_server_notice_fn)(void *ctx, const char *msg);
 
 /** Everything a server is made of. Fill with mtls_server_opts_init(); strings are borrowed. */
 typedef struct mtls_server_opts {
-    const char *listen;          /* "8443", ":8443", "ADDR:PORT", "[V6]:PORT"; default "8443" */
-    mtls_tls_server_opts tls;    /* certificate, key, client CA, CRLs, verify mode */
-    unsigned workers;            /* 0: one per CPU core */
+    const char *listen;       /* "8443", ":8443", "ADDR:PORT", "[V6]:PORT"; default "8443" */
+    mtls_tls_server_opts tls; /* certificate, key, client CA, CRLs, verify mode */
+    unsigned workers;         /* 0: one per CPU core */
     mtls_worker_model model;
-    const char *access_log;      /* path, or NULL for none */
-    const char *system_log;      /* path, or NULL for none */
-    mtls_log_format log_format;  /* both logs */
+    const char *access_log;        /* path, or NULL for none */
+    const char *system_log;        /* path, or NULL for none */
+    mtls_log_format log_format;    /* both logs */
     unsigned handshake_timeout_ms; /* default 10000 */
-    unsigned header_timeout_ms;  /* a started request must be complete within; default 10000 */
-    unsigned idle_timeout_ms;    /* keep-alive between requests; default 60000 */
-    unsigned drain_timeout_ms;   /* SIGTERM: in-flight requests get this long; default 10000 */
-    unsigned max_connections;    /* all workers together; default 10000 */
-    mtls_http_config http;       /* limits (its log fields are set by the server) */
-    mtls_server_notice_fn warn;  /* configuration warnings (also written to the system log) */
+    unsigned header_timeout_ms;    /* a started request must be complete within; default 10000 */
+    unsigned idle_timeout_ms;      /* keep-alive between requests; default 60000 */
+    unsigned drain_timeout_ms;     /* SIGTERM: in-flight requests get this long; default 10000 */
+    unsigned max_connections;      /* all workers together; default 10000 */
+    mtls_http_config http;         /* limits (its log fields are set by the server) */
+    mtls_server_notice_fn warn;    /* configuration warnings (also written to the system log) */
     void *warn_ctx;
 } mtls_server_opts;
 

@@ -23,7 +23,7 @@ extern "C" {
 
 /** How the server treats client certificates. */
 typedef enum mtls_verify_client {
-    MTLS_VERIFY_REQUIRE = 0,  /* no or bad certificate: the handshake fails (the article's server) */
+    MTLS_VERIFY_REQUIRE = 0, /* no or bad certificate: the handshake fails (the article's server) */
     MTLS_VERIFY_OPTIONAL = 1, /* the handshake completes; the request is answered 403 */
 } mtls_verify_client;
 
@@ -32,9 +32,9 @@ typedef enum mtls_verify_client {
 
 /** What a server SSL_CTX is made of. Strings are borrowed file names. */
 typedef struct mtls_tls_server_opts {
-    const char *cert_file;      /* PEM: the server certificate, then any intermediates */
-    const char *key_file;       /* PEM: its private key (unencrypted) */
-    const char *client_ca_file; /* PEM: the CA certificates client certificates must chain to */
+    const char *cert_file;        /* PEM: the server certificate, then any intermediates */
+    const char *key_file;         /* PEM: its private key (unencrypted) */
+    const char *client_ca_file;   /* PEM: the CA certificates client certificates must chain to */
     const char *const *crl_files; /* PEM CRLs (n_crl_files of them), may be NULL */
     size_t n_crl_files;
     mtls_verify_client verify;
@@ -63,8 +63,8 @@ typedef void (*mtls_tls_warn_fn)(void *ctx, const char *msg);
  * SSL_CTX_free()), or MTLS_E_NOTFOUND / MTLS_E_IO / MTLS_E_INVALID /
  * MTLS_E_CRYPTO with err set.
  */
-int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn,
-                            void *warn_ctx, SSL_CTX **out, mtls_err *err);
+int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn, void *warn_ctx,
+                            SSL_CTX **out, mtls_err *err);
 
 /**
  * What the verify callback saw about the first client certificate that

@@ -8,8 +8,7 @@
 #include "mtls/server.h"
 
 static const char *listen_addr, *cert, *key, *client_ca, *verify_client, *access_log, *system_log,
-    *log_format, *worker_model, *handshake_timeout, *header_timeout, *idle_timeout,
-    *drain_timeout;
+    *log_format, *worker_model, *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout;
 static long workers, max_connections;
 static struct cli_list crls;
 
@@ -46,8 +45,8 @@ static const struct cli_opt opts[] = {
     {"drain-timeout", 0, CLI_STRING, &drain_timeout, "SECONDS",
      "on SIGTERM, time for in-flight requests to finish (default 10)", 0, 0},
     {"max-connections", 0, CLI_INT, &max_connections, "N",
-     "open connections, all workers together; more wait in the kernel's queue (default 10000)",
-     1, 10000000},
+     "open connections, all workers together; more wait in the kernel's queue (default 10000)", 1,
+     10000000},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 

@@ -150,8 +150,8 @@ static size_t text_line(const mtls_http_conn *c, int status, int parsed, char *b
     else
         strcpy(bytes, "-");
     n = snprintf(buf, size, "%s - %s [%s] \"%s\" %d %s \"%s\" \"%s\"\n",
-                 peer != NULL && peer->addr != NULL ? peer->addr : "-", user, log_time_clf,
-                 request, status, bytes, referer, agent);
+                 peer != NULL && peer->addr != NULL ? peer->addr : "-", user, log_time_clf, request,
+                 status, bytes, referer, agent);
     if (n < 0 || (size_t)n >= size)
         return 0;
     return (size_t)n;
@@ -179,9 +179,8 @@ static size_t json_field(char *buf, size_t size, size_t o, const char *name, con
 static size_t json_line(const mtls_http_conn *c, int status, int parsed, char *buf, size_t size)
 {
     const mtls_http_peer *peer = c->peer;
-    const char *method = c->url_len > 0 || parsed
-                             ? llhttp_method_name((llhttp_method_t)c->parser.method)
-                             : NULL;
+    const char *method =
+        c->url_len > 0 || parsed ? llhttp_method_name((llhttp_method_t)c->parser.method) : NULL;
     char proto[16];
     size_t o;
     int n;

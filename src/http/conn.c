@@ -14,9 +14,9 @@
 #include "http_internal.h"
 #include "mtls/http.h"
 
-#define IN_CAP 16384          /* one TLS record's worth of plaintext */
-#define OUT_INITIAL 4096      /* grows on demand (pipelining, /whoami) */
-#define OUT_HIGH_WATER 65536  /* stop parsing pipelined requests above this */
+#define IN_CAP 16384         /* one TLS record's worth of plaintext */
+#define OUT_INITIAL 4096     /* grows on demand (pipelining, /whoami) */
+#define OUT_HIGH_WATER 65536 /* stop parsing pipelined requests above this */
 
 enum { FIELD_OTHER = 0, FIELD_USER_AGENT, FIELD_REFERER };
 

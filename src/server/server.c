@@ -229,8 +229,8 @@ static int bind_listeners(mtls_server *srv, mtls_err *err)
     if (everywhere)
         snprintf(srv->address, sizeof(srv->address), "*:%d", port);
     else
-        snprintf(srv->address, sizeof(srv->address), strchr(addr, ':') ? "[%s]:%d" : "%s:%d",
-                 addr, port);
+        snprintf(srv->address, sizeof(srv->address), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr,
+                 port);
     return 0;
 }
 
@@ -273,8 +273,8 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
     rc = mtls_tls_server_ctx_new(&opts->tls, tls_warning, srv, &srv->ssl_ctx, err);
     if (rc != 0)
         goto out;
-    srv->ticket_keys = mmap(NULL, MTLS_TICKET_KEYS_LEN, PROT_READ | PROT_WRITE,
-                            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    srv->ticket_keys =
+        mmap(NULL, MTLS_TICKET_KEYS_LEN, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (srv->ticket_keys == MAP_FAILED) {
         srv->ticket_keys = NULL;
         rc = mtls_err_sys(err, MTLS_E_NOMEM, errno, "cannot share session-ticket keys");
@@ -452,11 +452,12 @@ static void log_start(mtls_server *srv)
         mtls_name_oneline(sk_X509_NAME_value(cas, i), one, sizeof(one));
         snprintf(names + used, sizeof(names) - used, "%s%s", i > 0 ? "; " : "", one);
     }
-    mtls__syslogf(srv, "info", "start",
-                  "HTTPS start: listening on %s, workers: %u (%s), verify-client %s, client CAs: %s",
-                  srv->address, srv->workers,
-                  srv->opts.model == MTLS_WORKERS_THREAD ? "threads" : "processes",
-                  srv->opts.tls.verify == MTLS_VERIFY_OPTIONAL ? "optional" : "require", names);
+    mtls__syslogf(
+        srv, "info", "start",
+        "HTTPS start: listening on %s, workers: %u (%s), verify-client %s, client CAs: %s",
+        srv->address, srv->workers,
+        srv->opts.model == MTLS_WORKERS_THREAD ? "threads" : "processes",
+        srv->opts.tls.verify == MTLS_VERIFY_OPTIONAL ? "optional" : "require", names);
 }
 
 /* The worker side of a forked child; returns when it has drained. */

@@ -60,7 +60,7 @@ struct mtls_server {
     struct mtls__log system_log;
     time_t crl_next_update; /* earliest nextUpdate of the loaded CRLs, 0: none */
     char crl_issuer[512];
-    int crl_warned;         /* 1: "expires within a week" said; 2: "expired" said */
+    int crl_warned;             /* 1: "expires within a week" said; 2: "expired" said */
     unsigned char *ticket_keys; /* MTLS_TICKET_KEYS_LEN bytes in a page shared with the
                                    worker processes: every worker resumes every session */
 };
@@ -73,10 +73,10 @@ enum { WORKER_CMD_DRAIN = 1, WORKER_CMD_REOPEN = 2, WORKER_CMD_RELOAD = 4 };
 struct mtls__worker {
     mtls_server *srv;
     unsigned id;
-    SSL_CTX *ssl_ctx; /* a reference the worker owns; new handshakes use it */
+    SSL_CTX *ssl_ctx;           /* a reference the worker owns; new handshakes use it */
     _Atomic(SSL_CTX *) new_ctx; /* thread model: a reloaded SSL_CTX waiting to be taken */
-    int listen_fd;    /* borrowed */
-    int own_signals;  /* process model: the worker handles SIGTERM/SIGINT/SIGUSR1/SIGHUP itself */
+    int listen_fd;              /* borrowed */
+    int own_signals; /* process model: the worker handles SIGTERM/SIGINT/SIGUSR1/SIGHUP itself */
     uv_loop_t loop;
     uv_async_t async; /* thread model: the main thread's commands */
     atomic_int commands;

@@ -10,10 +10,10 @@
  * worker, so that a request costs no timer system call or heap operation.
  */
 #include <errno.h>
-#include <pthread.h>
-#include <signal.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,23 +44,23 @@ struct conn {
     struct worker *w;
     struct conn *prev, *next;
     int fd;
-    int events;             /* what poll watches now */
+    int events; /* what poll watches now */
     enum conn_state state;
-    uint64_t deadline;      /* loop time (ms) after which the state times out */
-    int request_deadline;   /* deadline is the header timeout of a started request */
-    uint64_t answered;      /* requests answered when the deadline was last set */
-    int closing;            /* uv_close called */
+    uint64_t deadline;    /* loop time (ms) after which the state times out */
+    int request_deadline; /* deadline is the header timeout of a started request */
+    uint64_t answered;    /* requests answered when the deadline was last set */
+    int closing;          /* uv_close called */
     SSL *ssl;
     mtls_tls_verify_note note;
-    char addr[64];          /* "127.0.0.1" */
-    char peer[80];          /* "127.0.0.1:54321" */
+    char addr[64]; /* "127.0.0.1" */
+    char peer[80]; /* "127.0.0.1:54321" */
     mtls_http_peer http_peer;
     mtls_http_conn http;
     int http_ready;
-    X509 *cert;             /* the verified client certificate (SSL's), or NULL */
+    X509 *cert;                  /* the verified client certificate (SSL's), or NULL */
     char subject[MTLS_NAME_MAX]; /* its subject, for the access log */
-    char serial[84];        /* its serial, upper-case hex */
-    mtls_cert_info *info;   /* everything else, made on the first /whoami */
+    char serial[84];             /* its serial, upper-case hex */
+    mtls_cert_info *info;        /* everything else, made on the first /whoami */
     char *whoami;
     size_t whoami_len;
     char denied[768];
@@ -71,7 +71,7 @@ struct worker {
     mtls_server *srv;
     uv_loop_t *loop;
     uv_poll_t listener;
-    int listening;          /* the listener poll is active */
+    int listening; /* the listener poll is active */
     int listener_open;
     uv_timer_t sweep;
     uv_check_t flush;
@@ -348,17 +348,16 @@ static void log_rejected(struct conn *c, const char *reason, int ssl_error)
     const mtls_tls_verify_note *n = &c->note;
     const char *alert = n->error ? mtls_tls_alert_for_verify_error(n->error) : NULL;
     char message[1200];
-    const char *kv[] = {"subject", n->error ? n->subject : NULL,
-                        "issuer",  n->error ? n->issuer : NULL,
-                        "serial",  n->error ? n->serial : NULL,
-                        "alert",   alert,
-                        NULL};
+    const char *kv[] = {
+        "subject", n->error ? n->subject : NULL, "issuer", n->error ? n->issuer : NULL,
+        "serial",  n->error ? n->serial : NULL,  "alert",  alert,
+        NULL};
     /* Clients that vanish are routine; certificate problems are what operators look for. */
     const char *level = ssl_error == SSL_ERROR_SSL ? "warn" : "info";
 
     if (alert == NULL && strncmp(reason, "no client certificate", 21) == 0)
-        alert = SSL_version(c->ssl) == TLS1_3_VERSION ? "certificate_required"
-                                                      : "handshake_failure";
+        alert =
+            SSL_version(c->ssl) == TLS1_3_VERSION ? "certificate_required" : "handshake_failure";
     kv[7] = alert;
 
     if (alert != NULL)
@@ -549,8 +548,7 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss
     c->fd = fd;
     c->state = ST_HANDSHAKE;
     mtls__addr_format(ss, c->addr, sizeof(c->addr), &port);
-    snprintf(c->peer, sizeof(c->peer), strchr(c->addr, ':') ? "[%s]:%d" : "%s:%d", c->addr,
-             port);
+    snprintf(c->peer, sizeof(c->peer), strchr(c->addr, ':') ? "[%s]:%d" : "%s:%d", c->addr, port);
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->ssl = SSL_new(w->pub->ssl_ctx);
     if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1 ||
@@ -591,8 +589,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
             listener_pause(w);
             return;
         }
-        fd = accept4(w->pub->listen_fd, (struct sockaddr *)&ss, &len,
-                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+        fd = accept4(w->pub->listen_fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -617,8 +614,7 @@ static void conn_timeout(struct conn *c)
     switch (c->state) {
     case ST_HANDSHAKE:
         mtls__syslog(w->srv, "info", c->peer, "handshake_timeout",
-                     "handshake rejected: the client did not complete the handshake in time",
-                     NULL);
+                     "handshake rejected: the client did not complete the handshake in time", NULL);
         conn_close(c);
         break;
     case ST_HTTP:
@@ -725,8 +721,7 @@ static void worker_reload_files(struct worker *w)
     if (mtls_tls_server_ctx_new(&w->srv->opts.tls, NULL, NULL, &ctx, &err) != 0) {
         char msg[700];
 
-        snprintf(msg, sizeof(msg), "worker %u keeps its old certificates: %s", w->pub->id,
-                 err.msg);
+        snprintf(msg, sizeof(msg), "worker %u keeps its old certificates: %s", w->pub->id, err.msg);
         mtls__syslog(w->srv, "error", NULL, "reload_failed", msg, NULL);
         return;
     }

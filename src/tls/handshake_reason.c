@@ -131,8 +131,7 @@ static char *describe_alert(int alert, char *buf, size_t size)
     case SSL_AD_CERTIFICATE_UNKNOWN:
     case SSL_AD_UNSUPPORTED_CERTIFICATE:
     case SSL_AD_CERTIFICATE_EXPIRED:
-        snprintf(buf, size, "the client refused the server certificate (it sent alert %s)",
-                 name);
+        snprintf(buf, size, "the client refused the server certificate (it sent alert %s)", name);
         break;
     default:
         snprintf(buf, size, "the client ended the handshake with alert %s", name);

@@ -140,7 +140,7 @@ static int read_file(const char *path, BIO **out, char **text, mtls_err *err)
 }
 
 /* Every certificate of a PEM file, at least one. */
-static int load_certs(const char *path, const char *what, STACK_OF(X509) **out, mtls_err *err)
+static int load_certs(const char *path, const char *what, STACK_OF(X509) * *out, mtls_err *err)
 {
     STACK_OF(X509) *certs = NULL;
     BIO *bio = NULL;
@@ -167,11 +167,10 @@ static int load_certs(const char *path, const char *what, STACK_OF(X509) **out, 
     ERR_clear_error(); /* the loop ends on "no start line" */
     if (sk_X509_num(certs) == 0) {
         if (strstr(text, "PRIVATE KEY-----") != NULL)
-            rc = mtls_err_set(err, MTLS_E_INVALID,
-                              "%s '%s' holds a private key, not a certificate", what, path);
+            rc = mtls_err_set(err, MTLS_E_INVALID, "%s '%s' holds a private key, not a certificate",
+                              what, path);
         else
-            rc = mtls_err_set(err, MTLS_E_INVALID, "%s '%s' holds no PEM certificate", what,
-                              path);
+            rc = mtls_err_set(err, MTLS_E_INVALID, "%s '%s' holds no PEM certificate", what, path);
         goto out;
     }
     *out = certs;
@@ -206,8 +205,7 @@ static int load_key(const char *path, EVP_PKEY **out, mtls_err *err)
         rc = mtls_err_set(err, MTLS_E_INVALID,
                           "private key '%s' is encrypted; the server needs it unencrypted", path);
     else if (strstr(text, "CERTIFICATE-----") != NULL)
-        rc = mtls_err_set(err, MTLS_E_INVALID,
-                          "'%s' holds a certificate, not a private key", path);
+        rc = mtls_err_set(err, MTLS_E_INVALID, "'%s' holds a certificate, not a private key", path);
     else
         rc = mtls_err_set(err, MTLS_E_INVALID, "'%s' holds no PEM private key", path);
 out:
@@ -243,8 +241,7 @@ static void check_server_cert(X509 *leaf, const char *path, mtls_tls_warn_fn war
 
     mtls_name_oneline(X509_get_subject_name(leaf), subject, sizeof(subject));
     if (na != 0 && na < now)
-        warnf(warn, ctx,
-              "server certificate '%s' (%s) expired on %s; clients will refuse it", path,
+        warnf(warn, ctx, "server certificate '%s' (%s) expired on %s; clients will refuse it", path,
               subject, mtls__srv_time(na, when, sizeof(when)));
     else if (nb != 0 && nb > now)
         warnf(warn, ctx, "server certificate '%s' (%s) is not valid until %s", path, subject,
@@ -256,8 +253,8 @@ static void check_server_cert(X509 *leaf, const char *path, mtls_tls_warn_fn war
               path, subject);
 }
 
-static int use_cert_and_key(SSL_CTX *ctx, const mtls_tls_server_opts *opts,
-                            mtls_tls_warn_fn warn, void *warn_ctx, mtls_err *err)
+static int use_cert_and_key(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn,
+                            void *warn_ctx, mtls_err *err)
 {
     STACK_OF(X509) *chain = NULL;
     EVP_PKEY *key = NULL;
@@ -274,8 +271,8 @@ static int use_cert_and_key(SSL_CTX *ctx, const mtls_tls_server_opts *opts,
     if (!X509_check_private_key(leaf, key)) {
         ERR_clear_error();
         rc = mtls_err_set(err, MTLS_E_INVALID,
-                          "private key '%s' does not match the certificate in '%s'",
-                          opts->key_file, opts->cert_file);
+                          "private key '%s' does not match the certificate in '%s'", opts->key_file,
+                          opts->cert_file);
         goto out;
     }
     if (SSL_CTX_use_certificate(ctx, leaf) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
@@ -285,8 +282,7 @@ static int use_cert_and_key(SSL_CTX *ctx, const mtls_tls_server_opts *opts,
     }
     for (int i = 1; i < sk_X509_num(chain); i++) {
         if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
-            rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot use the chain in '%s'",
-                              opts->cert_file);
+            rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot use the chain in '%s'", opts->cert_file);
             goto out;
         }
     }
@@ -332,8 +328,7 @@ static int use_client_cas(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_t
         }
         if (X509_check_ca(ca) == 0) {
             mtls_name_oneline(X509_get_subject_name(ca), subject, sizeof(subject));
-            warnf(warn, warn_ctx,
-                  "client CA file '%s' holds %s, which is not a CA certificate", 
+            warnf(warn, warn_ctx, "client CA file '%s' holds %s, which is not a CA certificate",
                   opts->client_ca_file, subject);
         }
     }
@@ -410,8 +405,8 @@ out:
     return rc;
 }
 
-int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn,
-                            void *warn_ctx, SSL_CTX **out, mtls_err *err)
+int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn, void *warn_ctx,
+                            SSL_CTX **out, mtls_err *err)
 {
     static const unsigned char sid_ctx[] = "mtls";
     SSL_CTX *ctx = NULL;
@@ -445,7 +440,8 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     /* One read(2) per TLS record instead of header + body. */
     SSL_CTX_set_read_ahead(ctx, 1);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
 
     rc = use_cert_and_key(ctx, opts, warn, warn_ctx, err);
     if (rc != 0)
@@ -481,8 +477,7 @@ out:
 
 int mtls_tls_ticket_keys_get(SSL_CTX *ctx, unsigned char *keys)
 {
-    return SSL_CTX_get_tlsext_ticket_keys(ctx, keys, MTLS_TICKET_KEYS_LEN) == 1 ? 0
-                                                                              : MTLS_E_CRYPTO;
+    return SSL_CTX_get_tlsext_ticket_keys(ctx, keys, MTLS_TICKET_KEYS_LEN) == 1 ? 0 : MTLS_E_CRYPTO;
 }
 
 int mtls_tls_ticket_keys_set(SSL_CTX *ctx, const unsigned char *keys)

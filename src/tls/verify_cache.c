@@ -22,7 +22,7 @@
 
 #include "server_internal.h"
 
-#define SLOTS 1024       /* direct-mapped: a colliding chain replaces the older one */
+#define SLOTS 1024 /* direct-mapped: a colliding chain replaces the older one */
 #define MAX_AGE 3600
 
 struct slot {
@@ -39,8 +39,7 @@ struct verify_cache {
 static int cache_index = -1;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 
-static void cache_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                       void *argp)
+static void cache_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     struct verify_cache *vc = ptr;
 
@@ -61,7 +60,7 @@ static void cache_index_init(void)
 }
 
 /* SHA-256 over the SHA-256 of each certificate the client sent, in order. */
-static int chain_key(struct verify_cache *vc, X509 *leaf, STACK_OF(X509) *sent,
+static int chain_key(struct verify_cache *vc, X509 *leaf, STACK_OF(X509) * sent,
                      unsigned char key[32])
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -103,7 +102,7 @@ static int verify_with_cache(X509_STORE_CTX *store, void *arg)
     unsigned char key[32];
     struct slot *slot = NULL;
     time_t now = time(NULL), until;
-    STACK_OF(X509) *chain;
+    STACK_OF(X509) * chain;
     int ok;
 
     if (vc != NULL && leaf != NULL &&

@@ -209,8 +209,7 @@ Test(http, limits_have_clear_answers)
     /* 400: not HTTP */
     feed(&m, "\x16\x03\x01garbage\r\n\r\n", 1 << 20, NULL);
     cr_assert(strncmp(m.out, "HTTP/1.1 400 Bad Request\r\n", 26) == 0, "%s", m.out);
-    feed(&m, "GET /test HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 1 << 20,
-         NULL);
+    feed(&m, "GET /test HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 1 << 20, NULL);
     cr_assert(strncmp(m.out, "HTTP/1.1 400 ", 13) == 0, "smuggling: %s", m.out);
 }
 
@@ -285,13 +284,14 @@ Test(http, access_log_combined_and_json)
     mtls_http_peer p = {"127.0.0.1", "C=JP, O=Ex \"Co\", CN=localclient", "1F", NULL, NULL, NULL};
     struct mem m;
 
-    feed(&m, "GET /test?a=\"b\" HTTP/1.1\r\nReferer: r\r\nUser-Agent: curl/7.88.1\r\n\r\n",
-         1 << 20, &p);
+    feed(&m, "GET /test?a=\"b\" HTTP/1.1\r\nReferer: r\r\nUser-Agent: curl/7.88.1\r\n\r\n", 1 << 20,
+         &p);
     cr_assert(strstr(m.log, "127.0.0.1 - C=JP,O=Ex\\x20\\x22Co\\x22,CN=localclient [") == m.log,
               "%s", m.log);
-    cr_assert(strstr(m.log, "] \"GET /test?a=\\x22b\\x22 HTTP/1.1\" 200 24 \"r\" \"curl/7.88.1\"\n") !=
-                  NULL,
-              "%s", m.log);
+    cr_assert(
+        strstr(m.log, "] \"GET /test?a=\\x22b\\x22 HTTP/1.1\" 200 24 \"r\" \"curl/7.88.1\"\n") !=
+            NULL,
+        "%s", m.log);
     cfg.log_format = MTLS_LOG_JSON;
     feed(&m, "GET /test HTTP/1.1\r\nUser-Agent: \"q\"\r\n\r\n", 1 << 20, &p);
     cr_assert(strstr(m.log, "\"client\":\"C=JP, O=Ex \\\"Co\\\", CN=localclient\"") != NULL, "%s",
