@@ -34,25 +34,54 @@ static int valid_utf8(const unsigned char *s)
     return 1;
 }
 
+/* A value typed by a person, fit to quote in a one-line message: control
+ * bytes (and, when it is not UTF-8, every byte above ASCII) as \xHH, cut
+ * with "..." when long. Returns buf. */
+static const char *shown(const char *value, char *buf, size_t size)
+{
+    int high = !valid_utf8((const unsigned char *)value);
+    size_t used = 0;
+
+    for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
+        int escape = *p < 0x20 || *p == 0x7F || (high && *p >= 0x80);
+
+        if (used + 8 >= size) {
+            snprintf(buf + used, size - used, "...");
+            return buf;
+        }
+        used += (size_t)snprintf(buf + used, size - used, escape ? "\\x%02X" : "%c", *p);
+    }
+    buf[used] = '\0';
+    return buf;
+}
+
 int mtls_cn_check(const char *cn, mtls_err *err)
 {
     size_t chars = 0;
+    char quoted[160];
+    const unsigned char *p;
 
     if (cn[0] == '\0')
         return mtls_err_set(err, MTLS_E_INVALID, "the common name is empty: pass --cn NAME");
     if (!valid_utf8((const unsigned char *)cn))
-        return mtls_err_set(err, MTLS_E_INVALID, "common name '%s' is not valid UTF-8", cn);
-    for (const unsigned char *p = (const unsigned char *)cn; *p != '\0'; p++) {
+        return mtls_err_set(err, MTLS_E_INVALID, "common name '%s' is not valid UTF-8",
+                            shown(cn, quoted, sizeof(quoted)));
+    for (p = (const unsigned char *)cn; *p == ' '; p++)
+        ;
+    if (*p == '\0')
+        return mtls_err_set(err, MTLS_E_INVALID, "the common name is blank: pass --cn NAME");
+    for (p = (const unsigned char *)cn; *p != '\0'; p++) {
         if (*p < 0x20 || *p == 0x7F)
             return mtls_err_set(err, MTLS_E_INVALID,
-                                "common name '%s' contains a control character", cn);
+                                "common name '%s' contains a control character",
+                                shown(cn, quoted, sizeof(quoted)));
         if ((*p & 0xC0) != 0x80)
             chars++;
     }
     /* X.520's upper bound for a commonName (ub-common-name). */
     if (chars > 64)
         return mtls_err_set(err, MTLS_E_INVALID, "common name '%s' is longer than 64 characters",
-                            cn);
+                            shown(cn, quoted, sizeof(quoted)));
     return 0;
 }
 
@@ -115,6 +144,52 @@ static int prefix_is(const char *value, const char *prefix, const char **rest)
     return 1;
 }
 
+/* 1 when every byte of s is printable ASCII without blanks (an IA5 name). */
+static int plain_ascii(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7F)
+            return 0;
+    }
+    return 1;
+}
+
+/* Checks the value v of a SAN of type (ip: its parsed address, for IP);
+ * value is what the person typed, quoted in the message. */
+static int check_san(int type, const ASN1_OCTET_STRING *ip, const char *v, const char *value,
+                     mtls_err *err)
+{
+    char quoted[160];
+
+    switch (type) {
+    case GEN_IPADD:
+        if (ip == NULL)
+            return mtls_err_set(err, MTLS_E_INVALID, "SAN '%s' is not an IPv4 or IPv6 address",
+                                shown(value, quoted, sizeof(quoted)));
+        return 0;
+    case GEN_DNS:
+        if (!valid_dns(v))
+            return mtls_err_set(err, MTLS_E_INVALID,
+                                "SAN '%s' is not a valid host name (letters, digits, '-' and '.'; "
+                                "a leading '*.' for a wildcard; an international name in its "
+                                "xn-- form)",
+                                shown(value, quoted, sizeof(quoted)));
+        return 0;
+    case GEN_EMAIL:
+        if (strchr(v, '@') == NULL || !plain_ascii(v))
+            return mtls_err_set(err, MTLS_E_INVALID,
+                                "SAN '%s' is not an e-mail address (ASCII, with an '@')",
+                                shown(value, quoted, sizeof(quoted)));
+        return 0;
+    default:
+        if (strchr(v, ':') == NULL || !plain_ascii(v))
+            return mtls_err_set(err, MTLS_E_INVALID,
+                                "SAN '%s' is not a URI (scheme:..., ASCII, no blanks)",
+                                shown(value, quoted, sizeof(quoted)));
+        return 0;
+    }
+}
+
 int mtls_san_add(GENERAL_NAMES **gens, const char *value, mtls_err *err)
 {
     GENERAL_NAME *gen = NULL;
@@ -137,39 +212,11 @@ int mtls_san_add(GENERAL_NAMES **gens, const char *value, mtls_err *err)
         ERR_clear_error();
         type = ip != NULL ? GEN_IPADD : GEN_DNS;
     }
-    switch (type) {
-    case GEN_IPADD:
-        if (ip == NULL)
-            ip = a2i_IPADDRESS(v);
-        if (ip == NULL) {
-            ERR_clear_error();
-            rc =
-                mtls_err_set(err, MTLS_E_INVALID, "SAN '%s' is not an IPv4 or IPv6 address", value);
-            goto out;
-        }
-        break;
-    case GEN_DNS:
-        if (!valid_dns(v)) {
-            rc = mtls_err_set(err, MTLS_E_INVALID,
-                              "SAN '%s' is not a valid host name (letters, digits, '-' and '.'; "
-                              "a leading '*.' for a wildcard)",
-                              value);
-            goto out;
-        }
-        break;
-    case GEN_EMAIL:
-        if (strchr(v, '@') == NULL || strpbrk(v, " \t\r\n") != NULL) {
-            rc = mtls_err_set(err, MTLS_E_INVALID, "SAN '%s' is not an e-mail address", value);
-            goto out;
-        }
-        break;
-    case GEN_URI:
-        if (strchr(v, ':') == NULL || strpbrk(v, " \t\r\n") != NULL) {
-            rc = mtls_err_set(err, MTLS_E_INVALID, "SAN '%s' is not a URI (scheme:...)", value);
-            goto out;
-        }
-        break;
-    }
+    if (type == GEN_IPADD && ip == NULL)
+        ip = a2i_IPADDRESS(v);
+    ERR_clear_error();
+    if ((rc = check_san(type, ip, v, value, err)) != 0)
+        goto out;
     gen = GENERAL_NAME_new();
     if (gen == NULL)
         goto nomem;

@@ -432,3 +432,27 @@ def test_show_prints_every_san_of_a_long_list(ca, tmp_path):
     j = json.loads(ok("cert", "show", tmp_path / "many.crt", "--json").stdout)
     assert len(j["sans"]) == 301
     ok("cert", "verify", tmp_path / "many.crt", "--ca", ca / "myca", "--host", "2001:db8::1")
+
+
+def test_names_a_person_typed_are_quoted_safely_and_checked(ca, tmp_path):
+    out = ["--out", tmp_path / "x"]
+    issue = ["cert", "issue", "--ca", ca / "myca", "--profile", "client"]
+    cases = [
+        # a control character or invalid UTF-8 is shown as \xHH: the error stays one line
+        (["--cn", "a\nb"], r"common name 'a\x0Ab' contains a control character"),
+        (["--cn", "a\x1b[31mred"], r"common name 'a\x1B[31mred' contains a control character"),
+        (["--cn", "blank", "--san", "bad\nname"], r"SAN 'bad\x0Aname' is not a valid host name"),
+        # a CN of blanks only is as empty as no CN
+        (["--cn", "   "], "the common name is blank: pass --cn NAME"),
+        # e-mail and URI SANs are IA5 strings: ASCII only
+        (["--cn", "m", "--san", "email:jürgen@example.de"], "is not an e-mail address (ASCII"),
+        (["--cn", "u", "--san", "URI:https://example.com/\x01"], r"/\x01' is not a URI"),
+    ]
+    for args, needle in cases:
+        r = fails(2, needle, *issue, *args, *out)
+        assert len(r.stderr.strip().splitlines()) == 2, r.stderr  # the line + the help hint
+    r = run_mtls(*issue, "--cn", "x", "--san", b"caf\xe9.example".decode("latin-1"), *out)
+    assert r.returncode == 2 and "not a valid host name" in r.stderr
+    assert not (tmp_path / "x.key").exists()
+    # International names go in their xn-- form.
+    ok(*issue, "--cn", "例え", "--san", "xn--r8jz45g.jp", *out)
