@@ -33,7 +33,8 @@ typedef enum mtls_verify_client {
 /** What a server SSL_CTX is made of. Strings are borrowed file names. */
 typedef struct mtls_tls_server_opts {
     const char *cert_file;        /* PEM: the server certificate, then any intermediates */
-    const char *key_file;         /* PEM: its private key (unencrypted) */
+    const char *key_file;       /* PEM: its private key */
+    const char *key_password;   /* its password when it is encrypted, or NULL */
     const char *client_ca_file;   /* PEM: the CA certificates client certificates must chain to */
     const char *const *crl_files; /* PEM CRLs (n_crl_files of them), may be NULL */
     size_t n_crl_files;

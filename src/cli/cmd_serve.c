@@ -6,9 +6,11 @@
 
 #include "cli.h"
 #include "mtls/server.h"
+#include "pki_common.h"
 
 static const char *listen_addr, *cert, *key, *client_ca, *verify_client, *access_log, *system_log,
-    *log_format, *worker_model, *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout;
+    *log_format, *worker_model, *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout,
+    *password_file;
 static long workers, max_connections;
 static struct cli_list crls;
 
@@ -17,7 +19,10 @@ static const struct cli_opt opts[] = {
      "where to listen: PORT, ADDR:PORT or [IPV6]:PORT (default 8443 on every address)", 0, 0},
     {"cert", 0, CLI_STRING, &cert, "FILE",
      "server certificate, PEM, followed by any intermediates (default server.crt)", 0, 0},
-    {"key", 0, CLI_STRING, &key, "FILE", "its private key, PEM, unencrypted (default server.key)",
+    {"key", 0, CLI_STRING, &key, "FILE", "its private key, PEM (default server.key)", 0, 0},
+    {"password-file", 0, CLI_STRING, &password_file, "FILE",
+     "password of an encrypted --key, on the first line of FILE (default $MTLS_KEY_PASSWORD); "
+     "kept in memory for reloads",
      0, 0},
     {"client-ca", 0, CLI_STRING, &client_ca, "FILE",
      "CA certificate(s) that client certificates must chain to (default clientca.crt)", 0, 0},
@@ -118,6 +123,7 @@ int cmd_serve(int argc, char **argv)
     struct cli_args args = {0};
     mtls_server_opts o;
     mtls_server *srv = NULL;
+    char *password = NULL;
     mtls_err err;
     int rc;
 
@@ -184,6 +190,11 @@ int cmd_serve(int argc, char **argv)
         parse_seconds("drain-timeout", drain_timeout, &o.drain_timeout_ms) != 0)
         goto out;
     o.warn = print_warning;
+    if (pki_password(password_file, &password) != 0) {
+        rc = EXIT_USAGE; /* an unreadable password file is bad configuration */
+        goto out;
+    }
+    o.tls.key_password = password;
 
     mtls_err_clear(&err);
     if (mtls_server_new(&o, &srv, &err) != 0) {
@@ -201,6 +212,7 @@ int cmd_serve(int argc, char **argv)
     rc = mtls_server_run(srv, &err) == 0 ? EXIT_OK : cli_fail(&err);
 out:
     mtls_server_free(srv);
+    pki_password_free(password);
     cli_list_release(&crls);
     cli_args_release(&args);
     return rc;

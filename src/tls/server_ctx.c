@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #include "mtls/certinfo.h"
+#include "mtls/pki.h"
 #include "mtls/tls.h"
 #include "server_internal.h"
 
@@ -183,38 +184,6 @@ out:
     return rc;
 }
 
-static int load_key(const char *path, EVP_PKEY **out, mtls_err *err)
-{
-    BIO *bio = NULL;
-    char *text = NULL;
-    size_t len = 0;
-    int rc;
-
-    *out = NULL;
-    rc = read_file(path, &bio, &text, err);
-    if (rc != 0)
-        goto out;
-    len = strlen(text);
-    *out = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
-    if (*out != NULL) {
-        rc = 0;
-        goto out;
-    }
-    ERR_clear_error();
-    if (strstr(text, "ENCRYPTED") != NULL)
-        rc = mtls_err_set(err, MTLS_E_INVALID,
-                          "private key '%s' is encrypted; the server needs it unencrypted", path);
-    else if (strstr(text, "CERTIFICATE-----") != NULL)
-        rc = mtls_err_set(err, MTLS_E_INVALID, "'%s' holds a certificate, not a private key", path);
-    else
-        rc = mtls_err_set(err, MTLS_E_INVALID, "'%s' holds no PEM private key", path);
-out:
-    BIO_free(bio);
-    if (text != NULL)
-        mtls_free_secret(text, len);
-    return rc;
-}
-
 static void warnf(mtls_tls_warn_fn warn, void *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -264,7 +233,8 @@ static int use_cert_and_key(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls
     rc = load_certs(opts->cert_file, "server certificate", &chain, err);
     if (rc != 0)
         goto out;
-    rc = load_key(opts->key_file, &key, err);
+    /* mtls_key_load: the same key reading (and messages) as every PKI command. */
+    rc = mtls_key_load(opts->key_file, opts->key_password, &key, err);
     if (rc != 0)
         goto out;
     leaf = sk_X509_value(chain, 0);

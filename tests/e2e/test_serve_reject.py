@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 
 import pytest
@@ -112,3 +113,21 @@ def test_expired_server_certificate_warns(init_pki, serve, tmp_path):
     shutil.copy(os.path.join(d, "client.crt"), os.path.join(d, "c2.crt"))
     s2 = serve(d, "--cert", "c2.crt", "--key", "client.key")
     assert "not meant for TLS servers" in read_text(s2.err)
+
+
+def test_an_encrypted_server_key_needs_its_password(init_pki, serve, tmp_path):
+    d = server_dir(init_pki, tmp_path)
+    with open(os.path.join(d, "pw"), "w") as f:
+        f.write("s3cret words\n")
+    pki_openssl.openssl("pkey", "-in", "server.key", "-aes256", "-passout", "file:pw", "-out",
+                        "server.enc.key", cwd=str(d))
+    line = start_fails(d, "--key", "server.enc.key")
+    assert "'server.enc.key' is encrypted" in line and "--password-file" in line, line
+    with open(os.path.join(d, "bad"), "w") as f:
+        f.write("wrong\n")
+    assert "wrong password" in start_fails(d, "--key", "server.enc.key", "--password-file", "bad")
+    s = serve(d, "--key", "server.enc.key", "--password-file", "pw")
+    assert b"Hello mtls" in tls_request(s.port, d)
+    s.proc.send_signal(signal.SIGHUP)  # a reload reads the encrypted key again
+    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    assert b"Hello mtls" in tls_request(s.port, d)
