@@ -49,12 +49,13 @@ char *mtls_name_oneline(const X509_NAME *name, char *buf, size_t size)
     return buf;
 }
 
+static char *asn1_string_dup(const ASN1_STRING *s);
+
 static void last_cn(const X509_NAME *name, char *buf, size_t size)
 {
     int idx = -1, i;
     const ASN1_STRING *data;
-    unsigned char *utf8 = NULL;
-    int len;
+    char *text;
 
     buf[0] = '\0';
     while ((i = X509_NAME_get_index_by_NID(name, NID_commonName, idx)) >= 0)
@@ -62,11 +63,10 @@ static void last_cn(const X509_NAME *name, char *buf, size_t size)
     if (idx < 0)
         return;
     data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
-    len = ASN1_STRING_to_UTF8(&utf8, data);
-    if (len < 0)
-        return;
-    snprintf(buf, size, "%.*s", len, (char *)utf8);
-    OPENSSL_free(utf8);
+    text = asn1_string_dup(data);
+    if (text != NULL)
+        snprintf(buf, size, "%s", text);
+    free(text);
 }
 
 static int fill_serial(mtls_cert_info *info, X509 *cert)
@@ -190,15 +190,26 @@ static char *ip_to_string(const ASN1_OCTET_STRING *ip)
     return strdup(buf);
 }
 
+/* The UTF-8 text of s, its control bytes (a NUL too) written \xHH: names
+ * come from peers, and a hostile one must not reach a terminal raw. */
 static char *asn1_string_dup(const ASN1_STRING *s)
 {
     unsigned char *utf8 = NULL;
     int len = ASN1_STRING_to_UTF8(&utf8, s);
     char *out;
+    size_t used = 0;
 
     if (len < 0)
         return strdup("");
-    out = strndup((char *)utf8, (size_t)len);
+    out = malloc((size_t)len * 4 + 1);
+    for (int i = 0; out != NULL && i < len; i++) {
+        if (utf8[i] < 0x20 || utf8[i] == 0x7F)
+            used += (size_t)sprintf(out + used, "\\x%02X", utf8[i]);
+        else
+            out[used++] = (char)utf8[i];
+    }
+    if (out != NULL)
+        out[used] = '\0';
     OPENSSL_free(utf8);
     return out;
 }

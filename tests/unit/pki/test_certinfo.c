@@ -125,3 +125,32 @@ Test(certinfo, name_with_several_parts_and_utf8)
     cr_assert_str_eq(buf, "C=JP, O=\"例, Inc\", CN=x");
     X509_NAME_free(n);
 }
+
+Test(certinfo, control_bytes_in_names_are_escaped)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *x = make_cert(key, "evil\x1b[2Jcn", "ca", NULL, NULL, 0);
+    GENERAL_NAMES *gens = GENERAL_NAMES_new();
+    GENERAL_NAME *gen = GENERAL_NAME_new();
+    ASN1_IA5STRING *dns = ASN1_IA5STRING_new();
+    mtls_cert_info info;
+    mtls_err err;
+    char line[256];
+
+    /* A SAN a hostile server could send: an escape sequence and a newline. */
+    ASN1_STRING_set(dns, "a\x1b]0;owned\x07\nb.example", -1);
+    GENERAL_NAME_set0_value(gen, GEN_DNS, dns);
+    sk_GENERAL_NAME_push(gens, gen);
+    X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, 0);
+    cr_assert_eq(mtls_cert_info_init(&info, x, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(info.subject_cn, "evil\\x1B[2Jcn");
+    cr_assert_eq(info.n_sans, 1);
+    cr_assert_str_eq(info.sans[0].value, "a\\x1B]0;owned\\x07\\x0Ab.example");
+    mtls_cert_info_sans_line(&info, line, sizeof(line));
+    cr_assert(strchr(line, 0x1b) == NULL && strchr(line, '\n') == NULL, "%s", line);
+    cr_assert(strchr(info.subject, 0x1b) == NULL, "%s", info.subject);
+    mtls_cert_info_release(&info);
+    GENERAL_NAMES_free(gens);
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
