@@ -299,11 +299,13 @@ static void what_happened(const mtls_probe_result *res, char *buf, size_t size)
 {
     switch (res->outcome) {
     case MTLS_PROBE_OK:
-    case MTLS_PROBE_HTTP_REFUSED:
-        snprintf(buf, size, "%d %s%.200s", res->http_status, res->body ? "" : res->http_reason,
-                 res->body ? res->body : "");
-        buf[strcspn(buf, "\r\n")] = '\0';
+    case MTLS_PROBE_HTTP_REFUSED: {
+        char text[1024];
+
+        snprintf(buf, size, "%d %s", res->http_status,
+                 probe_one_line(res->body ? res->body : res->http_reason, 200, text, sizeof(text)));
         break;
+    }
     case MTLS_PROBE_WE_REFUSED:
         snprintf(buf, size, "we refused the server: sent the alert %s (%s)",
                  res->alert_sent.seen ? res->alert_sent.name : "none", res->verify_reason);

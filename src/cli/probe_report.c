@@ -61,6 +61,39 @@ static void say(char *buf, size_t size, const char *fmt, ...)
     va_end(ap);
 }
 
+char *probe_one_line(const char *text, size_t max, char *buf, size_t size)
+{
+    size_t used = 0, i, len = text != NULL ? strlen(text) : 0;
+
+    /* The line break that ends a body is not part of what it says. */
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+        len--;
+    buf[0] = '\0';
+    for (i = 0; i < len && i < max && used + 8 < size; i++) {
+        unsigned char c = (unsigned char)text[i];
+
+        used +=
+            (size_t)snprintf(buf + used, size - used, c < 0x20 || c == 0x7F ? "\\x%02X" : "%c", c);
+    }
+    if (i < len && used + 4 <= size)
+        snprintf(buf + used, size - used, "...");
+    return buf;
+}
+
+/* The body as curl prints it, but with control bytes other than line
+ * breaks and tabs as \xHH (no terminal escape sequences from a server). */
+static void print_body(FILE *f, const char *body, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)body[i];
+
+        if ((c < 0x20 && c != '\n' && c != '\r' && c != '\t') || c == 0x7F)
+            fprintf(f, "\\x%02X", c);
+        else
+            fputc(c, f);
+    }
+}
+
 /* "CN=a, CN=b" (or "no CA names") from the CertificateRequest. */
 static void ca_names_line(const mtls_probe_result *res, char *buf, size_t size)
 {
@@ -171,9 +204,12 @@ static void diagnose_they_refused(const mtls_probe_result *res, char *buf, size_
 
     ca_names_line(res, names, sizeof(names));
     if (res->outcome == MTLS_PROBE_HTTP_REFUSED) {
-        say(buf, size, "the handshake succeeded, but the server answered %d %s: %.200s",
-            res->http_status, res->http_reason,
-            res->body != NULL && res->body[0] ? res->body : "(no body)");
+        char reason[160], body[1024];
+
+        say(buf, size, "the handshake succeeded, but the server answered %d %s: %s",
+            res->http_status, probe_one_line(res->http_reason, 100, reason, sizeof(reason)),
+            res->body != NULL && res->body[0] ? probe_one_line(res->body, 200, body, sizeof(body))
+                                              : "(no body)");
         return;
     }
     if (res->cert_requested && !res->ours_sent) {
@@ -388,9 +424,14 @@ void probe_print_findings(FILE *f, const mtls_probe_result *res, const mtls_prob
     if (res->stage >= MTLS_STAGE_REQUEST)
         row(f, "request", "GET %s", res->url.path);
     if (res->http_status != 0) {
-        row(f, "response", "%d %s", res->http_status, res->http_reason);
-        if (res->body != NULL && res->body_len > 0)
-            fprintf(f, "%s%s%s", res->body, res->body[res->body_len - 1] == '\n' ? "" : "\n",
+        char reason[160];
+
+        row(f, "response", "%d %s", res->http_status,
+            probe_one_line(res->http_reason, 100, reason, sizeof(reason)));
+        if (res->body != NULL && res->body_len > 0) {
+            print_body(f, res->body, res->body_len);
+            fprintf(f, "%s%s", res->body[res->body_len - 1] == '\n' ? "" : "\n",
                     res->body_truncated ? "(body truncated)\n" : "");
+        }
     }
 }

@@ -36,4 +36,11 @@ char *probe_diagnose(const mtls_probe_result *res, const mtls_probe_opts *opts, 
  * certificate, HTTP answer) as aligned text to f. */
 void probe_print_findings(FILE *f, const mtls_probe_result *res, const mtls_probe_opts *opts);
 
+/**
+ * What the server wrote (a reason phrase, a body), as one printable line:
+ * control bytes, line breaks too, as \xHH, at most max bytes of text then
+ * "...". A hostile server must not reach the terminal raw. Returns buf.
+ */
+char *probe_one_line(const char *text, size_t max, char *buf, size_t size);
+
 #endif

@@ -277,3 +277,31 @@ def test_files_as_the_pki_commands_read_them(pki, server13, tmp_path):
     r = probe(pki, server13.port, "--cacert", "serverca.crt", "--cert", "client.key", "--key",
               "client.key")
     assert r.returncode == FAIL and "'client.key' holds a private key, not a certificate" in r.stderr
+
+
+def test_a_hostile_answer_does_not_reach_the_terminal_raw(pki, peers):
+    """A TLS server (Python ssl, not ours) answers 403 with an escape sequence in its
+    reason phrase and body: the one-line diagnosis stays one line and no ESC is printed."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "server.crt", pki / "server.key")
+
+    def answer(conn):
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(4096)
+                body = b"no\x1b]0;owned\x07\nway\x1b[2J\n"
+                tls.sendall(b"HTTP/1.1 403 Go\x1b[31maway\r\nContent-Length: %d\r\n"
+                            b"Connection: close\r\n\r\n" % len(body) + body)
+        except (ssl.SSLError, OSError):
+            pass
+
+    peers.append(start_thread_server(answer))
+    r = probe(pki, peers[-1].port, "--cacert", "serverca.crt")
+    assert r.returncode == THEY_REFUSED, r.stdout + r.stderr
+    assert "\x1b" not in r.stdout + r.stderr and "\x07" not in r.stdout
+    assert "response     403 Go\\x1B[31maway" in r.stdout
+    assert "no\\x1B]0;owned\\x07\nway\\x1B[2J\n" in r.stdout
+    last = r.stdout.rstrip("\n").splitlines()[-1]
+    assert last.endswith("answered 403 Go\\x1B[31maway: no\\x1B]0;owned\\x07\\x0Away\\x1B[2J"), last
