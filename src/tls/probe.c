@@ -320,9 +320,12 @@ static int wait_fd(int fd, short events, long long deadline)
 
 static void tracef(struct probe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Hands the trace one line, control bytes (a server's header may carry
+ * any) written \xHH. */
 static void tracef(struct probe *p, const char *fmt, ...)
 {
-    char line[1024];
+    char line[1024], shown[4 * sizeof(line)];
+    size_t used = 0;
     va_list ap;
 
     if (p->opts->trace == NULL)
@@ -330,7 +333,10 @@ static void tracef(struct probe *p, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    p->opts->trace(p->opts->trace_arg, line);
+    for (const unsigned char *c = (const unsigned char *)line; *c != '\0'; c++)
+        used += (size_t)snprintf(shown + used, sizeof(shown) - used,
+                                 *c < 0x20 || *c == 0x7F ? "\\x%02X" : "%c", *c);
+    p->opts->trace(p->opts->trace_arg, shown);
 }
 
 /* ---- OpenSSL callbacks ----------------------------------------------- */

@@ -298,9 +298,10 @@ def test_a_hostile_answer_does_not_reach_the_terminal_raw(pki, peers):
             pass
 
     peers.append(start_thread_server(answer))
-    r = probe(pki, peers[-1].port, "--cacert", "serverca.crt")
+    r = probe(pki, peers[-1].port, "--cacert", "serverca.crt", "-v")
     assert r.returncode == THEY_REFUSED, r.stdout + r.stderr
     assert "\x1b" not in r.stdout + r.stderr and "\x07" not in r.stdout
+    assert "* < HTTP/1.1 403 Go\\x1B[31maway" in r.stderr  # the -v trace too
     assert "response     403 Go\\x1B[31maway" in r.stdout
     assert "no\\x1B]0;owned\\x07\nway\\x1B[2J\n" in r.stdout
     last = r.stdout.rstrip("\n").splitlines()[-1]
