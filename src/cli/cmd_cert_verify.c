@@ -29,7 +29,7 @@ static const struct cli_opt opts[] = {
 static const struct cli_spec spec = {
     .name = "cert verify",
     .usage = "FILE --ca FILE [--purpose client|server] [--host NAME] [--crl FILE]...",
-    .summary = "check a certificate against a CA, a purpose and a host name",
+    .summary = "check a certificate against a CA, a purpose, a host name and CRLs",
     .description =
         "Checks the chain up to a CA in --ca, every signature, the validity dates, and\n"
         "optionally the purpose, the host name and revocation (--crl). FILE may hold\n"

@@ -28,7 +28,7 @@ static const struct cli_command commands[] = {
     {"cert sign", cmd_cert_sign, "sign a CSR with a CA as a client or server certificate"},
     {"cert issue", cmd_cert_issue, "make a key and a certificate from a CA in one step"},
     {"cert show", cmd_cert_show, "show a certificate or CSR in plain words (or --json)"},
-    {"cert verify", cmd_cert_verify, "check a certificate against a CA, purpose and host name"},
+    {"cert verify", cmd_cert_verify, "check a certificate against a CA, purpose, host name and CRLs"},
     {"cert p12", cmd_cert_p12, "bundle certificate, key and chain as PKCS#12 (browsers, OS stores)"},
     {"serve", cmd_serve, "serve HTTPS with client certificates required (the article's server)"},
     {"bench", cmd_bench, "load an HTTPS server with mTLS clients; measure its CPU"},
