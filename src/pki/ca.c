@@ -336,9 +336,8 @@ int mtls_ca_generate(const char *prefix, const mtls_ca_opts *opts, mtls_ca **out
     int rc;
 
     *out = NULL;
-    if (days < 1 || days > MTLS_DAYS_MAX)
-        return mtls_err_set(err, MTLS_E_INVALID, "--days must be between 1 and %d, not %d",
-                            MTLS_DAYS_MAX, days);
+    if (mtls__days_check(days, err) != 0)
+        return MTLS_E_INVALID;
     rc = mtls_name_from_cn(opts->cn, &name, err);
     if (rc != 0)
         return rc;
@@ -445,9 +444,8 @@ int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped,
     int rc;
 
     *out = NULL;
-    if (days < 1 || days > MTLS_DAYS_MAX)
-        return mtls_err_set(err, MTLS_E_INVALID, "--days must be between 1 and %d, not %d",
-                            MTLS_DAYS_MAX, days);
+    if (mtls__days_check(days, err) != 0)
+        return MTLS_E_INVALID;
     if (ca->key == NULL)
         return mtls_err_set(err, MTLS_E_INVALID, "CA '%s' was opened without its key", ca->prefix);
     if (X509_cmp_time(X509_get0_notAfter(ca->cert), NULL) <= 0)

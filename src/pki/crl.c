@@ -129,9 +129,8 @@ int mtls_ca_crl(mtls_ca *ca, int days, X509_CRL **out, long *number, mtls_err *e
     int lock_fd, rc;
 
     *out = NULL;
-    if (days < 1 || days > MTLS_DAYS_MAX)
-        return mtls_err_set(err, MTLS_E_INVALID, "--days must be between 1 and %d, not %d",
-                            MTLS_DAYS_MAX, days);
+    if (mtls__days_check(days, err) != 0)
+        return MTLS_E_INVALID;
     lock_fd = mtls__ca_lock(ca, err);
     if (lock_fd < 0)
         return err != NULL ? err->code : MTLS_E_IO;

@@ -9,6 +9,7 @@
 #include <openssl/x509v3.h>
 
 #include "mtls/pki.h"
+#include "pki_internal.h"
 
 static int valid_utf8(const unsigned char *s)
 {
@@ -310,4 +311,12 @@ long mtls_days_left(time_t t, time_t now)
     if (t >= now)
         return (long)((t - now) / 86400);
     return -(long)((now - t + 86399) / 86400);
+}
+
+int mtls__days_check(int days, mtls_err *err)
+{
+    if (days < 1 || days > MTLS_DAYS_MAX)
+        return mtls_err_set(err, MTLS_E_INVALID, "--days must be between 1 and %d, not %d",
+                            MTLS_DAYS_MAX, days);
+    return 0;
 }

@@ -16,6 +16,9 @@ const char *mtls__label_noun(const char *label);
 /** SHA-256 for EC and RSA keys, NULL (the key's own hash) for Ed25519. */
 const EVP_MD *mtls__sign_md(EVP_PKEY *key);
 
+/** 0 when days is 1 to MTLS_DAYS_MAX, else MTLS_E_INVALID ("--days must be between ..."). */
+int mtls__days_check(int days, mtls_err *err);
+
 /* ---- the CA folder, shared by ca.c and crl.c ---- */
 struct mtls_ca;
 
