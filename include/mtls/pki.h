@@ -68,6 +68,14 @@ int mtls_key_matches_cert(EVP_PKEY *key, X509 *cert);
 /** "EC P-256", "RSA 2048", "Ed25519" into buf; returns buf. */
 char *mtls_key_describe(EVP_PKEY *key, char *buf, size_t size);
 
+/**
+ * Checks that TLS peers accept key (borrowed) in a certificate: RSA of 2048
+ * bits or more (OpenSSL's default security level refuses less), EC on
+ * P-256, P-384 or P-521, Ed25519 or Ed448. path names where it came from
+ * in the message. Returns 0 or MTLS_E_INVALID.
+ */
+int mtls_key_check_tls(EVP_PKEY *key, const char *path, mtls_err *err);
+
 /* ---- PEM files -------------------------------------------------------- */
 
 /**

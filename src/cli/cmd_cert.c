@@ -188,7 +188,8 @@ int cmd_cert_sign(int argc, char **argv)
     }
     if ((rc = pki_check_new(sign_out, sign_force, &err)) != 0 ||
         (rc = mtls_csr_load(sign_csr, &req, &err)) != 0 ||
-        (rc = mtls_csr_check_signature(req, sign_csr, &err)) != 0) {
+        (rc = mtls_csr_check_signature(req, sign_csr, &err)) != 0 ||
+        (rc = mtls_key_check_tls(X509_REQ_get0_pubkey(req), sign_csr, &err)) != 0) {
         code = cli_fail(&err);
         goto out;
     }

@@ -70,6 +70,7 @@ int cmd_csr_create(int argc, char **argv)
     }
     if ((rc = pki_check_new(out_opt, force, &err)) != 0 ||
         (rc = mtls_key_load(key_opt, secret.password, &key, &err)) != 0 ||
+        (rc = mtls_key_check_tls(key, key_opt, &err)) != 0 ||
         (rc = mtls_csr_create(key, cn_opt, sans, &req, &err)) != 0 ||
         (rc = mtls_csr_to_pem(req, &pem, &len, &err)) != 0 ||
         (rc = mtls_file_write_atomic(out_opt, pem, len, MTLS_MODE_PUBLIC, force, &err)) != 0) {

@@ -225,6 +225,41 @@ char *mtls_key_describe(EVP_PKEY *key, char *buf, size_t size)
     return buf;
 }
 
+int mtls_key_check_tls(EVP_PKEY *key, const char *path, mtls_err *err)
+{
+    char desc[64], curve[32] = "";
+    size_t curve_len = 0;
+
+    mtls_key_describe(key, desc, sizeof(desc));
+    if (EVP_PKEY_is_a(key, "RSA")) {
+        if (EVP_PKEY_get_bits(key) >= 2048)
+            return 0;
+        return mtls_err_set(err, MTLS_E_INVALID,
+                            "the key of '%s' is %s bits, which TLS clients refuse (2048 at least): "
+                            "make a new key with 'mtls key create'",
+                            path, desc);
+    }
+    if (EVP_PKEY_is_a(key, "EC")) {
+        if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof(curve),
+                                           &curve_len) == 1 &&
+            (strcmp(curve, "prime256v1") == 0 || strcmp(curve, "secp384r1") == 0 ||
+             strcmp(curve, "secp521r1") == 0))
+            return 0;
+        ERR_clear_error();
+        return mtls_err_set(err, MTLS_E_INVALID,
+                            "the key of '%s' is on the curve %s, which TLS does not use for "
+                            "certificates (P-256, P-384 or P-521): make a new key with 'mtls key "
+                            "create'",
+                            path, curve[0] ? curve : "(unknown)");
+    }
+    if (EVP_PKEY_is_a(key, "ED25519") || EVP_PKEY_is_a(key, "ED448"))
+        return 0;
+    return mtls_err_set(err, MTLS_E_INVALID,
+                        "the key of '%s' is %s, which TLS certificates do not use (EC, RSA or "
+                        "Ed25519): make a new key with 'mtls key create'",
+                        path, desc);
+}
+
 /* The digest to sign with: SHA-256, or none for Ed25519 (it hashes itself). */
 const EVP_MD *mtls__sign_md(EVP_PKEY *key)
 {

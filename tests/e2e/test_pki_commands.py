@@ -456,3 +456,24 @@ def test_names_a_person_typed_are_quoted_safely_and_checked(ca, tmp_path):
     assert not (tmp_path / "x.key").exists()
     # International names go in their xn-- form.
     ok(*issue, "--cn", "例え", "--san", "xn--r8jz45g.jp", *out)
+
+
+def test_keys_that_tls_clients_refuse_are_refused_before_signing(ca, tmp_path):
+    index = (ca / "myca.index").read_text()
+    for name, keygen in [("weak", ["genrsa", "-out", tmp_path / "weak.key", "1024"]),
+                         ("k1", ["ecparam", "-name", "secp256k1", "-genkey", "-out",
+                                 tmp_path / "k1.key"])]:
+        assert openssl(*keygen).returncode == 0
+        r = openssl("req", "-new", "-key", tmp_path / f"{name}.key", "-subj", f"/CN={name}",
+                    "-out", tmp_path / f"{name}.csr")
+        assert r.returncode == 0, r.stderr
+    fails(1, f"the key of '{tmp_path / 'weak.csr'}' is RSA 1024 bits, which TLS clients refuse",
+          "cert", "sign", "--csr", tmp_path / "weak.csr", "--ca", ca / "myca", "--profile",
+          "client", "--out", tmp_path / "weak.crt")
+    fails(1, "is on the curve secp256k1, which TLS does not use", "cert", "sign", "--csr",
+          tmp_path / "k1.csr", "--ca", ca / "myca", "--profile", "client", "--out",
+          tmp_path / "k1.crt")
+    fails(1, f"the key of '{tmp_path / 'weak.key'}' is RSA 1024 bits", "csr", "create", "--key",
+          tmp_path / "weak.key", "--cn", "w", "--out", tmp_path / "w.csr")
+    assert not (tmp_path / "weak.crt").exists() and not (tmp_path / "k1.crt").exists()
+    assert (ca / "myca.index").read_text() == index
