@@ -145,9 +145,9 @@ static const struct cli_spec sign_spec = {
     .summary = "sign a CSR with a CA, as a client or server certificate",
     .description = "The CSR's signature is checked first, and its key (TLS clients refuse RSA\n"
                    "below 2048 bits and EC curves other than P-256, P-384 and P-521, so does this).\n"
-                   "The certificate keeps the CSR's subject\n"
-                   "and SANs (plus --san); its other extensions come from the profile only, never\n"
-                   "from the CSR: CA:FALSE, digitalSignature (+keyEncipherment for RSA keys), and\n"
+                   "The certificate keeps the CSR's subject and SANs (plus --san); its other\n"
+                   "extensions come from the profile only, never from the CSR: CA:FALSE,\n"
+                   "digitalSignature (+keyEncipherment for RSA keys), and\n"
                    "the extended key usage clientAuth or serverAuth. A server certificate without\n"
                    "SANs gets its CN as one. The serial is 128 random bits; the certificate is\n"
                    "recorded in PREFIX.index and copied to PREFIX.certs/SERIAL.pem.",
