@@ -430,20 +430,9 @@ static GENERAL_NAMES *sans_from_cn(const X509_NAME *subject)
     return gens;
 }
 
-int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped, mtls_err *err)
+/* What must hold before ca signs anything for issue. */
+static int sign_checks(const mtls_ca *ca, const mtls_issue *issue, int days, mtls_err *err)
 {
-    X509 *cert = NULL;
-    ASN1_INTEGER *serial = NULL;
-    GENERAL_NAMES *cn_sans = NULL;
-    const GENERAL_NAMES *sans = issue->sans;
-    X509_EXTENSION *san_ext = NULL;
-    X509V3_CTX v3;
-    char hex[84];
-    char ku[64];
-    int days = issue->days ? issue->days : MTLS_LEAF_DAYS_DEFAULT;
-    int rc;
-
-    *out = NULL;
     if (mtls__days_check(days, err) != 0)
         return MTLS_E_INVALID;
     if (ca->key == NULL)
@@ -457,8 +446,85 @@ int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped,
                             "CA '%s' is an intermediate with path length 0: it issues leaf "
                             "certificates only; make intermediates from the root",
                             ca->prefix);
-    rc = new_serial(ca, &serial, hex, sizeof(hex), err);
-    if (rc != 0)
+    return 0;
+}
+
+/* An intermediate may sign leaves only: pathlen 0, deliberately. */
+static int add_subca_exts(X509 *cert, X509V3_CTX *v3, mtls_err *err)
+{
+    int rc;
+
+    if ((rc = add_ext(cert, v3, NID_basic_constraints, "critical,CA:TRUE,pathlen:0", err)) != 0 ||
+        (rc = add_ext(cert, v3, NID_key_usage, "critical,keyCertSign,cRLSign", err)) != 0 ||
+        (rc = add_ext(cert, v3, NID_subject_key_identifier, "hash", err)) != 0 ||
+        (rc = add_ext(cert, v3, NID_authority_key_identifier, "keyid:always", err)) != 0)
+        return rc;
+    return 0;
+}
+
+/* The SANs (a server without any gets its CN); refuses a certificate that
+ * would name nobody. */
+static int add_sans(X509 *cert, const mtls_issue *issue, mtls_err *err)
+{
+    const GENERAL_NAMES *sans = issue->sans;
+    GENERAL_NAMES *cn_sans = NULL;
+    X509_EXTENSION *san_ext = NULL;
+    int rc = 0;
+
+    if ((sans == NULL || sk_GENERAL_NAME_num(sans) == 0) && issue->profile == MTLS_PROFILE_SERVER) {
+        cn_sans = sans_from_cn(issue->subject);
+        sans = cn_sans;
+    }
+    if (X509_NAME_entry_count(issue->subject) == 0 &&
+        (sans == NULL || sk_GENERAL_NAME_num(sans) == 0)) {
+        rc = mtls_err_set(err, MTLS_E_INVALID,
+                          "the certificate would name nobody: the subject is empty and there are "
+                          "no SANs (pass --san)");
+    } else if (sans != NULL && sk_GENERAL_NAME_num(sans) > 0) {
+        /* RFC 5280: the SANs are critical when the subject is empty. */
+        int critical = X509_NAME_entry_count(issue->subject) == 0;
+
+        san_ext = X509V3_EXT_i2d(NID_subject_alt_name, critical, (void *)sans);
+        if (san_ext == NULL || X509_add_ext(cert, san_ext, -1) != 1)
+            rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot add the SANs");
+    }
+    X509_EXTENSION_free(san_ext);
+    GENERAL_NAMES_free(cn_sans);
+    return rc;
+}
+
+/* A client or server leaf: the profile's extensions, never the CSR's. */
+static int add_leaf_exts(X509 *cert, X509V3_CTX *v3, const mtls_issue *issue, mtls_err *err)
+{
+    char ku[64];
+    int rc;
+
+    /* Key encipherment only means something for RSA key exchange. */
+    snprintf(ku, sizeof(ku), "critical,digitalSignature%s",
+             EVP_PKEY_is_a(issue->pubkey, "RSA") ? ",keyEncipherment" : "");
+    if ((rc = add_ext(cert, v3, NID_basic_constraints, "critical,CA:FALSE", err)) != 0 ||
+        (rc = add_ext(cert, v3, NID_key_usage, ku, err)) != 0 ||
+        (rc = add_ext(cert, v3, NID_ext_key_usage,
+                      issue->profile == MTLS_PROFILE_SERVER ? "serverAuth" : "clientAuth", err)) !=
+            0 ||
+        (rc = add_ext(cert, v3, NID_subject_key_identifier, "hash", err)) != 0 ||
+        (rc = add_ext(cert, v3, NID_authority_key_identifier, "keyid,issuer", err)) != 0)
+        return rc;
+    return add_sans(cert, issue, err);
+}
+
+int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped, mtls_err *err)
+{
+    X509 *cert = NULL;
+    ASN1_INTEGER *serial = NULL;
+    X509V3_CTX v3;
+    char hex[84];
+    int days = issue->days ? issue->days : MTLS_LEAF_DAYS_DEFAULT;
+    int rc;
+
+    *out = NULL;
+    if ((rc = sign_checks(ca, issue, days, err)) != 0 ||
+        (rc = new_serial(ca, &serial, hex, sizeof(hex), err)) != 0)
         return rc;
     cert = X509_new();
     if (cert == NULL || X509_set_version(cert, X509_VERSION_3) != 1 ||
@@ -469,60 +535,19 @@ int mtls_ca_sign(mtls_ca *ca, const mtls_issue *issue, X509 **out, int *clamped,
         rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot build the certificate");
         goto out;
     }
-    rc = set_validity(cert, days, X509_get0_notAfter(ca->cert), clamped, err);
-    if (rc != 0)
+    if ((rc = set_validity(cert, days, X509_get0_notAfter(ca->cert), clamped, err)) != 0)
         goto out;
     X509V3_set_ctx(&v3, ca->cert, cert, NULL, NULL, 0);
-    if (issue->profile == MTLS_PROFILE_SUBCA) {
-        /* An intermediate may sign leaves only: pathlen 0, deliberately. */
-        if ((rc = add_ext(cert, &v3, NID_basic_constraints, "critical,CA:TRUE,pathlen:0", err)) !=
-                0 ||
-            (rc = add_ext(cert, &v3, NID_key_usage, "critical,keyCertSign,cRLSign", err)) != 0 ||
-            (rc = add_ext(cert, &v3, NID_subject_key_identifier, "hash", err)) != 0 ||
-            (rc = add_ext(cert, &v3, NID_authority_key_identifier, "keyid:always", err)) != 0)
-            goto out;
-        goto sign;
-    }
-    /* Key encipherment only means something for RSA key exchange. */
-    snprintf(ku, sizeof(ku), "critical,digitalSignature%s",
-             EVP_PKEY_is_a(issue->pubkey, "RSA") ? ",keyEncipherment" : "");
-    if ((rc = add_ext(cert, &v3, NID_basic_constraints, "critical,CA:FALSE", err)) != 0 ||
-        (rc = add_ext(cert, &v3, NID_key_usage, ku, err)) != 0 ||
-        (rc = add_ext(cert, &v3, NID_ext_key_usage,
-                      issue->profile == MTLS_PROFILE_SERVER ? "serverAuth" : "clientAuth", err)) !=
-            0 ||
-        (rc = add_ext(cert, &v3, NID_subject_key_identifier, "hash", err)) != 0 ||
-        (rc = add_ext(cert, &v3, NID_authority_key_identifier, "keyid,issuer", err)) != 0)
+    rc = issue->profile == MTLS_PROFILE_SUBCA ? add_subca_exts(cert, &v3, err)
+                                              : add_leaf_exts(cert, &v3, issue, err);
+    if (rc != 0)
         goto out;
-    if ((sans == NULL || sk_GENERAL_NAME_num(sans) == 0) && issue->profile == MTLS_PROFILE_SERVER) {
-        cn_sans = sans_from_cn(issue->subject);
-        sans = cn_sans;
-    }
-    if (X509_NAME_entry_count(issue->subject) == 0 &&
-        (sans == NULL || sk_GENERAL_NAME_num(sans) == 0)) {
-        rc = mtls_err_set(err, MTLS_E_INVALID,
-                          "the certificate would name nobody: the subject is empty and there are "
-                          "no SANs (pass --san)");
-        goto out;
-    }
-    if (sans != NULL && sk_GENERAL_NAME_num(sans) > 0) {
-        /* RFC 5280: the SANs are critical when the subject is empty. */
-        int critical = X509_NAME_entry_count(issue->subject) == 0;
-
-        san_ext = X509V3_EXT_i2d(NID_subject_alt_name, critical, (void *)sans);
-        if (san_ext == NULL || X509_add_ext(cert, san_ext, -1) != 1) {
-            rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot add the SANs");
-            goto out;
-        }
-    }
-sign:
     if (X509_sign(cert, ca->key, mtls__sign_md(ca->key)) <= 0) {
         rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot sign the certificate with '%s.key'",
                           ca->prefix);
         goto out;
     }
-    rc = record_cert(ca, cert, hex, err);
-    if (rc != 0)
+    if ((rc = record_cert(ca, cert, hex, err)) != 0)
         goto out;
     if (X509_up_ref(cert) != 1 || sk_X509_push(ca->unsaved, cert) <= 0) {
         rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
@@ -532,8 +557,6 @@ sign:
     cert = NULL;
     rc = 0;
 out:
-    X509_EXTENSION_free(san_ext);
-    GENERAL_NAMES_free(cn_sans);
     ASN1_INTEGER_free(serial);
     X509_free(cert);
     return rc;
