@@ -201,6 +201,13 @@ def test_curl_with_an_intermediate_issued_client_certificate(chain):
         r = subprocess.run(base + ["--cert", str(chain / "carol.crt"), f"https://localhost:{port}/"],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode != 0
+        # mtls probe sends the chain file's intermediate as curl does.
+        probe = ["probe", f"https://localhost:{port}/", "--cacert", chain / "root.crt", "--key",
+                 chain / "carol.key"]
+        r = run_mtls(*probe, "--cert", chain / "carol.chain.crt", timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = run_mtls(*probe, "--cert", chain / "carol.crt", timeout=30)
+        assert r.returncode == 4, r.stdout + r.stderr
     finally:
         p.kill()
         p.wait()
