@@ -180,26 +180,24 @@ out:
     return code;
 }
 
-/* A CSR is shown through a stand-in certificate carrying its subject, key
- * and requested extensions, so that the same code describes both. */
-static int show_csr(const char *path)
-{
-    X509_REQ *req = NULL;
-    X509 *stand_in = NULL;
-    EVP_PKEY *throwaway = NULL;
-    STACK_OF(X509_EXTENSION) *exts = NULL;
-    mtls_cert_info info;
-    mtls_err err;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    char sha[100] = "", buf[1024];
-    int code = EXIT_FAIL, sig_ok, sig_nid, have_info = 0;
+/* What a CSR says about itself beyond what mtls_cert_info reads. */
+struct csr_facts {
+    int sig_ok;
+    const char *sig_alg;
+    char sha256[100];
+};
 
-    if (mtls_csr_load(path, &req, &err) != 0)
-        return cli_fail(&err);
-    sig_ok = mtls_csr_check_signature(req, path, NULL) == 0;
-    exts = X509_REQ_get_extensions(req);
-    stand_in = X509_new();
+/* A CSR is shown through a stand-in certificate carrying its subject, key
+ * and requested extensions, so that mtls_cert_info reads it like any
+ * certificate. *out is freed by the caller. */
+static int csr_stand_in(X509_REQ *req, const char *path, X509 **out)
+{
+    STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+    X509 *stand_in = X509_new();
+    EVP_PKEY *throwaway = NULL;
+    mtls_err err;
+    int code = EXIT_FAIL;
+
     if (stand_in == NULL || X509_set_version(stand_in, X509_VERSION_3) != 1 ||
         X509_set_subject_name(stand_in, X509_REQ_get_subject_name(req)) != 1 ||
         X509_set_issuer_name(stand_in, X509_REQ_get_subject_name(req)) != 1 ||
@@ -220,60 +218,98 @@ static int show_csr(const char *path)
         code = cli_failf("cannot read the request in '%s'", path);
         goto out;
     }
-    ERR_clear_error();
-    if (mtls_cert_info_init(&info, stand_in, &err) != 0) {
-        code = cli_fail(&err);
-        goto out;
-    }
-    have_info = 1;
-    if (X509_REQ_digest(req, EVP_sha256(), md, &md_len) == 1) {
-        for (unsigned int i = 0; i < md_len; i++)
-            snprintf(sha + 3 * i, sizeof(sha) - 3 * i, i + 1 < md_len ? "%02X:" : "%02X", md[i]);
-    }
-    sig_nid = X509_REQ_get_signature_nid(req);
-    if (json_opt) {
-        cJSON *o = cJSON_CreateObject(), *full = mtls_cert_info_to_json(&info), *item;
-        static const char *const keep[] = {"subject",   "subject_cn",         "key_type",
-                                           "key_bits",  "key_curve",          "is_ca",
-                                           "key_usage", "extended_key_usage", "sans"};
-        char *text;
-
-        cJSON_AddStringToObject(o, "type", "csr");
-        for (size_t i = 0; full != NULL && i < sizeof(keep) / sizeof(keep[0]); i++) {
-            item = cJSON_DetachItemFromObject(full, keep[i]);
-            if (item != NULL)
-                cJSON_AddItemToObject(o, keep[i], item);
-        }
-        cJSON_AddStringToObject(o, "signature_algorithm",
-                                sig_nid != NID_undef ? OBJ_nid2ln(sig_nid) : "unknown");
-        cJSON_AddBoolToObject(o, "signature_valid", sig_ok);
-        cJSON_AddStringToObject(o, "sha256", sha);
-        text = cJSON_Print(o);
-        if (text != NULL)
-            printf("%s\n", text);
-        free(text);
-        cJSON_Delete(full);
-        cJSON_Delete(o);
-    } else {
-        printf("%scertificate request %s%s\n", cli_bold(stdout), path, cli_reset(stdout));
-        row("subject", info.subject[0] ? info.subject : "(empty)");
-        key_row(&info);
-        snprintf(buf, sizeof(buf), "%s, %s", sig_nid != NID_undef ? OBJ_nid2ln(sig_nid) : "unknown",
-                 sig_ok ? "valid (made with its own key)" : "INVALID (altered or forged)");
-        row("signature", buf);
-        sans_rows(&info);
-        row("key usage", info.key_usage[0] ? info.key_usage : "(not asked)");
-        row("ext. usage", info.ext_key_usage[0] ? info.ext_key_usage : "(not asked)");
-        row("CA", info.is_ca ? "asks for CA:TRUE (mtls cert sign never grants it)" : "no");
-        row("SHA-256", sha);
-    }
+    *out = stand_in;
+    stand_in = NULL;
     code = EXIT_OK;
 out:
-    if (have_info)
-        mtls_cert_info_release(&info);
+    ERR_clear_error();
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     X509_free(stand_in);
     EVP_PKEY_free(throwaway);
+    return code;
+}
+
+static void csr_facts(X509_REQ *req, const char *path, struct csr_facts *f)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    int nid = X509_REQ_get_signature_nid(req);
+
+    memset(f, 0, sizeof(*f));
+    f->sig_ok = mtls_csr_check_signature(req, path, NULL) == 0;
+    f->sig_alg = nid != NID_undef ? OBJ_nid2ln(nid) : "unknown";
+    if (X509_REQ_digest(req, EVP_sha256(), md, &md_len) == 1) {
+        for (unsigned int i = 0; i < md_len; i++)
+            snprintf(f->sha256 + 3 * i, sizeof(f->sha256) - 3 * i,
+                     i + 1 < md_len ? "%02X:" : "%02X", md[i]);
+    }
+}
+
+static int print_csr_json(const mtls_cert_info *info, const struct csr_facts *f)
+{
+    static const char *const keep[] = {"subject",   "subject_cn",         "key_type",
+                                       "key_bits",  "key_curve",          "is_ca",
+                                       "key_usage", "extended_key_usage", "sans"};
+    cJSON *o = cJSON_CreateObject(), *full = mtls_cert_info_to_json(info), *item;
+    char *text;
+
+    cJSON_AddStringToObject(o, "type", "csr");
+    for (size_t i = 0; full != NULL && i < sizeof(keep) / sizeof(keep[0]); i++) {
+        item = cJSON_DetachItemFromObject(full, keep[i]);
+        if (item != NULL)
+            cJSON_AddItemToObject(o, keep[i], item);
+    }
+    cJSON_AddStringToObject(o, "signature_algorithm", f->sig_alg);
+    cJSON_AddBoolToObject(o, "signature_valid", f->sig_ok);
+    cJSON_AddStringToObject(o, "sha256", f->sha256);
+    text = cJSON_Print(o);
+    cJSON_Delete(full);
+    cJSON_Delete(o);
+    if (text == NULL)
+        return cli_failf("out of memory");
+    printf("%s\n", text);
+    free(text);
+    return EXIT_OK;
+}
+
+static int print_csr(const mtls_cert_info *info, const struct csr_facts *f, const char *path)
+{
+    char buf[160];
+
+    printf("%scertificate request %s%s\n", cli_bold(stdout), path, cli_reset(stdout));
+    row("subject", info->subject[0] ? info->subject : "(empty)");
+    key_row(info);
+    snprintf(buf, sizeof(buf), "%s, %s", f->sig_alg,
+             f->sig_ok ? "valid (made with its own key)" : "INVALID (altered or forged)");
+    row("signature", buf);
+    sans_rows(info);
+    row("key usage", info->key_usage[0] ? info->key_usage : "(not asked)");
+    row("ext. usage", info->ext_key_usage[0] ? info->ext_key_usage : "(not asked)");
+    row("CA", info->is_ca ? "asks for CA:TRUE (mtls cert sign never grants it)" : "no");
+    row("SHA-256", f->sha256);
+    return EXIT_OK;
+}
+
+static int show_csr(const char *path)
+{
+    X509_REQ *req = NULL;
+    X509 *stand_in = NULL;
+    struct csr_facts facts;
+    mtls_cert_info info;
+    mtls_err err;
+    int code;
+
+    if (mtls_csr_load(path, &req, &err) != 0)
+        return cli_fail(&err);
+    code = csr_stand_in(req, path, &stand_in);
+    if (code == EXIT_OK && mtls_cert_info_init(&info, stand_in, &err) != 0)
+        code = cli_fail(&err);
+    else if (code == EXIT_OK) {
+        csr_facts(req, path, &facts);
+        code = json_opt ? print_csr_json(&info, &facts) : print_csr(&info, &facts, path);
+        mtls_cert_info_release(&info);
+    }
+    X509_free(stand_in);
     X509_REQ_free(req);
     return code;
 }
