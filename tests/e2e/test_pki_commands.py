@@ -477,3 +477,14 @@ def test_keys_that_tls_clients_refuse_are_refused_before_signing(ca, tmp_path):
           tmp_path / "weak.key", "--cn", "w", "--out", tmp_path / "w.csr")
     assert not (tmp_path / "weak.crt").exists() and not (tmp_path / "k1.crt").exists()
     assert (ca / "myca.index").read_text() == index
+
+
+def test_show_says_when_a_csr_signature_is_forged(tmp_path):
+    ok("key", "create", "--out", tmp_path / "k.key")
+    ok("csr", "create", "--key", tmp_path / "k.key", "--cn", "victim", "--out", tmp_path / "k.csr")
+    tampered_csr(tmp_path / "k.csr", tmp_path / "bad.csr")
+    assert "valid (made with its own key)" in ok("cert", "show", tmp_path / "k.csr").stdout
+    t = ok("cert", "show", tmp_path / "bad.csr").stdout
+    assert re.search(r"^  signature    ecdsa-with-SHA256, INVALID \(altered or forged\)$", t, re.M), t
+    j = json.loads(ok("cert", "show", tmp_path / "bad.csr", "--json").stdout)
+    assert j["signature_valid"] is False and j["subject"] == "CN=wictim"
