@@ -52,8 +52,12 @@ def machine(mtls, nginx):
                 model = line.split(":", 1)[1].strip()
     except OSError:
         pass
+    commit = os.environ.get("MTLS_COMMIT") or cmd(
+        "git", "-C", os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rev-parse",
+        "--short", "HEAD")
     return [
         ("host", socket.gethostname()),
+        ("mtls commit", commit if re.fullmatch(r"[0-9a-f]{7,40}", commit) else "unknown"),
         ("CPU", model),
         ("cores", str(os.cpu_count())),
         ("kernel", " ".join(os.uname()[i] for i in (0, 2))),
