@@ -193,3 +193,43 @@ def test_help_is_complete():
     assert r.returncode == 0
     for flag in ["--dir", "--host", "--key-type", "--force", "exit codes:"]:
         assert flag in r.stdout
+
+
+PY_CLIENT = r"""
+import http.client, ssl, sys
+d, port = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=d + "/serverca.crt")
+ctx.load_cert_chain(d + "/client.crt", d + "/client.key")
+c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=20)
+c.request("GET", "/")
+print(c.getresponse().status)
+"""
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+def test_python_node_and_curl_with_each_key_type(tmp_path, key_type):
+    """The init files of either key type work with Python's ssl, Node and curl against
+    openssl s_server (a server nobody here wrote)."""
+    d = tmp_path / key_type
+    r = run_mtls("init", "--dir", d, "--key-type", key_type)
+    assert r.returncode == 0, r.stderr
+    port = free_port()
+    p = subprocess.Popen(["openssl", "s_server", "-accept", str(port), "-cert", str(d / "server.crt"),
+                          "-key", str(d / "server.key"), "-CAfile", str(d / "clientca.crt"),
+                          "-Verify", "1", "-verify_return_error", "-www", "-quiet"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=p)
+        clients = [["/usr/bin/python3", "-c", PY_CLIENT, str(d), str(port)],
+                   ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\n", "--cacert",
+                    str(d / "serverca.crt"), "--key", str(d / "client.key"), "--cert",
+                    str(d / "client.crt"), f"https://localhost:{port}/"]]
+        if shutil.which("node"):
+            clients.append(["node", "-e", NODE_CLIENT, str(d), str(port)])
+        for cmd in clients:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0 and r.stdout.strip() == "200", (cmd[0], r.stdout, r.stderr)
+    finally:
+        p.kill()
+        p.wait()
