@@ -158,6 +158,15 @@ def test_articles_openssl_files_work_with_mtls(tmp_path):
         assert r.returncode == 0, r.stderr
     shown = ok("cert", "show", "client.crt", cwd=tmp_path).stdout
     assert "CN=localclient" in shown and "RSA 2048 bits" in shown
+    # openssl x509 -req makes a v1 certificate: no extensions, said so.
+    assert re.search(r"^  version      1 \(no extensions\)$", shown, re.M), shown
+    assert re.search(r"^  key usage    \(any\)$", shown, re.M) and "CA           no" in shown
+    assert json.loads(ok("cert", "show", "client.crt", "--json", cwd=tmp_path).stdout)["version"] == 1
+    # A SHA-1 signature, where this OpenSSL still makes one, is named as such.
+    r = openssl("x509", "-req", "-in", "client.csr", "-CA", "clientca.crt", "-CAkey", "clientca.key",
+                "-CAcreateserial", "-days", "30", "-sha1", "-out", "sha1.crt", cwd=tmp_path)
+    if r.returncode == 0:
+        assert "sha1WithRSAEncryption" in ok("cert", "show", "sha1.crt", cwd=tmp_path).stdout
     assert "CN=localclient" in ok("cert", "show", "client.csr", cwd=tmp_path).stdout
     v = ok("cert", "verify", "client.crt", "--ca", "clientca.crt", cwd=tmp_path)
     assert "valid" in v.stdout
