@@ -13,7 +13,7 @@
 #   BENCH_IDLE_DURATION  seconds the idle connections are opened and held [8]
 #   BENCH_SERVERS        which servers ["mtls nginx express"]
 #   BENCH_KEYS           certificate types: ec (ECDSA P-256), rsa (RSA-2048) ["ec rsa"]
-#   BENCH_IDLE_KEYS      certificate types for the idle-memory case ["ec"]
+#   BENCH_IDLE_KEYS      certificate types for the idle-memory case, empty for none ["ec"]
 #   BENCH_WORKERS        worker counts ["1 <cores>"]
 #   BENCH_BUILD          build folder for an optimized mtls [build-release]
 #   BENCH_RESULTS        where the table is written [bench/results]
@@ -35,7 +35,7 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-2000}
 IDLE_DURATION=${BENCH_IDLE_DURATION:-8}
 SERVERS=${BENCH_SERVERS:-mtls nginx express}
 KEYS=${BENCH_KEYS:-ec rsa}
-IDLE_KEYS=${BENCH_IDLE_KEYS:-ec}
+IDLE_KEYS=${BENCH_IDLE_KEYS-ec}
 if [ "$CORES" -gt 1 ]; then WORKERS=${BENCH_WORKERS:-1 $CORES}; else WORKERS=${BENCH_WORKERS:-1}; fi
 BUILD=${BENCH_BUILD:-build-release}
 RESULTS=${BENCH_RESULTS:-bench/results}
