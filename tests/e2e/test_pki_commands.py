@@ -11,24 +11,7 @@ import subprocess
 import pytest
 
 from conftest import run_mtls
-
-
-def openssl(*args, cwd=None):
-    return subprocess.run(["openssl", *[str(a) for a in args]], capture_output=True, text=True,
-                          timeout=30, cwd=cwd)
-
-
-def ok(*args, cwd=None):
-    r = run_mtls(*args, cwd=cwd)
-    assert r.returncode == 0, f"mtls {args}: {r.stderr}"
-    return r
-
-
-def fails(code, needle, *args, cwd=None):
-    r = run_mtls(*args, cwd=cwd)
-    assert r.returncode == code, f"mtls {args} exited {r.returncode}: {r.stdout}{r.stderr}"
-    assert needle in r.stderr, r.stderr
-    return r
+from pki_cli import fails, ok, openssl
 
 
 def listing(d):
