@@ -68,8 +68,9 @@ typedef struct mtls_url {
 
 /**
  * Parses "https://HOST[:PORT][/PATH]" (also "HOST[:PORT][/PATH]" and
- * "[v6]:PORT"). Returns 0, or MTLS_E_INVALID naming what is wrong
- * (an http:// scheme, a bad port, an empty host).
+ * "[v6]:PORT"); a "#fragment" is dropped. Returns 0, or MTLS_E_INVALID
+ * naming what is wrong (an http:// scheme, a bad port, an empty host, a
+ * user name or password before '@', which the message never quotes).
  */
 int mtls_url_parse(const char *text, mtls_url *url, mtls_err *err);
 

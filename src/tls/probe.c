@@ -225,9 +225,35 @@ static const char *handshake_name(int type)
 
 /* ---- URLs ------------------------------------------------------------ */
 
+static int url_parse(const char *p, const char *text, mtls_url *url, mtls_err *err);
+
+/* 1 when the authority of p (after the scheme) carries "user[:password]@". */
+static int has_userinfo(const char *p)
+{
+    size_t authority = strcspn(p, "/?#");
+    const char *at = memchr(p, '@', authority);
+
+    return at != NULL;
+}
+
 int mtls_url_parse(const char *text, mtls_url *url, mtls_err *err)
 {
-    const char *p = text, *host, *host_end, *rest;
+    char *copy = NULL;
+    int rc;
+
+    /* A fragment (#...) is the browser's, never sent to a server. */
+    copy = strndup(text, strcspn(text, "#"));
+    if (copy == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    rc = url_parse(copy, text, url, err);
+    free(copy);
+    return rc;
+}
+
+/* Parses p (text without its fragment; text is what messages quote). */
+static int url_parse(const char *p, const char *text, mtls_url *url, mtls_err *err)
+{
+    const char *host, *host_end, *rest;
     size_t host_len;
 
     memset(url, 0, sizeof(*url));
@@ -238,6 +264,11 @@ int mtls_url_parse(const char *text, mtls_url *url, mtls_err *err)
         p += 8;
     else if (strstr(p, "://") != NULL)
         return mtls_err_set(err, MTLS_E_INVALID, "'%s' is not an https:// URL", text);
+    /* Never quoted: the part before '@' may be a password. */
+    if (has_userinfo(p))
+        return mtls_err_set(err, MTLS_E_INVALID,
+                            "the URL carries a user name or password before '@': mutual TLS "
+                            "identifies you by --cert; leave them out of the URL");
     if (*p == '[') {
         host = p + 1;
         host_end = strchr(host, ']');

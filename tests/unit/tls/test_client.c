@@ -56,6 +56,24 @@ Test(url, refusals)
     cr_assert_eq(mtls_url_parse("https://[::1/", &u, &err), MTLS_E_INVALID);
     cr_assert_eq(mtls_url_parse("ftp://h/", &u, &err), MTLS_E_INVALID);
     cr_assert_eq(mtls_url_parse("https://h/a b", &u, &err), MTLS_E_INVALID);
+    /* A password in the URL is refused and never repeated. */
+    cr_assert_eq(mtls_url_parse("https://bob:s3cret@h:8443/", &u, &err), MTLS_E_INVALID);
+    cr_assert(strstr(err.msg, "user name or password") != NULL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "s3cret") == NULL, "%s", err.msg);
+}
+
+Test(url, fragment_is_not_sent)
+{
+    mtls_url u;
+    mtls_err err;
+
+    cr_assert_eq(mtls_url_parse("https://h:9/a?b#c", &u, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(u.path, "/a?b");
+    cr_assert_eq(u.port, 9);
+    cr_assert_eq(mtls_url_parse("https://h#top", &u, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(u.host, "h");
+    cr_assert_str_eq(u.path, "/");
+    cr_assert_eq(mtls_url_parse("https://h/p?mail=a@b", &u, &err), 0, "%s", err.msg);
 }
 
 Test(names, alerts_and_outcomes)
