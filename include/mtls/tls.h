@@ -33,8 +33,8 @@ typedef enum mtls_verify_client {
 /** What a server SSL_CTX is made of. Strings are borrowed file names. */
 typedef struct mtls_tls_server_opts {
     const char *cert_file;        /* PEM: the server certificate, then any intermediates */
-    const char *key_file;       /* PEM: its private key */
-    const char *key_password;   /* its password when it is encrypted, or NULL */
+    const char *key_file;         /* PEM: its private key */
+    const char *key_password;     /* its password when it is encrypted, or NULL */
     const char *client_ca_file;   /* PEM: the CA certificates client certificates must chain to */
     const char *const *crl_files; /* PEM CRLs (n_crl_files of them), may be NULL */
     size_t n_crl_files;
@@ -50,9 +50,10 @@ typedef void (*mtls_tls_warn_fn)(void *ctx, const char *msg);
  * chain and key (checked to match), the client CA file as trust store and as
  * the CA names sent in the CertificateRequest, client certificates checked
  * for the clientAuth purpose, SSL_VERIFY_PEER (plus FAIL_IF_NO_PEER_CERT when
- * required), CRLs checked for the leaf when given, no session tickets or
- * cache, but stateless session tickets (one per TLS 1.3 handshake, valid 5
- * minutes; a resumed session keeps the verified client certificate), read-ahead on.
+ * required), CRLs checked for the leaf when given, a server-side session
+ * cache (resumed sessions keep the verified client certificate; entries
+ * live 5 minutes at most, never past the client certificate's notAfter or
+ * the CRLs' nextUpdate), no stateless tickets, read-ahead on.
  *
  * Problems that would still let the server run (server certificate expired
  * or not yet valid, not meant for serverAuth, a CRL that expires within a
@@ -104,17 +105,6 @@ char *mtls_tls_handshake_reason(SSL *ssl, const mtls_tls_verify_note *note, int 
  */
 const char *mtls_tls_denied_reason(SSL *ssl, const mtls_tls_verify_note *note, char *buf,
                                    size_t size);
-
-/** Length of a server's session-ticket key material (name, HMAC key, AES key). */
-#define MTLS_TICKET_KEYS_LEN 80
-
-/**
- * Copies ctx's session-ticket keys into keys (MTLS_TICKET_KEYS_LEN bytes,
- * secret: wipe after use), or sets them from keys, so that every worker of
- * a server resumes the others' sessions. Return 0 or MTLS_E_CRYPTO.
- */
-int mtls_tls_ticket_keys_get(SSL_CTX *ctx, unsigned char *keys);
-int mtls_tls_ticket_keys_set(SSL_CTX *ctx, const unsigned char *keys);
 
 /** The TLS alert name for a verification error ("unknown_ca", "certificate_expired"). */
 const char *mtls_tls_alert_for_verify_error(int x509_error);

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -273,17 +272,6 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
     rc = mtls_tls_server_ctx_new(&opts->tls, tls_warning, srv, &srv->ssl_ctx, err);
     if (rc != 0)
         goto out;
-    srv->ticket_keys =
-        mmap(NULL, MTLS_TICKET_KEYS_LEN, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (srv->ticket_keys == MAP_FAILED) {
-        srv->ticket_keys = NULL;
-        rc = mtls_err_sys(err, MTLS_E_NOMEM, errno, "cannot share session-ticket keys");
-        goto out;
-    }
-    if (mtls_tls_ticket_keys_get(srv->ssl_ctx, srv->ticket_keys) != 0) {
-        rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot read session-ticket keys");
-        goto out;
-    }
     rc = bind_listeners(srv, err);
     if (rc != 0)
         goto out;
@@ -305,10 +293,6 @@ void mtls_server_free(mtls_server *srv)
             close(srv->listen_fds[i]);
     }
     free(srv->listen_fds);
-    if (srv->ticket_keys != NULL) {
-        mtls_cleanse(srv->ticket_keys, MTLS_TICKET_KEYS_LEN);
-        munmap(srv->ticket_keys, MTLS_TICKET_KEYS_LEN);
-    }
     SSL_CTX_free(srv->ssl_ctx);
     mtls__log_close(&srv->access_log);
     mtls__log_close(&srv->system_log);
@@ -416,10 +400,7 @@ static SSL_CTX *reload(mtls_server *srv)
     }
     SSL_CTX_free(srv->ssl_ctx);
     srv->ssl_ctx = ctx;
-    /* New keys: tickets issued before the reload no longer resume. */
-    if (mtls_tls_ticket_keys_get(ctx, srv->ticket_keys) != 0)
-        mtls__syslogf(srv, "warn", "ticket_keys",
-                      "cannot share the new session-ticket keys between workers");
+    /* The new context starts with an empty session cache: nothing from before resumes. */
     crl_note(srv);
     mtls__syslogf(srv, "info", "reload",
                   "SIGHUP: reloaded '%s', '%s', '%s' and %zu CRL file(s); new handshakes use "
@@ -663,10 +644,6 @@ static int run_threads(mtls_server *srv, mtls_err *err)
             rc = mtls_tls_server_ctx_new(&srv->opts.tls, NULL, NULL, &ctxs[i], err);
             if (rc != 0)
                 goto stop;
-            if (mtls_tls_ticket_keys_set(ctxs[i], srv->ticket_keys) != 0) {
-                rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot share session-ticket keys");
-                goto stop;
-            }
         }
         rc = mtls__worker_init(&ws[i], srv, i, ctxs[i], srv->listen_fds[i], 0, err);
         if (rc != 0)
@@ -711,7 +688,6 @@ static int run_threads(mtls_server *srv, mtls_err *err)
                         mtls__syslog(srv, "error", NULL, "reload_failed", e.msg, NULL);
                         continue;
                     }
-                    (void)mtls_tls_ticket_keys_set(ctx, srv->ticket_keys);
                 } else {
                     SSL_CTX_up_ref(ctx);
                 }

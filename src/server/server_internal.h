@@ -60,9 +60,7 @@ struct mtls_server {
     struct mtls__log system_log;
     time_t crl_next_update; /* earliest nextUpdate of the loaded CRLs, 0: none */
     char crl_issuer[512];
-    int crl_warned;             /* 1: "expires within a week" said; 2: "expired" said */
-    unsigned char *ticket_keys; /* MTLS_TICKET_KEYS_LEN bytes in a page shared with the
-                                   worker processes: every worker resumes every session */
+    int crl_warned; /* 1: "expires within a week" said; 2: "expired" said */
 };
 
 /* ---- workers ------------------------------------------------------------ */

@@ -725,8 +725,6 @@ static void worker_reload_files(struct worker *w)
         mtls__syslog(w->srv, "error", NULL, "reload_failed", msg, NULL);
         return;
     }
-    /* The main process put the new context's ticket keys in the shared page. */
-    (void)mtls_tls_ticket_keys_set(ctx, w->srv->ticket_keys);
     SSL_CTX_free(w->pub->ssl_ctx);
     w->pub->ssl_ctx = ctx;
 }

@@ -23,6 +23,8 @@
 #include "server_internal.h"
 
 #define PEM_MAX (4 * 1024 * 1024)
+#define SESSION_MAX_AGE 300     /* seconds, nginx's default */
+#define SESSION_CACHE_SIZE 4096 /* sessions per worker */
 #define WEEK (7 * 24 * 3600)
 
 static int note_index = -1;
@@ -110,6 +112,28 @@ char *mtls__srv_time(time_t t, char *buf, size_t size)
     if (gmtime_r(&t, &tm) == NULL || strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
         snprintf(buf, size, "?");
     return buf;
+}
+
+/*
+ * A new session enters the cache: it may not outlive the client
+ * certificate, nor the CRLs it was checked against.
+ */
+static int session_new(SSL *ssl, SSL_SESSION *session)
+{
+    X509 *peer = SSL_SESSION_get0_peer(session);
+    time_t now = time(NULL), until = now + SESSION_MAX_AGE;
+    time_t crl_until = mtls__srv_verify_cache_crl_until(SSL_get_SSL_CTX(ssl));
+
+    if (peer != NULL) {
+        time_t na = mtls__srv_asn1_time(X509_get0_notAfter(peer));
+
+        if (na != 0 && na < until)
+            until = na;
+    }
+    if (crl_until != 0 && crl_until < until)
+        until = crl_until;
+    SSL_SESSION_set_timeout(session, until > now ? (long)(until - now) : 1);
+    return 0; /* OpenSSL keeps its own reference */
 }
 
 /* Keeps OpenSSL from prompting on a terminal for an encrypted key. */
@@ -395,18 +419,24 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
         rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot require TLS 1.2");
         goto out;
     }
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
     /*
-     * Resumption by stateless tickets only (no session cache to share or
-     * lock): a returning client skips certificate parsing and verification,
-     * and its session keeps the verified certificate, so the identity is the
-     * same. Tickets live 5 minutes (nginx's default); a reload makes a new
-     * SSL_CTX with new ticket keys, so a revoked client cannot resume.
+     * Resumption from a session cache in memory, not stateless tickets: a
+     * ticket carries the client certificate, which OpenSSL encodes when it
+     * issues the ticket and decodes again when it accepts it, costing about
+     * what the full handshake's certificate work costs (measured in
+     * docs/PERFORMANCE.md: full handshakes 6.06 M -> 7.84 M instructions
+     * with tickets). A cached session keeps the parsed certificate, so a
+     * returning client skips all certificate work and its identity is the
+     * same. Each SSL_CTX (one per worker) has its own cache; a reload makes
+     * a new SSL_CTX, so no session from before it resumes.
      */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(ctx, 1);
-    SSL_CTX_set_timeout(ctx, 300);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_timeout(ctx, SESSION_MAX_AGE);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_sess_set_cache_size(ctx, SESSION_CACHE_SIZE);
+    SSL_CTX_sess_set_new_cb(ctx, session_new);
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     /* One read(2) per TLS record instead of header + body. */
     SSL_CTX_set_read_ahead(ctx, 1);
@@ -443,16 +473,4 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
 out:
     SSL_CTX_free(ctx);
     return rc;
-}
-
-int mtls_tls_ticket_keys_get(SSL_CTX *ctx, unsigned char *keys)
-{
-    return SSL_CTX_get_tlsext_ticket_keys(ctx, keys, MTLS_TICKET_KEYS_LEN) == 1 ? 0 : MTLS_E_CRYPTO;
-}
-
-int mtls_tls_ticket_keys_set(SSL_CTX *ctx, const unsigned char *keys)
-{
-    return SSL_CTX_set_tlsext_ticket_keys(ctx, (void *)keys, MTLS_TICKET_KEYS_LEN) == 1
-               ? 0
-               : MTLS_E_CRYPTO;
 }

@@ -29,4 +29,7 @@ char *mtls__srv_time(time_t t, char *buf, size_t size);
  */
 int mtls__srv_verify_cache_attach(SSL_CTX *ctx, time_t crl_until);
 
+/** The earliest CRL nextUpdate given to mtls__srv_verify_cache_attach(), or 0. */
+time_t mtls__srv_verify_cache_crl_until(SSL_CTX *ctx);
+
 #endif

@@ -150,3 +150,10 @@ int mtls__srv_verify_cache_attach(SSL_CTX *ctx, time_t crl_until)
     SSL_CTX_set_cert_verify_callback(ctx, verify_with_cache, vc);
     return 0;
 }
+
+time_t mtls__srv_verify_cache_crl_until(SSL_CTX *ctx)
+{
+    struct verify_cache *vc = cache_index >= 0 ? SSL_CTX_get_ex_data(ctx, cache_index) : NULL;
+
+    return vc != NULL ? vc->crl_until : 0;
+}
