@@ -137,6 +137,7 @@ out:
 
 int cmd_ca_create(int argc, char **argv)
 {
+    struct pki_signals held = {0};
     struct cli_args args = {0};
     mtls_ca_opts opts;
     mtls_ca *ca = NULL;
@@ -184,6 +185,8 @@ int cmd_ca_create(int argc, char **argv)
             goto out;
         }
     }
+    /* Staged files, the parent's record and the new CA's files: whole, or not at all. */
+    pki_hold_signals(&held);
     if (create_parent != NULL) {
         rc = create_sub_ca(&opts, &ca, &err);
         if (rc != 0) {
@@ -227,6 +230,7 @@ out:
     mtls_txn_release(&txn);
     mtls_ca_free(ca);
     cli_args_release(&args);
+    pki_release_signals(&held);
     return code;
 }
 
@@ -533,6 +537,7 @@ static const struct cli_spec revoke_spec = {
 
 int cmd_ca_revoke(int argc, char **argv)
 {
+    struct pki_signals held = {0};
     struct cli_args args = {0};
     mtls_ca *ca = NULL;
     X509 *cert = NULL;
@@ -570,6 +575,8 @@ int cmd_ca_revoke(int argc, char **argv)
             goto out;
         }
     }
+    /* The index is rewritten: an interruption waits for it. */
+    pki_hold_signals(&held);
     if ((args.n == 1 && (rc = mtls_cert_load(args.v[0], &cert, &err)) != 0) ||
         (rc = mtls_ca_open(revoke_ca, revoke_secret.password, &ca, &err)) != 0 ||
         (rc = mtls_ca_revoke(ca, revoke_serial, cert, reason, &rec, &err)) != 0) {
@@ -587,5 +594,6 @@ out:
     X509_free(cert);
     mtls_ca_free(ca);
     cli_args_release(&args);
+    pki_release_signals(&held);
     return code;
 }

@@ -143,14 +143,15 @@ static const struct cli_spec sign_spec = {
     .usage = "--csr FILE --ca PREFIX --profile client|server [--days N] [--san VALUE]... --out "
              "FILE [--password-file FILE] [--force]",
     .summary = "sign a CSR with a CA, as a client or server certificate",
-    .description = "The CSR's signature is checked first, and its key (TLS clients refuse RSA\n"
-                   "below 2048 bits and EC curves other than P-256, P-384 and P-521, so does this).\n"
-                   "The certificate keeps the CSR's subject and SANs (plus --san); its other\n"
-                   "extensions come from the profile only, never from the CSR: CA:FALSE,\n"
-                   "digitalSignature (+keyEncipherment for RSA keys), and\n"
-                   "the extended key usage clientAuth or serverAuth. A server certificate without\n"
-                   "SANs gets its CN as one. The serial is 128 random bits; the certificate is\n"
-                   "recorded in PREFIX.index and copied to PREFIX.certs/SERIAL.pem.",
+    .description =
+        "The CSR's signature is checked first, and its key (TLS clients refuse RSA\n"
+        "below 2048 bits and EC curves other than P-256, P-384 and P-521, so does this).\n"
+        "The certificate keeps the CSR's subject and SANs (plus --san); its other\n"
+        "extensions come from the profile only, never from the CSR: CA:FALSE,\n"
+        "digitalSignature (+keyEncipherment for RSA keys), and\n"
+        "the extended key usage clientAuth or serverAuth. A server certificate without\n"
+        "SANs gets its CN as one. The serial is 128 random bits; the certificate is\n"
+        "recorded in PREFIX.index and copied to PREFIX.certs/SERIAL.pem.",
     .opts = sign_opts,
     .min_args = 0,
     .max_args = 0,
@@ -159,6 +160,7 @@ static const struct cli_spec sign_spec = {
 
 int cmd_cert_sign(int argc, char **argv)
 {
+    struct pki_signals held = {0};
     struct cli_args args = {0};
     mtls_profile profile;
     X509_REQ *req = NULL;
@@ -215,6 +217,8 @@ int cmd_cert_sign(int argc, char **argv)
     issue.pubkey = X509_REQ_get0_pubkey(req);
     issue.sans = sans;
     issue.days = (int)sign_days;
+    /* The record in the index and the files it records: whole, or not at all. */
+    pki_hold_signals(&held);
     rc = mtls_ca_issue(ca, &issue, deliver, &o, &cert, &clamped, &err);
     if (rc != 0) {
         code = cli_fail(&err);
@@ -233,6 +237,7 @@ out:
     X509_REQ_free(req);
     cli_list_release(&sign_san);
     cli_args_release(&args);
+    pki_release_signals(&held);
     return code;
 }
 
@@ -284,6 +289,7 @@ static const struct cli_spec issue_spec = {
 
 int cmd_cert_issue(int argc, char **argv)
 {
+    struct pki_signals held = {0};
     struct cli_args args = {0};
     mtls_profile profile;
     mtls_key_type type;
@@ -352,6 +358,8 @@ int cmd_cert_issue(int argc, char **argv)
     issue.days = (int)issue_days;
     o.key_pem = key_pem;
     o.key_len = key_len;
+    /* The record in the index and the files it records: whole, or not at all. */
+    pki_hold_signals(&held);
     rc = mtls_ca_issue(ca, &issue, deliver, &o, &cert, &clamped, &err);
     if (rc != 0) {
         code = cli_fail(&err);
@@ -374,5 +382,6 @@ out:
     pki_secret_release(&issue_secret);
     cli_list_release(&issue_san);
     cli_args_release(&args);
+    pki_release_signals(&held);
     return code;
 }

@@ -50,6 +50,7 @@ static int revoked_count(const X509_CRL *crl);
 
 int cmd_crl_create(int argc, char **argv)
 {
+    struct pki_signals held = {0};
     struct cli_args args = {0};
     mtls_ca *ca = NULL;
     X509_CRL *crl = NULL;
@@ -72,6 +73,8 @@ int cmd_crl_create(int argc, char **argv)
         code = rc;
         goto out;
     }
+    /* A CRL number taken is a CRL written: an interruption waits for both. */
+    pki_hold_signals(&held);
     if ((rc = pki_check_new(create_out, create_force, &err)) != 0 ||
         (rc = mtls_ca_open(create_ca, create_secret.password, &ca, &err)) != 0 ||
         (rc = mtls_ca_crl(ca, (int)create_days, &crl, &number, &err)) != 0 ||
@@ -92,6 +95,7 @@ out:
     X509_CRL_free(crl);
     mtls_ca_free(ca);
     cli_args_release(&args);
+    pki_release_signals(&held);
     return code;
 }
 

@@ -206,6 +206,7 @@ static int dir_arg(const struct cli_args *args, const char **dir)
 
 int cmd_init(int argc, char **argv)
 {
+    struct pki_signals held = {0};
     struct cli_args args = {0};
     static const char *const default_hosts[] = {"localhost", "127.0.0.1"};
     struct cli_list names = {0};
@@ -272,6 +273,8 @@ int cmd_init(int argc, char **argv)
     if ((rc = mtls_ca_generate(clientca_prefix, &ca_opts, &clientca, &err)) != 0)
         goto fail;
     ca_opts.cn = "server-example-ca";
+    /* From the first staged file on, an interruption waits for the set. */
+    pki_hold_signals(&held);
     if ((rc = mtls_ca_generate(serverca_prefix, &ca_opts, &serverca, &err)) != 0 ||
         (rc = make_leaf(clientca, dir, "client", type, "localclient", NULL, MTLS_PROFILE_CLIENT,
                         &txn, &err)) != 0 ||
@@ -301,5 +304,6 @@ out:
     pki_secret_release(&secret);
     cli_list_release(&hosts);
     cli_args_release(&args);
+    pki_release_signals(&held);
     return code;
 }

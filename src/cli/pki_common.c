@@ -196,3 +196,26 @@ void pki_secret_release(struct pki_secret *s)
     pki_password_free(s->password);
     s->password = NULL;
 }
+
+void pki_hold_signals(struct pki_signals *s)
+{
+    sigset_t hold;
+
+    if (s->held)
+        return;
+    sigemptyset(&hold);
+    sigaddset(&hold, SIGINT);
+    sigaddset(&hold, SIGTERM);
+    sigaddset(&hold, SIGHUP);
+    sigaddset(&hold, SIGQUIT);
+    s->held = sigprocmask(SIG_BLOCK, &hold, &s->old) == 0;
+}
+
+void pki_release_signals(struct pki_signals *s)
+{
+    if (!s->held)
+        return;
+    s->held = 0;
+    fflush(stdout);
+    sigprocmask(SIG_SETMASK, &s->old, NULL);
+}

@@ -5,6 +5,7 @@
 #ifndef MTLS_CLI_PKI_COMMON_H
 #define MTLS_CLI_PKI_COMMON_H
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "cli.h"
@@ -91,5 +92,20 @@ int pki_password(const char *path, char **out);
 
 /** Wipes and frees a password from pki_password(). NULL-safe. */
 void pki_password_free(char *password);
+
+/**
+ * Holds off SIGINT, SIGTERM, SIGHUP and SIGQUIT (Ctrl-C, kill, a closed
+ * terminal) while a command writes files that belong together (an index and
+ * the files it records, the ten files of init): an interruption then acts
+ * once they are whole, or cleaned up. pki_release_signals() lets a held
+ * signal act, ending the process as it would have. Safe to call when
+ * nothing is held.
+ */
+struct pki_signals {
+    sigset_t old;
+    int held;
+};
+void pki_hold_signals(struct pki_signals *s);
+void pki_release_signals(struct pki_signals *s);
 
 #endif

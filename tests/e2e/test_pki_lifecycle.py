@@ -271,3 +271,39 @@ def test_encrypted_keys_everywhere(tmp_path):
     ok("init", "--dir", tmp_path / "i", "--encrypt", "--password-file", pw)
     for f in ["clientca.key", "client.key", "serverca.key", "server.key"]:
         assert "ENCRYPTED PRIVATE KEY" in (tmp_path / "i" / f).read_text(), f
+
+
+def test_ctrl_c_while_issuing_waits_for_the_record_and_its_files(ca):
+    """A Ctrl-C that lands while `cert issue` writes (here: while it waits for the CA's lock,
+    which the test holds) takes effect once the index record and the files it records are
+    all written; never a record without its files, or files without their record."""
+    import fcntl
+    import signal
+
+    from conftest import MTLS, wait_until
+
+    ok("cert", "issue", "--ca", ca / "ca", "--profile", "client", "--cn", "first", "--out",
+       ca / "first")  # the lock file exists from now on
+    with open(ca / "ca.lock", "r+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        p = subprocess.Popen([MTLS, "cert", "issue", "--ca", str(ca / "ca"), "--profile", "client",
+                              "--cn", "held", "--out", str(ca / "held")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def waiting_for_the_lock():
+            # /proc/locks lists a blocked flock(2) as "N: -> FLOCK ... PID ...".
+            with open("/proc/locks") as f:
+                return any("->" in line and f" {p.pid} " in line for line in f)
+
+        wait_until(waiting_for_the_lock, what="cert issue to wait for the CA's lock")
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=0.5)  # a held Ctrl-C must not end it while it writes
+        except subprocess.TimeoutExpired:
+            pass
+        assert p.returncode is None, "cert issue ended on Ctrl-C in the middle of writing"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    p.communicate(timeout=30)
+    assert p.returncode == -signal.SIGINT, p.returncode
+    assert (ca / "held.key").exists() and (ca / "held.crt").exists()
+    assert serial_of(ca / "held.crt") in (ca / "ca.index").read_text()
