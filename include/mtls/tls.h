@@ -83,7 +83,8 @@ typedef struct mtls_tls_verify_note {
 
 /**
  * Makes ssl record verification failures in note (borrowed; it must outlive
- * ssl's handshake). Returns 0, or MTLS_E_CRYPTO when OpenSSL refuses.
+ * ssl's handshake; NULL detaches it). Returns 0, or MTLS_E_CRYPTO when
+ * OpenSSL refuses.
  */
 int mtls_tls_note_attach(SSL *ssl, mtls_tls_verify_note *note);
 

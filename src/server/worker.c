@@ -51,19 +51,19 @@ struct conn {
     uint64_t answered;    /* requests answered when the deadline was last set */
     int closing;          /* uv_close called */
     SSL *ssl;
-    mtls_tls_verify_note note;
-    char addr[64]; /* "127.0.0.1" */
-    char peer[80]; /* "127.0.0.1:54321" */
+    mtls_tls_verify_note *note; /* during the handshake only */
+    char addr[64];              /* "127.0.0.1" */
+    char peer[80];              /* "127.0.0.1:54321" */
     mtls_http_peer http_peer;
     mtls_http_conn http;
     int http_ready;
-    X509 *cert;                  /* the verified client certificate (SSL's), or NULL */
-    char subject[MTLS_NAME_MAX]; /* its subject, for the access log */
-    char serial[84];             /* its serial, upper-case hex */
-    mtls_cert_info *info;        /* everything else, made on the first /whoami */
+    X509 *cert;           /* the verified client certificate (SSL's), or NULL */
+    char *subject;        /* its subject, for the access log (exact size: idle memory) */
+    char serial[84];      /* its serial, upper-case hex */
+    mtls_cert_info *info; /* everything else, made on the first /whoami */
     char *whoami;
     size_t whoami_len;
-    char denied[768];
+    char *denied; /* verify-client optional: the 403's reason */
 };
 
 struct worker {
@@ -287,6 +287,9 @@ static void conn_free(uv_handle_t *h)
     mtls_http_conn_release(&c->http);
     mtls_cert_info_release(c->info);
     free(c->info);
+    free(c->note);
+    free(c->subject);
+    free(c->denied);
     cJSON_free(c->whoami);
     free(c);
     listener_resume(w);
@@ -345,7 +348,8 @@ static void conn_linger(struct conn *c)
 
 static void log_rejected(struct conn *c, const char *reason, int ssl_error)
 {
-    const mtls_tls_verify_note *n = &c->note;
+    static const mtls_tls_verify_note none;
+    const mtls_tls_verify_note *n = c->note != NULL ? c->note : &none;
     const char *alert = n->error ? mtls_tls_alert_for_verify_error(n->error) : NULL;
     char message[1200];
     const char *kv[] = {
@@ -388,17 +392,24 @@ static void handshake_done(struct conn *c)
     struct worker *w = c->w;
     mtls_http_io io = {tls_read, tls_write, tls_pending, c};
     X509 *cert = SSL_get0_peer_certificate(c->ssl);
-    const char *denied = mtls_tls_denied_reason(c->ssl, &c->note, c->denied, sizeof(c->denied));
+    char reason[768];
+    const char *denied = mtls_tls_denied_reason(c->ssl, c->note, reason, sizeof(reason));
+    char subject[MTLS_NAME_MAX];
 
     c->http_peer.addr = c->addr;
     if (denied != NULL) {
-        const char *kv[] = {"subject", c->note.error ? c->note.subject : NULL, "issuer",
-                            c->note.error ? c->note.issuer : NULL, NULL};
+        const char *kv[] = {"subject", c->note->error ? c->note->subject : NULL, "issuer",
+                            c->note->error ? c->note->issuer : NULL, NULL};
         char message[1024];
 
         snprintf(message, sizeof(message),
                  "client not verified (verify-client optional, requests get 403): %s", denied);
         mtls__syslog(w->srv, "info", c->peer, "client_not_verified", message, kv);
+        c->denied = strdup(denied);
+        if (c->denied == NULL) {
+            conn_close(c);
+            return;
+        }
         c->http_peer.denied = c->denied;
     } else if (cert != NULL) {
         /*
@@ -407,11 +418,20 @@ static void handshake_done(struct conn *c)
          * 11 us, so they wait for the first /whoami.
          */
         c->cert = cert;
-        mtls_name_oneline(X509_get_subject_name(cert), c->subject, sizeof(c->subject));
+        mtls_name_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
+        c->subject = strdup(subject);
+        if (c->subject == NULL) {
+            conn_close(c);
+            return;
+        }
         serial_hex(cert, c->serial, sizeof(c->serial));
         c->http_peer.user = c->subject;
         c->http_peer.serial = c->serial;
     }
+    /* The verify note has served its purpose. */
+    (void)mtls_tls_note_attach(c->ssl, NULL);
+    free(c->note);
+    c->note = NULL;
     c->http_peer.whoami = whoami_json;
     c->http_peer.whoami_ctx = c;
     if (mtls_http_conn_init(&c->http, &w->http_cfg, &c->http_peer, &io) != 0) {
@@ -452,7 +472,7 @@ static void conn_handshake(struct conn *c)
         conn_want(c, UV_WRITABLE);
         return;
     }
-    mtls_tls_handshake_reason(c->ssl, &c->note, e, sys_errno, reason, sizeof(reason));
+    mtls_tls_handshake_reason(c->ssl, c->note, e, sys_errno, reason, sizeof(reason));
     log_rejected(c, reason, e);
     /* OpenSSL has sent its alert; let it reach the client before a reset could. */
     if (e == SSL_ERROR_SSL)
@@ -552,11 +572,13 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->ssl = SSL_new(w->pub->ssl_ctx);
     if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1 ||
-        mtls_tls_note_attach(c->ssl, &c->note) != 0 ||
+        (c->note = calloc(1, sizeof(*c->note))) == NULL ||
+        mtls_tls_note_attach(c->ssl, c->note) != 0 ||
         uv_poll_init_socket(w->loop, &c->poll, fd) != 0) {
         ERR_clear_error();
         SSL_free(c->ssl);
         close(fd);
+        free(c->note);
         free(c);
         return;
     }
