@@ -1,4 +1,5 @@
 /* Errors as values: a code and a one-line message for a person. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,13 +73,17 @@ int mtls_err_ssl(mtls_err *err, int code, const char *fmt, ...)
 int mtls_err_sys(mtls_err *err, int code, int errnum, const char *fmt, ...)
 {
     va_list ap;
+    char reason[128];
 
     if (err == NULL)
         return code;
     va_start(ap, fmt);
     err_vset(err, code, fmt, ap);
     va_end(ap);
-    err_append(err, strerror(errnum));
+    /* git style: "cannot read 'x': is a directory", not "Is a directory". */
+    snprintf(reason, sizeof(reason), "%s", strerror(errnum));
+    reason[0] = (char)tolower((unsigned char)reason[0]);
+    err_append(err, reason);
     return code;
 }
 

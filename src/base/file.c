@@ -27,7 +27,9 @@ int mtls_file_read(const char *path, size_t max, unsigned char **out, size_t *le
 
     *out = NULL;
     *len = 0;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO nobody writes to must not hang; it is
+     * refused below as not a regular file (regular files ignore the flag). */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         if (errno == ENOENT)
             return mtls_err_set(err, MTLS_E_NOTFOUND, "cannot read '%s': no such file", path);

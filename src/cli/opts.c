@@ -152,6 +152,30 @@ int cli_parse(const struct cli_spec *spec, int argc, char **argv, struct cli_arg
     return CLI_PARSED;
 }
 
+/*
+ * Prints the entries of a command's exit-code text whose code lies in
+ * [lo, hi]. An entry is a line "  N  text" and the indented lines after it,
+ * so that codes come out in numeric order around the shared usage line.
+ */
+static void print_exit_codes(FILE *f, const char *text, int lo, int hi)
+{
+    int code = -1;
+
+    for (const char *line = text; *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) + 1 : strlen(line);
+        char *num_end;
+        long n = strtol(line, &num_end, 10);
+
+        /* A new entry starts with its code; continuation lines keep the last one. */
+        if (num_end != line && num_end[0] == ' ')
+            code = (int)n;
+        if (code >= lo && code <= hi)
+            fprintf(f, "%.*s", (int)len, line);
+        line += len;
+    }
+}
+
 void cli_help(const struct cli_spec *spec, FILE *f)
 {
     fprintf(f, "usage: mtls %s %s\n\n%s\n", spec->name, spec->usage ? spec->usage : "",
@@ -175,9 +199,12 @@ void cli_help(const struct cli_spec *spec, FILE *f)
     }
     fprintf(f, "  %-26s  %s\n", "-h, --help", "show this help and exit");
     fprintf(f, "\nexit codes:\n  0  success\n");
-    if (spec->exit_codes != NULL)
-        fprintf(f, "%s", spec->exit_codes);
-    else
+    if (spec->exit_codes != NULL) {
+        print_exit_codes(f, spec->exit_codes, 0, 1);
+    } else {
         fprintf(f, "  1  the operation failed (the message says why)\n");
+    }
     fprintf(f, "  2  usage error: unknown option, missing or bad value\n");
+    if (spec->exit_codes != NULL)
+        print_exit_codes(f, spec->exit_codes, 2, 255);
 }

@@ -122,3 +122,27 @@ Test(file, read_refuses_oversized)
     cr_assert_eq(mtls_file_read(path, 5, &buf, &len, &err), MTLS_E_INVALID);
     cr_assert_null(buf);
 }
+
+Test(file, read_refuses_a_fifo_without_hanging)
+{
+    char path[256];
+    unsigned char *buf;
+    size_t len;
+    mtls_err err;
+
+    snprintf(path, sizeof(path), "%s/fifo", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    cr_assert_eq(mtls_file_read(path, 1024, &buf, &len, &err), MTLS_E_INVALID);
+    cr_assert(strstr(err.msg, "not a regular file") != NULL, "got '%s'", err.msg);
+}
+
+Test(file, system_errors_read_in_git_style)
+{
+    char path[256];
+    mtls_err err;
+
+    /* Writing into a folder that does not exist: strerror's capital goes. */
+    snprintf(path, sizeof(path), "%s/no/such/folder/file", dir);
+    cr_assert_neq(mtls_file_write_atomic(path, "x", 1, 0644, 0, &err), 0);
+    cr_assert(strstr(err.msg, ": no such file or directory") != NULL, "got '%s'", err.msg);
+}
