@@ -2,6 +2,7 @@
  * Access-log lines (Apache/nginx "combined", or JSON) and the Date header.
  * Time strings are formatted once per second per thread, not per request.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -116,45 +117,90 @@ static size_t kept_url_len(const mtls_http_conn *c)
     return c->url_len < MTLS_HTTP_URL_KEEP ? c->url_len : MTLS_HTTP_URL_KEEP;
 }
 
+/* A bounded line being built without printf (the access log runs per request). */
+struct line {
+    char *p, *end; /* end leaves room for the final NUL */
+};
+
+static void add(struct line *l, const char *s, size_t n)
+{
+    size_t room = (size_t)(l->end - l->p);
+
+    if (n > room)
+        n = room;
+    memcpy(l->p, s, n);
+    l->p += n;
+}
+
+#define ADD_LIT(l, lit) add((l), (lit), sizeof(lit) - 1)
+
+static void add_u64(struct line *l, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0 && l->p < l->end)
+        *l->p++ = digits[--n];
+}
+
+/* log_escape() straight into the line. */
+static void add_escaped(struct line *l, const char *s, size_t len, int no_space)
+{
+    size_t room = (size_t)(l->end - l->p);
+
+    l->p += log_escape(l->p, room + 1, s, len, no_space);
+}
+
 static size_t text_line(const mtls_http_conn *c, int status, int parsed, char *buf, size_t size)
 {
-    char user[MTLS_HTTP_FIELD_KEEP * 2];
-    char url[MTLS_HTTP_URL_KEEP * 4 + 8];
-    char referer[MTLS_HTTP_FIELD_KEEP * 4 + 8];
-    char agent[MTLS_HTTP_FIELD_KEEP * 4 + 8];
-    char request[sizeof(url) + 64];
-    char bytes[24];
     const mtls_http_peer *peer = c->peer;
-    const char *user_s = peer != NULL ? peer->user : NULL;
-    int n;
+    const char *user = peer != NULL ? peer->user : NULL;
+    const char *addr = peer != NULL && peer->addr != NULL ? peer->addr : "-";
+    struct line l = {buf, buf + size - 1};
 
-    log_escape(user, sizeof(user), user_s, user_s ? strlen(user_s) : 0, 1);
-    log_escape(referer, sizeof(referer), c->referer, c->referer_len, 0);
-    log_escape(agent, sizeof(agent), c->user_agent, c->user_agent_len, 0);
+    add(&l, addr, strlen(addr));
+    ADD_LIT(&l, " - ");
+    add_escaped(&l, user, user ? strlen(user) : 0, 1);
+    ADD_LIT(&l, " [");
+    add(&l, log_time_clf, strlen(log_time_clf));
+    ADD_LIT(&l, "] \"");
     if (c->url_len > 0) {
-        log_escape(url, sizeof(url), c->url, kept_url_len(c), 0);
+        const char *method = llhttp_method_name((llhttp_method_t)c->parser.method);
+
+        add(&l, method, strlen(method));
+        ADD_LIT(&l, " ");
+        add_escaped(&l, c->url, kept_url_len(c), 0);
         if (c->url_len > MTLS_HTTP_URL_KEEP)
-            strcat(url, "...");
-        if (parsed || llhttp_get_http_major((llhttp_t *)&c->parser) > 0)
-            snprintf(request, sizeof(request), "%s %s HTTP/%d.%d",
-                     llhttp_method_name((llhttp_method_t)c->parser.method), url,
-                     c->parser.http_major, c->parser.http_minor);
-        else
-            snprintf(request, sizeof(request), "%s %s",
-                     llhttp_method_name((llhttp_method_t)c->parser.method), url);
+            ADD_LIT(&l, "...");
+        if (parsed || c->parser.http_major > 0) {
+            ADD_LIT(&l, " HTTP/");
+            add_u64(&l, c->parser.http_major);
+            ADD_LIT(&l, ".");
+            add_u64(&l, c->parser.http_minor);
+        }
     } else {
-        strcpy(request, "-");
+        ADD_LIT(&l, "-");
     }
+    ADD_LIT(&l, "\" ");
+    add_u64(&l, (uint64_t)status);
+    ADD_LIT(&l, " ");
     if (c->bytes_out > 0)
-        snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)c->bytes_out);
+        add_u64(&l, c->bytes_out);
     else
-        strcpy(bytes, "-");
-    n = snprintf(buf, size, "%s - %s [%s] \"%s\" %d %s \"%s\" \"%s\"\n",
-                 peer != NULL && peer->addr != NULL ? peer->addr : "-", user, log_time_clf, request,
-                 status, bytes, referer, agent);
-    if (n < 0 || (size_t)n >= size)
-        return 0;
-    return (size_t)n;
+        ADD_LIT(&l, "-");
+    ADD_LIT(&l, " \"");
+    add_escaped(&l, c->referer, c->referer_len, 0);
+    ADD_LIT(&l, "\" \"");
+    add_escaped(&l, c->user_agent, c->user_agent_len, 0);
+    ADD_LIT(&l, "\"\n");
+    if (l.p >= l.end)
+        return 0; /* cut short: no half line in the log */
+    *l.p = '\0';
+    return (size_t)(l.p - buf);
 }
 
 /* Appends "name":"escaped" or "name":null. */

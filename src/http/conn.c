@@ -21,7 +21,6 @@
 enum { FIELD_OTHER = 0, FIELD_USER_AGENT, FIELD_REFERER };
 
 static const char BODY_TEST[] = "{\"message\":\"Hello mtls\"}";
-static const char CT_JSON[] = "application/json; charset=utf-8";
 
 void mtls_http_config_init(mtls_http_config *cfg)
 {
@@ -51,16 +50,6 @@ static int out_reserve(mtls_http_conn *c, size_t more)
     c->out = grown;
     c->out_cap = cap;
     return 0;
-}
-
-static void out_add(mtls_http_conn *c, const char *s, size_t len)
-{
-    /* Callers reserve first; a failed reserve has already marked the
-       connection for closing, so dropping bytes here is safe. */
-    if (c->out_len + len > c->out_cap)
-        return;
-    memcpy(c->out + c->out_len, s, len);
-    c->out_len += len;
 }
 
 /* ---- responses -------------------------------------------------------- */
@@ -95,39 +84,72 @@ static const char *status_text(int status)
     }
 }
 
+/* Appends len bytes at s to out (room reserved by the caller). */
+static char *put(char *out, const char *s, size_t len)
+{
+    memcpy(out, s, len);
+    return out + len;
+}
+
+/* Appends v in decimal. */
+static char *put_u64(char *out, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0)
+        *out++ = digits[--n];
+    return out;
+}
+
+#define PUT_LIT(out, lit) put((out), (lit), sizeof(lit) - 1)
+
 /*
  * Appends one whole response. keep_alive decides the Connection header:
  * HTTP/1.1 keeps alive without saying so, HTTP/1.0 only when asked.
+ * Formatted with plain copies, not printf: this runs once per request.
  */
 static void respond(mtls_http_conn *c, int status, const char *body, size_t body_len,
                     const char *extra_headers, int head_only, int keep_alive, int http10)
 {
-    char head[512];
-    const char *conn_hdr = "";
-    int n;
+    const char *text = status_text(status);
+    size_t extra_len = extra_headers ? strlen(extra_headers) : 0;
+    size_t text_len = strlen(text);
+    const char *date;
+    /* status line, Date, Content-Type, Content-Length, Connection: at most 200 bytes */
+    size_t most = 200 + text_len + extra_len + (head_only ? 0 : body_len);
+    char *o;
 
-    if (!keep_alive)
-        conn_hdr = "Connection: close\r\n";
-    else if (http10)
-        conn_hdr = "Connection: keep-alive\r\n";
-    n = snprintf(head, sizeof(head),
-                 "HTTP/1.1 %d %s\r\n"
-                 "Date: %s\r\n"
-                 "Content-Type: %s\r\n"
-                 "Content-Length: %zu\r\n"
-                 "%s%s\r\n",
-                 status, status_text(status), mtls__http_date(), CT_JSON, body_len,
-                 extra_headers ? extra_headers : "", conn_hdr);
-    if (n < 0 || (size_t)n >= sizeof(head))
-        n = 0;
-    if (out_reserve(c, (size_t)n + (head_only ? 0 : body_len)) != 0) {
+    if (out_reserve(c, most) != 0) {
         c->closing = 1;
         c->close_after_flush = 1;
         return;
     }
-    out_add(c, head, (size_t)n);
+    o = c->out + c->out_len;
+    o = PUT_LIT(o, "HTTP/1.1 ");
+    o = put_u64(o, (uint64_t)status);
+    *o++ = ' ';
+    o = put(o, text, text_len);
+    o = PUT_LIT(o, "\r\nDate: ");
+    date = mtls__http_date();
+    o = put(o, date, strlen(date));
+    o = PUT_LIT(o, "\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ");
+    o = put_u64(o, body_len);
+    o = PUT_LIT(o, "\r\n");
+    if (extra_len > 0)
+        o = put(o, extra_headers, extra_len);
+    if (!keep_alive)
+        o = PUT_LIT(o, "Connection: close\r\n");
+    else if (http10)
+        o = PUT_LIT(o, "Connection: keep-alive\r\n");
+    o = PUT_LIT(o, "\r\n");
     if (!head_only)
-        out_add(c, body, body_len);
+        o = put(o, body, body_len);
+    c->out_len = (size_t)(o - c->out);
     c->bytes_out = head_only ? 0 : body_len;
 }
 
