@@ -5,7 +5,6 @@ import os
 import signal
 import socket
 import ssl
-import time
 
 import pytest
 
@@ -18,6 +17,19 @@ def open_tls(port, d):
     ctx.load_cert_chain(os.path.join(d, "client.crt"), os.path.join(d, "client.key"))
     raw = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
     return ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+def server_has_read(port, client):
+    """True once the server's end of client's connection has an empty receive
+    queue, i.e. the server has read all that the client sent (/proc/net/tcp)."""
+    peer = client.getsockname()[1]
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, queues = fields[1], fields[2], fields[4]
+            if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) == peer:
+                return int(queues.split(":")[1], 16) == 0
+    return False
 
 
 def read_all(c):
@@ -41,7 +53,8 @@ def test_stop_signals_drain_in_flight_requests(model, sig, init_pki, serve, tmp_
     idle.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")
     assert b"Hello mtls" in idle.recv(65536)
     busy.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\n")  # headers not finished yet
-    time.sleep(0.2)  # let the server see the started request (no observable event to wait on)
+    # The request counts as started once the server has read those bytes.
+    wait_until(lambda: server_has_read(s.port, busy), what="the server to read the partial request")
     s.proc.send_signal(sig)
     wait_for_text(s.system_log, "draining in-flight requests")
     assert read_all(idle) == b""  # idle keep-alive connections are closed at once
@@ -50,6 +63,8 @@ def test_stop_signals_drain_in_flight_requests(model, sig, init_pki, serve, tmp_
     assert data.startswith(b"HTTP/1.1 200 OK") and b"Connection: close\r\n" in data, data
     busy.close()
     idle.close()
+    # Drained, it exits 0 by itself: no second signal.
+    assert s.proc.wait(timeout=20 * SLOW) == 0
     assert s.stop() == 0
     assert "HTTPS stop" in read_text(s.system_log)
     with pytest.raises(OSError):
