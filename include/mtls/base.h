@@ -82,8 +82,7 @@ void mtls_free_secret(void *p, size_t len);
  * Returns 0, or MTLS_E_NOTFOUND / MTLS_E_IO / MTLS_E_INVALID (too large,
  * not a regular file) with a message naming the file.
  */
-int mtls_file_read(const char *path, size_t max, unsigned char **out, size_t *len,
-                   mtls_err *err);
+int mtls_file_read(const char *path, size_t max, unsigned char **out, size_t *len, mtls_err *err);
 
 /** Returns 1 when something exists at path (file, link, folder), else 0. */
 int mtls_file_exists(const char *path);
@@ -121,8 +120,8 @@ void mtls_txn_init(mtls_txn *txn);
  * Returns 0, MTLS_E_EXISTS when path is already staged in this set, or
  * MTLS_E_IO / MTLS_E_NOMEM with a message naming the file.
  */
-int mtls_txn_add(mtls_txn *txn, const char *path, const void *data, size_t len,
-                 unsigned mode, mtls_err *err);
+int mtls_txn_add(mtls_txn *txn, const char *path, const void *data, size_t len, unsigned mode,
+                 mtls_err *err);
 
 /**
  * Puts every staged file in place. Returns 0; MTLS_E_EXISTS naming the first
@@ -138,8 +137,8 @@ void mtls_txn_release(mtls_txn *txn);
  * Writes one file atomically: mtls_txn_add() + mtls_txn_commit() for a
  * single file. Returns as mtls_txn_commit().
  */
-int mtls_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode,
-                           int force, mtls_err *err);
+int mtls_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode, int force,
+                           mtls_err *err);
 
 #ifdef __cplusplus
 }

@@ -34,26 +34,27 @@ typedef struct mtls_san {
  * by mtls_cert_info_release(). All strings are owned by the struct.
  */
 typedef struct mtls_cert_info {
-    char subject[MTLS_NAME_MAX]; /* one line, RFC 2253 order reversed like openssl: "CN=localclient" or "C=JP, O=Example, CN=x" */
+    char subject[MTLS_NAME_MAX]; /* one line, RFC 2253 order reversed like openssl: "CN=localclient"
+                                    or "C=JP, O=Example, CN=x" */
     char issuer[MTLS_NAME_MAX];
-    char subject_cn[256];        /* the last CN of the subject, or "" */
+    char subject_cn[256]; /* the last CN of the subject, or "" */
     char issuer_cn[256];
-    char serial_hex[84];         /* upper-case hex without colons or leading zeros ("0" for 0) */
-    char sha256[96];             /* SHA-256 of the DER, "AB:CD:..." (32 pairs) */
+    char serial_hex[84]; /* upper-case hex without colons or leading zeros ("0" for 0) */
+    char sha256[96];     /* SHA-256 of the DER, "AB:CD:..." (32 pairs) */
     time_t not_before;
     time_t not_after;
-    char not_before_iso[32];     /* "2026-11-26T23:59:59Z" */
+    char not_before_iso[32]; /* "2026-11-26T23:59:59Z" */
     char not_after_iso[32];
-    char key_type[16];           /* "EC", "RSA", "ED25519", "ED448", or "unknown" */
-    int key_bits;                /* 256, 2048, ... */
-    char key_curve[32];          /* "prime256v1" for EC, else "" */
-    char sig_alg[64];            /* "ecdsa-with-SHA256", "sha256WithRSAEncryption" */
-    int version;                 /* 1 or 3 */
-    int is_ca;                   /* basicConstraints CA:TRUE */
-    long path_len;               /* pathLenConstraint, or -1 when absent */
-    int self_signed;             /* issuer == subject and the signature verifies with its own key */
-    char key_usage[160];         /* "Digital Signature, Key Encipherment" or "" */
-    char ext_key_usage[160];     /* "TLS Web Client Authentication" or "" */
+    char key_type[16];       /* "EC", "RSA", "ED25519", "ED448", or "unknown" */
+    int key_bits;            /* 256, 2048, ... */
+    char key_curve[32];      /* "prime256v1" for EC, else "" */
+    char sig_alg[64];        /* "ecdsa-with-SHA256", "sha256WithRSAEncryption" */
+    int version;             /* 1 or 3 */
+    int is_ca;               /* basicConstraints CA:TRUE */
+    long path_len;           /* pathLenConstraint, or -1 when absent */
+    int self_signed;         /* issuer == subject and the signature verifies with its own key */
+    char key_usage[160];     /* "Digital Signature, Key Encipherment" or "" */
+    char ext_key_usage[160]; /* "TLS Web Client Authentication" or "" */
     mtls_san *sans;
     size_t n_sans;
 } mtls_cert_info;

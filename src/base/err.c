@@ -17,8 +17,8 @@ void mtls_err_clear(mtls_err *err)
     err->msg[0] = '\0';
 }
 
-__attribute__((format(printf, 3, 0))) static void err_vset(mtls_err *err, int code,
-                                                             const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void err_vset(mtls_err *err, int code, const char *fmt,
+                                                           va_list ap)
 {
     err->code = code;
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);

@@ -17,8 +17,7 @@ int mtls_file_exists(const char *path)
     return lstat(path, &st) == 0;
 }
 
-int mtls_file_read(const char *path, size_t max, unsigned char **out, size_t *len,
-                   mtls_err *err)
+int mtls_file_read(const char *path, size_t max, unsigned char **out, size_t *len, mtls_err *err)
 {
     struct stat st;
     unsigned char *buf = NULL;
@@ -44,8 +43,8 @@ int mtls_file_read(const char *path, size_t max, unsigned char **out, size_t *le
         goto out;
     }
     if ((size_t)st.st_size > max) {
-        rc = mtls_err_set(err, MTLS_E_INVALID, "cannot read '%s': larger than %zu bytes", path,
-                          max);
+        rc =
+            mtls_err_set(err, MTLS_E_INVALID, "cannot read '%s': larger than %zu bytes", path, max);
         goto out;
     }
     buf = malloc((size_t)st.st_size + 1);
@@ -64,8 +63,8 @@ int mtls_file_read(const char *path, size_t max, unsigned char **out, size_t *le
             if (n == 0)
                 break;
             if (n > 0) {
-                rc = mtls_err_set(err, MTLS_E_IO, "cannot read '%s': file grew while reading",
-                                  path);
+                rc =
+                    mtls_err_set(err, MTLS_E_IO, "cannot read '%s': file grew while reading", path);
                 goto out;
             }
         } else {
@@ -149,8 +148,8 @@ out:
     return tmp;
 }
 
-int mtls_txn_add(mtls_txn *txn, const char *path, const void *data, size_t len,
-                 unsigned mode, mtls_err *err)
+int mtls_txn_add(mtls_txn *txn, const char *path, const void *data, size_t len, unsigned mode,
+                 mtls_err *err)
 {
     mtls_txn_file *f;
     int fd = -1, rc;
@@ -264,8 +263,8 @@ void mtls_txn_release(mtls_txn *txn)
     mtls_txn_init(txn);
 }
 
-int mtls_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode,
-                           int force, mtls_err *err)
+int mtls_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode, int force,
+                           mtls_err *err)
 {
     mtls_txn txn;
     int rc;

@@ -46,13 +46,13 @@ struct cli_opt {
 
 /** What a command is and accepts; its help is generated from this. */
 struct cli_spec {
-    const char *name;        /* "cert sign" */
-    const char *usage;       /* "--csr FILE --ca PREFIX ..." after the name */
-    const char *summary;     /* one line */
-    const char *description; /* paragraphs, may be NULL */
+    const char *name;           /* "cert sign" */
+    const char *usage;          /* "--csr FILE --ca PREFIX ..." after the name */
+    const char *summary;        /* one line */
+    const char *description;    /* paragraphs, may be NULL */
     const struct cli_opt *opts; /* terminated by an entry with name NULL */
-    int min_args, max_args;  /* positional arguments (max -1: unlimited) */
-    const char *exit_codes;  /* extra lines for the exit-code section, or NULL */
+    int min_args, max_args;     /* positional arguments (max -1: unlimited) */
+    const char *exit_codes;     /* extra lines for the exit-code section, or NULL */
 };
 
 /** Positional arguments left after parsing (borrowed from argv). */
@@ -116,7 +116,7 @@ typedef int (*cli_cmd_fn)(int argc, char **argv);
 
 /** One row of the command table in main.c. */
 struct cli_command {
-    const char *name;    /* "init", "ca create" */
+    const char *name; /* "init", "ca create" */
     cli_cmd_fn fn;
     const char *summary; /* one line, for `mtls --help` */
 };

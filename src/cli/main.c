@@ -18,7 +18,8 @@
  */
 static const struct cli_command commands[] = {
     {"init", cmd_init, "make the tutorial's PKI: two CAs, a client and a server certificate"},
-    {"ca create", cmd_ca_create, "make a certificate authority (PREFIX.crt, PREFIX.key, inventory)"},
+    {"ca create", cmd_ca_create,
+     "make a certificate authority (PREFIX.crt, PREFIX.key, inventory)"},
     {"ca list", cmd_ca_list, "list what a CA issued, with expiry and revocation"},
     {"ca revoke", cmd_ca_revoke, "mark a certificate revoked in its CA's inventory"},
     {"crl create", cmd_crl_create, "publish a CRL of a CA's revoked certificates"},
@@ -28,8 +29,10 @@ static const struct cli_command commands[] = {
     {"cert sign", cmd_cert_sign, "sign a CSR with a CA as a client or server certificate"},
     {"cert issue", cmd_cert_issue, "make a key and a certificate from a CA in one step"},
     {"cert show", cmd_cert_show, "show a certificate or CSR in plain words (or --json)"},
-    {"cert verify", cmd_cert_verify, "check a certificate against a CA, purpose, host name and CRLs"},
-    {"cert p12", cmd_cert_p12, "bundle certificate, key and chain as PKCS#12 (browsers, OS stores)"},
+    {"cert verify", cmd_cert_verify,
+     "check a certificate against a CA, purpose, host name and CRLs"},
+    {"cert p12", cmd_cert_p12,
+     "bundle certificate, key and chain as PKCS#12 (browsers, OS stores)"},
     {"serve", cmd_serve, "serve HTTPS with client certificates required (the article's server)"},
     {"bench", cmd_bench, "load an HTTPS server with mTLS clients; measure its CPU"},
     {"demo", cmd_demo, "run the mTLS tutorial end to end: PKI, server, the three curl checks"},
@@ -124,10 +127,10 @@ int main(int argc, char **argv)
     cmd = find_command(argv[1], second);
     if (cmd == NULL) {
         if (second == NULL || second[0] == '-') {
-            FILE *f = (second != NULL && (strcmp(second, "--help") == 0 ||
-                                          strcmp(second, "-h") == 0))
-                          ? stdout
-                          : stderr;
+            FILE *f =
+                (second != NULL && (strcmp(second, "--help") == 0 || strcmp(second, "-h") == 0))
+                    ? stdout
+                    : stderr;
             if (list_group(argv[1], f))
                 return cli_finish(f == stdout ? EXIT_OK : EXIT_USAGE);
         }

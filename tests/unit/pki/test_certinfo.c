@@ -118,8 +118,7 @@ Test(certinfo, name_with_several_parts_and_utf8)
     char buf[128];
 
     X509_NAME_add_entry_by_txt(n, "C", MBSTRING_UTF8, (const unsigned char *)"JP", -1, -1, 0);
-    X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, (const unsigned char *)"例, Inc", -1, -1,
-                               0);
+    X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, (const unsigned char *)"例, Inc", -1, -1, 0);
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)"x", -1, -1, 0);
     mtls_name_oneline(n, buf, sizeof(buf));
     cr_assert_str_eq(buf, "C=JP, O=\"例, Inc\", CN=x");
