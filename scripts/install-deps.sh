@@ -7,7 +7,7 @@
 set -eu
 
 need_build="gcc make pkg-config meson ninja-build libssl-dev libuv1-dev node-llhttp libcjson-dev openssl"
-need_test="$need_build libcriterion-dev python3 python3-pytest curl clang libclang-rt-14-dev nodejs"
+need_test="$need_build libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-14-dev nodejs"
 need_bench="$need_test nginx-light nodejs npm valgrind"
 
 case "${1:-build}" in

@@ -2,6 +2,7 @@
 """Runs every test mtls has and prints one closing line: "N passed, N failed".
 
 Phases, in order:
+  format     every tracked .c/.h file is formatted as .clang-format says
   unit       C unit tests (Criterion, TAP) from the normal build
   e2e        end-to-end tests (pytest) against build/mtls and real clients
   fuzz       each libFuzzer target for a short smoke run (clang build)
@@ -98,6 +99,23 @@ def run_e2e(builddir, env, label, kexpr):
     return passed, fails
 
 
+def run_format():
+    files = subprocess.run(["git", "ls-files", "*.c", "*.h"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.split()
+    if not files:
+        # Not a git checkout (an exported tree): nothing to compare against.
+        print("  format: no git file list, skipped", flush=True)
+        return 0, 0
+    r = subprocess.run(["clang-format", "--dry-run", "--Werror", *files], cwd=ROOT,
+                       capture_output=True, text=True)
+    if r.returncode == 0:
+        print(f"  format: {len(files)} files as .clang-format says", flush=True)
+        return 1, 0
+    print(r.stderr[-6000:], flush=True)
+    print("  format: FAILED (run 'make format')", flush=True)
+    return 0, 1
+
+
 def run_fuzz(env):
     builddir = "build-fuzz"
     fenv = dict(env)
@@ -136,7 +154,7 @@ def run_fuzz(env):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="unit,e2e,fuzz,asan-unit,asan-e2e")
+    ap.add_argument("--only", default="format,unit,e2e,fuzz,asan-unit,asan-e2e")
     ap.add_argument("-k", dest="kexpr", default=None, help="pytest -k expression for e2e phases")
     args = ap.parse_args()
     phases = args.only.split(",")
@@ -156,12 +174,14 @@ def main():
     if any(p.startswith("asan") for p in phases):
         asan_ok = setup_build("build-asan", ["--buildtype=debug", "-Db_sanitize=address,undefined",
                                              "-Db_lundef=false"])
-    for phase in ["unit", "e2e", "fuzz", "asan-unit", "asan-e2e"]:
+    for phase in ["format", "unit", "e2e", "fuzz", "asan-unit", "asan-e2e"]:
         if phase not in phases:
             continue
         t0 = time.time()
         print(f"== {phase}", flush=True)
-        if phase == "unit":
+        if phase == "format":
+            p, f = run_format()
+        elif phase == "unit":
             p, f = run_unit("build", env) if build_ok else (0, 1)
         elif phase == "e2e":
             p, f = run_e2e("build", env, "e2e", args.kexpr) if build_ok else (0, 1)
