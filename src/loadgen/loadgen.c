@@ -413,6 +413,23 @@ static void watch(struct conn *c, int events)
     uv_poll_start(&c->poll, events, on_poll);
 }
 
+/*
+ * After an SSL call returned r: when OpenSSL only waits for the socket, watch
+ * for what it needs and return SSL_ERROR_NONE; otherwise return its error.
+ */
+static int wait_for_ssl(struct conn *c, int r)
+{
+    int e = SSL_get_error(c->ssl, r);
+
+    if (e == SSL_ERROR_WANT_READ)
+        watch(c, UV_READABLE);
+    else if (e == SSL_ERROR_WANT_WRITE)
+        watch(c, UV_WRITABLE);
+    else
+        return e;
+    return SSL_ERROR_NONE;
+}
+
 /* The handshake counted earlier was refused after all (TLS 1.3 sends the
  * client's verdict after the client's side of the handshake is done). */
 static void uncount_handshake(struct conn *c)
@@ -578,17 +595,8 @@ static void conn_handshake(struct conn *c)
         start_request(c, 1);
         return;
     }
-    switch (SSL_get_error(c->ssl, r)) {
-    case SSL_ERROR_WANT_READ:
-        watch(c, UV_READABLE);
-        return;
-    case SSL_ERROR_WANT_WRITE:
-        watch(c, UV_WRITABLE);
-        return;
-    default:
+    if (wait_for_ssl(c, r) != SSL_ERROR_NONE)
         conn_fail(c, 1);
-        return;
-    }
 }
 
 static void conn_write(struct conn *c)
@@ -604,24 +612,16 @@ static void conn_write(struct conn *c)
             watch(c, UV_READABLE);
         return;
     }
-    switch (SSL_get_error(c->ssl, r)) {
-    case SSL_ERROR_WANT_READ:
-        watch(c, UV_READABLE);
+    if (wait_for_ssl(c, r) == SSL_ERROR_NONE)
         return;
-    case SSL_ERROR_WANT_WRITE:
-        watch(c, UV_WRITABLE);
-        return;
-    default:
-        /* The server may have refused us and closed: read its alert if it is there. */
-        if (!c->got_response_bytes && c->alert < 0) {
-            char b[64];
+    /* The server may have refused us and closed: read its alert if it is there. */
+    if (!c->got_response_bytes && c->alert < 0) {
+        char b[64];
 
-            ERR_clear_error();
-            (void)SSL_read(c->ssl, b, sizeof(b));
-        }
-        conn_fail(c, 0);
-        return;
+        ERR_clear_error();
+        (void)SSL_read(c->ssl, b, sizeof(b));
     }
+    conn_fail(c, 0);
 }
 
 /* ---- responses -------------------------------------------------------- */
@@ -828,7 +828,7 @@ static void conn_read(struct conn *c)
     for (;;) {
         char *dst;
         size_t cap;
-        int r, done;
+        int r, done, e;
 
         if (c->state == C_READING && !c->head_done) {
             dst = c->head + c->head_len;
@@ -854,26 +854,18 @@ static void conn_read(struct conn *c)
             }
             continue;
         }
-        switch (SSL_get_error(c->ssl, r)) {
-        case SSL_ERROR_WANT_READ:
-            watch(c, UV_READABLE);
+        e = wait_for_ssl(c, r);
+        if (e == SSL_ERROR_NONE)
             return;
-        case SSL_ERROR_WANT_WRITE:
-            watch(c, UV_WRITABLE);
-            return;
-        case SSL_ERROR_ZERO_RETURN:
-        case SSL_ERROR_SYSCALL:
-            if (c->state == C_READING && c->head_done && c->body == BODY_UNTIL_CLOSE) {
-                ERR_clear_error();
-                response_done(c);
-                return;
-            }
-            conn_fail(c, 0);
-            return;
-        default:
-            conn_fail(c, 0);
+        /* A body that runs until the server closes ends with the close. */
+        if ((e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL) && c->state == C_READING &&
+            c->head_done && c->body == BODY_UNTIL_CLOSE) {
+            ERR_clear_error();
+            response_done(c);
             return;
         }
+        conn_fail(c, 0);
+        return;
     }
 }
 
