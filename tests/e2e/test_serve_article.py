@@ -49,6 +49,8 @@ def test_defaults_are_the_articles(init_pki, serve, tmp_path):
     d = server_dir(init_pki, tmp_path)
     import socket
     with socket.socket() as probe:
+        # As the server does: connections of earlier runs in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", 8443))
         except OSError:
