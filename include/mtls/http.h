@@ -176,6 +176,14 @@ void mtls_http_conn_timeout(mtls_http_conn *c);
 int mtls_http_conn_busy(const mtls_http_conn *c);
 
 /**
+ * The whole answer for a client that sent plain HTTP to the HTTPS port, as
+ * nginx gives one: 400, a JSON reason, Connection: close. The server writes
+ * it on the raw socket in place of a TLS handshake. Returns a static string
+ * (borrowed) and stores its length in *len.
+ */
+const char *mtls_http_plain_http_answer(size_t *len);
+
+/**
  * Escapes s (len bytes) as the inside of a JSON string into buf (always
  * NUL-terminated; cut short, never mid-escape, when buf is too small).
  * Bytes outside printable ASCII become \u00XX. Returns the length written.

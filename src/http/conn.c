@@ -170,6 +170,23 @@ static size_t error_body(char *buf, size_t size, const char *error, const char *
     return (size_t)n < size ? (size_t)n : size - 1;
 }
 
+#define PLAIN_HTTP_BODY                                                                            \
+    "{\"error\":\"bad request\",\"reason\":\"plain HTTP was sent to this HTTPS port: use "         \
+    "https://\"}"
+
+static const char PLAIN_HTTP_ANSWER[] = "HTTP/1.1 400 Bad Request\r\n"
+                                        "Content-Type: application/json; charset=utf-8\r\n"
+                                        "Content-Length: 87\r\n"
+                                        "Connection: close\r\n"
+                                        "\r\n" PLAIN_HTTP_BODY;
+
+const char *mtls_http_plain_http_answer(size_t *len)
+{
+    /* Content-Length above is written by hand: a unit test checks it. */
+    *len = sizeof(PLAIN_HTTP_ANSWER) - 1;
+    return PLAIN_HTTP_ANSWER;
+}
+
 /* ---- routing ---------------------------------------------------------- */
 
 /* The path of the request target, without the query string. */

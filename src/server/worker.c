@@ -450,10 +450,30 @@ static void handshake_done(struct conn *c)
     conn_http(c);
 }
 
+/* OpenSSL recognises an HTTP request where a ClientHello should be. */
+static int is_plain_http(unsigned long err)
+{
+    return ERR_GET_LIB(err) == ERR_LIB_SSL && (ERR_GET_REASON(err) == SSL_R_HTTP_REQUEST ||
+                                               ERR_GET_REASON(err) == SSL_R_HTTPS_PROXY_REQUEST);
+}
+
+/*
+ * A browser or curl pointed at http:// gets a page that says what is wrong
+ * instead of an empty reply. One non-blocking send, best effort: the
+ * connection is closed after it either way.
+ */
+static void answer_plain_http(struct conn *c)
+{
+    size_t len;
+    const char *answer = mtls_http_plain_http_answer(&len);
+
+    (void)send(c->fd, answer, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 static void conn_handshake(struct conn *c)
 {
     char reason[1024];
-    int r, e, sys_errno;
+    int r, e, sys_errno, plain_http;
 
     ERR_clear_error();
     errno = 0;
@@ -472,8 +492,11 @@ static void conn_handshake(struct conn *c)
         conn_want(c, UV_WRITABLE);
         return;
     }
+    plain_http = e == SSL_ERROR_SSL && is_plain_http(ERR_peek_last_error());
     mtls_tls_handshake_reason(c->ssl, c->note, e, sys_errno, reason, sizeof(reason));
     log_rejected(c, reason, e);
+    if (plain_http)
+        answer_plain_http(c);
     /* OpenSSL has sent its alert; let it reach the client before a reset could. */
     if (e == SSL_ERROR_SSL)
         conn_finish(c);

@@ -125,14 +125,21 @@ def test_idle_keep_alive_connections_are_closed(init_pki, serve, tmp_path):
 def test_garbage_and_plain_http_before_the_handshake(init_pki, serve, tmp_path):
     d = server_dir(init_pki, tmp_path)
     s = serve(d)
+    answer = b""
     with socket.create_connection(("127.0.0.1", s.port)) as plain:
         plain.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\n\r\n")
         plain.settimeout(10 * SLOW)
         try:
-            while plain.recv(4096):
-                pass
+            while True:
+                chunk = plain.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
         except ConnectionError:
             pass
+    # As nginx does, plain HTTP gets a page that says what is wrong.
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    assert answer.endswith(b"use https://\"}"), answer
     wait_for_text(s.system_log, "the client sent plain HTTP to the HTTPS port")
     with socket.create_connection(("127.0.0.1", s.port)) as junk:
         junk.sendall(os.urandom(3000))

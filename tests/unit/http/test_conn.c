@@ -328,3 +328,24 @@ Test(http, pipelining_back_pressure_with_a_lent_read_buffer)
     cr_assert_eq(count(m.out, "HTTP/1.1 200 OK"), 1000);
     cfg.read_buf = NULL;
 }
+
+Test(http, plain_http_answer_is_a_complete_400)
+{
+    size_t len;
+    const char *answer = mtls_http_plain_http_answer(&len);
+    const char *body = strstr(answer, "\r\n\r\n");
+    const char *cl = strstr(answer, "Content-Length: ");
+    long declared;
+
+    cr_assert_eq(strlen(answer), len);
+    cr_assert(strncmp(answer, "HTTP/1.1 400 Bad Request\r\n", 26) == 0);
+    cr_assert_not_null(strstr(answer, "Connection: close\r\n"));
+    cr_assert_not_null(body);
+    cr_assert_not_null(cl);
+    cr_assert_eq(sscanf(cl, "Content-Length: %ld", &declared), 1);
+    body += 4;
+    cr_assert_eq((size_t)declared, strlen(body), "Content-Length %ld, body %zu bytes", declared,
+                 strlen(body));
+    cr_assert_eq(body[0], '{');
+    cr_assert_eq(body[strlen(body) - 1], '}');
+}
