@@ -25,6 +25,19 @@ enum cli_opt_kind {
     CLI_STRING, /* --name VALUE      sets const char **dest (last one wins) */
     CLI_LIST,   /* --name VALUE...   appends to struct cli_list *dest (repeatable) */
     CLI_INT,    /* --name N          sets long *dest, checked against [min, max] */
+    CLI_CHOICE, /* --name WORD       dest is a struct cli_choices: sets *value from the list */
+};
+
+/** One accepted word of a CLI_CHOICE option and the value it stands for. */
+struct cli_choice {
+    const char *name;
+    int value;
+};
+
+/** The destination of a CLI_CHOICE option: the words, and where the value goes. */
+struct cli_choices {
+    const struct cli_choice *list; /* ends with a NULL name */
+    int *value;
 };
 
 /** The values of a repeatable option, borrowed from argv. */

@@ -8,9 +8,20 @@
 #include "mtls/server.h"
 #include "pki_common.h"
 
-static const char *listen_addr, *cert, *key, *client_ca, *verify_client, *access_log, *system_log,
-    *log_format, *worker_model, *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout,
-    *password_file;
+static const char *listen_addr, *cert, *key, *client_ca, *access_log, *system_log,
+    *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout, *password_file;
+/* -1 until given: mtls_server_opts_init() holds the defaults. */
+static int verify_client = -1, worker_model = -1, log_format = -1;
+
+static const struct cli_choice verify_choices[] = {
+    {"require", MTLS_VERIFY_REQUIRE}, {"optional", MTLS_VERIFY_OPTIONAL}, {NULL, 0}};
+static const struct cli_choice model_choices[] = {
+    {"process", MTLS_WORKERS_PROCESS}, {"thread", MTLS_WORKERS_THREAD}, {NULL, 0}};
+static const struct cli_choice format_choices[] = {
+    {"text", MTLS_LOG_TEXT}, {"json", MTLS_LOG_JSON}, {NULL, 0}};
+static struct cli_choices verify_dest = {verify_choices, &verify_client};
+static struct cli_choices model_dest = {model_choices, &worker_model};
+static struct cli_choices format_dest = {format_choices, &log_format};
 static long workers, max_connections;
 static struct cli_list crls;
 
@@ -26,20 +37,20 @@ static const struct cli_opt opts[] = {
      0, 0},
     {"client-ca", 0, CLI_STRING, &client_ca, "FILE",
      "CA certificate(s) that client certificates must chain to (default clientca.crt)", 0, 0},
-    {"verify-client", 0, CLI_STRING, &verify_client, "MODE",
+    {"verify-client", 0, CLI_CHOICE, &verify_dest, "MODE",
      "require: no or bad client certificate fails the handshake (default); optional: the "
      "handshake completes and requests get 403 with the reason",
      0, 0},
     {"crl", 0, CLI_LIST, &crls, "FILE",
      "a CRL (PEM) of the client CA; revoked clients are refused; repeatable", 0, 0},
     {"workers", 0, CLI_INT, &workers, "N", "worker count (default: one per CPU core)", 1, 1024},
-    {"worker-model", 0, CLI_STRING, &worker_model, "MODEL",
+    {"worker-model", 0, CLI_CHOICE, &model_dest, "MODEL",
      "process (default, measured faster with OpenSSL 3) or thread", 0, 0},
     {"access-log", 0, CLI_STRING, &access_log, "FILE",
      "one line per request, combined format (default access.log)", 0, 0},
     {"system-log", 0, CLI_STRING, &system_log, "FILE",
      "start, stop, rejected handshakes and why (default system.log)", 0, 0},
-    {"log-format", 0, CLI_STRING, &log_format, "FORMAT",
+    {"log-format", 0, CLI_CHOICE, &format_dest, "FORMAT",
      "text (default: combined access log) or json (one object per line, both logs)", 0, 0},
     {"handshake-timeout", 0, CLI_STRING, &handshake_timeout, "SECONDS",
      "time for the TLS handshake (default 10)", 0, 0},
@@ -144,38 +155,12 @@ int cmd_serve(int argc, char **argv)
         o.tls.client_ca_file = client_ca;
     o.tls.crl_files = crls.items;
     o.tls.n_crl_files = crls.n;
-    if (verify_client != NULL) {
-        if (strcmp(verify_client, "require") == 0) {
-            o.tls.verify = MTLS_VERIFY_REQUIRE;
-        } else if (strcmp(verify_client, "optional") == 0) {
-            o.tls.verify = MTLS_VERIFY_OPTIONAL;
-        } else {
-            cli_usage_error(&spec, "--verify-client must be require or optional, not '%s'",
-                            verify_client);
-            goto out;
-        }
-    }
-    if (worker_model != NULL) {
-        if (strcmp(worker_model, "process") == 0) {
-            o.model = MTLS_WORKERS_PROCESS;
-        } else if (strcmp(worker_model, "thread") == 0) {
-            o.model = MTLS_WORKERS_THREAD;
-        } else {
-            cli_usage_error(&spec, "--worker-model must be process or thread, not '%s'",
-                            worker_model);
-            goto out;
-        }
-    }
-    if (log_format != NULL) {
-        if (strcmp(log_format, "text") == 0) {
-            o.log_format = MTLS_LOG_TEXT;
-        } else if (strcmp(log_format, "json") == 0) {
-            o.log_format = MTLS_LOG_JSON;
-        } else {
-            cli_usage_error(&spec, "--log-format must be text or json, not '%s'", log_format);
-            goto out;
-        }
-    }
+    if (verify_client >= 0)
+        o.tls.verify = verify_client;
+    if (worker_model >= 0)
+        o.model = worker_model;
+    if (log_format >= 0)
+        o.log_format = log_format;
     if (workers > 0)
         o.workers = (unsigned)workers;
     if (max_connections > 0)

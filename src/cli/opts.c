@@ -62,6 +62,40 @@ static int list_push(struct cli_list *list, const char *value)
     return 0;
 }
 
+/* "require or optional", "a, b or c": the words a CLI_CHOICE option takes. */
+static const char *choice_words(const struct cli_choice *list, char *buf, size_t size)
+{
+    size_t n = 0, used = 0;
+
+    while (list[n].name != NULL)
+        n++;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && used < size; i++) {
+        const char *sep = i == 0 ? "" : i + 1 == n ? " or " : ", ";
+        int w = snprintf(buf + used, size - used, "%s%s", sep, list[i].name);
+
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+    return buf;
+}
+
+static int set_choice(const struct cli_spec *spec, const struct cli_opt *o, const char *value)
+{
+    const struct cli_choices *choices = o->dest;
+    char words[128];
+
+    for (const struct cli_choice *ch = choices->list; ch->name != NULL; ch++) {
+        if (strcmp(ch->name, value) == 0) {
+            *choices->value = ch->value;
+            return 0;
+        }
+    }
+    return cli_usage_error(spec, "--%s must be %s, not '%s'", o->name,
+                           choice_words(choices->list, words, sizeof(words)), value);
+}
+
 static int set_value(const struct cli_spec *spec, const struct cli_opt *o, const char *value)
 {
     char *end;
@@ -88,6 +122,8 @@ static int set_value(const struct cli_spec *spec, const struct cli_opt *o, const
                                    o->min, o->max, n);
         *(long *)o->dest = n;
         return 0;
+    case CLI_CHOICE:
+        return set_choice(spec, o, value);
     }
     return cli_usage_error(spec, "internal error: bad option kind");
 }
