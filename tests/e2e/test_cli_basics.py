@@ -38,3 +38,18 @@ def test_write_error_on_stdout_is_reported():
         r = subprocess.run([MTLS, "--help"], stdout=full, stderr=subprocess.PIPE, text=True)
     assert r.returncode == 1
     assert "cannot write" in r.stderr
+
+
+def test_a_word_outside_an_options_choices_is_a_usage_error(tmp_path):
+    r = run_mtls("serve", "--log-format", "xml", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "--log-format must be text or json, not 'xml'" in r.stderr
+    assert "try 'mtls serve --help'" in r.stderr
+    assert list(tmp_path.iterdir()) == [], "a usage error must not start anything or write logs"
+
+
+def test_help_lists_exit_codes_in_order():
+    r = run_mtls("probe", "--help")
+    codes = [int(line.split()[0]) for line in r.stdout.split("exit codes:")[1].splitlines()
+             if line.strip()[:1].isdigit()]
+    assert codes == sorted(codes), codes
