@@ -12,6 +12,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include "mtls/pki.h"
 #include "mtls/tls.h"
 #include "server_internal.h"
 
@@ -81,11 +82,11 @@ static char *describe_verify(const mtls_tls_verify_note *note, char *buf, size_t
         break;
     case X509_V_ERR_CERT_HAS_EXPIRED:
         snprintf(buf, size, "%s expired on %s", who,
-                 mtls__srv_time(note->not_after, when, sizeof(when)));
+                 mtls_time_human(note->not_after, when, sizeof(when)));
         break;
     case X509_V_ERR_CERT_NOT_YET_VALID:
         snprintf(buf, size, "%s is not valid until %s", who,
-                 mtls__srv_time(note->not_before, when, sizeof(when)));
+                 mtls_time_human(note->not_before, when, sizeof(when)));
         break;
     case X509_V_ERR_INVALID_PURPOSE:
         snprintf(buf, size,

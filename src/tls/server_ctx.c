@@ -90,28 +90,10 @@ void mtls__srv_note_cert(mtls_tls_verify_note *note, X509 *cert)
     while (digits[0] == '0' && digits[1] != '\0')
         digits++;
     snprintf(note->serial, sizeof(note->serial), "%s", digits);
-    note->not_before = mtls__srv_asn1_time(X509_get0_notBefore(cert));
-    note->not_after = mtls__srv_asn1_time(X509_get0_notAfter(cert));
+    note->not_before = mtls_asn1_time(X509_get0_notBefore(cert));
+    note->not_after = mtls_asn1_time(X509_get0_notAfter(cert));
     OPENSSL_free(hex);
     BN_free(bn);
-}
-
-time_t mtls__srv_asn1_time(const ASN1_TIME *t)
-{
-    struct tm tm;
-
-    if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
-        return 0;
-    return timegm(&tm);
-}
-
-char *mtls__srv_time(time_t t, char *buf, size_t size)
-{
-    struct tm tm;
-
-    if (gmtime_r(&t, &tm) == NULL || strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
-        snprintf(buf, size, "?");
-    return buf;
 }
 
 /*
@@ -125,7 +107,7 @@ static int session_new(SSL *ssl, SSL_SESSION *session)
     time_t crl_until = mtls__srv_verify_cache_crl_until(SSL_get_SSL_CTX(ssl));
 
     if (peer != NULL) {
-        time_t na = mtls__srv_asn1_time(X509_get0_notAfter(peer));
+        time_t na = mtls_asn1_time(X509_get0_notAfter(peer));
 
         if (na != 0 && na < until)
             until = na;
@@ -164,47 +146,20 @@ static int read_file(const char *path, BIO **out, char **text, mtls_err *err)
     return 0;
 }
 
-/* Every certificate of a PEM file, at least one. */
+/*
+ * Every certificate of a PEM file, at least one, with pki's reader (whose
+ * errors say what the file holds instead); the error names the file's role.
+ */
 static int load_certs(const char *path, const char *what, STACK_OF(X509) * *out, mtls_err *err)
 {
-    STACK_OF(X509) *certs = NULL;
-    BIO *bio = NULL;
-    char *text = NULL;
-    X509 *x;
-    int rc;
+    int rc = mtls_cert_load_all(path, out, err);
 
-    *out = NULL;
-    rc = read_file(path, &bio, &text, err);
-    if (rc != 0)
-        goto out;
-    certs = sk_X509_new_null();
-    if (certs == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
-        goto out;
+    if (rc == MTLS_E_INVALID && err != NULL) {
+        char msg[MTLS_ERR_MSG_MAX];
+
+        snprintf(msg, sizeof(msg), "%s", err->msg);
+        mtls_err_set(err, rc, "%s: %s", what, msg);
     }
-    while ((x = PEM_read_bio_X509(bio, NULL, no_password, NULL)) != NULL) {
-        if (!sk_X509_push(certs, x)) {
-            X509_free(x);
-            rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read '%s'", path);
-            goto out;
-        }
-    }
-    ERR_clear_error(); /* the loop ends on "no start line" */
-    if (sk_X509_num(certs) == 0) {
-        if (strstr(text, "PRIVATE KEY-----") != NULL)
-            rc = mtls_err_set(err, MTLS_E_INVALID, "%s '%s' holds a private key, not a certificate",
-                              what, path);
-        else
-            rc = mtls_err_set(err, MTLS_E_INVALID, "%s '%s' holds no PEM certificate", what, path);
-        goto out;
-    }
-    *out = certs;
-    certs = NULL;
-    rc = 0;
-out:
-    sk_X509_pop_free(certs, X509_free);
-    BIO_free(bio);
-    free(text);
     return rc;
 }
 
@@ -228,17 +183,17 @@ static void warnf(mtls_tls_warn_fn warn, void *ctx, const char *fmt, ...)
 static void check_server_cert(X509 *leaf, const char *path, mtls_tls_warn_fn warn, void *ctx)
 {
     time_t now = time(NULL);
-    time_t nb = mtls__srv_asn1_time(X509_get0_notBefore(leaf));
-    time_t na = mtls__srv_asn1_time(X509_get0_notAfter(leaf));
+    time_t nb = mtls_asn1_time(X509_get0_notBefore(leaf));
+    time_t na = mtls_asn1_time(X509_get0_notAfter(leaf));
     char when[40], subject[MTLS_NAME_MAX];
 
     mtls_name_oneline(X509_get_subject_name(leaf), subject, sizeof(subject));
     if (na != 0 && na < now)
         warnf(warn, ctx, "server certificate '%s' (%s) expired on %s; clients will refuse it", path,
-              subject, mtls__srv_time(na, when, sizeof(when)));
+              subject, mtls_time_human(na, when, sizeof(when)));
     else if (nb != 0 && nb > now)
         warnf(warn, ctx, "server certificate '%s' (%s) is not valid until %s", path, subject,
-              mtls__srv_time(nb, when, sizeof(when)));
+              mtls_time_human(nb, when, sizeof(when)));
     if (X509_check_purpose(leaf, X509_PURPOSE_SSL_SERVER, 0) != 1)
         warnf(warn, ctx,
               "server certificate '%s' (%s) is not meant for TLS servers (its key usage or "
@@ -354,7 +309,7 @@ static int use_crls(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_war
         if (rc != 0)
             goto out;
         while ((crl = PEM_read_bio_X509_CRL(bio, NULL, no_password, NULL)) != NULL) {
-            time_t next = mtls__srv_asn1_time(X509_CRL_get0_nextUpdate(crl));
+            time_t next = mtls_asn1_time(X509_CRL_get0_nextUpdate(crl));
             char issuer[MTLS_NAME_MAX], when[40];
 
             mtls_name_oneline(X509_CRL_get_issuer(crl), issuer, sizeof(issuer));
@@ -363,7 +318,7 @@ static int use_crls(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_war
                 rc = mtls_err_set(err, MTLS_E_INVALID,
                                   "CRL '%s' from %s expired on %s (its next update); make a "
                                   "fresh one with 'mtls crl create'",
-                                  path, issuer, mtls__srv_time(next, when, sizeof(when)));
+                                  path, issuer, mtls_time_human(next, when, sizeof(when)));
                 goto out;
             }
             if (next != 0 && (*earliest == 0 || next < *earliest))
@@ -372,7 +327,7 @@ static int use_crls(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_war
                 warnf(warn, warn_ctx,
                       "CRL '%s' from %s expires on %s; make a fresh one before then or every "
                       "client of that CA will be refused",
-                      path, issuer, mtls__srv_time(next, when, sizeof(when)));
+                      path, issuer, mtls_time_human(next, when, sizeof(when)));
             if (X509_STORE_add_crl(store, crl) != 1) {
                 X509_CRL_free(crl);
                 rc = mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot use CRL '%s'", path);

@@ -16,12 +16,6 @@ int mtls__srv_note_index(void);
 /** Copies cert's subject, issuer, serial and dates into note. */
 void mtls__srv_note_cert(mtls_tls_verify_note *note, X509 *cert);
 
-/** An ASN1_TIME as a time_t (0 when absent or unreadable). */
-time_t mtls__srv_asn1_time(const ASN1_TIME *t);
-
-/** "2026-11-26 23:59:59 UTC" into buf; returns buf. */
-char *mtls__srv_time(time_t t, char *buf, size_t size);
-
 /**
  * Gives ctx a cache of client chains that verified (see verify_cache.c),
  * freed with ctx. crl_until: the earliest nextUpdate of its CRLs, 0 for none.

@@ -87,7 +87,9 @@ def test_bad_configuration_fails_at_start_with_one_line(init_pki, tmp_path):
     assert "'client.key'" in start_fails(d, "--client-ca", "client.key")
     with open(os.path.join(d, "empty.pem"), "w") as f:
         f.write("")
-    assert "holds no PEM certificate" in start_fails(d, "--client-ca", "empty.pem")
+    assert "client CA file: 'empty.pem' is empty" in start_fails(d, "--client-ca", "empty.pem")
+    assert ("client CA file: 'client.key' holds a private key, not a certificate"
+            in start_fails(d, "--client-ca", "client.key"))
     os.chmod(os.path.join(d, "server.key"), 0)
     if os.geteuid() != 0:
         assert "server.key" in start_fails(d)

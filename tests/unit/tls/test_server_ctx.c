@@ -45,7 +45,8 @@ Test(tls_server, a_file_without_certificates_is_refused)
     close(fd);
     mtls_err_clear(&err);
     cr_assert_eq(mtls_tls_server_ctx_new(&o, NULL, NULL, &ctx, &err), MTLS_E_INVALID);
-    cr_assert(strstr(err.msg, "holds no PEM certificate") != NULL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "server certificate: ") == err.msg, "%s", err.msg);
+    cr_assert(strstr(err.msg, "is not a PEM certificate") != NULL, "%s", err.msg);
     cr_assert(strstr(err.msg, path) != NULL, "%s", err.msg);
     unlink(path);
 }
