@@ -2,6 +2,7 @@
  * Access-log lines (Apache/nginx "combined", or JSON) and the Date header.
  * Time strings are formatted once per second per thread, not per request.
  */
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -137,14 +138,12 @@ static void add(struct line *l, const char *s, size_t n)
 static void add_u64(struct line *l, uint64_t v)
 {
     char digits[20];
-    size_t n = 0;
 
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0 && l->p < l->end)
-        *l->p++ = digits[--n];
+    /* Straight into the line when it has room for any number (the usual case). */
+    if (l->end - l->p >= (ptrdiff_t)sizeof(digits))
+        l->p += mtls__http_u64(l->p, v);
+    else
+        add(l, digits, mtls__http_u64(digits, v));
 }
 
 /* log_escape() straight into the line. */

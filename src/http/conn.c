@@ -91,19 +91,19 @@ static char *put(char *out, const char *s, size_t len)
     return out + len;
 }
 
-/* Appends v in decimal. */
-static char *put_u64(char *out, uint64_t v)
+size_t mtls__http_u64(char *out, uint64_t v)
 {
     char digits[20];
-    size_t n = 0;
+    size_t n = 0, len;
 
     do {
         digits[n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v != 0);
+    len = n;
     while (n > 0)
         *out++ = digits[--n];
-    return out;
+    return len;
 }
 
 #define PUT_LIT(out, lit) put((out), (lit), sizeof(lit) - 1)
@@ -131,14 +131,14 @@ static void respond(mtls_http_conn *c, int status, const char *body, size_t body
     }
     o = c->out + c->out_len;
     o = PUT_LIT(o, "HTTP/1.1 ");
-    o = put_u64(o, (uint64_t)status);
+    o += mtls__http_u64(o, (uint64_t)status);
     *o++ = ' ';
     o = put(o, text, text_len);
     o = PUT_LIT(o, "\r\nDate: ");
     date = mtls__http_date();
     o = put(o, date, strlen(date));
     o = PUT_LIT(o, "\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ");
-    o = put_u64(o, body_len);
+    o += mtls__http_u64(o, body_len);
     o = PUT_LIT(o, "\r\n");
     if (extra_len > 0)
         o = put(o, extra_headers, extra_len);

@@ -3,8 +3,12 @@
 #define MTLS_HTTP_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "mtls/http.h"
+
+/** Writes v in decimal (at most 20 digits, no NUL) at out; returns the digit count. */
+size_t mtls__http_u64(char *out, uint64_t v);
 
 /** The IMF-fixdate of this second ("Thu, 26 Nov 2026 23:59:59 GMT"), cached per thread. */
 const char *mtls__http_date(void);
