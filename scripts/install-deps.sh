@@ -1,40 +1,81 @@
 #!/bin/sh
-# Installs what mtls needs to build, test and demo on Debian 12, and nothing
-# when it is all there already. Run as root (it uses apt-get); `make demo`,
-# `make test` and `make bench` call it.
+# Installs what mtls needs to build, test and demo on Debian 12 (bookworm)
+# and Debian 13 (trixie), and nothing when it is all there already. Run as
+# root (it uses apt-get); `make demo`, `make test` and `make bench` call it.
 #
 # Usage: scripts/install-deps.sh [build|test|bench]
+#
+#   build  what `make demo` needs: a C toolchain, Meson, and the libraries
+#   test   build + what `make test` needs: Criterion, pytest, the real
+#          clients (curl, Node), clang for the fuzzers, clang-format
+#   bench  test + the benchmark peers (nginx; Express comes from npm)
 set -eu
 
-need_build="gcc make pkg-config meson ninja-build libssl-dev libuv1-dev node-llhttp libcjson-dev openssl"
-need_test="$need_build libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-14-dev nodejs"
-need_bench="$need_test nginx-light nodejs npm valgrind"
+# Packages are named by what they are for, with --no-install-recommends, so
+# each one a compiler needs is listed: gcc alone does not bring libc6-dev
+# (crt1.o, the C headers) without its recommends.
+llhttp_pkg() {
+    # Debian 12 ships llhttp as C sources (node-llhttp); Debian 13 as a
+    # library with a pkg-config file (libllhttp-dev), and node-llhttp there
+    # has no C sources. Ask apt which one this release has.
+    if apt-cache show libllhttp-dev >/dev/null 2>&1; then
+        echo libllhttp-dev
+    else
+        echo node-llhttp
+    fi
+}
 
-case "${1:-build}" in
-build) want=$need_build ;;
-test) want=$need_test ;;
-bench) want=$need_bench ;;
-*) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+need_build() {
+    echo "gcc libc6-dev make pkg-config meson ninja-build libssl-dev libuv1-dev libcjson-dev openssl $(llhttp_pkg)"
+}
+need_test() {
+    # libclang-rt-dev is the sanitizer and libFuzzer runtime of Debian's
+    # default clang (14 on Debian 12, 19 on Debian 13).
+    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs"
+}
+need_bench() {
+    echo "$(need_test) nginx-light npm valgrind"
+}
+
+group=${1:-build}
+case "$group" in
+build | test | bench) ;;
+*)
+    echo "usage: $0 [build|test|bench]" >&2
+    exit 2
+    ;;
 esac
 
-missing=""
-for pkg in $want; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed"; then
-        missing="$missing $pkg"
-    fi
-done
-# nodejs may come from elsewhere (nvm, NodeSource); a working `node` is enough.
-case " $missing " in *" nodejs "*) command -v node >/dev/null 2>&1 && missing=$(echo "$missing" | sed 's/ nodejs//') ;; esac
-case " $missing " in *" npm "*) command -v npm >/dev/null 2>&1 && missing=$(echo "$missing" | sed 's/ npm//') ;; esac
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"
+}
 
+missing_in() {
+    missing=""
+    for pkg in $("need_$1"); do
+        installed "$pkg" || missing="$missing $pkg"
+    done
+    # nodejs and npm may come from elsewhere (nvm, NodeSource): a working
+    # command is enough.
+    case " $missing " in *" nodejs "*) command -v node >/dev/null 2>&1 && missing=$(echo "$missing" | sed 's/ nodejs//') ;; esac
+    case " $missing " in *" npm "*) command -v npm >/dev/null 2>&1 && missing=$(echo "$missing" | sed 's/ npm//') ;; esac
+    echo "$missing"
+}
+
+# A fresh machine has no package lists, and apt-cache (llhttp_pkg) needs
+# them: read the lists once, before deciding, only when something is missing
+# by the names that need no lists.
+missing=$(missing_in "$group")
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then
-    echo "error: missing packages:$missing; run 'sudo $0 ${1:-build}' or install them" >&2
+    echo "error: missing packages:$missing; run 'sudo $0 $group' or install them" >&2
     exit 1
 fi
-echo "installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+missing=$(missing_in "$group")
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
