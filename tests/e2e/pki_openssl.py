@@ -63,12 +63,43 @@ def _ec_key_and_csr(d, name, cn):
 
 
 def _sign(d, name, ca, days="365", ext=None):
-    args = ["x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-days", days, "-out", f"{name}.crt"]
-    if ext:
-        args += ["-extfile", _ext(d, f"{name}.ext", ext)]
-    openssl(*args, cwd=d)
+    extfile = _ext(d, f"{name}.ext", ext) if ext else None
+    if int(days) < 0:
+        sign_expired(d, name, ca, extfile)
+    else:
+        args = ["x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-days", days, "-out", f"{name}.crt"]
+        if extfile:
+            args += ["-extfile", extfile]
+        openssl(*args, cwd=d)
     return os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key")
+
+
+def sign_expired(d, name, ca, extfile=None):
+    """Signs NAME.csr with CA (CA.crt/.key in d) into NAME.crt, valid from two days ago
+    until yesterday. `openssl x509 -days -1` did this up to OpenSSL 3.3; 3.4 and later
+    refuse an end date before the start, so this uses `openssl ca` with explicit dates,
+    which every OpenSSL 3 takes."""
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc)
+    fmt = "%y%m%d%H%M%SZ"
+    db = os.path.join(d, f"{ca}-expired-index.txt")
+    if not os.path.exists(db):
+        open(db, "w").close()
+    newcerts = os.path.join(d, f"{ca}-expired-certs")
+    os.makedirs(newcerts, exist_ok=True)
+    cnf = _ext(d, f"{ca}-expired-ca.cnf",
+               "[ca]\ndefault_ca = ca_default\n[ca_default]\n"
+               f"database = {db}\nnew_certs_dir = {newcerts}\nrand_serial = yes\n"
+               "default_md = sha256\nunique_subject = no\npolicy = policy_any\n"
+               "[policy_any]\ncommonName = supplied\n")
+    args = ["ca", "-batch", "-notext", "-config", cnf, "-cert", f"{ca}.crt", "-keyfile",
+            f"{ca}.key", "-in", f"{name}.csr", "-out", f"{name}.crt",
+            "-startdate", (now - datetime.timedelta(days=2)).strftime(fmt),
+            "-enddate", (now - datetime.timedelta(days=1)).strftime(fmt)]
+    if extfile:
+        args += ["-extfile", extfile]
+    openssl(*args, cwd=d)
 
 
 def other_ca_client(d, cn="mallory", ca_cn="other-ca"):
@@ -81,7 +112,7 @@ def other_ca_client(d, cn="mallory", ca_cn="other-ca"):
 
 
 def expired_client(d, ca="clientca", cn="expired-client"):
-    """A client certificate from the trusted CA whose notAfter has passed (-days -1)."""
+    """A client certificate from the trusted CA whose notAfter has passed (yesterday)."""
     _ec_key_and_csr(d, "expired", cn)
     return _sign(d, "expired", ca, days="-1")
 

@@ -8,6 +8,7 @@ import subprocess
 import threading
 
 from conftest import free_port, wait_for_port
+from pki_openssl import sign_expired
 
 
 def openssl(*args, cwd=None):
@@ -45,6 +46,9 @@ def make_leaf(d, name, cn, ca, eku, san=None, days=30):
         ext.append(f"subjectAltName={san}")
     with open(os.path.join(d, f"{name}.ext"), "w") as f:
         f.write("\n".join(ext) + "\n")
+    if days < 0:
+        sign_expired(d, name, ca, f"{name}.ext")
+        return
     openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
             "-CAcreateserial", "-out", f"{name}.crt", "-days", str(days),
             "-extfile", f"{name}.ext", cwd=d)

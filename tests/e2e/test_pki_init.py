@@ -49,7 +49,7 @@ def test_init_writes_the_articles_files(pki):
 
 def test_init_names_and_extensions(pki):
     def text(f):
-        r = openssl("x509", "-in", str(pki / f), "-noout", "-text")
+        r = openssl("x509", "-in", str(pki / f), "-noout", "-text", "-nameopt", "oneline")
         assert r.returncode == 0, r.stderr
         return r.stdout
     ca = text("clientca.crt")
@@ -145,7 +145,7 @@ def test_hosts_and_rsa(tmp_path):
     r = run_mtls("init", "--dir", tmp_path / "x", "--host", "api.example.test", "--host", "10.0.0.7",
                  "--host", "::1", "--key-type", "rsa")
     assert r.returncode == 0, r.stderr
-    t = openssl("x509", "-in", str(tmp_path / "x" / "server.crt"), "-noout", "-text").stdout
+    t = openssl("x509", "-in", str(tmp_path / "x" / "server.crt"), "-noout", "-text", "-nameopt", "oneline").stdout
     assert "Subject: CN = api.example.test" in t
     assert "DNS:api.example.test, IP Address:10.0.0.7, IP Address:0:0:0:0:0:0:0:1" in t
     assert "Public-Key: (2048 bit)" in t and "Key Encipherment" in t

@@ -63,7 +63,7 @@ def test_revoke_crl_and_openssl_reads_it(ca):
 
     ok("crl", "create", "--ca", ca / "ca", "--out", ca / "ca.crl")
     fails(1, "already exists: pass --force", "crl", "create", "--ca", ca / "ca", "--out", ca / "ca.crl")
-    text = openssl("crl", "-in", ca / "ca.crl", "-noout", "-text").stdout
+    text = openssl("crl", "-in", ca / "ca.crl", "-noout", "-text", "-nameopt", "oneline").stdout
     assert "Issuer: CN = Life CA" in text and "X509v3 CRL Number: \n                1" in text
     assert serial_of(ca / "bad.crt") in text and "Key Compromise" in text
     assert serial_of(ca / "good.crt") not in text
@@ -142,7 +142,7 @@ def chain(tmp_path):
 
 
 def test_intermediate_ca_and_chain_files(chain):
-    t = openssl("x509", "-in", chain / "inter.crt", "-noout", "-text").stdout
+    t = openssl("x509", "-in", chain / "inter.crt", "-noout", "-text", "-nameopt", "oneline").stdout
     assert "CA:TRUE, pathlen:0" in t and "Issuer: CN = Root CA" in t
     # The chain file: the leaf, then the intermediate, not the root.
     pem = (chain / "carol.chain.crt").read_text()
