@@ -183,6 +183,10 @@ static const char *version_name(int version)
 }
 
 /* curl -v's names for handshake messages, so the trace reads the same. */
+/* RFC 8879's CompressedCertificate; OpenSSL names it (SSL3_MT_COMPRESSED_CERTIFICATE)
+ * only from 3.2 on. */
+#define MT_COMPRESSED_CERTIFICATE 25
+
 static const char *handshake_name(int type)
 {
     switch (type) {
@@ -200,6 +204,8 @@ static const char *handshake_name(int type)
         return "Encrypted Extensions";
     case 11:
         return "Certificate";
+    case MT_COMPRESSED_CERTIFICATE:
+        return "Compressed certificate";
     case 12:
         return "Server key exchange";
     case 13:
@@ -440,6 +446,10 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
         if (write_p && b[0] == SSL3_MT_CERTIFICATE)
             p->res->ours_sent =
                 certificate_message_has_cert(b, len, SSL_version(ssl) == TLS1_3_VERSION);
+        /* OpenSSL 3.2 and later compress our certificate (RFC 8879) when the
+         * server offers it; an empty list is never sent compressed. */
+        if (write_p && b[0] == MT_COMPRESSED_CERTIFICATE)
+            p->res->ours_sent = 1;
         tracef(p, "%s (%s), TLS handshake, %s (%d):", version_name(version), dir,
                handshake_name(b[0]), b[0]);
     } else if (content_type == SSL3_RT_ALERT && len >= 2) {
