@@ -180,7 +180,8 @@ typedef struct mtls_issue {
  *   PREFIX.crlnumber    the number of the next CRL, in hex (openssl ca's crlnumber)
  *   PREFIX.chain.crt    an intermediate CA only: its certificate and those above it,
  *                       up to but without the root
- * Serials are 128 random bits (first bit clear), unique in the index.
+ * Serials are 128 random bits, positive (DER adds a zero octet when the top
+ * bit is set), unique in the index.
  */
 
 typedef struct mtls_ca mtls_ca;

@@ -248,8 +248,9 @@ static int serial_in_use(const mtls_ca *ca, const char *hex)
     return 0;
 }
 
-/* A fresh random serial: 128 bits with the first one clear (so positive
- * in DER without a padding byte), never zero, unused in the inventory. */
+/* A fresh random serial: 128 random bits, never zero, unused in the
+ * inventory. The INTEGER stays positive: when the top bit is set its DER
+ * form has a leading zero octet (17 octets, within RFC 5280's 20). */
 static int new_serial(const mtls_ca *ca, ASN1_INTEGER **out, char *hex_out, size_t hex_size,
                       mtls_err *err)
 {
@@ -262,7 +263,6 @@ static int new_serial(const mtls_ca *ca, ASN1_INTEGER **out, char *hex_out, size
     for (int attempt = 0; attempt < 8; attempt++) {
         if (RAND_bytes(bytes, sizeof(bytes)) != 1)
             return mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot draw a random serial number");
-        bytes[0] &= 0x7F;
         BN_free(bn);
         OPENSSL_free(hex);
         hex = NULL;
