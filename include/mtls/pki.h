@@ -163,7 +163,8 @@ typedef struct mtls_issue {
     mtls_profile profile;
     const X509_NAME *subject;  /* the whole subject, e.g. from a CSR */
     EVP_PKEY *pubkey;          /* the certified key (only its public half is used) */
-    const GENERAL_NAMES *sans; /* NULL or empty: none (server: the CN, when it is a host name) */
+    const GENERAL_NAMES *sans; /* NULL or empty: none (server: the CN, when it is a host name
+                                  or an address; mtls_ca_sign() refuses a server without SANs) */
     int days;                  /* 0: MTLS_LEAF_DAYS_DEFAULT; never past the CA's notAfter */
 } mtls_issue;
 

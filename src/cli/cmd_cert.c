@@ -150,8 +150,9 @@ static const struct cli_spec sign_spec = {
         "extensions come from the profile only, never from the CSR: CA:FALSE,\n"
         "digitalSignature (+keyEncipherment for RSA keys), and\n"
         "the extended key usage clientAuth or serverAuth. A server certificate without\n"
-        "SANs gets its CN as one. The serial is 128 random bits; the certificate is\n"
-        "recorded in PREFIX.index and copied to PREFIX.certs/SERIAL.pem.",
+        "SANs gets its CN as one when the CN is a host name or an address, and is refused\n"
+        "otherwise: clients check only the SANs. The serial is 128 random bits; the\n"
+        "certificate is recorded in PREFIX.index and copied to PREFIX.certs/SERIAL.pem.",
     .opts = sign_opts,
     .min_args = 0,
     .max_args = 0,
@@ -257,7 +258,8 @@ static const struct cli_opt issue_opts[] = {
     {"cn", 0, CLI_STRING, &issue_cn, "CN", "the subject's common name", 0, 0},
     {"san", 0, CLI_LIST, &issue_san, "VALUE",
      "a subjectAltName, repeatable (DNS:, IP:, email:, URI:, or a bare host name or address; a "
-     "server certificate without any gets its CN)",
+     "server certificate without any gets its CN when that is a host name or address, and is "
+     "refused otherwise)",
      0, 0},
     {"out", 'o', CLI_STRING, &issue_out, "PREFIX",
      "write PREFIX.key (0600) and PREFIX.crt (and PREFIX.chain.crt, the certificate and the "

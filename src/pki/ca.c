@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "mtls/certinfo.h"
 #include "mtls/pki.h"
 #include "pki_internal.h"
 
@@ -462,13 +463,16 @@ static int add_subca_exts(X509 *cert, X509V3_CTX *v3, mtls_err *err)
     return 0;
 }
 
-/* The SANs (a server without any gets its CN); refuses a certificate that
- * would name nobody. */
+/* The SANs (a server without any gets its CN, when that is a host name or
+ * an address); refuses a certificate that would name nobody, and a server
+ * certificate without SANs, which no TLS client accepts (browsers, Go and
+ * Python's ssl ignore the CN). */
 static int add_sans(X509 *cert, const mtls_issue *issue, mtls_err *err)
 {
     const GENERAL_NAMES *sans = issue->sans;
     GENERAL_NAMES *cn_sans = NULL;
     X509_EXTENSION *san_ext = NULL;
+    char subject[MTLS_NAME_MAX];
     int rc = 0;
 
     if ((sans == NULL || sk_GENERAL_NAME_num(sans) == 0) && issue->profile == MTLS_PROFILE_SERVER) {
@@ -480,6 +484,14 @@ static int add_sans(X509 *cert, const mtls_issue *issue, mtls_err *err)
         rc = mtls_err_set(err, MTLS_E_INVALID,
                           "the certificate would name nobody: the subject is empty and there are "
                           "no SANs (pass --san)");
+    } else if (issue->profile == MTLS_PROFILE_SERVER &&
+               (sans == NULL || sk_GENERAL_NAME_num(sans) == 0)) {
+        mtls_name_oneline(issue->subject, subject, sizeof(subject));
+        rc = mtls_err_set(err, MTLS_E_INVALID,
+                          "a server certificate needs a SAN, and the subject '%s' has no host "
+                          "name or address to take as one (clients check only the SANs): pass "
+                          "--san HOST, e.g. --san www.example.com or --san 192.0.2.1",
+                          subject);
     } else if (sans != NULL && sk_GENERAL_NAME_num(sans) > 0) {
         /* RFC 5280: the SANs are critical when the subject is empty. */
         int critical = X509_NAME_entry_count(issue->subject) == 0;
