@@ -18,7 +18,9 @@ static const struct cli_opt opts[] = {
     {"purpose", 'p', CLI_STRING, &purpose_opt, "client|server",
      "also check the certificate may be used for TLS client or server authentication", 0, 0},
     {"host", 0, CLI_STRING, &host_opt, "NAME",
-     "also check that NAME (a host name or IP address) is in its SANs", 0, 0},
+     "also check that NAME (a host name or IP address) is in its SANs (the CN does not count, "
+     "as in browsers)",
+     0, 0},
     {"crl", 0, CLI_LIST, &crl_opt, "FILE",
      "also check the certificate is not revoked, against a CRL (PEM or DER) of its issuer; "
      "repeatable (one per CA), the issuer's must be there and current",

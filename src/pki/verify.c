@@ -2,6 +2,7 @@
  * sentence that says which check failed. */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -45,6 +46,44 @@ static void sans_list(X509 *cert, char *buf, size_t size)
         return;
     mtls_cert_info_sans_line(&info, buf, size);
     mtls_cert_info_release(&info);
+}
+
+/* 1 when host matches the subject's CN only: what curl (and OpenSSL's
+ * default) would still accept, browsers and mtls_verify() do not. An address
+ * is compared as text, as curl does. */
+static int only_cn_matches(X509 *cert, const char *host)
+{
+    ASN1_OCTET_STRING *ip = host != NULL ? a2i_IPADDRESS(host) : NULL;
+    char cn[256];
+    int yes;
+
+    if (host == NULL)
+        return 0;
+    if (ip != NULL)
+        yes = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn,
+                                        sizeof(cn)) > 0 &&
+              strcasecmp(cn, host) == 0;
+    else
+        yes = X509_check_host(cert, host, 0,
+                              X509_CHECK_FLAG_ALWAYS_CHECK_SUBJECT |
+                                  X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                              NULL) == 1;
+    ASN1_OCTET_STRING_free(ip);
+    ERR_clear_error();
+    return yes;
+}
+
+/* What to add to "host name 'x' is not in the SANs" when the CN is x. */
+static const char *cn_note(X509 *cert, const char *host, int has_sans)
+{
+    if (!only_cn_matches(cert, host))
+        return "";
+    /* curl still falls back to the CN when there are no SANs at all. */
+    if (!has_sans)
+        return "; only its CN matches, which browsers ignore (curl still accepts it): reissue it "
+               "with the name as a SAN";
+    return "; only its CN matches, and clients read the CN only when there are no SANs: add the "
+           "name as a SAN";
 }
 
 /* 1 when a trusted certificate has this subject name (but another key). */
@@ -161,8 +200,8 @@ char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, cha
     case X509_V_ERR_HOSTNAME_MISMATCH:
     case X509_V_ERR_IP_ADDRESS_MISMATCH:
         sans_list(cert, list, sizeof(list));
-        snprintf(buf, size, "host name '%s' is not in the SANs of %s (%s)", host ? host : "?", subj,
-                 list[0] ? list : "it has none");
+        snprintf(buf, size, "host name '%s' is not in the SANs of %s (%s)%s", host ? host : "?",
+                 subj, list[0] ? list : "it has none", cn_note(cert, host, list[0] != '\0'));
         break;
     case X509_V_ERR_CERT_SIGNATURE_FAILURE:
     case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
@@ -276,7 +315,9 @@ int mtls_verify(X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * trusted
             rc = mtls_err_ssl(err, MTLS_E_INVALID, "cannot check host name '%s'", opts->host);
             goto out;
         }
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        /* As browsers do: the name must be a SAN; the CN is never read. */
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+                                                   X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
     }
     if (opts != NULL && opts->at != 0)
         X509_VERIFY_PARAM_set_time(param, opts->at);

@@ -43,3 +43,35 @@ def test_server_certificate_without_any_san_is_refused(ca, tmp_path):
     # A client certificate needs no SAN.
     ok("cert", "issue", "--ca", ca / "ca", "--profile", "client", "--cn", "My Client", "--out",
        tmp_path / "cl")
+
+
+def test_verify_host_checks_only_the_sans(ca, tmp_path):
+    # A certificate without SANs whose CN is the name asked for: browsers refuse
+    # it (they never read the CN), so cert verify --host does too, and says
+    # that only the CN matches.
+    for cn in ["My Server", "legacy.test"]:
+        out = tmp_path / cn.replace(" ", "_")
+        ok("cert", "issue", "--ca", ca / "ca", "--profile", "client", "--cn", cn, "--out", out)
+        assert "Subject Alternative Name" not in openssl("x509", "-in", f"{out}.crt", "-noout",
+                                                         "-text").stdout
+        r = fails(1, f"host name '{cn}' is not in the SANs of certificate 'CN={cn}' (it has none)",
+                  "cert", "verify", f"{out}.crt", "--ca", ca / "ca", "--host", cn)
+        assert "only its CN matches" in r.stderr and "curl" in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1, r.stderr
+    # An address as the CN: compared as text, as curl does.
+    ok("cert", "issue", "--ca", ca / "ca", "--profile", "client", "--cn", "192.0.2.7", "--out",
+       tmp_path / "ipcn")
+    r = fails(1, "host name '192.0.2.7' is not in the SANs", "cert", "verify", tmp_path / "ipcn.crt",
+              "--ca", ca / "ca", "--host", "192.0.2.7")
+    assert "only its CN matches" in r.stderr, r.stderr
+    # A name in neither says nothing about the CN.
+    r = fails(1, "is not in the SANs", "cert", "verify", tmp_path / "legacy.test.crt", "--ca",
+              ca / "ca", "--host", "other.test")
+    assert "CN" not in r.stderr.split("(it has none)")[1], r.stderr
+    # With a SAN the CN plays no part either way.
+    ok("cert", "issue", "--ca", ca / "ca", "--profile", "server", "--cn", "cn.test", "--san",
+       "san.test", "--out", tmp_path / "both")
+    ok("cert", "verify", tmp_path / "both.crt", "--ca", ca / "ca", "--host", "san.test")
+    r = fails(1, "is not in the SANs", "cert", "verify", tmp_path / "both.crt", "--ca", ca / "ca",
+              "--host", "cn.test")
+    assert "only its CN matches" in r.stderr, r.stderr
