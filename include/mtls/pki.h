@@ -349,12 +349,32 @@ int mtls_crl_load(const char *path, X509_CRL **out, mtls_err *err);
 /** Encodes a CRL as PEM (*pem, free()). */
 int mtls_crl_to_pem(X509_CRL *crl, char **pem, size_t *len, mtls_err *err);
 
+/* ---- chains ------------------------------------------------------------ */
+
+/**
+ * Whether issuer issued cert: the names, key identifiers and key usage
+ * (X509_check_issued()) and the signature. Returns X509_V_OK (0), or the
+ * X509_V_ERR_ code of the first check that fails
+ * (X509_V_ERR_CERT_SIGNATURE_FAILURE for the signature).
+ */
+int mtls_cert_issued_by(X509 *cert, X509 *issuer);
+
+/**
+ * Checks that chain (borrowed; may be NULL or empty) links up from cert:
+ * its first certificate issued cert, each next one the one before it (a
+ * root may end it). Returns 0, or MTLS_E_INVALID with a sentence naming the
+ * certificate that did not issue the one below it and why (another issuer
+ * name; the same name with another key; no keyCertSign).
+ */
+int mtls_chain_check(X509 *cert, STACK_OF(X509) * chain, mtls_err *err);
+
 /* ---- PKCS#12 ----------------------------------------------------------- */
 
 /**
  * Bundles cert, key (borrowed; must match) and chain (borrowed, may be
- * NULL: intermediates to include) as PKCS#12 DER protected by password
- * (required, non-empty). Modern: PBES2/PBKDF2/AES-256-CBC, HMAC-SHA-256;
+ * NULL: intermediates to include, in order from cert's issuer up; refused
+ * unless they link, see mtls_chain_check()) as PKCS#12 DER protected by
+ * password (required, non-empty). Modern: PBES2/PBKDF2/AES-256-CBC, HMAC-SHA-256;
  * legacy: pbeWithSHA1And3-KeyTripleDES-CBC and a SHA-1 MAC for old
  * importers. The friendly name is the subject's CN. *der is freed with
  * OPENSSL_free() (after mtls_cleanse()).

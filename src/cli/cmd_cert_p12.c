@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/x509.h>
 
 #include "cli.h"
 #include "pki_common.h"
@@ -15,8 +16,8 @@ static const struct cli_opt opts[] = {
     {"cert", 0, CLI_STRING, &cert_opt, "FILE", "the certificate (PEM)", 0, 0},
     {"key", 'k', CLI_STRING, &key_opt, "FILE", "its private key (PEM)", 0, 0},
     {"chain", 0, CLI_STRING, &chain_opt, "FILE",
-     "intermediate CA certificates to include (a .chain.crt file; the certificate itself in it is "
-     "skipped)",
+     "intermediate CA certificates to include, from the certificate's issuer up (a .chain.crt "
+     "file; the certificate itself in it is skipped); each must have issued the one before it",
      0, 0},
     {"out", 'o', CLI_STRING, &out_opt, "FILE", "where to write the .p12 (mode 0600)", 0, 0},
     {"password-file", 0, CLI_STRING, &password_file, "FILE",
@@ -52,9 +53,9 @@ int cmd_cert_p12(int argc, char **argv)
     STACK_OF(X509) *chain = NULL;
     unsigned char *der = NULL;
     size_t len = 0;
-    char *password = NULL;
+    char *password = NULL, what[64];
     mtls_err err;
-    int rc, code = EXIT_FAIL, n_chain;
+    int rc, code = EXIT_FAIL, n_chain, with_root;
 
     rc = cli_parse(&spec, argc, argv, &args);
     if (rc != CLI_PARSED) {
@@ -90,14 +91,22 @@ int cmd_cert_p12(int argc, char **argv)
         if (X509_cmp(sk_X509_value(chain, i), cert) == 0)
             X509_free(sk_X509_delete(chain, i));
     }
+    if (mtls_chain_check(cert, chain, &err) != 0) {
+        code = cli_failf("'%s' is not the chain of '%s': %s", chain_opt, cert_opt, err.msg);
+        goto out;
+    }
     if ((rc = mtls_p12_create(cert, key, chain, password, legacy_opt, &der, &len, &err)) != 0 ||
         (rc = mtls_file_write_atomic(out_opt, der, len, MTLS_MODE_SECRET, force, &err)) != 0) {
         code = cli_fail(&err);
         goto out;
     }
+    /* The chain links, so a self-signed last certificate is the root. */
     n_chain = chain != NULL ? sk_X509_num(chain) : 0;
-    printf("wrote %s (%s, %d intermediate%s, %s)\n", out_opt, cert_opt, n_chain,
-           n_chain == 1 ? "" : "s",
+    with_root = n_chain > 0 && X509_self_signed(sk_X509_value(chain, n_chain - 1), 0) == 1;
+    snprintf(what, sizeof(what), "%d intermediate%s%s", n_chain - with_root,
+             n_chain - with_root == 1 ? "" : "s", with_root ? " and the root" : "");
+    printf("wrote %s (%s, %s, %s)\n", out_opt, cert_opt,
+           n_chain == 1 && with_root ? "the root, no intermediate" : what,
            legacy_opt ? "legacy 3DES/SHA-1" : "AES-256-CBC/PBKDF2, HMAC-SHA-256");
     code = EXIT_OK;
 out:

@@ -1044,14 +1044,11 @@ int mtls_ca_revoke(mtls_ca *ca, const char *serial, X509 *cert, int reason, mtls
         snprintf(want, sizeof(want), "%s", hex != NULL ? hex : "");
         OPENSSL_free(hex);
         BN_free(bn);
-        if (X509_check_issued(ca->cert, cert) != X509_V_OK ||
-            X509_verify(cert, X509_get0_pubkey(ca->cert)) != 1) {
-            ERR_clear_error();
+        if (mtls_cert_issued_by(cert, ca->cert) != X509_V_OK)
             return mtls_err_set(err, MTLS_E_INVALID,
                                 "the certificate was not issued by CA '%s': pass the CA that "
                                 "signed it",
                                 ca->prefix);
-        }
     } else {
         rc = mtls_serial_normalize(serial, want, sizeof(want), err);
         if (rc != 0)

@@ -27,6 +27,8 @@ int mtls_p12_create(X509 *cert, EVP_PKEY *key, STACK_OF(X509) * chain, const cha
         return mtls_err_set(err, MTLS_E_INVALID, "a PKCS#12 file needs a password");
     if (!mtls_key_matches_cert(key, cert))
         return mtls_err_set(err, MTLS_E_INVALID, "the key does not match the certificate");
+    if ((rc = mtls_chain_check(cert, chain, err)) != 0)
+        return rc;
     if (idx >= 0) {
         unsigned char *utf8 = NULL;
         int l = ASN1_STRING_to_UTF8(

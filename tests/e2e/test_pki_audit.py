@@ -75,3 +75,37 @@ def test_verify_host_checks_only_the_sans(ca, tmp_path):
     r = fails(1, "is not in the SANs", "cert", "verify", tmp_path / "both.crt", "--ca", ca / "ca",
               "--host", "cn.test")
     assert "only its CN matches" in r.stderr, r.stderr
+
+
+def test_p12_chain_must_link_to_the_certificate(tmp_path):
+    ok("ca", "create", "--out", tmp_path / "root", "--cn", "P12 Root")
+    ok("ca", "create", "--out", tmp_path / "inter", "--cn", "P12 Issuing", "--parent",
+       tmp_path / "root")
+    ok("ca", "create", "--out", tmp_path / "other", "--cn", "Unrelated CA")
+    ok("cert", "issue", "--ca", tmp_path / "inter", "--profile", "client", "--cn", "dave", "--out",
+       tmp_path / "dave")
+    pw = tmp_path / "pw"
+    pw.write_text("export-pass\n")
+    p12 = ["cert", "p12", "--cert", tmp_path / "dave.crt", "--key", tmp_path / "dave.key",
+           "--password-file", pw, "--force"]
+    # The chain file mtls wrote, and the same with the root after it: they link.
+    r = ok(*p12, "--chain", tmp_path / "dave.chain.crt", "--out", tmp_path / "a.p12")
+    assert "1 intermediate" in r.stdout
+    full = tmp_path / "full.pem"
+    full.write_text((tmp_path / "inter.crt").read_text() + (tmp_path / "root.crt").read_text())
+    r = ok(*p12, "--chain", full, "--out", tmp_path / "b.p12")
+    assert "1 intermediate and the root" in r.stdout, r.stdout
+    # A CA that did not issue the certificate is no chain of it.
+    r = fails(1, "did not issue", *p12, "--chain", tmp_path / "other.crt", "--out", tmp_path / "c.p12")
+    assert "'CN=Unrelated CA'" in r.stderr and "'CN=dave'" in r.stderr, r.stderr
+    assert "its issuer is 'CN=P12 Issuing'" in r.stderr, r.stderr
+    assert not (tmp_path / "c.p12").exists()
+    # The right certificates in the wrong order do not link either.
+    wrong = tmp_path / "wrong.pem"
+    wrong.write_text((tmp_path / "root.crt").read_text() + (tmp_path / "inter.crt").read_text())
+    r = fails(1, "did not issue", *p12, "--chain", wrong, "--out", tmp_path / "d.p12")
+    assert "certificate 1 of" in r.stderr, r.stderr
+    # Same name, another key: a namesake CA does not link.
+    ok("ca", "create", "--out", tmp_path / "fake", "--cn", "P12 Issuing")
+    r = fails(1, "did not issue", *p12, "--chain", tmp_path / "fake.crt", "--out", tmp_path / "e.p12")
+    assert "same name" in r.stderr, r.stderr
