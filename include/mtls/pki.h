@@ -426,8 +426,19 @@ char *mtls_time_iso(time_t t, char *buf, size_t size);
 /** An ASN.1 time as a time_t; 0 when t is NULL or unreadable. */
 time_t mtls_asn1_time(const ASN1_TIME *t);
 
-/** Whole days from now until t, rounded towards the past: -1 on the day after t. */
+/**
+ * Days from now until t, rounded to the nearest day (364.6 days: 365),
+ * negative once t has passed; never 0 except at t itself (1 hour left: 1;
+ * 1 hour ago: -1). Exact times belong in ISO timestamps or seconds.
+ */
 long mtls_days_left(time_t t, time_t now);
+
+/**
+ * "expires in 365 days", "expires in less than a day", "expired less than a
+ * day ago", "expired 3 days ago" (days as mtls_days_left() counts them) into
+ * buf; returns buf.
+ */
+char *mtls_expiry_words(time_t t, time_t now, char *buf, size_t size);
 
 #ifdef __cplusplus
 }

@@ -338,6 +338,7 @@ static cJSON *listed_json(const struct listed *l)
     cJSON_AddStringToObject(o, "profile", l->profile);
     cJSON_AddStringToObject(o, "not_after", mtls_time_iso(l->not_after, buf, sizeof(buf)));
     cJSON_AddNumberToObject(o, "expires_in_days", (double)mtls_days_left(l->not_after, now));
+    cJSON_AddNumberToObject(o, "expires_in_seconds", (double)(l->not_after - now));
     if (l->revoked_at != 0)
         cJSON_AddStringToObject(o, "revoked_at", mtls_time_iso(l->revoked_at, buf, sizeof(buf)));
     else

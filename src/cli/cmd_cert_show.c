@@ -118,6 +118,7 @@ static cJSON *cert_json(const mtls_cert_info *info)
         cJSON_AddStringToObject(o, "type", "certificate");
         cJSON_AddNumberToObject(o, "expires_in_days",
                                 (double)mtls_days_left(info->not_after, time(NULL)));
+        cJSON_AddNumberToObject(o, "expires_in_seconds", (double)(info->not_after - time(NULL)));
         cJSON_AddBoolToObject(o, "expired", info->not_after < time(NULL));
     }
     return o;

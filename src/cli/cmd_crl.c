@@ -194,10 +194,12 @@ static int print_crl_json(X509_CRL *crl, const struct crl_facts *f)
                                 mtls_time_iso(f->next_update, buf, sizeof(buf)));
         cJSON_AddNumberToObject(root, "expires_in_days",
                                 (double)mtls_days_left(f->next_update, now));
+        cJSON_AddNumberToObject(root, "expires_in_seconds", (double)(f->next_update - now));
         cJSON_AddBoolToObject(root, "expired", f->next_update < now);
     } else {
         cJSON_AddNullToObject(root, "next_update");
         cJSON_AddNullToObject(root, "expires_in_days");
+        cJSON_AddNullToObject(root, "expires_in_seconds");
         cJSON_AddBoolToObject(root, "expired", 0);
     }
     arr = cJSON_AddArrayToObject(root, "revoked");

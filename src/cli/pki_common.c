@@ -109,23 +109,7 @@ int pki_check_new(const char *path, int force, mtls_err *err)
 
 char *pki_expiry_words(time_t not_after, char *buf, size_t size)
 {
-    time_t now = time(NULL);
-    long days;
-
-    if (not_after > now) {
-        days = (long)((not_after - now) / 86400);
-        if (days == 0)
-            snprintf(buf, size, "expires in less than a day");
-        else
-            snprintf(buf, size, "expires in %ld day%s", days, days == 1 ? "" : "s");
-    } else {
-        days = (long)((now - not_after) / 86400);
-        if (days == 0)
-            snprintf(buf, size, "expired less than a day ago");
-        else
-            snprintf(buf, size, "expired %ld day%s ago", days, days == 1 ? "" : "s");
-    }
-    return buf;
+    return mtls_expiry_words(not_after, time(NULL), buf, size);
 }
 
 char *pki_sans_line(const GENERAL_NAMES *gens, char *buf, size_t size)

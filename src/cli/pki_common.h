@@ -36,7 +36,7 @@ int pki_check_new(const char *path, int force, mtls_err *err);
 /** pki_check_new() without the folder checks (for a folder made later). */
 int pki_check_target(const char *path, int force, mtls_err *err);
 
-/** "expires in 364 days", "expired 3 days ago", "expires today" into buf. */
+/** mtls_expiry_words() as of now: "expires in 365 days", "expired 3 days ago". */
 char *pki_expiry_words(time_t not_after, char *buf, size_t size);
 
 /** --password-file and --encrypt, for the commands that read or write keys. */

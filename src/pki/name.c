@@ -308,9 +308,33 @@ time_t mtls_asn1_time(const ASN1_TIME *t)
 
 long mtls_days_left(time_t t, time_t now)
 {
-    if (t >= now)
-        return (long)((t - now) / 86400);
-    return -(long)((now - t + 86399) / 86400);
+    /* The nearest whole day, as a person reads it: a certificate made for
+     * 365 days some minutes ago has 365 left, not 364. Never 0 on either
+     * side of t, so the sign alone tells valid from expired. */
+    long gap = (long)(t >= now ? t - now : now - t);
+    long days = (gap + 43200) / 86400;
+
+    if (gap == 0)
+        return 0;
+    if (days == 0)
+        days = 1;
+    return t > now ? days : -days;
+}
+
+char *mtls_expiry_words(time_t t, time_t now, char *buf, size_t size)
+{
+    long days = mtls_days_left(t, now);
+    long gap = (long)(t >= now ? t - now : now - t);
+
+    if (t > now && gap < 86400)
+        snprintf(buf, size, "expires in less than a day");
+    else if (t > now)
+        snprintf(buf, size, "expires in %ld day%s", days, days == 1 ? "" : "s");
+    else if (gap < 86400)
+        snprintf(buf, size, "expired less than a day ago");
+    else
+        snprintf(buf, size, "expired %ld day%s ago", -days, days == -1 ? "" : "s");
+    return buf;
 }
 
 int mtls__days_check(int days, mtls_err *err)

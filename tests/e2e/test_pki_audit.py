@@ -109,3 +109,20 @@ def test_p12_chain_must_link_to_the_certificate(tmp_path):
     ok("ca", "create", "--out", tmp_path / "fake", "--cn", "P12 Issuing")
     r = fails(1, "did not issue", *p12, "--chain", tmp_path / "fake.crt", "--out", tmp_path / "e.p12")
     assert "same name" in r.stderr, r.stderr
+
+
+def test_day_counts_round_to_the_nearest_day_and_json_keeps_seconds(ca, tmp_path):
+    r = ok("cert", "issue", "--ca", ca / "ca", "--profile", "client", "--cn", "fresh", "--out",
+           tmp_path / "fresh")
+    assert "(expires in 365 days)" in r.stdout, r.stdout
+    assert "expires in 365 days" in ok("cert", "show", tmp_path / "fresh.crt").stdout
+    j = json.loads(ok("cert", "show", tmp_path / "fresh.crt", "--json").stdout)
+    assert j["expires_in_days"] == 365
+    assert 365 * 86400 - 120 < j["expires_in_seconds"] <= 365 * 86400, j
+    listed = json.loads(ok("ca", "list", "--ca", ca / "ca", "--json").stdout)
+    row = [c for c in listed["certificates"] if c["subject"] == "CN=fresh"][0]
+    assert row["expires_in_days"] == 365 and row["expires_in_seconds"] > 365 * 86400 - 120
+    ok("crl", "create", "--ca", ca / "ca", "--out", tmp_path / "ca.crl", "--days", "7")
+    c = json.loads(ok("crl", "show", tmp_path / "ca.crl", "--json").stdout)
+    assert c["expires_in_days"] == 7 and 7 * 86400 - 120 < c["expires_in_seconds"] <= 7 * 86400
+    assert "expires in 7 days" in ok("crl", "show", tmp_path / "ca.crl").stdout
