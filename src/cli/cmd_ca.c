@@ -244,7 +244,9 @@ static const struct cli_opt list_opts[] = {
      0},
     {"json", 0, CLI_FLAG, &list_json, NULL, "print JSON (schema in the README)", 0, 0},
     {"expiring", 0, CLI_STRING, &list_expiring, "WINDOW",
-     "only valid certificates that expire within WINDOW (30d, 12h, or days); exit 3 if any", 0, 0},
+     "only what needs renewing: certificates that expire within WINDOW (30d, 12h, or days), "
+     "those already expired, and the CA itself; exit 3 if any",
+     0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 
@@ -253,13 +255,18 @@ static const struct cli_spec list_spec = {
     .usage = "--ca PREFIX [--json] [--expiring WINDOW]",
     .summary = "list what a CA issued: serial, subject, profile, SANs, expiry, revoked or not",
     .description = "Reads PREFIX.index (and the copies in PREFIX.certs/ for profile and SANs).\n"
-                   "With --expiring, for cron: lists only the valid certificates that expire\n"
-                   "within the window and exits 3 when there is one.",
+                   "With --expiring, for cron: lists only what needs renewing, and exits 3 when\n"
+                   "there is something: the CA certificate itself when it expires within the\n"
+                   "window (or has expired), certificates that expire within it (status\n"
+                   "expiring), and certificates that have expired (status expired). Revoked\n"
+                   "certificates are left out, and so is one renewed since: a later certificate\n"
+                   "with the same subject, profile and SANs is valid beyond the window.",
     .opts = list_opts,
     .min_args = 0,
     .max_args = 0,
     .exit_codes = "  1  the operation failed (the message says why)\n"
-                  "  3  with --expiring: a certificate expires within the window\n",
+                  "  3  with --expiring: a certificate or the CA expires within the window, or "
+                  "has expired\n",
 };
 
 /* "30d", "12h", "30" (days) in seconds; -1 when malformed. */
@@ -286,6 +293,7 @@ struct listed {
     char profile[16];
     mtls_cert_info info;
     int have_info;
+    int renewed; /* a later certificate of the same identity outlives the window */
 };
 
 static void fill_listed(const mtls_ca *ca, const mtls_ca_record *rec, struct listed *l)
@@ -358,10 +366,51 @@ static cJSON *listed_json(const struct listed *l)
     return o;
 }
 
-/* 1 when --expiring WINDOW (window >= 0) leaves this row out. */
+/* 1 when --expiring WINDOW (window >= 0) leaves this row out: revoked,
+ * renewed, or valid beyond the window. */
 static int filtered_out(const struct listed *l, long window)
 {
-    return window >= 0 && (strcmp(l->status, "valid") != 0 || l->not_after > time(NULL) + window);
+    if (window < 0)
+        return 0;
+    if (strcmp(l->status, "revoked") == 0 || l->renewed)
+        return 1;
+    return strcmp(l->status, "valid") == 0 && l->not_after > time(NULL) + window;
+}
+
+/* "valid", or "expiring" for a valid row within --expiring's window. */
+static const char *status_word(const struct listed *l, long window)
+{
+    return window >= 0 && strcmp(l->status, "valid") == 0 ? "expiring" : l->status;
+}
+
+/* The same identity to a TLS peer: subject, profile and SANs. */
+static int same_identity(const struct listed *a, const struct listed *b)
+{
+    char sans_a[512], sans_b[512];
+
+    if (!a->have_info || !b->have_info || strcmp(a->subject, b->subject) != 0 ||
+        strcmp(a->profile, b->profile) != 0)
+        return 0;
+    mtls_cert_info_sans_line(&a->info, sans_a, sizeof(sans_a));
+    mtls_cert_info_sans_line(&b->info, sans_b, sizeof(sans_b));
+    return strcmp(sans_a, sans_b) == 0;
+}
+
+/* Marks the rows --expiring would list that were renewed since: another
+ * valid certificate of the same identity lasts beyond the window. */
+static void mark_renewed(struct listed *rows, size_t n, long window)
+{
+    time_t horizon = time(NULL) + window;
+
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(rows[i].status, "revoked") == 0 ||
+            (strcmp(rows[i].status, "valid") == 0 && rows[i].not_after > horizon))
+            continue;
+        for (size_t j = 0; j < n && !rows[i].renewed; j++) {
+            rows[i].renewed = j != i && strcmp(rows[j].status, "valid") == 0 &&
+                              rows[j].not_after > horizon && same_identity(&rows[i], &rows[j]);
+        }
+    }
 }
 
 /* "2027-11-27 (expires in 364 days)" or "2027-11-27 (revoked 2026-11-27, keyCompromise)". */
@@ -412,11 +461,44 @@ static size_t print_table(const struct listed *rows, size_t n, long window)
         if (l->have_info)
             mtls_cert_info_sans_line(&l->info, sans, sizeof(sans));
         printf("  %-*s  %s%-8s%s %-7s %-*s  %s%s%s\n", serial_w, l->rec->serial,
-               strcmp(l->status, "valid") == 0 ? cli_green(stdout) : cli_red(stdout), l->status,
-               cli_reset(stdout), l->profile, expiry_w, expiry_cell(l, cell, sizeof(cell)),
-               l->subject, sans[0] ? "  " : "", sans);
+               strcmp(status_word(l, window), "valid") == 0 ? cli_green(stdout) : cli_red(stdout),
+               status_word(l, window), cli_reset(stdout), l->profile, expiry_w,
+               expiry_cell(l, cell, sizeof(cell)), l->subject, sans[0] ? "  " : "", sans);
     }
     return shown;
+}
+
+/* The CA's own certificate: {"subject", "not_after", "expires_in_days",
+ * "expires_in_seconds", "status": "valid"|"expired"}. */
+static cJSON *ca_json(const mtls_ca *ca, const char *ca_name)
+{
+    cJSON *o = cJSON_CreateObject();
+    time_t now = time(NULL), end = mtls_asn1_time(X509_get0_notAfter(mtls_ca_cert(ca)));
+    char buf[32];
+
+    cJSON_AddStringToObject(o, "subject", ca_name);
+    cJSON_AddStringToObject(o, "not_after", mtls_time_iso(end, buf, sizeof(buf)));
+    cJSON_AddNumberToObject(o, "expires_in_days", (double)mtls_days_left(end, now));
+    cJSON_AddNumberToObject(o, "expires_in_seconds", (double)(end - now));
+    cJSON_AddStringToObject(o, "status", end < now ? "expired" : "valid");
+    return o;
+}
+
+/* With --expiring: the CA's own end, when it falls within the window (or
+ * has passed); returns 1 then. */
+static int print_ca_expiry(const mtls_ca *ca, const char *ca_name, long window)
+{
+    time_t end = mtls_asn1_time(X509_get0_notAfter(mtls_ca_cert(ca)));
+    char day[48], words[64];
+
+    if (end > time(NULL) + window)
+        return 0;
+    printf("  %sthe CA certificate '%s' itself %s%s (%s)%s\n", cli_red(stdout), ca_name,
+           mtls_expiry_words(end, time(NULL), words, sizeof(words)), cli_reset(stdout),
+           mtls_time_human(end, day, sizeof(day)),
+           end < time(NULL) ? ": nothing it issued verifies any more; make a new CA"
+                            : ": make a new CA and move its certificates over in time");
+    return 1;
 }
 
 static size_t print_json(const mtls_ca *ca, const char *ca_name, const struct listed *rows,
@@ -428,6 +510,7 @@ static size_t print_json(const mtls_ca *ca, const char *ca_name, const struct li
 
     cJSON_AddStringToObject(root, "ca", ca_name);
     cJSON_AddStringToObject(root, "prefix", mtls_ca_prefix(ca));
+    cJSON_AddItemToObject(root, "ca_certificate", ca_json(ca, ca_name));
     arr = cJSON_AddArrayToObject(root, "certificates");
     for (size_t i = 0; i < n; i++) {
         if (!filtered_out(&rows[i], window)) {
@@ -443,14 +526,41 @@ static size_t print_json(const mtls_ca *ca, const char *ca_name, const struct li
     return shown;
 }
 
+/* After --expiring's table: how many are expiring and expired, and how
+ * many renewed ones were left out; or that nothing needs doing. */
+static void print_expiring_summary(const struct listed *rows, size_t n, long window, size_t renewed,
+                                   int ca_due)
+{
+    size_t expiring = 0, expired = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (filtered_out(&rows[i], window))
+            continue;
+        expiring += strcmp(rows[i].status, "valid") == 0;
+        expired += strcmp(rows[i].status, "expired") == 0;
+    }
+    if (expiring + expired == 0 && !ca_due)
+        printf("  nothing expires within %s", list_expiring);
+    else if (expiring + expired > 0)
+        printf("  %zu expiring within %s, %zu expired", expiring, list_expiring, expired);
+    if (renewed > 0)
+        printf("%s%zu renewed since, left out", expiring + expired == 0 && ca_due ? "  " : "; ",
+               renewed);
+    if (expiring + expired > 0 || renewed > 0 || !ca_due)
+        printf("\n");
+}
+
 int cmd_ca_list(int argc, char **argv)
 {
     struct cli_args args = {0};
     mtls_ca *ca = NULL;
     struct listed *rows = NULL;
     const mtls_ca_record *recs;
-    size_t n = 0, shown, revoked = 0, expired = 0;
+    size_t n = 0, shown, revoked = 0, expired = 0, renewed = 0;
     long window = -1;
+    time_t ca_end;
+    int ca_due;
+    char words[64];
     mtls_err err;
     char ca_name[MTLS_NAME_MAX];
     int rc, code = EXIT_FAIL;
@@ -485,16 +595,25 @@ int cmd_ca_list(int argc, char **argv)
         revoked += strcmp(rows[i].status, "revoked") == 0;
         expired += strcmp(rows[i].status, "expired") == 0;
     }
+    if (window >= 0)
+        mark_renewed(rows, n, window);
+    for (size_t i = 0; window >= 0 && i < n; i++)
+        renewed += rows[i].renewed;
+    ca_end = mtls_asn1_time(X509_get0_notAfter(mtls_ca_cert(ca)));
+    ca_due = window >= 0 && ca_end <= time(NULL) + window;
     if (list_json) {
         shown = print_json(ca, ca_name, rows, n, window);
     } else {
-        printf("CA '%s' (%s): %zu certificate%s, %zu revoked, %zu expired\n", ca_name,
-               mtls_ca_prefix(ca), n, n == 1 ? "" : "s", revoked, expired);
+        printf("CA '%s' (%s, %s): %zu certificate%s, %zu revoked, %zu expired\n", ca_name,
+               mtls_ca_prefix(ca), mtls_expiry_words(ca_end, time(NULL), words, sizeof(words)), n,
+               n == 1 ? "" : "s", revoked, expired);
+        if (window >= 0)
+            (void)print_ca_expiry(ca, ca_name, window);
         shown = print_table(rows, n, window);
-        if (window >= 0 && shown == 0)
-            printf("  nothing expires within %s\n", list_expiring);
+        if (window >= 0)
+            print_expiring_summary(rows, n, window, renewed, ca_due);
     }
-    code = window >= 0 && shown > 0 ? 3 : EXIT_OK;
+    code = window >= 0 && (shown > 0 || ca_due) ? 3 : EXIT_OK;
 out:
     for (size_t i = 0; rows != NULL && i < n; i++) {
         if (rows[i].have_info)

@@ -126,3 +126,58 @@ def test_day_counts_round_to_the_nearest_day_and_json_keeps_seconds(ca, tmp_path
     c = json.loads(ok("crl", "show", tmp_path / "ca.crl", "--json").stdout)
     assert c["expires_in_days"] == 7 and 7 * 86400 - 120 < c["expires_in_seconds"] <= 7 * 86400
     assert "expires in 7 days" in ok("crl", "show", tmp_path / "ca.crl").stdout
+
+
+def age_in_index(index, cn, when="250101000000Z"):
+    """Makes the index say the certificate of CN expired on `when` (as an
+    old certificate's line would)."""
+    lines = index.read_text().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.rstrip("\n").endswith(f"/CN={cn}"):
+            f = line.split("\t")
+            f[1] = when
+            lines[i] = "\t".join(f)
+            break
+    else:
+        raise AssertionError(f"no index line for {cn}")
+    index.write_text("".join(lines))
+
+
+def test_ca_list_expiring_shows_expired_leaves_and_the_ca(tmp_path):
+    ca = tmp_path / "ca"
+    ok("ca", "create", "--out", ca, "--cn", "Window CA")
+    issue = ["cert", "issue", "--ca", ca, "--profile", "client", "--force"]
+    ok(*issue, "--cn", "web", "--out", tmp_path / "web")
+    ok(*issue, "--cn", "soon", "--days", "10", "--out", tmp_path / "soon")
+    ok(*issue, "--cn", "old", "--out", tmp_path / "old")
+    age_in_index(tmp_path / "ca.index", "old")
+    # Expired and renewed since (same subject, profile and SANs): nothing to do.
+    ok(*issue, "--cn", "renewed", "--out", tmp_path / "renewed")
+    age_in_index(tmp_path / "ca.index", "renewed")
+    ok(*issue, "--cn", "renewed", "--out", tmp_path / "renewed")
+    r = run_mtls("ca", "list", "--ca", ca, "--expiring", "30d")
+    assert r.returncode == 3, r.stdout + r.stderr
+    rows = {m.group(2): m.group(1) for m in re.finditer(r"^\s+\S+\s+(\w+)\s.*CN=(\w+)", r.stdout, re.M)}
+    assert rows == {"soon": "expiring", "old": "expired"}, r.stdout
+    assert re.search(r"expired \d+ days ago\)\s+CN=old", r.stdout), r.stdout
+    assert "1 expiring within 30d, 1 expired" in r.stdout, r.stdout
+    assert "1 renewed" in r.stdout, r.stdout
+    j = json.loads(run_mtls("ca", "list", "--ca", ca, "--json", "--expiring", "30d").stdout)
+    assert sorted((c["subject"], c["status"]) for c in j["certificates"]) == [
+        ("CN=old", "expired"), ("CN=soon", "valid")]
+    assert j["ca_certificate"]["status"] == "valid" and j["ca_certificate"]["expires_in_days"] == 3650
+    # Without the window everything is listed, as before.
+    assert "CN=web" in ok("ca", "list", "--ca", ca).stdout
+
+
+def test_ca_list_expiring_includes_the_ca_itself(tmp_path):
+    ok("ca", "create", "--out", tmp_path / "short", "--cn", "Short CA", "--days", "20")
+    r = run_mtls("ca", "list", "--ca", tmp_path / "short", "--expiring", "30d")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "the CA certificate 'CN=Short CA' itself expires in 20 days" in r.stdout, r.stdout
+    j = json.loads(run_mtls("ca", "list", "--ca", tmp_path / "short", "--json", "--expiring",
+                            "30d").stdout)
+    assert j["ca_certificate"]["subject"] == "CN=Short CA"
+    assert j["ca_certificate"]["expires_in_days"] == 20 and j["certificates"] == []
+    r = run_mtls("ca", "list", "--ca", tmp_path / "short", "--expiring", "10d")
+    assert r.returncode == 0 and "nothing expires within 10d" in r.stdout, r.stdout
