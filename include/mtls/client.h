@@ -12,6 +12,7 @@
 #define MTLS_CLIENT_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include <openssl/ssl.h>
 
@@ -74,6 +75,36 @@ typedef struct mtls_url {
  */
 int mtls_url_parse(const char *text, mtls_url *url, mtls_err *err);
 
+/* ---- connecting ----------------------------------------------------- */
+
+/**
+ * Called with one line of trace, without a newline ("Trying [::1]:8443...").
+ * line is borrowed for the call only.
+ */
+typedef void (*mtls_client_trace_fn)(void *arg, const char *line);
+
+/** What mtls_client_connect() found. Caller-owned. */
+typedef struct mtls_client_conn {
+    int fd;                       /* a connected non-blocking socket the caller closes, or -1 */
+    struct sockaddr_storage addr; /* the address connected to; on failure the first one tried */
+    socklen_t addr_len;           /* 0 when the name did not resolve */
+    char address[64];             /* addr as text: "127.0.0.1:8443", "[::1]:8443" */
+    int sys_errno;                /* why the last address failed (ETIMEDOUT: our timeout), or 0 */
+} mtls_client_conn;
+
+/**
+ * Resolves host (a name or an address literal) and connects to port, trying
+ * each address the name resolves to in the order the resolver gives them
+ * (as curl does: "localhost" may be ::1 first, then 127.0.0.1), each within
+ * timeout_ms, until one accepts. trace (may be NULL) hears "Resolving",
+ * "Trying" and "Connected to" lines. Fills *out and returns 0 with out->fd
+ * connected (TCP_NODELAY, non-blocking, close-on-exec); MTLS_E_NOTFOUND when
+ * host does not resolve; MTLS_E_IO when no address accepted, err naming
+ * each address tried and why, out->sys_errno the last reason.
+ */
+int mtls_client_connect(const char *host, int port, int timeout_ms, mtls_client_trace_fn trace,
+                        void *trace_arg, mtls_client_conn *out, mtls_err *err);
+
 /* ---- the probe ------------------------------------------------------ */
 
 /** How a probe ended; the CLI turns it into a sentence and an exit code. */
@@ -88,7 +119,8 @@ typedef enum mtls_probe_outcome {
     MTLS_PROBE_WE_REFUSED,   /* we rejected the server's certificate */
     MTLS_PROBE_THEY_REFUSED, /* the server rejected us (alert or close) */
     MTLS_PROBE_TLS_FAILED,   /* another handshake failure (versions, ciphers) */
-    MTLS_PROBE_HTTP_REFUSED, /* handshake done, but the answer was 401 or 403 */
+    MTLS_PROBE_HTTP_REFUSED, /* handshake done, but the answer was 401, 403, or a refusal of
+                                our certificate (http_refuses_certificate) */
 } mtls_probe_outcome;
 
 /** How far a probe got before it ended. */
@@ -172,6 +204,9 @@ typedef struct mtls_probe_result {
     char *body;           /* the body (NUL-terminated), or NULL */
     size_t body_len;
     int body_truncated;
+    /* The answer refuses our certificate (or our lack of one): 495, 496, or a
+       4xx whose reason or body names a certificate, as nginx answers. */
+    int http_refuses_certificate;
 } mtls_probe_result;
 
 /**

@@ -204,12 +204,34 @@ static void diagnose_they_refused(const mtls_probe_result *res, char *buf, size_
 
     ca_names_line(res, names, sizeof(names));
     if (res->outcome == MTLS_PROBE_HTTP_REFUSED) {
-        char reason[160], body[1024];
+        char reason[160], body[1024], answer[1400];
 
-        say(buf, size, "the handshake succeeded, but the server answered %d %s: %s",
-            res->http_status, probe_one_line(res->http_reason, 100, reason, sizeof(reason)),
+        say(answer, sizeof(answer), "%d %s: %s", res->http_status,
+            probe_one_line(res->http_reason, 100, reason, sizeof(reason)),
             res->body != NULL && res->body[0] ? probe_one_line(res->body, 200, body, sizeof(body))
                                               : "(no body)");
+        if (!res->http_refuses_certificate)
+            say(buf, size, "the handshake succeeded, but the server answered %s", answer);
+        else if (!res->ours_sent && names[0])
+            say(buf, size,
+                "the server requires a client certificate and you sent none (it answered %s); it "
+                "accepts certificates issued by %s: pass --cert FILE --key FILE",
+                answer, names);
+        else if (!res->ours_sent)
+            say(buf, size,
+                "the server requires a client certificate and you sent none (it answered %s): "
+                "pass --cert FILE --key FILE",
+                answer);
+        else if (res->ours_matches == 0 && names[0])
+            say(buf, size,
+                "the server rejected your certificate: it is issued by %s, which this server does "
+                "not accept (it accepts %s); it answered %s",
+                res->ours.issuer, names, answer);
+        else
+            say(buf, size,
+                "the server rejected your certificate (%s, issued by %s) after the handshake: it "
+                "answered %s; its log says why",
+                res->ours.subject, res->ours.issuer, answer);
         return;
     }
     if (res->cert_requested && !res->ours_sent) {

@@ -36,10 +36,11 @@
 #include <cjson/cJSON.h>
 
 #include "mtls/client.h"
+#include "mtls/http_response.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_MAX_BODY (1024u * 1024u)
-#define MAX_HEADER_BYTES (64u * 1024u)
+#define MAX_HEAD_BYTES (64u * 1024u)
 
 struct probe {
     const mtls_probe_opts *opts;
@@ -51,8 +52,7 @@ struct probe {
     int saw_server_hello;
     int chain_taken;
     int names_taken;
-    char *in; /* the raw HTTP answer */
-    size_t in_len, in_cap;
+    mtls_http_response answer;
 };
 
 /* ---- names ----------------------------------------------------------- */
@@ -227,100 +227,6 @@ static const char *handshake_name(int type)
     default:
         return "Unknown";
     }
-}
-
-/* ---- URLs ------------------------------------------------------------ */
-
-static int url_parse(const char *p, const char *text, mtls_url *url, mtls_err *err);
-
-/* 1 when the authority of p (after the scheme) carries "user[:password]@". */
-static int has_userinfo(const char *p)
-{
-    size_t authority = strcspn(p, "/?#");
-    const char *at = memchr(p, '@', authority);
-
-    return at != NULL;
-}
-
-int mtls_url_parse(const char *text, mtls_url *url, mtls_err *err)
-{
-    char *copy = NULL;
-    int rc;
-
-    /* A fragment (#...) is the browser's, never sent to a server. */
-    copy = strndup(text, strcspn(text, "#"));
-    if (copy == NULL)
-        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
-    rc = url_parse(copy, text, url, err);
-    free(copy);
-    return rc;
-}
-
-/* Parses p (text without its fragment; text is what messages quote). */
-static int url_parse(const char *p, const char *text, mtls_url *url, mtls_err *err)
-{
-    const char *host, *host_end, *rest;
-    size_t host_len;
-
-    memset(url, 0, sizeof(*url));
-    if (strncasecmp(p, "http://", 7) == 0)
-        return mtls_err_set(err, MTLS_E_INVALID,
-                            "'%s' is plain http: the probe speaks TLS, use https://", text);
-    if (strncasecmp(p, "https://", 8) == 0)
-        p += 8;
-    else if (strstr(p, "://") != NULL)
-        return mtls_err_set(err, MTLS_E_INVALID, "'%s' is not an https:// URL", text);
-    /* Never quoted: the part before '@' may be a password. */
-    if (has_userinfo(p))
-        return mtls_err_set(err, MTLS_E_INVALID,
-                            "the URL carries a user name or password before '@': mutual TLS "
-                            "identifies you by --cert; leave them out of the URL");
-    if (*p == '[') {
-        host = p + 1;
-        host_end = strchr(host, ']');
-        if (host_end == NULL)
-            return mtls_err_set(err, MTLS_E_INVALID, "'%s' has an unclosed '[' in its host", text);
-        rest = host_end + 1;
-    } else {
-        host = p;
-        host_end = host + strcspn(host, ":/?#");
-        rest = host_end;
-    }
-    host_len = (size_t)(host_end - host);
-    if (host_len == 0 || host_len >= sizeof(url->host))
-        return mtls_err_set(err, MTLS_E_INVALID, "'%s' has %s host", text,
-                            host_len == 0 ? "no" : "too long a");
-    memcpy(url->host, host, host_len);
-    url->host[host_len] = '\0';
-    url->port = 443;
-    if (*rest == ':') {
-        char *end;
-        long port;
-
-        errno = 0;
-        port = strtol(rest + 1, &end, 10);
-        if (end == rest + 1 || errno != 0 || port < 1 || port > 65535 ||
-            (*end != '\0' && *end != '/' && *end != '?'))
-            return mtls_err_set(err, MTLS_E_INVALID,
-                                "'%s' has a bad port: it must be a number from 1 to 65535", text);
-        url->port = (int)port;
-        rest = end;
-    } else if (*rest != '\0' && *rest != '/' && *rest != '?') {
-        return mtls_err_set(err, MTLS_E_INVALID, "'%s' is not a URL I can read", text);
-    }
-    if (*rest == '\0') {
-        snprintf(url->path, sizeof(url->path), "/");
-    } else {
-        for (const char *c = rest; *c != '\0'; c++) {
-            if ((unsigned char)*c <= ' ' || *c == 0x7f)
-                return mtls_err_set(err, MTLS_E_INVALID,
-                                    "'%s' has a space or control character in its path", text);
-        }
-        if (snprintf(url->path, sizeof(url->path), "%s%s", *rest == '/' ? "" : "/", rest) >=
-            (int)sizeof(url->path))
-            return mtls_err_set(err, MTLS_E_INVALID, "'%s' has too long a path", text);
-    }
-    return 0;
 }
 
 /* ---- time and waiting ------------------------------------------------ */
@@ -579,96 +485,39 @@ static void set_failure(mtls_probe_result *res, mtls_probe_outcome outcome, int 
     va_end(ap);
 }
 
-static void format_address(const struct sockaddr *sa, char *buf, size_t size)
+static void trace_line(void *arg, const char *line)
 {
-    char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
-    socklen_t len =
-        sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-
-    getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV);
-    if (sa->sa_family == AF_INET6)
-        snprintf(buf, size, "[%s]:%s", host, serv);
-    else
-        snprintf(buf, size, "%s:%s", host, serv);
-}
-
-/* Tries one address: 0 connected (p->fd set), else an errno (ETIMEDOUT on our timeout). */
-static int connect_one(struct probe *p, const struct addrinfo *ai)
-{
-    int fd, rc = 0, soerr = 0, one = 1;
-    socklen_t len = sizeof(soerr);
-
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0)
-        return errno;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        if (errno != EINPROGRESS) {
-            rc = errno;
-            goto out;
-        }
-        switch (wait_fd(fd, POLLOUT, now_ms() + p->timeout_ms)) {
-        case 0:
-            rc = ETIMEDOUT;
-            goto out;
-        case -1:
-            rc = errno;
-            goto out;
-        default:
-            break;
-        }
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
-            rc = errno;
-        else
-            rc = soerr;
-    }
-out:
-    if (rc != 0)
-        close(fd);
-    else
-        p->fd = fd;
-    return rc;
+    tracef(arg, "%s", line);
 }
 
 static int connect_url(struct probe *p)
 {
     mtls_probe_result *res = p->res;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *list = NULL;
-    char port[16], tried[64] = "";
-    int gai, last = 0;
+    mtls_client_conn conn;
+    mtls_err err;
+    int rc;
 
     res->stage = MTLS_STAGE_RESOLVE;
-    snprintf(port, sizeof(port), "%d", res->url.port);
-    tracef(p, "Resolving %s", res->url.host);
-    gai = getaddrinfo(res->url.host, port, &hints, &list);
-    if (gai != 0) {
-        set_failure(res, MTLS_PROBE_DNS, gai == EAI_SYSTEM ? errno : 0, "cannot resolve '%s': %s",
-                    res->url.host, gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
+    mtls_err_clear(&err);
+    rc = mtls_client_connect(res->url.host, res->url.port, p->timeout_ms, trace_line, p, &conn,
+                             &err);
+    if (rc == 0) {
+        res->stage = MTLS_STAGE_CONNECT;
+        p->fd = conn.fd;
+        snprintf(res->address, sizeof(res->address), "%s", conn.address);
+        return 0;
+    }
+    if (rc == MTLS_E_NOTFOUND) {
+        set_failure(res, MTLS_PROBE_DNS, conn.sys_errno, "%s", err.msg);
         return -1;
     }
     res->stage = MTLS_STAGE_CONNECT;
-    for (const struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
-        format_address(ai->ai_addr, tried, sizeof(tried));
-        tracef(p, "Trying %s...", tried);
-        last = connect_one(p, ai);
-        if (last == 0) {
-            snprintf(res->address, sizeof(res->address), "%s", tried);
-            tracef(p, "Connected to %s (%s) port %d", res->url.host, tried, res->url.port);
-            break;
-        }
-    }
-    freeaddrinfo(list);
-    if (last == 0)
-        return 0;
-    if (last == ECONNREFUSED)
-        set_failure(res, MTLS_PROBE_REFUSED, last, "connection refused by %s", tried);
-    else if (last == ETIMEDOUT)
-        set_failure(res, MTLS_PROBE_TIMEOUT, last, "connecting to %s timed out after %d ms", tried,
-                    p->timeout_ms);
+    if (conn.sys_errno == ECONNREFUSED)
+        set_failure(res, MTLS_PROBE_REFUSED, conn.sys_errno, "%s", err.msg);
+    else if (conn.sys_errno == ETIMEDOUT)
+        set_failure(res, MTLS_PROBE_TIMEOUT, conn.sys_errno, "%s", err.msg);
     else
-        set_failure(res, MTLS_PROBE_NETWORK, last, "cannot connect to %s: %s", tried,
-                    strerror(last));
+        set_failure(res, MTLS_PROBE_NETWORK, conn.sys_errno, "%s", err.msg);
     return -1;
 }
 
@@ -803,115 +652,42 @@ static int write_all(struct probe *p, SSL *ssl, const char *data, size_t len)
     return 0;
 }
 
-static int in_reserve(struct probe *p, size_t more)
+/* Traces the head as curl -v does ("< HTTP/1.1 200 OK", "< Name: value"). */
+static int trace_head(void *arg, const mtls_http_response *r)
 {
-    size_t cap = p->in_cap ? p->in_cap : 16384;
-    char *grown;
+    struct probe *p = arg;
 
-    if (p->in_len + more + 1 <= p->in_cap)
-        return 0;
-    while (cap < p->in_len + more + 1)
-        cap *= 2;
-    grown = realloc(p->in, cap);
-    if (grown == NULL)
-        return -1;
-    p->in = grown;
-    p->in_cap = cap;
+    tracef(p, "< HTTP/%d.%d %d %s", r->http_major, r->http_minor, r->status, r->reason);
+    for (size_t i = 0; i < r->n_headers; i++)
+        tracef(p, "< %s: %s", r->headers[i].name, r->headers[i].value);
     return 0;
 }
 
-/* Where the body starts, or 0 while the header is incomplete. */
-static size_t header_end(const struct probe *p)
-{
-    for (size_t i = 0; i + 3 < p->in_len; i++) {
-        if (memcmp(p->in + i, "\r\n\r\n", 4) == 0)
-            return i + 4;
-    }
-    return 0;
-}
-
-/* Content-Length of the header in p->in (ending at hend), or -1. */
-static long long content_length(const struct probe *p, size_t hend)
-{
-    const char *h = p->in;
-
-    for (size_t i = 0; i < hend; i++) {
-        if ((i == 0 || h[i - 1] == '\n') && hend - i > 15 &&
-            strncasecmp(h + i, "Content-Length:", 15) == 0)
-            return strtoll(h + i + 15, NULL, 10);
-    }
-    return -1;
-}
-
-static int is_chunked(const struct probe *p, size_t hend)
-{
-    const char *h = p->in;
-
-    for (size_t i = 0; i < hend; i++) {
-        if ((i == 0 || h[i - 1] == '\n') && hend - i > 18 &&
-            strncasecmp(h + i, "Transfer-Encoding:", 18) == 0) {
-            const char *eol = memchr(h + i, '\n', hend - i);
-            size_t len = eol ? (size_t)(eol - (h + i)) : hend - i;
-
-            for (size_t j = 18; j + 7 <= len; j++) {
-                if (strncasecmp(h + i + j, "chunked", 7) == 0)
-                    return 1;
-            }
-        }
-    }
-    return 0;
-}
-
-/* Decodes a chunked body in place; returns its length (what decoded so far). */
-static size_t dechunk(char *body, size_t len)
-{
-    size_t r = 0, w = 0;
-
-    while (r < len) {
-        char *end;
-        unsigned long long size = strtoull(body + r, &end, 16);
-        char *eol = memchr(body + r, '\n', len - r);
-
-        if (eol == NULL || end == body + r)
-            break;
-        r = (size_t)(eol - body) + 1;
-        if (size == 0 || size > len - r)
-            break;
-        memmove(body + w, body + r, (size_t)size);
-        w += (size_t)size;
-        r += (size_t)size;
-        if (r < len && body[r] == '\r')
-            r++;
-        if (r < len && body[r] == '\n')
-            r++;
-    }
-    return w;
-}
-
-/* Reads the answer until the server closes, or Content-Length is reached. */
+/*
+ * Reads the answer into p->answer until it is complete, the server closes,
+ * or max_body bytes of body are kept. Returns 0 once a response head was
+ * read (its body may be cut short); -1 with *ssl_error and *errnum for
+ * classify_read_failure(); -2 when the answer is not HTTP (failure set).
+ */
 static int read_answer(struct probe *p, SSL *ssl, int *ssl_error, int *errnum)
 {
     long long deadline = now_ms() + p->timeout_ms;
-    size_t limit = MAX_HEADER_BYTES + (p->opts->max_body ? p->opts->max_body : DEFAULT_MAX_BODY);
+    char buf[16384];
 
     for (;;) {
-        size_t n = 0, hend;
-        int err;
+        size_t n = 0;
+        int err, rc;
 
-        if (in_reserve(p, 16384) != 0)
-            return -1;
         errno = 0;
         ERR_clear_error();
-        if (SSL_read_ex(ssl, p->in + p->in_len, 16384, &n) == 1) {
-            long long cl;
-
-            p->in_len += n;
-            hend = header_end(p);
-            if (hend != 0 && (cl = content_length(p, hend)) >= 0 && p->in_len >= hend + (size_t)cl)
+        if (SSL_read_ex(ssl, buf, sizeof(buf), &n) == 1) {
+            rc = mtls_http_response_feed(&p->answer, buf, n, NULL);
+            if (rc == MTLS_HTTP_RESPONSE_DONE || p->answer.body_truncated)
                 return 0;
-            if (p->in_len >= limit) {
-                p->res->body_truncated = 1;
-                return 0;
+            if (rc < 0) {
+                set_failure(p->res, MTLS_PROBE_NETWORK, 0, "the server's answer is not HTTP: %s",
+                            p->answer.error);
+                return -2;
             }
             continue;
         }
@@ -923,63 +699,57 @@ static int read_answer(struct probe *p, SSL *ssl, int *ssl_error, int *errnum)
                 continue;
             *ssl_error = w == 0 ? -1 : SSL_ERROR_SYSCALL;
             *errnum = w == 0 ? ETIMEDOUT : errno;
-            return p->in_len > 0 ? 0 : -1;
+            return p->answer.head_done ? 0 : -1;
         }
-        if (err == SSL_ERROR_ZERO_RETURN)
-            return 0; /* close_notify: the answer is complete */
+        /* close_notify, or a close without it (HTTP/1.0 style): a body
+         * framed by the close ends here. */
+        if ((err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && errno == 0)) &&
+            mtls_http_response_eof(&p->answer) == MTLS_HTTP_RESPONSE_DONE)
+            return 0;
         *ssl_error = err;
         *errnum = errno;
-        /* A server that closes without close_notify after a whole answer
-         * (HTTP/1.0 style) still answered. */
-        return p->in_len > 0 && header_end(p) != 0 ? 0 : -1;
+        return p->answer.head_done ? 0 : -1;
     }
 }
 
-static void parse_answer(struct probe *p)
+/*
+ * 1 when an HTTP answer refuses the client for its certificate: nginx's
+ * 495 (the certificate did not verify) and 496 (none was sent), or any
+ * other 4xx whose reason or body names a certificate (nginx's "400 No
+ * required SSL certificate was sent", "400 The SSL certificate error").
+ */
+static int refuses_certificate(const mtls_probe_result *res)
+{
+    if (res->http_status == 495 || res->http_status == 496)
+        return 1;
+    if (res->http_status < 400 || res->http_status > 499)
+        return 0;
+    return strcasestr(res->http_reason, "certificate") != NULL ||
+           (res->body != NULL && (strcasestr(res->body, "certificate") != NULL ||
+                                  strcasestr(res->body, "client cert") != NULL));
+}
+
+/* Copies the answer into the result and decides whether it refuses us. */
+static void take_answer(struct probe *p)
 {
     mtls_probe_result *res = p->res;
-    size_t hend = header_end(p);
-    size_t body_len, max_body = p->opts->max_body ? p->opts->max_body : DEFAULT_MAX_BODY;
-    int status = 0, consumed = 0;
-    const char *body;
+    const mtls_http_response *a = &p->answer;
 
-    p->in[p->in_len] = '\0';
-    if (sscanf(p->in, "HTTP/%*d.%*d %3d %n", &status, &consumed) < 1 || status < 100) {
-        set_failure(res, MTLS_PROBE_NETWORK, 0, "the server's answer is not HTTP");
+    res->http_status = a->status;
+    snprintf(res->http_reason, sizeof(res->http_reason), "%s", a->reason);
+    res->body = malloc(a->body_len + 1);
+    if (res->body == NULL) {
+        set_failure(res, MTLS_PROBE_LOCAL, ENOMEM, "out of memory");
         return;
     }
-    res->http_status = status;
-    if (consumed > 0) {
-        size_t len = strcspn(p->in + consumed, "\r\n");
-
-        snprintf(res->http_reason, sizeof(res->http_reason), "%.*s", (int)len, p->in + consumed);
-    }
-    for (const char *line = p->in; hend != 0 && line < p->in + hend - 2;) {
-        const char *eol = strstr(line, "\r\n");
-
-        if (eol == NULL || eol == line)
-            break;
-        tracef(p, "< %.*s", (int)(eol - line), line);
-        line = eol + 2;
-    }
-    if (hend == 0)
-        hend = p->in_len;
-    body = p->in + hend;
-    body_len = p->in_len - hend;
-    res->body = malloc(body_len + 1);
-    if (res->body == NULL)
-        return;
-    memcpy(res->body, body, body_len);
-    if (is_chunked(p, hend))
-        body_len = dechunk(res->body, body_len);
-    if (body_len > max_body) {
-        body_len = max_body;
-        res->body_truncated = 1;
-    }
-    res->body[body_len] = '\0';
-    res->body_len = body_len;
-    if (status == 401 || status == 403)
-        set_failure(res, MTLS_PROBE_HTTP_REFUSED, 0, "the server answered %d %s", status,
+    memcpy(res->body, a->body != NULL ? a->body : "", a->body_len);
+    res->body[a->body_len] = '\0';
+    res->body_len = a->body_len;
+    /* Cut short: more than max_body, or the server stopped sending. */
+    res->body_truncated = a->body_truncated || !a->done;
+    res->http_refuses_certificate = refuses_certificate(res);
+    if (res->http_status == 401 || res->http_status == 403 || res->http_refuses_certificate)
+        set_failure(res, MTLS_PROBE_HTTP_REFUSED, 0, "the server answered %d %s", res->http_status,
                     res->http_reason);
 }
 
@@ -1022,6 +792,12 @@ static void request(struct probe *p, SSL *ssl)
     mtls_probe_result *res = p->res;
     char req[2048], host[300];
     int len, ssl_error = 0, errnum = 0;
+    mtls_http_response_opts answer_opts = {
+        .max_head = MAX_HEAD_BYTES,
+        .keep_body = p->opts->max_body ? p->opts->max_body : DEFAULT_MAX_BODY,
+        .on_head = trace_head,
+        .arg = p,
+    };
 
     res->stage = MTLS_STAGE_REQUEST;
     if (strchr(res->url.host, ':') != NULL)
@@ -1036,11 +812,17 @@ static void request(struct probe *p, SSL *ssl)
     tracef(p, "> Host: %s:%d", host, res->url.port);
     /* A failed write is not the verdict yet: the reason (an alert) waits to be read. */
     (void)write_all(p, ssl, req, (size_t)len);
-    if (read_answer(p, ssl, &ssl_error, &errnum) != 0) {
+    mtls_http_response_init(&p->answer, &answer_opts);
+    switch (read_answer(p, ssl, &ssl_error, &errnum)) {
+    case 0:
+        take_answer(p);
+        break;
+    case -1:
         classify_read_failure(p, ssl_error, errnum);
         return;
+    default:
+        return;
     }
-    parse_answer(p);
     if (res->outcome == MTLS_PROBE_OK || res->outcome == MTLS_PROBE_HTTP_REFUSED)
         res->stage = MTLS_STAGE_DONE;
 }
@@ -1140,7 +922,7 @@ out:
     SSL_CTX_free(ctx);
     if (p.fd >= 0)
         close(p.fd);
-    free(p.in);
+    mtls_http_response_release(&p.answer);
     ERR_clear_error();
     sigpipe_restore(&guard);
     return rc;
@@ -1246,6 +1028,7 @@ cJSON *mtls_probe_result_to_json(const mtls_probe_result *res)
             cJSON_AddStringToObject(http, "reason", res->http_reason);
             cJSON_AddStringToObject(http, "body", res->body != NULL ? res->body : "");
             cJSON_AddBoolToObject(http, "body_truncated", res->body_truncated);
+            cJSON_AddBoolToObject(http, "refuses_certificate", res->http_refuses_certificate);
         }
     } else {
         cJSON_AddNullToObject(o, "http");

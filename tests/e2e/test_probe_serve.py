@@ -147,4 +147,7 @@ def test_optional_mode_answers_403(pki):
     finally:
         stop_serve(proc)
     assert r.returncode == THEY_REFUSED, r.stdout
-    assert "the handshake succeeded, but the server answered 403" in r.stdout
+    # The 403's body names the missing certificate: the advice is to send one.
+    assert ("the server requires a client certificate and you sent none (it answered 403"
+            in r.stdout), r.stdout
+    assert "pass --cert FILE --key FILE" in r.stdout
