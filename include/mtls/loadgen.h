@@ -33,6 +33,7 @@ typedef struct mtls_loadgen_opts {
     const char *cacert;         /* trusted CA(s) for the server certificate, PEM; required */
     const char *cert;           /* client certificate (chain), PEM; required */
     const char *key;            /* client private key, PEM; required */
+    const char *password;       /* password of an encrypted key, or NULL (never prompted for) */
     unsigned connections;       /* concurrent connections; default 16 */
     double duration;            /* seconds; default 10 */
     double timeout;             /* seconds for connect, handshake or one response; default 10 */

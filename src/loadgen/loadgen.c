@@ -12,9 +12,7 @@
  */
 #include "mtls/loadgen.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -31,8 +29,11 @@
 
 #include <uv.h>
 
-#define HEADER_MAX 8192            /* response headers larger than this are a protocol error */
-#define SCRATCH_SIZE 16384         /* response bodies are read here and dropped */
+#include "mtls/client.h"
+#include "mtls/http_response.h"
+
+#define HEADER_MAX 8192            /* response heads larger than this are a protocol error */
+#define SCRATCH_SIZE 16384         /* responses are read here, parsed, and dropped */
 #define TICK_MS 10                 /* deadline and restart checks */
 #define RETRY_DELAY_NS 10000000ull /* a failed connection is replaced after 10 ms */
 #define IDLE_MAX_HANDSHAKING 128   /* idle mode: handshakes in flight at once */
@@ -146,9 +147,6 @@ enum conn_state {
     C_CLOSING,    /* uv_close() called, waiting for its callback */
 };
 
-enum body_mode { BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE };
-enum chunk_state { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER };
-
 struct loadgen;
 
 struct conn {
@@ -175,15 +173,8 @@ struct conn {
     /* request being written */
     const char *req;
     int req_len;
-    /* response being read */
-    int head_done;
-    size_t head_len;
-    int status;
-    int conn_close;
-    enum body_mode body;
-    uint64_t body_left;
-    enum chunk_state chunk;
-    char head[HEADER_MAX];
+    /* response being read (the body is parsed and dropped) */
+    mtls_http_response resp;
 };
 
 struct loadgen {
@@ -196,10 +187,10 @@ struct loadgen {
     SSL_SESSION **tickets; /* unused tickets, newest last: each is offered once */
     size_t n_tickets, cap_tickets;
     X509 *verified; /* the server certificate that passed verification */
-    struct sockaddr_storage addr;
+    mtls_url url;
+    struct sockaddr_storage addr; /* the address every connection goes to */
     socklen_t addr_len;
-    char host[256];
-    int host_is_ip;
+    int spare_fd;    /* connected while choosing addr: the first connection's socket, or -1 */
     char *req_keep;  /* request text, keep-alive */
     char *req_close; /* request text with Connection: close */
     struct conn *conns;
@@ -492,13 +483,8 @@ static int setup_ssl(struct conn *c)
     SSL_set_app_data(c->ssl, c);
     if (SSL_set_fd(c->ssl, c->fd) != 1)
         return -1;
-    if (lg->host_is_ip) {
-        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), lg->host) != 1)
-            return -1;
-    } else {
-        if (SSL_set_tlsext_host_name(c->ssl, lg->host) != 1 || SSL_set1_host(c->ssl, lg->host) != 1)
-            return -1;
-    }
+    if (mtls_client_set_peer_name(c->ssl, lg->url.host, NULL) != 0)
+        return -1;
     if (lg->opts->resume) {
         /*
          * Like a real client, offer each ticket once (servers may keep
@@ -556,10 +542,7 @@ static void start_request(struct conn *c, int first)
     c->req_len = (int)strlen(c->req);
     c->t_request = uv_hrtime();
     c->deadline = c->t_request + (uint64_t)(o->timeout * 1e9);
-    c->head_done = 0;
-    c->head_len = 0;
-    c->status = 0;
-    c->conn_close = 0;
+    mtls_http_response_reset(&c->resp);
     c->state = C_WRITING;
     conn_write(c);
 }
@@ -635,190 +618,21 @@ static void response_done(struct conn *c)
     hist_add(&lg->lat, uv_hrtime() - c->t_request);
     res->responses++;
     c->n_requests++;
-    if (c->status == 200) {
+    if (c->resp.status == 200) {
         res->requests++;
     } else {
         char code[16];
 
-        snprintf(code, sizeof(code), "%d", c->status);
+        snprintf(code, sizeof(code), "%d", c->resp.status);
         res->err_status++;
         add_reason(res->status_reasons, &res->n_status_reasons, code);
     }
     c->deadline = 0;
-    if (c->conn_close || c->body == BODY_UNTIL_CLOSE ||
-        (o->requests_per_conn && c->n_requests >= o->requests_per_conn)) {
+    if (!c->resp.keep_alive || (o->requests_per_conn && c->n_requests >= o->requests_per_conn)) {
         conn_close(c, 1, 0);
         return;
     }
     start_request(c, 0);
-}
-
-static int header_is(const char *line, size_t len, const char *name)
-{
-    size_t n = strlen(name);
-
-    return len > n && strncasecmp(line, name, n) == 0 && line[n] == ':';
-}
-
-static int value_has(const char *line, size_t len, const char *word)
-{
-    size_t n = strlen(word);
-
-    for (size_t i = 0; i + n <= len; i++) {
-        if (strncasecmp(line + i, word, n) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-/* Parses the status line and headers in c->head[0..len). Returns 0 or -1. */
-static int parse_head(struct conn *c, size_t len)
-{
-    const char *p = c->head, *end = c->head + len;
-    int minor;
-
-    if (len < 12 || strncmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ')
-        return -1;
-    minor = p[7] - '0';
-    if (p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
-        return -1;
-    c->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
-    c->conn_close = minor == 0;
-    c->body = BODY_UNTIL_CLOSE;
-    c->body_left = 0;
-    p = memchr(p, '\n', (size_t)(end - p));
-    while (p != NULL && ++p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        size_t n = eol ? (size_t)(eol - p) : (size_t)(end - p);
-
-        if (n > 0 && p[n - 1] == '\r')
-            n--;
-        if (header_is(p, n, "Content-Length")) {
-            char *stop;
-            unsigned long long v = strtoull(p + 15, &stop, 10);
-
-            if (stop == p + 15)
-                return -1;
-            c->body_left = v;
-            if (c->body != BODY_CHUNKED)
-                c->body = BODY_LENGTH;
-        } else if (header_is(p, n, "Transfer-Encoding") && value_has(p, n, "chunked")) {
-            c->body = BODY_CHUNKED;
-            c->chunk = CH_SIZE;
-            c->body_left = 0;
-        } else if (header_is(p, n, "Connection")) {
-            if (value_has(p, n, "close"))
-                c->conn_close = 1;
-            else if (value_has(p, n, "keep-alive"))
-                c->conn_close = 0;
-        }
-        p = eol;
-    }
-    /* Responses that never have a body. */
-    if (c->status == 204 || c->status == 304) {
-        c->body = BODY_LENGTH;
-        c->body_left = 0;
-    }
-    return 0;
-}
-
-/* Consumes body bytes. Returns 1 when the response is complete, 0 when more
- * is needed, -1 on a malformed chunked body. */
-static int consume_body(struct conn *c, const char *p, size_t n)
-{
-    if (c->body == BODY_UNTIL_CLOSE)
-        return 0;
-    if (c->body == BODY_LENGTH) {
-        if (n >= c->body_left) {
-            c->body_left = 0;
-            return 1;
-        }
-        c->body_left -= n;
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char ch = p[i];
-
-        switch (c->chunk) {
-        case CH_SIZE:
-            if (ch >= '0' && ch <= '9')
-                c->body_left = c->body_left * 16 + (uint64_t)(ch - '0');
-            else if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
-                c->body_left = c->body_left * 16 + (uint64_t)((ch | 0x20) - 'a' + 10);
-            else if (ch == ';' || ch == ' ')
-                c->chunk = CH_EXT;
-            else if (ch == '\r')
-                c->chunk = CH_SIZE_LF;
-            else
-                return -1;
-            if (c->body_left > (1ull << 40))
-                return -1;
-            break;
-        case CH_EXT:
-            if (ch == '\r')
-                c->chunk = CH_SIZE_LF;
-            break;
-        case CH_SIZE_LF:
-            if (ch != '\n')
-                return -1;
-            c->chunk = c->body_left == 0 ? CH_TRAILER : CH_DATA;
-            c->head_len = 0; /* counts the length of the current trailer line */
-            break;
-        case CH_DATA: {
-            size_t take = n - i < c->body_left ? n - i : (size_t)c->body_left;
-
-            c->body_left -= take;
-            i += take - 1;
-            if (c->body_left == 0)
-                c->chunk = CH_DATA_CR;
-            break;
-        }
-        case CH_DATA_CR:
-            if (ch != '\r')
-                return -1;
-            c->chunk = CH_DATA_LF;
-            break;
-        case CH_DATA_LF:
-            if (ch != '\n')
-                return -1;
-            c->chunk = CH_SIZE;
-            break;
-        case CH_TRAILER:
-            if (ch == '\n') {
-                if (c->head_len == 0)
-                    return 1;
-                c->head_len = 0;
-            } else if (ch != '\r') {
-                c->head_len++;
-            }
-            break;
-        }
-    }
-    return 0;
-}
-
-/* Takes n bytes just read into c->head (before the end of the headers) or
- * into the scratch buffer. Returns 1 complete, 0 more, -1 protocol error. */
-static int take_bytes(struct conn *c, const char *p, size_t n)
-{
-    if (!c->head_done) {
-        char *end;
-        size_t head, rest;
-
-        c->head_len += n;
-        end = memmem(c->head, c->head_len, "\r\n\r\n", 4);
-        if (end == NULL)
-            return c->head_len >= HEADER_MAX ? -1 : 0;
-        head = (size_t)(end - c->head) + 4;
-        rest = c->head_len - head;
-        c->head_done = 1;
-        if (parse_head(c, head) != 0)
-            return -1;
-        if (c->body == BODY_LENGTH && c->body_left == 0)
-            return 1;
-        return consume_body(c, c->head + head, rest);
-    }
-    return consume_body(c, p, n);
 }
 
 static void conn_read(struct conn *c)
@@ -826,29 +640,20 @@ static void conn_read(struct conn *c)
     struct loadgen *lg = c->lg;
 
     for (;;) {
-        char *dst;
-        size_t cap;
-        int r, done, e;
+        int r = SSL_read(c->ssl, lg->scratch, (int)sizeof(lg->scratch));
+        int e, done;
 
-        if (c->state == C_READING && !c->head_done) {
-            dst = c->head + c->head_len;
-            cap = HEADER_MAX - c->head_len;
-        } else {
-            dst = lg->scratch;
-            cap = sizeof(lg->scratch);
-        }
-        r = SSL_read(c->ssl, dst, (int)cap);
         if (r > 0) {
             if (c->state != C_READING)
                 continue; /* idle mode: nothing is expected; drop it */
             c->got_response_bytes = 1;
-            done = take_bytes(c, dst, (size_t)r);
+            done = mtls_http_response_feed(&c->resp, lg->scratch, (size_t)r, NULL);
             if (done < 0) {
                 lg->res->err_protocol++;
                 conn_close(c, 1, RETRY_DELAY_NS);
                 return;
             }
-            if (done > 0) {
+            if (done == MTLS_HTTP_RESPONSE_DONE) {
                 response_done(c);
                 return;
             }
@@ -859,7 +664,8 @@ static void conn_read(struct conn *c)
             return;
         /* A body that runs until the server closes ends with the close. */
         if ((e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL) && c->state == C_READING &&
-            c->head_done && c->body == BODY_UNTIL_CLOSE) {
+            c->resp.framing == MTLS_HTTP_FRAMING_CLOSE &&
+            mtls_http_response_eof(&c->resp) == MTLS_HTTP_RESPONSE_DONE) {
             ERR_clear_error();
             response_done(c);
             return;
@@ -956,13 +762,15 @@ static void conn_start(struct conn *c)
     c->got_response_bytes = 0;
     c->alert = -1;
     c->n_requests = 0;
-    c->head_done = 0;
-    c->head_len = 0;
+    mtls_http_response_reset(&c->resp);
     c->t_connect = uv_hrtime();
     c->deadline = c->t_connect + (uint64_t)(o->timeout * 1e9);
     lg->handshaking++;
     c->state = C_CONNECTING;
-    fd = socket(lg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    /* The socket that chose the address is already connected: use it first. */
+    fd = lg->spare_fd >= 0
+             ? lg->spare_fd
+             : socket(lg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         /* Out of file descriptors or memory: count it and try again later. */
         lg->handshaking--;
@@ -977,7 +785,10 @@ static void conn_start(struct conn *c)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     uv_poll_init_socket(&lg->loop, &c->poll, fd);
     c->poll.data = c;
-    if (connect(fd, (struct sockaddr *)&lg->addr, lg->addr_len) != 0 && errno != EINPROGRESS) {
+    if (fd == lg->spare_fd) {
+        lg->spare_fd = -1;
+    } else if (connect(fd, (struct sockaddr *)&lg->addr, lg->addr_len) != 0 &&
+               errno != EINPROGRESS) {
         lg->res->err_connect++;
         conn_close(c, 1, RETRY_DELAY_NS);
         return;
@@ -1117,24 +928,14 @@ static int verify_server(X509_STORE_CTX *store, void *arg)
 static int make_ctx(struct loadgen *lg, mtls_err *err)
 {
     const mtls_loadgen_opts *o = lg->opts;
+    mtls_client_files files = {
+        .cacert = o->cacert, .cert = o->cert, .key = o->key, .password = o->password};
 
-    lg->ctx = SSL_CTX_new(TLS_client_method());
+    /* The client context every client of mtls uses; the load generator adds
+     * its verification shortcut, ticket pool and alert watch. */
+    lg->ctx = mtls_client_ctx_new(&files, err);
     if (lg->ctx == NULL)
-        return mtls_err_ssl(err, MTLS_E_CRYPTO, "SSL_CTX_new() failed");
-    if (SSL_CTX_set_min_proto_version(lg->ctx, TLS1_2_VERSION) != 1)
-        return mtls_err_ssl(err, MTLS_E_CRYPTO, "SSL_CTX_set_min_proto_version() failed");
-    if (SSL_CTX_load_verify_locations(lg->ctx, o->cacert, NULL) != 1)
-        return mtls_err_ssl(err, MTLS_E_INVALID, "cannot load CA certificates from '%s'",
-                            o->cacert);
-    if (SSL_CTX_use_certificate_chain_file(lg->ctx, o->cert) != 1)
-        return mtls_err_ssl(err, MTLS_E_INVALID, "cannot load the client certificate '%s'",
-                            o->cert);
-    if (SSL_CTX_use_PrivateKey_file(lg->ctx, o->key, SSL_FILETYPE_PEM) != 1)
-        return mtls_err_ssl(err, MTLS_E_INVALID, "cannot load the client key '%s'", o->key);
-    if (SSL_CTX_check_private_key(lg->ctx) != 1)
-        return mtls_err_ssl(err, MTLS_E_INVALID, "key '%s' does not match certificate '%s'", o->key,
-                            o->cert);
-    SSL_CTX_set_verify(lg->ctx, SSL_VERIFY_PEER, NULL);
+        return err != NULL && err->code != 0 ? err->code : MTLS_E_INVALID;
     SSL_CTX_set_cert_verify_callback(lg->ctx, verify_server, lg);
     /* Thousands of idle connections need little memory on our side too. */
     if (o->idle)
@@ -1146,99 +947,48 @@ static int make_ctx(struct loadgen *lg, mtls_err *err)
     return 0;
 }
 
-/* Splits https://HOST[:PORT][/PATH] and resolves HOST. */
-static int parse_url(struct loadgen *lg, const char *url, char *port, size_t port_size,
-                     const char **path, mtls_err *err)
+/*
+ * Resolves the URL's host once and keeps the first of its addresses that
+ * accepts a connection (as curl does), for every connection of the run;
+ * when none does, the first one, so that the run counts connect errors.
+ */
+static int choose_address(struct loadgen *lg, mtls_err *err)
 {
-    const char *p, *host_end, *rest;
-    struct addrinfo hints, *ai = NULL;
-    struct in6_addr a6;
-    int rc = 0, gai;
+    mtls_client_conn conn;
+    double ms = lg->opts->timeout * 1000;
+    int rc = mtls_client_connect(lg->url.host, lg->url.port, ms >= 1 ? (int)ms : 1, NULL, NULL,
+                                 &conn, err);
 
-    if (strncmp(url, "https://", 8) != 0) {
-        rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' must start with https://", url);
-        goto out;
-    }
-    p = url + 8;
-    if (*p == '[') {
-        host_end = strchr(p, ']');
-        if (host_end == NULL) {
-            rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has no closing ']'", url);
-            goto out;
-        }
-        p++;
-        rest = host_end + 1;
-    } else {
-        host_end = p + strcspn(p, ":/");
-        rest = host_end;
-    }
-    if (host_end == p || (size_t)(host_end - p) >= sizeof(lg->host)) {
-        rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has no host name", url);
-        goto out;
-    }
-    memcpy(lg->host, p, (size_t)(host_end - p));
-    lg->host[host_end - p] = '\0';
-    snprintf(port, port_size, "443");
-    if (*rest == ':') {
-        size_t n = strcspn(rest + 1, "/");
-        char *stop;
-        long v;
-
-        if (n == 0 || n >= port_size) {
-            rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has a bad port", url);
-            goto out;
-        }
-        memcpy(port, rest + 1, n);
-        port[n] = '\0';
-        v = strtol(port, &stop, 10);
-        if (*stop != '\0' || v < 1 || v > 65535) {
-            rc = mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has a bad port", url);
-            goto out;
-        }
-        rest += 1 + n;
-    }
-    *path = *rest == '\0' ? "/" : rest;
-    for (const char *q = *path; *q != '\0'; q++) {
-        if ((unsigned char)*q <= 0x20 || *q == 0x7f) {
-            rc =
-                mtls_err_set(err, MTLS_E_INVALID, "URL '%s' has a space or control character", url);
-            goto out;
-        }
-    }
-    lg->host_is_ip =
-        inet_pton(AF_INET6, lg->host, &a6) == 1 || inet_pton(AF_INET, lg->host, &a6) == 1;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    gai = getaddrinfo(lg->host, port, &hints, &ai);
-    if (gai != 0 || ai == NULL) {
-        rc = mtls_err_set(err, MTLS_E_NOTFOUND, "cannot resolve '%s': %s", lg->host,
-                          gai_strerror(gai));
-        goto out;
-    }
-    memcpy(&lg->addr, ai->ai_addr, ai->ai_addrlen);
-    lg->addr_len = ai->ai_addrlen;
-out:
-    if (ai != NULL)
-        freeaddrinfo(ai);
-    return rc;
+    if (rc == MTLS_E_NOTFOUND)
+        return rc;
+    if (conn.addr_len == 0)
+        return mtls_err_set(err, MTLS_E_NOTFOUND, "'%s' has no address to connect to",
+                            lg->url.host);
+    memcpy(&lg->addr, &conn.addr, conn.addr_len);
+    lg->addr_len = conn.addr_len;
+    lg->spare_fd = conn.fd;
+    mtls_err_clear(err);
+    return 0;
 }
 
-#define REQUEST_FMT "GET %s HTTP/1.1\r\nHost: %s%s%s%s%s\r\nUser-Agent: mtls-bench\r\n%s\r\n"
+#define REQUEST_FMT "GET %s HTTP/1.1\r\nHost: %s%s%s%s\r\nUser-Agent: mtls-bench\r\n%s\r\n"
 
-static char *make_request(const struct loadgen *lg, const char *path, const char *port,
-                          int close_it)
+static char *make_request(const struct loadgen *lg, int close_it)
 {
-    int v6 = strchr(lg->host, ':') != NULL;
-    int is_default = strcmp(port, "443") == 0;
+    const mtls_url *u = &lg->url;
+    int v6 = strchr(u->host, ':') != NULL;
+    char port[8] = "";
     const char *conn = close_it ? "Connection: close\r\n" : "";
-    int n = snprintf(NULL, 0, REQUEST_FMT, path, v6 ? "[" : "", lg->host, v6 ? "]" : "",
-                     is_default ? "" : ":", is_default ? "" : port, conn);
-    char *s = malloc((size_t)n + 1);
+    int n;
+    char *s;
 
+    if (u->port != 443)
+        snprintf(port, sizeof(port), ":%d", u->port);
+    n = snprintf(NULL, 0, REQUEST_FMT, u->path, v6 ? "[" : "", u->host, v6 ? "]" : "", port, conn);
+    s = malloc((size_t)n + 1);
     if (s != NULL)
-        snprintf(s, (size_t)n + 1, REQUEST_FMT, path, v6 ? "[" : "", lg->host, v6 ? "]" : "",
-                 is_default ? "" : ":", is_default ? "" : port, conn);
+        snprintf(s, (size_t)n + 1, REQUEST_FMT, u->path, v6 ? "[" : "", u->host, v6 ? "]" : "",
+                 port, conn);
     return s;
 }
 
@@ -1259,8 +1009,7 @@ static int check_opts(const mtls_loadgen_opts *o, mtls_err *err)
 int mtls_loadgen_run(const mtls_loadgen_opts *opts, mtls_loadgen_result *result, mtls_err *err)
 {
     struct loadgen *lg = NULL;
-    char port[8];
-    const char *path = "/";
+    mtls_http_response_opts resp_opts = {.max_head = HEADER_MAX};
     int rc, loop_open = 0;
 
     memset(result, 0, sizeof(*result));
@@ -1274,7 +1023,8 @@ int mtls_loadgen_run(const mtls_loadgen_opts *opts, mtls_loadgen_result *result,
     }
     lg->opts = opts;
     lg->res = result;
-    rc = parse_url(lg, opts->url, port, sizeof(port), &path, err);
+    lg->spare_fd = -1;
+    rc = mtls_url_parse(opts->url, &lg->url, err);
     if (rc != 0)
         goto out;
     for (size_t i = 0; i < opts->n_server_pids; i++) {
@@ -1282,11 +1032,15 @@ int mtls_loadgen_run(const mtls_loadgen_opts *opts, mtls_loadgen_result *result,
         if (rc != 0)
             goto out;
     }
+    /* Our files first: a wrong key is found before anything connects. */
     rc = make_ctx(lg, err);
     if (rc != 0)
         goto out;
-    lg->req_keep = make_request(lg, path, port, 0);
-    lg->req_close = make_request(lg, path, port, 1);
+    rc = choose_address(lg, err);
+    if (rc != 0)
+        goto out;
+    lg->req_keep = make_request(lg, 0);
+    lg->req_close = make_request(lg, 1);
     lg->n_conns = opts->connections;
     lg->conns = calloc(lg->n_conns, sizeof(*lg->conns));
     lg->cap_tickets = 2 * (size_t)opts->connections + 8;
@@ -1313,6 +1067,7 @@ int mtls_loadgen_run(const mtls_loadgen_opts *opts, mtls_loadgen_result *result,
     uv_timer_start(&lg->timer, on_tick, TICK_MS, TICK_MS);
     lg->open_conns = lg->n_conns;
     for (size_t i = 0; i < lg->n_conns; i++) {
+        mtls_http_response_init(&lg->conns[i].resp, &resp_opts);
         lg->conns[i].lg = lg;
         lg->conns[i].fd = -1;
         lg->conns[i].state = C_WAIT;
@@ -1341,7 +1096,11 @@ out:
         SSL_CTX_free(lg->ctx);
         free(lg->req_keep);
         free(lg->req_close);
+        for (size_t i = 0; lg->conns != NULL && i < lg->n_conns; i++)
+            mtls_http_response_release(&lg->conns[i].resp);
         free(lg->conns);
+        if (lg->spare_fd >= 0)
+            close(lg->spare_fd);
         free(lg);
     }
     return rc;

@@ -307,7 +307,7 @@ def test_usage_errors(pki, args, message):
 
 
 @pytest.mark.parametrize("url, message", [
-    ("http://127.0.0.1:1/", "must start with https://"),
+    ("http://127.0.0.1:1/", "use https://"),
     ("https://127.0.0.1:99999/", "has a bad port"),
     ("https://no-such-host.invalid/", "cannot resolve 'no-such-host.invalid'"),
 ])
@@ -324,7 +324,34 @@ def test_bad_key_file_fails_with_its_name(pki, tmp_path):
     args[-1] = str(bad)
     r = run_mtls("bench", "https://127.0.0.1:1/", *args, "-d", "0.2")
     assert r.returncode == 1
-    assert f"cannot load the client key '{bad}'" in r.stderr
+    assert f"'{bad}' is not a PEM private key" in r.stderr
+
+
+def test_encrypted_key_takes_the_password_and_never_prompts(pki, peer, tmp_path):
+    # bench reads keys as every other command does: --password-file or
+    # $MTLS_KEY_PASSWORD, never OpenSSL's "Enter PEM pass phrase:" prompt.
+    enc = tmp_path / "client-enc.key"
+    openssl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", os.path.join(pki, "good-client.key"),
+            "-out", str(enc), "-passout", "pass:s3cret", cwd=pki)
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    args = client_args(pki)
+    args[-1] = str(enc)
+    common = [peer.url(), *args, "-c", "1", "--requests", "3", "--json"]
+    env = dict(os.environ, MTLS_KEY_PASSWORD="s3cret")
+    r = subprocess.run([MTLS, "bench", *common], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["requests"] == 3
+    r = run_mtls("bench", *common, "--password-file", str(pw), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["requests"] == 3
+    env.pop("MTLS_KEY_PASSWORD")
+    r = subprocess.run([MTLS, "bench", *common], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "pass phrase" not in r.stderr + r.stdout
+    assert str(enc) in r.stderr and "password" in r.stderr, r.stderr
 
 
 @pytest.fixture
@@ -346,6 +373,17 @@ def mtls_serve(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_localhost_reaches_a_server_on_127_0_0_1_only(mtls_serve):
+    # Debian's /etc/hosts gives localhost ::1 first: bench must try the next
+    # address (127.0.0.1) when ::1 refuses, as curl does, and keep it.
+    d, port, proc = mtls_serve
+    r, out = bench(f"https://localhost:{port}/test", "--cacert", d / "serverca.crt",
+                   "--cert", d / "client.crt", "--key", d / "client.key", "-c", "2",
+                   "--requests", "10")
+    assert r.returncode == 0, r.stderr
+    assert (out["requests"], out["errors"]["total"]) == (10, 0)
 
 
 def test_against_mtls_serve_resumption_and_keep_alive(mtls_serve):
