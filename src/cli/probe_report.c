@@ -197,6 +197,26 @@ static void diagnose_we_refused(const mtls_probe_result *res, const mtls_probe_o
     }
 }
 
+/*
+ * What an answer's body says, on one line: the <title> of an HTML page
+ * (nginx's "400 No required SSL certificate was sent"), else its start.
+ */
+static const char *body_words(const mtls_probe_result *res, char *buf, size_t size)
+{
+    const char *title = res->body != NULL ? strcasestr(res->body, "<title>") : NULL;
+    const char *end = title != NULL ? strcasestr(title, "</title>") : NULL;
+
+    if (res->body == NULL || res->body[0] == '\0')
+        return "(no body)";
+    if (end != NULL) {
+        char text[256];
+
+        snprintf(text, sizeof(text), "%.*s", (int)(end - title - 7), title + 7);
+        return probe_one_line(text, 200, buf, size);
+    }
+    return probe_one_line(res->body, 200, buf, size);
+}
+
 static void diagnose_they_refused(const mtls_probe_result *res, char *buf, size_t size)
 {
     char names[1024], date[40] = "";
@@ -208,8 +228,7 @@ static void diagnose_they_refused(const mtls_probe_result *res, char *buf, size_
 
         say(answer, sizeof(answer), "%d %s: %s", res->http_status,
             probe_one_line(res->http_reason, 100, reason, sizeof(reason)),
-            res->body != NULL && res->body[0] ? probe_one_line(res->body, 200, body, sizeof(body))
-                                              : "(no body)");
+            body_words(res, body, sizeof(body)));
         if (!res->http_refuses_certificate)
             say(buf, size, "the handshake succeeded, but the server answered %s", answer);
         else if (!res->ours_sent && names[0])

@@ -125,7 +125,9 @@ const fs = require('fs'), https = require('https'), tls = require('tls');
 const d = process.argv[1], port = +process.argv[2];
 tls.createSecureContext({key: fs.readFileSync(d + '/server.key'), cert: fs.readFileSync(d + '/server.crt'),
                          ca: fs.readFileSync(d + '/clientca.crt')});
-const req = https.request({host: 'localhost', port, path: '/', key: fs.readFileSync(d + '/client.key'),
+// autoSelectFamily: every address of localhost in turn, as curl (Node 18 tries only the first).
+const req = https.request({host: 'localhost', port, path: '/', autoSelectFamily: true,
+                           key: fs.readFileSync(d + '/client.key'),
                            cert: fs.readFileSync(d + '/client.crt'), ca: fs.readFileSync(d + '/serverca.crt')},
   res => { console.log(res.statusCode); res.resume(); res.on('end', () => process.exit(0)); });
 req.on('error', e => { console.error(e.message); process.exit(1); });

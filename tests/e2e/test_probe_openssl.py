@@ -306,3 +306,45 @@ def test_a_hostile_answer_does_not_reach_the_terminal_raw(pki, peers):
     assert "no\\x1B]0;owned\\x07\nway\\x1B[2J\n" in r.stdout
     last = r.stdout.rstrip("\n").splitlines()[-1]
     assert last.endswith("answered 403 Go\\x1B[31maway: no\\x1B]0;owned\\x07\\x0Away\\x1B[2J"), last
+
+
+@pytest.mark.parametrize("status, body, code, words", [
+    # nginx's own codes for a client certificate that did not verify / was not sent
+    (b"495 SSL Certificate Error", b"bad", THEY_REFUSED, "the server rejected your certificate"),
+    (b"496 SSL Certificate Required", b"none", THEY_REFUSED,
+     "the server requires a client certificate and you sent none"),
+    # a 4xx that names no certificate is an answer like any other
+    (b"404 Not Found", b"no such page", OK, "mutual TLS works"),
+    # a 403 that names none is still a refusal, in plain words
+    (b"403 Forbidden", b"go away", THEY_REFUSED, "the handshake succeeded, but the server answered"),
+])
+def test_http_answers_that_refuse_the_certificate(pki, peers, status, body, code, words):
+    """A TLS server (Python ssl) that asks for a certificate, takes any, and answers
+    over a chunked body: the probe reads it with the llhttp parser and judges it."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "server.crt", pki / "server.key")
+    ctx.load_verify_locations(pki / "clientca.crt")
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+
+    def answer(conn):
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(4096)
+                half = len(body) // 2
+                tls.sendall(b"HTTP/1.1 " + status + b"\r\nTransfer-Encoding: chunked\r\n"
+                            b"Connection: close\r\n\r\n" +
+                            b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, body[:half],
+                                                                   len(body) - half, body[half:]))
+        except (ssl.SSLError, OSError):
+            pass
+
+    peers.append(start_thread_server(answer))
+    sends = () if b"Required" in status else CLIENT
+    r = probe(pki, peers[-1].port, "--cacert", "serverca.crt", *sends, "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == code, r.stdout
+    assert out["http"]["body"] == body.decode()
+    assert out["http"]["refuses_certificate"] is (status[:3] in (b"495", b"496"))
+    assert words in out["diagnosis"], out["diagnosis"]

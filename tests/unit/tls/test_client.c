@@ -1,6 +1,10 @@
 /* The client side of src/tls: URL parsing, alert names, the client SSL_CTX
- * made from files (and its refusals before anything connects). */
+ * made from files (and its refusals before anything connects), connecting
+ * to each address of a name in turn. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,4 +281,70 @@ Test(probe, refused_port_is_a_finding)
     cr_assert_str_eq(cJSON_GetObjectItem(json, "outcome")->valuestring, "connection_refused");
     cJSON_Delete(json);
     mtls_probe_result_release(&res);
+}
+
+/* ---- mtls_client_connect: every address in turn --------------------- */
+
+static int listen_loopback(int *port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    cr_assert(fd >= 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(fd, 4), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void collect(void *arg, const char *line)
+{
+    char *all = arg;
+
+    strncat(all, line, 4000 - strlen(all));
+    strncat(all, "\n", 4000 - strlen(all));
+}
+
+Test(connect, localhost_reaches_a_server_on_127_0_0_1_only)
+{
+    /* Whatever /etc/hosts says first for localhost (Debian: ::1), the
+     * address that accepts is found. */
+    char trace[4096] = "", want[64];
+    mtls_client_conn conn;
+    mtls_err err;
+    int port, lfd = listen_loopback(&port);
+
+    cr_assert_eq(mtls_client_connect("localhost", port, 2000, collect, trace, &conn, &err), 0, "%s",
+                 err.msg);
+    snprintf(want, sizeof(want), "127.0.0.1:%d", port);
+    cr_assert_str_eq(conn.address, want);
+    cr_assert(conn.fd >= 0);
+    cr_assert_eq(conn.addr.ss_family, AF_INET);
+    cr_assert(strstr(trace, "Trying 127.0.0.1:") != NULL, "%s", trace);
+    cr_assert(strstr(trace, "Connected to localhost (127.0.0.1:") != NULL, "%s", trace);
+    close(conn.fd);
+    close(lfd);
+}
+
+Test(connect, every_refusal_is_named)
+{
+    mtls_client_conn conn;
+    mtls_err err;
+    int port, lfd = listen_loopback(&port);
+    char want[64];
+
+    close(lfd); /* nothing listens there now */
+    cr_assert_eq(mtls_client_connect("127.0.0.1", port, 2000, NULL, NULL, &conn, &err), MTLS_E_IO);
+    cr_assert_eq(conn.fd, -1);
+    cr_assert_eq(conn.sys_errno, ECONNREFUSED);
+    snprintf(want, sizeof(want), "cannot connect to '127.0.0.1' port %d: 127.0.0.1:%d: ", port,
+             port);
+    cr_assert(strncmp(err.msg, want, strlen(want)) == 0, "%s", err.msg);
+    cr_assert_gt(conn.addr_len, 0, "the first address tried is kept");
+    cr_assert_eq(mtls_client_connect("no-such-host.invalid", 443, 2000, NULL, NULL, &conn, &err),
+                 MTLS_E_NOTFOUND);
+    cr_assert(strstr(err.msg, "cannot resolve 'no-such-host.invalid'") != NULL, "%s", err.msg);
+    cr_assert_eq(conn.addr_len, 0);
 }
