@@ -41,24 +41,37 @@ static int fail(mtls_http_response *r, int code, const char *fmt, ...)
     return HPE_USER;
 }
 
+/*
+ * Makes *buf hold at least need bytes: doubling from first, never beyond max
+ * (need <= max). Returns 0, or -1 when out of memory (*buf unchanged).
+ */
+static int grow(char **buf, size_t *cap, size_t need, size_t first, size_t max)
+{
+    size_t size = *cap ? *cap : first;
+    char *grown;
+
+    if (need <= *cap)
+        return 0;
+    while (size < need)
+        size *= 2;
+    if (size > max)
+        size = max;
+    grown = realloc(*buf, size);
+    if (grown == NULL)
+        return -1;
+    *buf = grown;
+    *cap = size;
+    return 0;
+}
+
 /* Appends len bytes (and nothing else) to the head buffer, within max_head. */
 static int head_append(mtls_http_response *r, const char *at, size_t len)
 {
     if (r->buf_len + len + 1 > r->opts.max_head)
         return fail(r, MTLS_E_INVALID, "the response head is larger than %zu bytes",
                     r->opts.max_head);
-    if (r->buf_len + len + 1 > r->buf_cap) {
-        size_t cap = r->buf_cap ? r->buf_cap : 1024;
-        char *grown;
-
-        while (cap < r->buf_len + len + 1)
-            cap *= 2;
-        grown = realloc(r->buf, cap);
-        if (grown == NULL)
-            return fail(r, MTLS_E_NOMEM, "out of memory");
-        r->buf = grown;
-        r->buf_cap = cap;
-    }
+    if (grow(&r->buf, &r->buf_cap, r->buf_len + len + 1, 1024, r->opts.max_head) != 0)
+        return fail(r, MTLS_E_NOMEM, "out of memory");
     memcpy(r->buf + r->buf_len, at, len);
     r->buf_len += len;
     return 0;
@@ -240,20 +253,8 @@ static int keep_body(mtls_http_response *r, const char *at, size_t len)
         r->body_truncated = 1;
     if (n == 0)
         return 0;
-    if (r->body_len + n + 1 > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 4096;
-        char *grown;
-
-        while (cap < r->body_len + n + 1)
-            cap *= 2;
-        if (cap > r->opts.keep_body + 1)
-            cap = r->opts.keep_body + 1;
-        grown = realloc(r->body, cap);
-        if (grown == NULL)
-            return fail(r, MTLS_E_NOMEM, "out of memory");
-        r->body = grown;
-        r->body_cap = cap;
-    }
+    if (grow(&r->body, &r->body_cap, r->body_len + n + 1, 4096, r->opts.keep_body + 1) != 0)
+        return fail(r, MTLS_E_NOMEM, "out of memory");
     memcpy(r->body + r->body_len, at, n);
     r->body_len += n;
     r->body[r->body_len] = '\0';

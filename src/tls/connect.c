@@ -14,13 +14,31 @@
 #include <unistd.h>
 
 #include "mtls/client.h"
+#include "tls/client_internal.h"
 
-static long long now_ms(void)
+long long mtls__now_ms(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int mtls__wait_fd(int fd, short events, long long deadline)
+{
+    for (;;) {
+        long long left = deadline - mtls__now_ms();
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int n;
+
+        if (left <= 0)
+            return 0;
+        n = poll(&pfd, 1, left > 1000000 ? 1000000 : (int)left);
+        if (n > 0)
+            return 1;
+        if (n < 0 && errno != EINTR)
+            return -1;
+    }
 }
 
 static void tracef(mtls_client_trace_fn trace, void *arg, const char *fmt, ...)
@@ -48,26 +66,6 @@ static void format_address(const struct sockaddr *sa, socklen_t len, char *buf, 
     snprintf(buf, size, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
 }
 
-/* Waits until fd is writable or timeout_ms passed: 1 ready, 0 timed out, -1 error. */
-static int wait_writable(int fd, int timeout_ms)
-{
-    long long deadline = now_ms() + timeout_ms;
-
-    for (;;) {
-        long long left = deadline - now_ms();
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        int n;
-
-        if (left <= 0)
-            return 0;
-        n = poll(&pfd, 1, (int)left);
-        if (n > 0)
-            return 1;
-        if (n < 0 && errno != EINTR)
-            return -1;
-    }
-}
-
 /* Tries one address: 0 with *fd_out connected, else an errno (ETIMEDOUT on our timeout). */
 static int connect_one(const struct addrinfo *ai, int timeout_ms, int *fd_out)
 {
@@ -83,7 +81,7 @@ static int connect_one(const struct addrinfo *ai, int timeout_ms, int *fd_out)
             rc = errno;
             goto out;
         }
-        switch (wait_writable(fd, timeout_ms)) {
+        switch (mtls__wait_fd(fd, POLLOUT, mtls__now_ms() + timeout_ms)) {
         case 0:
             rc = ETIMEDOUT;
             goto out;

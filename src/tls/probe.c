@@ -14,9 +14,6 @@
  * classified with the same care as a failed handshake.
  */
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -37,6 +34,7 @@
 
 #include "mtls/client.h"
 #include "mtls/http_response.h"
+#include "tls/client_internal.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_MAX_BODY (1024u * 1024u)
@@ -226,36 +224,6 @@ static const char *handshake_name(int type)
         return "Message hash";
     default:
         return "Unknown";
-    }
-}
-
-/* ---- time and waiting ------------------------------------------------ */
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Waits for events on fd until deadline. Returns 1 ready, 0 timed out, -1 error. */
-static int wait_fd(int fd, short events, long long deadline)
-{
-    for (;;) {
-        long long left = deadline - now_ms();
-        struct pollfd pfd = {.fd = fd, .events = events};
-        int n;
-
-        if (left <= 0)
-            return 0;
-        n = poll(&pfd, 1, left > 1000000 ? 1000000 : (int)left);
-        if (n > 0)
-            return 1;
-        if (n == 0)
-            continue;
-        if (errno != EINTR)
-            return -1;
     }
 }
 
@@ -597,7 +565,7 @@ static void classify_handshake_failure(struct probe *p, SSL *ssl, int ssl_error,
 
 static int do_handshake(struct probe *p, SSL *ssl)
 {
-    long long deadline = now_ms() + p->timeout_ms;
+    long long deadline = mtls__now_ms() + p->timeout_ms;
 
     p->res->stage = MTLS_STAGE_HANDSHAKE;
     for (;;) {
@@ -610,7 +578,7 @@ static int do_handshake(struct probe *p, SSL *ssl)
             return 0;
         err = SSL_get_error(ssl, rc);
         if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-            w = wait_fd(p->fd, err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
+            w = mtls__wait_fd(p->fd, err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
             if (w > 0)
                 continue;
             if (w == 0)
@@ -631,7 +599,7 @@ static int do_handshake(struct probe *p, SSL *ssl)
 
 static int write_all(struct probe *p, SSL *ssl, const char *data, size_t len)
 {
-    long long deadline = now_ms() + p->timeout_ms;
+    long long deadline = mtls__now_ms() + p->timeout_ms;
     size_t done = 0;
 
     while (done < len) {
@@ -645,7 +613,7 @@ static int write_all(struct probe *p, SSL *ssl, const char *data, size_t len)
         }
         err = SSL_get_error(ssl, 0);
         if ((err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) &&
-            wait_fd(p->fd, err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) > 0)
+            mtls__wait_fd(p->fd, err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) > 0)
             continue;
         return -1;
     }
@@ -671,7 +639,7 @@ static int trace_head(void *arg, const mtls_http_response *r)
  */
 static int read_answer(struct probe *p, SSL *ssl, int *ssl_error, int *errnum)
 {
-    long long deadline = now_ms() + p->timeout_ms;
+    long long deadline = mtls__now_ms() + p->timeout_ms;
     char buf[16384];
 
     for (;;) {
@@ -693,7 +661,7 @@ static int read_answer(struct probe *p, SSL *ssl, int *ssl_error, int *errnum)
         }
         err = SSL_get_error(ssl, 0);
         if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-            int w = wait_fd(p->fd, err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
+            int w = mtls__wait_fd(p->fd, err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
 
             if (w > 0)
                 continue;
