@@ -30,8 +30,8 @@ struct mtls_loadgen_result;
 /** What a run does; fill it with mtls_loadgen_opts_init() first. Strings are borrowed. */
 typedef struct mtls_loadgen_opts {
     const char *url;            /* https://HOST[:PORT][/PATH]; required */
-    const char *cacert;         /* trusted CA(s) for the server certificate, PEM; required */
-    const char *cert;           /* client certificate (chain), PEM; required */
+    const char *cacert;         /* trusted CA(s) for the server certificate, PEM or DER; required */
+    const char *cert;           /* client certificate (chain), PEM or DER; required */
     const char *key;            /* client private key, PEM; required */
     const char *password;       /* password of an encrypted key, or NULL (never prompted for) */
     unsigned connections;       /* concurrent connections; default 16 */
@@ -95,9 +95,14 @@ void mtls_loadgen_opts_init(mtls_loadgen_opts *opts);
  * Runs the load described by opts on a new libuv loop in this thread and
  * fills *result (caller-owned). Errors of single connections are counted in
  * the result, not returned.
+ * The client context is mtls_client_ctx_new()'s (an encrypted key needs
+ * opts->password; nothing prompts), the URL is read by mtls_url_parse(), and
+ * the host is resolved once: the first of its addresses that accepts a
+ * connection (mtls_client_connect()) serves the whole run.
  * Returns 0 when the run took place; MTLS_E_INVALID (bad URL, option, or a
- * certificate or key file that cannot be loaded), MTLS_E_NOTFOUND (host or a
- * server pid does not exist), MTLS_E_IO or MTLS_E_NOMEM with a message in err.
+ * certificate or key file that cannot be used), MTLS_E_NOTFOUND (host, a
+ * file or a server pid does not exist), MTLS_E_IO, MTLS_E_CRYPTO or
+ * MTLS_E_NOMEM with a message in err.
  */
 int mtls_loadgen_run(const mtls_loadgen_opts *opts, mtls_loadgen_result *result, mtls_err *err);
 
