@@ -288,7 +288,10 @@ def test_ctrl_c_while_issuing_waits_for_the_record_and_its_files(ca):
         fcntl.flock(lock, fcntl.LOCK_EX)
         p = subprocess.Popen([MTLS, "cert", "issue", "--ca", str(ca / "ca"), "--profile", "client",
                               "--cn", "held", "--out", str(ca / "held")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             # A test run started in the background inherits SIGINT
+                             # ignored; the command must see the default, as in a shell.
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
         def waiting_for_the_lock():
             # /proc/locks lists a blocked flock(2) as "N: -> FLOCK ... PID ...".
