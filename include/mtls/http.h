@@ -185,8 +185,11 @@ const char *mtls_http_plain_http_answer(size_t *len);
 
 /**
  * Escapes s (len bytes) as the inside of a JSON string into buf (always
- * NUL-terminated; cut short, never mid-escape, when buf is too small).
- * Bytes outside printable ASCII become \u00XX. Returns the length written.
+ * NUL-terminated; cut short, never mid-escape or mid-character, when buf
+ * is too small). Well-formed UTF-8 is copied as it is; control characters,
+ * DEL and bytes that are not part of well-formed UTF-8 become \u00XX (the
+ * byte's value), so the result is always valid JSON in valid UTF-8.
+ * Returns the length written.
  */
 size_t mtls_json_escape(char *buf, size_t size, const char *s, size_t len);
 

@@ -48,35 +48,68 @@ static void log_times(void)
     }
 }
 
+/*
+ * The length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0 when s[0] starts none.
+ */
+static size_t utf8_len(const unsigned char *s, size_t len)
+{
+    unsigned char b0 = s[0];
+    unsigned char lo = 0x80, hi = 0xbf;
+    size_t n;
+
+    if (b0 >= 0xc2 && b0 <= 0xdf)
+        n = 2;
+    else if (b0 >= 0xe0 && b0 <= 0xef)
+        n = 3, lo = b0 == 0xe0 ? 0xa0 : 0x80, hi = b0 == 0xed ? 0x9f : 0xbf;
+    else if (b0 >= 0xf0 && b0 <= 0xf4)
+        n = 4, lo = b0 == 0xf0 ? 0x90 : 0x80, hi = b0 == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0;
+    if (len < n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++) {
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    }
+    return n;
+}
+
 size_t mtls_json_escape(char *buf, size_t size, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
     size_t o = 0;
 
     if (size == 0)
         return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
+    for (size_t i = 0; i < len;) {
+        unsigned char ch = u[i];
+        const char *from = (const char *)u + i;
         char tmp[7];
-        size_t n;
+        size_t n = 1, in = 1;
 
         if (ch == '"' || ch == '\\') {
             tmp[0] = '\\';
             tmp[1] = (char)ch;
+            from = tmp;
             n = 2;
+        } else if (ch >= 0x80 && (in = utf8_len(u + i, len - i)) > 0) {
+            n = in; /* well-formed UTF-8 goes through as it is */
         } else if (ch < 0x20 || ch >= 0x7f) {
+            /* A control character, or a byte that is not UTF-8: its value as \u00XX. */
             memcpy(tmp, "\\u00", 4);
             tmp[4] = hex[ch >> 4];
             tmp[5] = hex[ch & 15];
+            from = tmp;
             n = 6;
-        } else {
-            tmp[0] = (char)ch;
-            n = 1;
+            in = 1;
         }
         if (o + n >= size)
             break;
-        memcpy(buf + o, tmp, n);
+        memcpy(buf + o, from, n);
         o += n;
+        i += in;
     }
     buf[o] = '\0';
     return o;

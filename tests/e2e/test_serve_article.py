@@ -10,6 +10,7 @@ import ssl
 import pytest
 
 from serve_helpers import *  # noqa: F401,F403 (fixtures)
+from conftest import run_mtls
 from serve_helpers import server_dir
 
 
@@ -162,3 +163,28 @@ def test_json_logs(init_pki, serve, tmp_path):
     rejected = [e for e in events if e["event"] == "handshake_rejected"]
     assert rejected and rejected[0]["alert"] == "certificate_required"
     assert rejected[0]["peer"].startswith("127.0.0.1:")
+
+
+def test_json_logs_keep_utf8_and_stay_valid_json(init_pki, serve, tmp_path):
+    """A non-ASCII subject is written as UTF-8; bytes that are not UTF-8 are escaped."""
+    d = server_dir(init_pki, tmp_path)
+    r = run_mtls("cert", "issue", "--ca", "clientca", "--profile", "client", "--cn", "Ünï €",
+                 "--out", "unicode", cwd=d)
+    assert r.returncode == 0, r.stderr
+    s = serve(d, "--log-format", "json")
+    tls_request(s.port, d, cert="unicode.crt", key="unicode.key")
+    # Invalid UTF-8 in the request target (llhttp takes bytes >= 0x80 there) and the user agent.
+    tls_request(s.port, d, b"GET /t\xff\xc3?\xe9 HTTP/1.1\r\nHost: x\r\nUser-Agent: a\xc0\xafb\xed\xa0\x80\r\n"
+                           b"Connection: close\r\n\r\n")
+    wait_until(lambda: len(read_text(s.access_log).splitlines()) >= 2, what="two access-log lines")
+    with open(s.access_log, "rb") as f:
+        raw = f.read()
+    entries = [json.loads(line.decode("utf-8")) for line in raw.splitlines()]
+    assert entries[0]["client"] == "CN=Ünï €"
+    assert "CN=Ünï €".encode() in raw  # as UTF-8, not \u00c3\u009c...
+    assert entries[1]["path"] == "/t\u00ff\u00c3?\u00e9"
+    assert entries[1]["user_agent"] == "a\u00c0\u00afb\u00ed\u00a0\u0080"
+    s.stop()
+    with open(s.system_log, "rb") as f:
+        for line in f.read().splitlines():
+            json.loads(line.decode("utf-8"))

@@ -310,6 +310,30 @@ Test(http, json_escape_never_splits_an_escape)
     cr_assert_str_eq(buf, "\\\"\\\\");
 }
 
+Test(http, json_escape_keeps_utf8_and_escapes_bad_bytes)
+{
+    char buf[64];
+
+    /* "Ünï" is U+00DC U+006E U+00EF: it stays as its UTF-8 bytes. */
+    cr_assert_eq(mtls_json_escape(buf, sizeof(buf), "\xc3\x9cn\xc3\xaf", 5), 5);
+    cr_assert_str_eq(buf, "\xc3\x9cn\xc3\xaf");
+    /* Three- and four-byte characters too. */
+    cr_assert_str_eq((mtls_json_escape(buf, sizeof(buf), "\xe2\x82\xac\xf0\x9f\x94\x92", 7), buf),
+                     "\xe2\x82\xac\xf0\x9f\x94\x92");
+    /* A lone continuation byte, a cut sequence, an overlong '/', a surrogate, > U+10FFFF. */
+    mtls_json_escape(buf, sizeof(buf), "a\x80" "b\xc3", 4);
+    cr_assert_str_eq(buf, "a\\u0080" "b\\u00c3");
+    mtls_json_escape(buf, sizeof(buf), "\xc0\xaf", 2);
+    cr_assert_str_eq(buf, "\\u00c0\\u00af");
+    mtls_json_escape(buf, sizeof(buf), "\xed\xa0\x80", 3);
+    cr_assert_str_eq(buf, "\\u00ed\\u00a0\\u0080");
+    mtls_json_escape(buf, sizeof(buf), "\xf4\x90\x80\x80", 4);
+    cr_assert_str_eq(buf, "\\u00f4\\u0090\\u0080\\u0080");
+    /* Never half a character when the buffer is short. */
+    cr_assert_eq(mtls_json_escape(buf, 3, "a\xc3\x9c", 3), 1);
+    cr_assert_str_eq(buf, "a");
+}
+
 Test(http, pipelining_back_pressure_with_a_lent_read_buffer)
 {
     static char req[40000], lent[32768];
