@@ -458,11 +458,47 @@ void mtls_http_conn_release(mtls_http_conn *c)
     c->in_cap = c->out_cap = 0;
 }
 
+/*
+ * Why a request could not be parsed, in words for the person who sent it.
+ * llhttp's own texts ("Pause on PRI/Upgrade", "Span callback error ...")
+ * describe its internals, so none of them reaches a response.
+ */
+static const char *parse_error_reason(llhttp_errno_t e)
+{
+    switch (e) {
+    case HPE_PAUSED_H2_UPGRADE:
+        return "HTTP/2 with prior knowledge (PRI * HTTP/2.0) is not spoken here: this server "
+               "speaks HTTP/1.1 over TLS; let the client choose the protocol with ALPN (curl "
+               "without --http2-prior-knowledge)";
+    case HPE_INVALID_METHOD:
+        return "invalid request method";
+    case HPE_INVALID_URL:
+        return "invalid request target";
+    case HPE_INVALID_VERSION:
+        return "invalid or unsupported HTTP version";
+    case HPE_INVALID_HEADER_TOKEN:
+        return "invalid character in a header";
+    case HPE_INVALID_CONTENT_LENGTH:
+    case HPE_UNEXPECTED_CONTENT_LENGTH:
+        return "invalid Content-Length";
+    case HPE_INVALID_TRANSFER_ENCODING:
+        return "invalid Transfer-Encoding";
+    case HPE_INVALID_CHUNK_SIZE:
+        return "invalid chunk size in a chunked body";
+    case HPE_CR_EXPECTED:
+    case HPE_LF_EXPECTED:
+    case HPE_STRICT:
+        return "lines must end in CRLF";
+    default:
+        return "the request is not valid HTTP/1.1";
+    }
+}
+
 /* A request that cannot be parsed or exceeds a limit: answer and close. */
 static void parse_error(mtls_http_conn *c, llhttp_errno_t e)
 {
     int status = c->error_status ? c->error_status : 400;
-    const char *reason = c->error_reason ? c->error_reason : llhttp_get_error_reason(&c->parser);
+    const char *reason = c->error_reason ? c->error_reason : parse_error_reason(e);
     const char *error = status == 400   ? "bad request"
                         : status == 413 ? "request body too large"
                         : status == 414 ? "request target too long"
@@ -470,9 +506,6 @@ static void parse_error(mtls_http_conn *c, llhttp_errno_t e)
     char body[1024];
     size_t len;
 
-    (void)e;
-    if (status == 400 && reason == NULL)
-        reason = llhttp_errno_name(e);
     len = error_body(body, sizeof(body), error, status == 400 ? reason : NULL);
     respond(c, status, body, len, NULL, 0, 0, 0);
     log_request(c, status, 0);

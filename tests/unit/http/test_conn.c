@@ -310,6 +310,61 @@ Test(http, json_escape_never_splits_an_escape)
     cr_assert_str_eq(buf, "\\\"\\\\");
 }
 
+Test(http, http2_prior_knowledge_gets_a_reason_a_person_understands)
+{
+    static struct mem m;
+
+    feed(&m, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1 << 20, NULL);
+    cr_assert(strncmp(m.out, "HTTP/1.1 400 ", 13) == 0, "%s", m.out);
+    cr_assert(strstr(m.out, "speaks HTTP/1.1 over TLS") != NULL, "%s", m.out);
+    cr_assert(strstr(m.out, "ALPN") != NULL, "%s", m.out);
+    cr_assert_null(strstr(m.out, "Pause"), "%s", m.out);
+}
+
+/* Whatever llhttp refuses, the body names the problem in our words, never llhttp's. */
+Test(http, no_llhttp_text_reaches_a_response)
+{
+    static const char *const bad[] = {
+        "GE(T / HTTP/1.1\r\n\r\n",
+        "GET /\x01 HTTP/1.1\r\n\r\n",
+        "GET / HTTP/7.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHo\x01st: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: \x01\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "GET / HTTP/1.1\rX\n\r\n",
+        "GET / HTTP/1.1\nHost: x\n\n",
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    };
+    /* Words llhttp uses in its error texts; ours are lower case. */
+    static const char *const theirs[] = {"Invalid",
+                                         "Expected",
+                                         "Pause",
+                                         "Span",
+                                         "callback",
+                                         "Missing",
+                                         "Unexpected",
+                                         "Duplicate",
+                                         "Content-Length can't",
+                                         "Request has invalid",
+                                         "Data after"};
+    static struct mem m;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *body;
+
+        feed(&m, bad[i], 1 << 20, NULL);
+        cr_assert(strncmp(m.out, "HTTP/1.1 400 ", 13) == 0, "%zu: %s", i, m.out);
+        body = strstr(m.out, "\r\n\r\n");
+        cr_assert_not_null(body);
+        cr_assert_not_null(strstr(body, "\"reason\":\""), "%zu: %s", i, body);
+        for (size_t j = 0; j < sizeof(theirs) / sizeof(theirs[0]); j++)
+            cr_assert_null(strstr(body, theirs[j]), "%zu: %s", i, body);
+    }
+}
+
 Test(http, json_escape_keeps_utf8_and_escapes_bad_bytes)
 {
     char buf[64];
@@ -321,8 +376,12 @@ Test(http, json_escape_keeps_utf8_and_escapes_bad_bytes)
     cr_assert_str_eq((mtls_json_escape(buf, sizeof(buf), "\xe2\x82\xac\xf0\x9f\x94\x92", 7), buf),
                      "\xe2\x82\xac\xf0\x9f\x94\x92");
     /* A lone continuation byte, a cut sequence, an overlong '/', a surrogate, > U+10FFFF. */
-    mtls_json_escape(buf, sizeof(buf), "a\x80" "b\xc3", 4);
-    cr_assert_str_eq(buf, "a\\u0080" "b\\u00c3");
+    mtls_json_escape(buf, sizeof(buf),
+                     "a\x80"
+                     "b\xc3",
+                     4);
+    cr_assert_str_eq(buf, "a\\u0080"
+                          "b\\u00c3");
     mtls_json_escape(buf, sizeof(buf), "\xc0\xaf", 2);
     cr_assert_str_eq(buf, "\\u00c0\\u00af");
     mtls_json_escape(buf, sizeof(buf), "\xed\xa0\x80", 3);
