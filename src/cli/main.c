@@ -42,10 +42,30 @@ static const struct cli_command commands[] = {
 
 static const size_t n_commands = sizeof(commands) / sizeof(commands[0]);
 
+static const struct cli_opt version_opts[] = {
+    {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
+};
+
+static const struct cli_spec version_spec = {
+    .name = "version",
+    .usage = "",
+    .summary = "print the version of mtls and of OpenSSL",
+    .description = "Prints the version of mtls, the OpenSSL it was built with and the one it runs "
+                   "with.",
+    .opts = version_opts,
+    .min_args = 0,
+    .max_args = 0,
+    .exit_codes = NULL,
+};
+
 int cmd_version(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    struct cli_args args = {0};
+    int rc = cli_parse(&version_spec, argc, argv, &args);
+
+    cli_args_release(&args);
+    if (rc != CLI_PARSED)
+        return rc == CLI_DONE_HELP ? EXIT_OK : EXIT_USAGE;
     printf("mtls %s (built with %s, running %s)\n", MTLS_VERSION, OPENSSL_VERSION_TEXT,
            OpenSSL_version(OPENSSL_VERSION));
     return EXIT_OK;
@@ -58,12 +78,13 @@ static void usage(FILE *f)
                "commands:\n");
     for (size_t i = 0; i < n_commands; i++)
         fprintf(f, "  %-14s  %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\nRun 'mtls COMMAND --help' for the options of one command.\n\n"
-               "exit codes:\n"
-               "  0  success\n"
-               "  1  the operation failed (the message says why)\n"
-               "  2  usage error, or a configuration the server cannot start with\n"
-               "  some commands add their own codes: see their --help\n");
+    fprintf(f,
+            "\nRun 'mtls COMMAND --help' or 'mtls help COMMAND' for the options of one command.\n\n"
+            "exit codes:\n"
+            "  0  success\n"
+            "  1  the operation failed (the message says why)\n"
+            "  2  usage error, or a configuration the server cannot start with\n"
+            "  some commands add their own codes: see their --help\n");
 }
 
 /* Lists the subcommands of group (e.g. "ca"), or returns 0 if there are none. */
@@ -105,37 +126,36 @@ static const struct cli_command *find_command(const char *first, const char *sec
     return NULL;
 }
 
-int main(int argc, char **argv)
+static int is_help(const char *arg)
 {
-    const struct cli_command *cmd;
-    const char *second;
+    return arg != NULL && (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0);
+}
 
-    /* A closed pipe must be a write error we report, not a silent death. */
-    signal(SIGPIPE, SIG_IGN);
-    if (argc < 2) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        usage(stdout);
-        return cli_finish(EXIT_OK);
-    }
-    if (strcmp(argv[1], "--version") == 0)
-        return cli_finish(cmd_version(argc - 1, argv + 1));
-    second = argc > 2 ? argv[2] : NULL;
-    cmd = find_command(argv[1], second);
+/*
+ * Runs the command named by argv[1] (and argv[2] for a group) with the
+ * rest of argv, or lists a group. An unknown name is a usage error.
+ */
+static int dispatch(int argc, char **argv)
+{
+    const char *second = argc > 2 ? argv[2] : NULL;
+    const struct cli_command *cmd = find_command(argv[1], second);
+
     if (cmd == NULL) {
         if (second == NULL || second[0] == '-') {
-            FILE *f =
-                (second != NULL && (strcmp(second, "--help") == 0 || strcmp(second, "-h") == 0))
-                    ? stdout
-                    : stderr;
-            if (list_group(argv[1], f))
-                return cli_finish(f == stdout ? EXIT_OK : EXIT_USAGE);
+            FILE *f = is_help(second) && argc == 3 ? stdout : stderr;
+
+            if (list_group(argv[1], f)) {
+                if (f == stdout)
+                    return cli_finish(EXIT_OK);
+                if (second != NULL)
+                    fprintf(stderr, "\nmtls %s: unknown option '%s'\ntry 'mtls %s --help'\n",
+                            argv[1], second, argv[1]);
+                return EXIT_USAGE;
+            }
         }
         if (second != NULL && list_group(argv[1], stderr) != 0) {
-            fprintf(stderr, "mtls: '%s %s' is not a command\n", argv[1], second);
+            fprintf(stderr, "\nmtls: '%s %s' is not a command\ntry 'mtls %s --help'\n", argv[1],
+                    second, argv[1]);
             return EXIT_USAGE;
         }
         fprintf(stderr, "mtls: '%s' is not a command\ntry 'mtls --help'\n", argv[1]);
@@ -145,4 +165,47 @@ int main(int argc, char **argv)
     if (strchr(cmd->name, ' ') != NULL)
         return cli_finish(cmd->fn(argc - 2, argv + 2));
     return cli_finish(cmd->fn(argc - 1, argv + 1));
+}
+
+/* `mtls help [COMMAND [SUBCOMMAND]]`: the same text as `mtls COMMAND --help`. */
+static int help(int argc, char **argv)
+{
+    char *args[4];
+
+    if (argc < 3) {
+        usage(stdout);
+        return cli_finish(EXIT_OK);
+    }
+    if (argc > 4 || argv[2][0] == '-' || (argc == 4 && argv[3][0] == '-')) {
+        fprintf(stderr, "usage: mtls help [COMMAND [SUBCOMMAND]]\ntry 'mtls --help'\n");
+        return EXIT_USAGE;
+    }
+    args[0] = argv[0];
+    args[1] = argv[2];
+    args[2] = argc == 4 ? argv[3] : (char *)"--help";
+    args[3] = argc == 4 ? (char *)"--help" : NULL;
+    return dispatch(argc, args);
+}
+
+int main(int argc, char **argv)
+{
+    /* A closed pipe must be a write error we report, not a silent death. */
+    signal(SIGPIPE, SIG_IGN);
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "help") == 0)
+        return help(argc, argv);
+    if (is_help(argv[1]) && argc == 2) {
+        usage(stdout);
+        return cli_finish(EXIT_OK);
+    }
+    if (strcmp(argv[1], "--version") == 0 && argc == 2)
+        return cli_finish(cmd_version(argc - 1, argv + 1));
+    if (argv[1][0] == '-') {
+        fprintf(stderr, "mtls: unknown option '%s'\ntry 'mtls --help'\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    return dispatch(argc, argv);
 }
