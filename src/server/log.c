@@ -1,11 +1,14 @@
 /*
  * Log files: opened for appending, written with one write(2) per line (or
  * per batch of access-log lines), reopened under the same descriptor on
- * SIGUSR1 so that every worker writes to the new file at once.
+ * SIGUSR1 so that every worker writes to the new file at once. Access-log
+ * lines that cannot be written (full disk) are counted and said in the
+ * system log, rate limited, and so is the moment writing works again.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -26,7 +29,7 @@ int mtls__log_open(struct mtls__log *log, const char *path, mtls_err *err)
     return 0;
 }
 
-int mtls__log_reopen(struct mtls__log *log, mtls_err *err)
+int mtls__log_reopen(const struct mtls__log *log, mtls_err *err)
 {
     int fd;
 
@@ -46,6 +49,19 @@ int mtls__log_reopen(struct mtls__log *log, mtls_err *err)
     return 0;
 }
 
+int mtls__server_reopen_logs(const mtls_server *srv)
+{
+    mtls_err err;
+
+    mtls_err_clear(&err);
+    if (mtls__log_reopen(&srv->access_log, &err) != 0 ||
+        mtls__log_reopen(&srv->system_log, &err) != 0) {
+        mtls__syslog(srv, "error", NULL, "log_reopen_failed", err.msg, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 void mtls__log_close(struct mtls__log *log)
 {
     if (log->fd >= 0)
@@ -53,18 +69,71 @@ void mtls__log_close(struct mtls__log *log)
     log->fd = -1;
 }
 
-void mtls__log_write(const struct mtls__log *log, const char *buf, size_t len)
+int mtls__log_write(const struct mtls__log *log, const char *buf, size_t len, size_t *written)
 {
-    while (log->fd >= 0 && len > 0) {
-        ssize_t n = write(log->fd, buf, len);
+    size_t done = 0;
+    int e = 0;
+
+    while (log->fd >= 0 && done < len) {
+        ssize_t n = write(log->fd, buf + done, len - done);
 
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            return; /* a full disk must not stop the server */
-        buf += n;
-        len -= (size_t)n;
+        if (n <= 0) {
+            e = n < 0 ? errno : ENOSPC; /* a full disk must not stop the server */
+            break;
+        }
+        done += (size_t)n;
     }
+    if (written != NULL)
+        *written = done;
+    return e;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t count_lines(const char *buf, size_t len)
+{
+    uint64_t n = 0;
+
+    for (const char *p = buf; (p = memchr(p, '\n', len - (size_t)(p - buf))) != NULL; p++)
+        n++;
+    return n;
+}
+
+void mtls__access_log_write(const mtls_server *srv, struct mtls__log_loss *loss, const char *buf,
+                            size_t len)
+{
+    size_t written = 0;
+    int e = mtls__log_write(&srv->access_log, buf, len, &written);
+    uint64_t now;
+
+    if (e == 0) {
+        if (loss->lines > 0)
+            mtls__syslogf(srv, "info", "access_log_resumed",
+                          "the access log '%s' is written again; %llu line(s) were lost while "
+                          "it could not be written",
+                          srv->access_log.path, (unsigned long long)loss->lines);
+        loss->lines = 0;
+        return;
+    }
+    /* A line cut short counts as lost: only whole lines were written. */
+    loss->lines += count_lines(buf + written, len - written);
+    loss->total += count_lines(buf + written, len - written);
+    now = now_ms();
+    if (loss->last_said != 0 && now - loss->last_said < MTLS__LOG_LOSS_EVERY_MS)
+        return;
+    loss->last_said = now;
+    mtls__syslogf(srv, "error", "access_log_failed",
+                  "cannot write the access log '%s': %s; %llu line(s) lost so far (said at most "
+                  "once a minute until writing works again)",
+                  srv->access_log.path, strerror(e), (unsigned long long)loss->lines);
 }
 
 static void now_iso(char *buf, size_t size)
@@ -138,7 +207,7 @@ void mtls__syslog(const mtls_server *srv, const char *level, const char *peer, c
         }
     }
     line[o++] = '\n';
-    mtls__log_write(&srv->system_log, line, o);
+    (void)mtls__log_write(&srv->system_log, line, o, NULL); /* nowhere left to say it */
 }
 
 void mtls__syslogf(const mtls_server *srv, const char *level, const char *event, const char *fmt,

@@ -542,12 +542,12 @@ static int run_processes(mtls_server *srv, mtls_err *err)
                     kill(pids[i], SIGTERM);
             }
         } else if (sig == SIGUSR1) {
-            mtls_err e;
-
-            mtls_err_clear(&e);
-            if (mtls__log_reopen(&srv->system_log, &e) != 0)
-                mtls__syslog(srv, "error", NULL, "log_reopen_failed", e.msg, NULL);
-            else
+            /*
+             * The main process reopens both logs too: a worker it starts
+             * later inherits its descriptors, and must not write to the
+             * rotated file.
+             */
+            if (mtls__server_reopen_logs(srv) == 0)
                 mtls__syslogf(srv, "info", "log_reopen", "SIGUSR1: log files reopened");
             for (unsigned i = 0; i < srv->workers; i++) {
                 if (pids[i] > 0)
@@ -666,13 +666,7 @@ static int run_threads(mtls_server *srv, mtls_err *err)
                           sig == SIGTERM ? "SIGTERM" : "SIGINT");
             stopping = 1;
         } else if (sig == SIGUSR1) {
-            mtls_err e;
-
-            mtls_err_clear(&e);
-            if (mtls__log_reopen(&srv->access_log, &e) != 0 ||
-                mtls__log_reopen(&srv->system_log, &e) != 0)
-                mtls__syslog(srv, "error", NULL, "log_reopen_failed", e.msg, NULL);
-            else
+            if (mtls__server_reopen_logs(srv) == 0)
                 mtls__syslogf(srv, "info", "log_reopen", "SIGUSR1: log files reopened");
             for (unsigned i = 0; i < started; i++)
                 mtls__worker_notify(&ws[i], WORKER_CMD_REOPEN);

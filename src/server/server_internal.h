@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -26,12 +27,41 @@ struct mtls__log {
 int mtls__log_open(struct mtls__log *log, const char *path, mtls_err *err);
 
 /** Opens the path again and puts the new file under the same fd (logrotate). */
-int mtls__log_reopen(struct mtls__log *log, mtls_err *err);
+int mtls__log_reopen(const struct mtls__log *log, mtls_err *err);
 
 void mtls__log_close(struct mtls__log *log);
 
-/** Writes len bytes with as few write(2) calls as possible; best effort. */
-void mtls__log_write(const struct mtls__log *log, const char *buf, size_t len);
+/**
+ * Writes len bytes with as few write(2) calls as possible. Returns 0, or the
+ * errno of the write that failed (ENOSPC for a write of 0 bytes); *written
+ * (may be NULL) gets how many bytes went out.
+ */
+int mtls__log_write(const struct mtls__log *log, const char *buf, size_t len, size_t *written);
+
+/** How often a failing access log is said in the system log, at most. */
+#define MTLS__LOG_LOSS_EVERY_MS 60000
+
+/** One writer's access-log lines lost to failed writes (each worker has one). */
+struct mtls__log_loss {
+    unsigned long long lines; /* lost since the last write that worked */
+    unsigned long long total; /* lost since start */
+    uint64_t last_said;       /* CLOCK_MONOTONIC ms of the last warning, 0: none yet */
+};
+
+/**
+ * Writes a batch of whole access-log lines. A failed write is counted in
+ * loss and said in the system log (the first time, then at most every
+ * MTLS__LOG_LOSS_EVERY_MS); the first write that works after failures says
+ * how many lines were lost.
+ */
+void mtls__access_log_write(const mtls_server *srv, struct mtls__log_loss *loss, const char *buf,
+                            size_t len);
+
+/**
+ * Reopens the access log and the system log under their descriptors
+ * (SIGUSR1, logrotate). Returns 0, or -1 after saying why in the system log.
+ */
+int mtls__server_reopen_logs(const mtls_server *srv);
 
 /**
  * One system-log line: level ("info", "warn", "error"), peer ("ip:port" or

@@ -84,6 +84,7 @@ struct worker {
     mtls_http_config http_cfg;
     char access_buf[ACCESS_BUF];
     size_t access_len;
+    struct mtls__log_loss access_loss;
     char read_buf[16384]; /* lent to every connection for SSL_read: idle ones hold none */
 };
 
@@ -97,7 +98,7 @@ static void worker_maybe_exit(struct worker *w);
 static void access_flush(struct worker *w)
 {
     if (w->access_len > 0) {
-        mtls__log_write(&w->srv->access_log, w->access_buf, w->access_len);
+        mtls__access_log_write(w->srv, &w->access_loss, w->access_buf, w->access_len);
         w->access_len = 0;
     }
 }
@@ -110,7 +111,7 @@ static void access_line(void *ctx, const char *line, size_t len)
     if (w->access_len + len > sizeof(w->access_buf))
         access_flush(w);
     if (len > sizeof(w->access_buf)) {
-        mtls__log_write(&w->srv->access_log, line, len);
+        mtls__access_log_write(w->srv, &w->access_loss, line, len);
         return;
     }
     memcpy(w->access_buf + w->access_len, line, len);
@@ -743,13 +744,8 @@ static void worker_maybe_exit(struct worker *w)
 
 static void worker_reopen(struct worker *w)
 {
-    mtls_err err;
-
     access_flush(w);
-    mtls_err_clear(&err);
-    if (mtls__log_reopen(&w->srv->access_log, &err) != 0 ||
-        mtls__log_reopen(&w->srv->system_log, &err) != 0)
-        mtls__syslog(w->srv, "error", NULL, "log_reopen_failed", err.msg, NULL);
+    (void)mtls__server_reopen_logs(w->srv); /* a failure is in the system log */
 }
 
 /*
