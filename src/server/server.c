@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -262,6 +263,20 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
         rc = mtls_err_set(err, MTLS_E_INVALID, "timeouts and --max-connections must be above 0");
         goto out;
     }
+    srv->shared_size = sizeof(*srv->shared) + srv->workers * sizeof(srv->shared->worker[0]);
+    srv->shared =
+        mmap(NULL, srv->shared_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (srv->shared == MAP_FAILED) {
+        srv->shared = NULL;
+        rc = mtls_err_sys(err, MTLS_E_NOMEM, errno, "cannot map the workers' shared memory");
+        goto out;
+    }
+    atomic_init(&srv->shared->open_conns, 0);
+    atomic_init(&srv->shared->cap_said, 0);
+    for (unsigned i = 0; i < srv->workers; i++) {
+        atomic_init(&srv->shared->worker[i].conns, 0);
+        atomic_init(&srv->shared->worker[i].running, 0);
+    }
     /* The system log first, so that configuration warnings land in it too. */
     rc = mtls__log_open(&srv->system_log, opts->system_log, err);
     if (rc != 0)
@@ -296,6 +311,8 @@ void mtls_server_free(mtls_server *srv)
     SSL_CTX_free(srv->ssl_ctx);
     mtls__log_close(&srv->access_log);
     mtls__log_close(&srv->system_log);
+    if (srv->shared != NULL)
+        munmap(srv->shared, srv->shared_size);
     free(srv);
 }
 
@@ -441,11 +458,14 @@ static void log_start(mtls_server *srv)
         srv->opts.tls.verify == MTLS_VERIFY_OPTIONAL ? "optional" : "require", names);
 }
 
-/* The worker side of a forked child; returns when it has drained. */
-static int child_main(mtls_server *srv, unsigned id, pid_t parent)
+/*
+ * The worker side of a forked child; returns when it has drained. A worker
+ * that cannot start says why in err, which the caller of mtls_server_run()
+ * in the child shows (stderr), as well as in the system log.
+ */
+static int child_main(mtls_server *srv, unsigned id, pid_t parent, mtls_err *err)
 {
     struct mtls__worker w;
-    mtls_err err;
     int rc;
 
 #ifdef __linux__
@@ -455,14 +475,18 @@ static int child_main(mtls_server *srv, unsigned id, pid_t parent)
     if (getppid() != parent)
         return 0;
     signal(SIGCHLD, SIG_DFL);
-    mtls_err_clear(&err);
-    rc = mtls__worker_init(&w, srv, id, srv->ssl_ctx, srv->listen_fds[id], 1, &err);
+    rc = mtls__worker_init(&w, srv, id, srv->ssl_ctx, srv->listen_fds[id], 1, err);
     if (rc != 0) {
-        mtls__syslog(srv, "error", NULL, "worker_failed", err.msg, NULL);
+        mtls__syslog(srv, "error", NULL, "worker_failed", err->msg, NULL);
         return rc;
     }
+    atomic_store(&srv->shared->worker[id].running, 1);
     rc = mtls__worker_run(&w);
     mtls__worker_release(&w);
+    if (rc != 0) {
+        mtls_err_set(err, rc, "worker %u stopped: out of memory", id);
+        mtls__syslog(srv, "error", NULL, "worker_failed", err->msg, NULL);
+    }
     return rc;
 }
 
@@ -470,16 +494,18 @@ static int child_main(mtls_server *srv, unsigned id, pid_t parent)
  * Forks worker id. Returns the child's pid in the parent; in the child it
  * runs the worker and sets *in_child (the caller then returns from run()).
  */
-static pid_t spawn(mtls_server *srv, unsigned id, int *in_child, int *child_rc)
+static pid_t spawn(mtls_server *srv, unsigned id, int *in_child, int *child_rc, mtls_err *err)
 {
     pid_t parent = getpid();
     pid_t pid;
 
     fflush(NULL); /* nothing buffered may be written twice */
+    atomic_store(&srv->shared->worker[id].running, 0);
     pid = fork();
     if (pid == 0) {
         *in_child = 1;
-        *child_rc = child_main(srv, id, parent);
+        mtls_err_clear(err);
+        *child_rc = child_main(srv, id, parent, err);
     } else if (pid < 0) {
         mtls__syslogf(srv, "error", "fork_failed", "cannot start worker %u: %s", id,
                       strerror(errno));
@@ -500,7 +526,7 @@ static int run_processes(mtls_server *srv, mtls_err *err)
         return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
     signal_set(&set);
     for (unsigned i = 0; i < srv->workers; i++) {
-        pids[i] = spawn(srv, i, &in_child, &child_rc);
+        pids[i] = spawn(srv, i, &in_child, &child_rc, err);
         if (in_child)
             goto out;
         if (pids[i] < 0) {
@@ -570,8 +596,27 @@ static int run_processes(mtls_server *srv, mtls_err *err)
                     if (pids[i] != pid)
                         continue;
                     pids[i] = 0;
+                    /* The kernel closed its connections: give its share of the cap back. */
+                    atomic_fetch_sub(&srv->shared->open_conns,
+                                     atomic_exchange(&srv->shared->worker[i].conns, 0));
                     if (stopping)
                         break;
+                    if (!atomic_load(&srv->shared->worker[i].running)) {
+                        /* It said why (stderr, system log); restarting would say it again. */
+                        mtls__syslogf(srv, "error", "worker_start_failed",
+                                      "worker %u could not start; stopping the server", i);
+                        rc = mtls_err_set(err, MTLS_E_IO,
+                                          "worker %u could not start (the reason is above and in "
+                                          "the system log)",
+                                          i);
+                        stopping = 1;
+                        stop_deadline = time(NULL) + 2;
+                        for (unsigned j = 0; j < srv->workers; j++) {
+                            if (pids[j] > 0)
+                                kill(pids[j], SIGTERM);
+                        }
+                        break;
+                    }
                     if (WIFSIGNALED(status))
                         mtls__syslogf(srv, "error", "worker_died",
                                       "worker %u (pid %ld) was killed by signal %d; restarting", i,
@@ -587,7 +632,12 @@ static int run_processes(mtls_server *srv, mtls_err *err)
                     if (++deaths > RESPAWN_MAX) {
                         mtls__syslogf(srv, "error", "worker_crash_loop",
                                       "workers keep dying; stopping the server");
-                        rc = mtls_err_set(err, MTLS_E_IO, "workers keep dying; see the system log");
+                        rc = mtls_err_set(err, MTLS_E_IO,
+                                          "workers keep dying (the last: worker %u, %s %d); see "
+                                          "the system log",
+                                          i, WIFSIGNALED(status) ? "signal" : "exit code",
+                                          WIFSIGNALED(status) ? WTERMSIG(status)
+                                                              : WEXITSTATUS(status));
                         stopping = 1;
                         stop_deadline = time(NULL) + 2;
                         for (unsigned j = 0; j < srv->workers; j++) {
@@ -596,7 +646,7 @@ static int run_processes(mtls_server *srv, mtls_err *err)
                         }
                         break;
                     }
-                    pids[i] = spawn(srv, i, &in_child, &child_rc);
+                    pids[i] = spawn(srv, i, &in_child, &child_rc, err);
                     if (in_child)
                         goto out;
                     break;

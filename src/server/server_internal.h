@@ -77,6 +77,24 @@ void mtls__syslogf(const mtls_server *srv, const char *level, const char *event,
 
 /* ---- the server --------------------------------------------------------- */
 
+/**
+ * What the workers share, processes or threads alike: anonymous shared
+ * memory made before the first fork. The connection cap is one count for
+ * the whole server, so that a worker the kernel gives more connections than
+ * the others (SO_REUSEPORT spreads by a hash) keeps accepting while the
+ * server as a whole has room.
+ */
+struct mtls__shared_worker {
+    atomic_uint conns;  /* its share of open_conns (the main process gives a dead one's back) */
+    atomic_int running; /* set once its loop is ready: a worker that exits before cannot start */
+};
+
+struct mtls__shared {
+    atomic_uint open_conns; /* open connections, all workers together */
+    atomic_int cap_said;    /* 1: "connection cap reached" said, "below" not yet */
+    struct mtls__shared_worker worker[];
+};
+
 struct mtls_server {
     mtls_server_opts opts; /* a copy; its strings stay borrowed */
     SSL_CTX *ssl_ctx;      /* checked at start; workers share or copy it */
@@ -88,6 +106,8 @@ struct mtls_server {
     char address[96];
     struct mtls__log access_log;
     struct mtls__log system_log;
+    struct mtls__shared *shared; /* mmap'd, MAP_SHARED */
+    size_t shared_size;
     time_t crl_next_update; /* earliest nextUpdate of the loaded CRLs, 0: none */
     char crl_issuer[512];
     int crl_warned; /* 1: "expires within a week" said; 2: "expired" said */

@@ -6,12 +6,20 @@
  *
  *   accept -> HANDSHAKE -> HTTP (read request -> write response)* -> LINGER -> closed
  *
- * Timeouts are deadlines on each connection, checked by one sweep timer per
- * worker, so that a request costs no timer system call or heap operation.
+ * Timeouts are deadlines on each connection with a libuv timer each, armed
+ * for the deadline when it moves earlier; a deadline that moves later (a
+ * keep-alive request answered) is only noted, and the timer, when it fires
+ * early, re-arms for the rest. So timeouts fire on time (to the
+ * millisecond) and a keep-alive request costs no timer operation.
+ *
+ * The connection cap (--max-connections) is one count for the server in
+ * shared memory (struct mtls__shared): a worker accepts while the server
+ * as a whole has room, and only at the cap do the workers stop accepting.
  */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,6 +41,7 @@
 
 #define ACCEPT_BATCH 64
 #define LINGER_MS 2000
+#define RETRY_MS 50 /* a paused listener (cap reached, no file descriptors) retries this often */
 #define ACCESS_BUF 32768
 
 enum conn_state { ST_HANDSHAKE, ST_HTTP, ST_LINGER };
@@ -41,12 +50,15 @@ struct worker;
 
 struct conn {
     uv_poll_t poll;
+    uv_timer_t timer; /* fires at timer_due; the state's deadline may be later */
     struct worker *w;
     struct conn *prev, *next;
     int fd;
     int events; /* what poll watches now */
     enum conn_state state;
     uint64_t deadline;    /* loop time (ms) after which the state times out */
+    uint64_t timer_due;   /* when the timer fires, 0: not armed */
+    int handles;          /* libuv handles still open (poll, timer) */
     int request_deadline; /* deadline is the header timeout of a started request */
     uint64_t answered;    /* requests answered when the deadline was last set */
     int closing;          /* uv_close called */
@@ -73,14 +85,14 @@ struct worker {
     uv_poll_t listener;
     int listening; /* the listener poll is active */
     int listener_open;
-    uv_timer_t sweep;
+    uv_timer_t retry;       /* resumes a paused listener */
+    uv_timer_t drain_timer; /* the drain timeout */
     uv_check_t flush;
     uv_signal_t signals[4];
     int n_signals;
     struct conn *conns;
-    unsigned n_conns, max_conns;
+    unsigned n_conns;
     int draining;
-    uint64_t drain_deadline;
     mtls_http_config http_cfg;
     char access_buf[ACCESS_BUF];
     size_t access_len;
@@ -89,6 +101,7 @@ struct worker {
 };
 
 static void conn_io(uv_poll_t *h, int status, int events);
+static void conn_timeout(struct conn *c);
 static void conn_close(struct conn *c);
 static void conn_finish(struct conn *c);
 static void worker_maybe_exit(struct worker *w);
@@ -159,6 +172,33 @@ static void conn_want(struct conn *c, int events)
     c->events = events;
 }
 
+static void on_conn_timer(uv_timer_t *h)
+{
+    struct conn *c = h->data;
+    uint64_t now = uv_now(c->w->loop);
+
+    c->timer_due = 0;
+    if (c->closing)
+        return;
+    if (now < c->deadline) {
+        /* The deadline moved later since the timer was armed. */
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, on_conn_timer, c->deadline - now, 0);
+        return;
+    }
+    conn_timeout(c);
+}
+
+/* The state times out after_ms from now; the timer is touched only when that is earlier. */
+static void conn_deadline(struct conn *c, uint64_t after_ms)
+{
+    c->deadline = uv_now(c->w->loop) + after_ms;
+    if (c->timer_due == 0 || c->deadline < c->timer_due) {
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, on_conn_timer, after_ms, 0);
+    }
+}
+
 static void listener_pause(struct worker *w)
 {
     if (w->listening) {
@@ -169,12 +209,84 @@ static void listener_pause(struct worker *w)
 
 static void on_accept(uv_poll_t *h, int status, int events);
 
+static void cap_reached(struct worker *w);
+
+static int server_full(const struct worker *w)
+{
+    return atomic_load_explicit(&w->srv->shared->open_conns, memory_order_relaxed) >=
+           w->srv->opts.max_connections;
+}
+
 static void listener_resume(struct worker *w)
 {
-    if (!w->listening && w->listener_open && !w->draining && w->n_conns < w->max_conns) {
-        if (uv_poll_start(&w->listener, UV_READABLE, on_accept) == 0)
+    if (!w->listening && w->listener_open && !w->draining && !server_full(w)) {
+        if (uv_poll_start(&w->listener, UV_READABLE, on_accept) == 0) {
             w->listening = 1;
+            uv_timer_stop(&w->retry);
+        }
     }
+}
+
+static void on_retry(uv_timer_t *h)
+{
+    struct worker *w = h->data;
+
+    listener_resume(w);
+    if (w->listening || w->draining)
+        uv_timer_stop(&w->retry);
+    else if (server_full(w))
+        cap_reached(w);
+}
+
+/* Stops accepting until listener_resume() finds room; retried every RETRY_MS. */
+static void listener_pause_retry(struct worker *w)
+{
+    listener_pause(w);
+    if (!uv_is_active((uv_handle_t *)&w->retry))
+        uv_timer_start(&w->retry, on_retry, RETRY_MS, RETRY_MS);
+}
+
+/* At the cap: says so once, when a client really waits (not when the last slot was just taken). */
+static void cap_reached(struct worker *w)
+{
+    struct mtls__shared *sh = w->srv->shared;
+    struct pollfd waiting = {w->pub->listen_fd, POLLIN, 0};
+
+    if (!atomic_load_explicit(&sh->cap_said, memory_order_relaxed) && poll(&waiting, 1, 0) == 1 &&
+        !atomic_exchange(&sh->cap_said, 1))
+        mtls__syslogf(w->srv, "warn", "connection_cap",
+                      "connection cap reached: %u connections open (--max-connections); new "
+                      "connections wait in the kernel's queue until one closes",
+                      w->srv->opts.max_connections);
+}
+
+/* One open connection more for the server; -1 at the cap. */
+static int slot_take(struct worker *w)
+{
+    struct mtls__shared *sh = w->srv->shared;
+
+    if (atomic_fetch_add(&sh->open_conns, 1) >= w->srv->opts.max_connections) {
+        atomic_fetch_sub(&sh->open_conns, 1);
+        cap_reached(w);
+        return -1;
+    }
+    atomic_fetch_add_explicit(&sh->worker[w->pub->id].conns, 1, memory_order_relaxed);
+    return 0;
+}
+
+static void slot_give(struct worker *w)
+{
+    struct mtls__shared *sh = w->srv->shared;
+    unsigned max = w->srv->opts.max_connections;
+    unsigned open = atomic_fetch_sub(&sh->open_conns, 1) - 1;
+
+    atomic_fetch_sub_explicit(&sh->worker[w->pub->id].conns, 1, memory_order_relaxed);
+    /* Said a tenth below the cap, so that a server at its cap does not log every close. */
+    if (open + 1 + max / 10 <= max && atomic_load_explicit(&sh->cap_said, memory_order_relaxed) &&
+        atomic_exchange(&sh->cap_said, 0))
+        mtls__syslogf(w->srv, "info", "connection_cap_left",
+                      "%u connections open, below the cap of %u again: accepting new connections",
+                      open, max);
 }
 
 /* ---- the TLS transport for src/http -------------------------------------- */
@@ -275,6 +387,8 @@ static void conn_free(uv_handle_t *h)
     struct conn *c = h->data;
     struct worker *w = c->w;
 
+    if (--c->handles > 0)
+        return;
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -282,6 +396,7 @@ static void conn_free(uv_handle_t *h)
     if (c->next != NULL)
         c->next->prev = c->prev;
     w->n_conns--;
+    slot_give(w);
     SSL_free(c->ssl);
     if (c->fd >= 0)
         close(c->fd);
@@ -304,6 +419,7 @@ static void conn_close(struct conn *c)
         return;
     c->closing = 1;
     uv_close((uv_handle_t *)&c->poll, conn_free);
+    uv_close((uv_handle_t *)&c->timer, conn_free);
 }
 
 /*
@@ -325,7 +441,7 @@ static void conn_finish(struct conn *c)
         return;
     }
     c->state = ST_LINGER;
-    c->deadline = uv_now(c->w->loop) + LINGER_MS;
+    conn_deadline(c, LINGER_MS);
     conn_want(c, UV_READABLE);
 }
 
@@ -442,11 +558,9 @@ static void handshake_done(struct conn *c)
     c->http_ready = 1;
     c->state = ST_HTTP;
     c->request_deadline = 0;
-    c->deadline = uv_now(w->loop) + w->srv->opts.idle_timeout_ms;
-    if (w->draining) {
-        conn_finish(c);
-        return;
-    }
+    conn_deadline(c, w->srv->opts.idle_timeout_ms);
+    if (w->draining)
+        c->http.closing = 1; /* draining: its first request is answered, with Connection: close */
     /* The first request may already sit in OpenSSL's read-ahead buffer. */
     conn_http(c);
 }
@@ -517,21 +631,22 @@ static void conn_http(struct conn *c)
     case MTLS_HTTP_WANT_WRITE:
         if (r == MTLS_HTTP_WANT_WRITE) {
             /* A client that does not read its responses gets the idle timeout. */
-            c->deadline = uv_now(w->loop) + w->srv->opts.idle_timeout_ms;
+            conn_deadline(c, w->srv->opts.idle_timeout_ms);
             c->request_deadline = 0;
         } else if (c->http.in_request) {
             /* Slowloris: a started request must be complete in header_timeout. */
             if (!c->request_deadline) {
-                c->deadline = uv_now(w->loop) + w->srv->opts.header_timeout_ms;
+                conn_deadline(c, w->srv->opts.header_timeout_ms);
                 c->request_deadline = 1;
             }
         } else if (c->request_deadline || c->http.requests != c->answered) {
             /* Between requests: the keep-alive idle timeout, from the last answer. */
-            c->deadline = uv_now(w->loop) + w->srv->opts.idle_timeout_ms;
+            conn_deadline(c, w->srv->opts.idle_timeout_ms);
             c->request_deadline = 0;
             c->answered = c->http.requests;
         }
-        if (w->draining && !mtls_http_conn_busy(&c->http)) {
+        /* Draining: a connection that has not had its one request yet may still send it. */
+        if (w->draining && !mtls_http_conn_busy(&c->http) && c->http.requests > 0) {
             conn_finish(c);
             return;
         }
@@ -586,6 +701,7 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss
 
     if (c == NULL) {
         close(fd);
+        slot_give(w);
         return;
     }
     c->w = w;
@@ -604,16 +720,20 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss
         close(fd);
         free(c->note);
         free(c);
+        slot_give(w);
         return;
     }
+    uv_timer_init(w->loop, &c->timer); /* cannot fail */
+    c->handles = 2;
     SSL_set_accept_state(c->ssl);
     c->poll.data = c;
+    c->timer.data = c;
     c->next = w->conns;
     if (w->conns != NULL)
         w->conns->prev = c;
     w->conns = c;
     w->n_conns++;
-    c->deadline = uv_now(w->loop) + w->srv->opts.handshake_timeout_ms;
+    conn_deadline(c, w->srv->opts.handshake_timeout_ms);
     /* The ClientHello often arrives with the connection: try at once. */
     conn_handshake(c);
 }
@@ -630,20 +750,24 @@ static void on_accept(uv_poll_t *h, int status, int events)
         socklen_t len = sizeof(ss);
         int fd;
 
-        if (w->n_conns >= w->max_conns) {
-            /* The kernel's backlog holds the rest until a connection closes. */
-            listener_pause(w);
+        if (slot_take(w) != 0) {
+            /* The server is full: the kernel's backlog holds the rest until one closes. */
+            listener_pause_retry(w);
             return;
         }
         fd = accept4(w->pub->listen_fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            int e = errno;
+
+            slot_give(w);
+            errno = e;
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE) {
                 mtls__syslogf(w->srv, "error", "accept_failed",
                               "cannot accept connections: out of file descriptors (%u open)",
                               w->n_conns);
-                listener_pause(w); /* the sweep timer resumes it */
+                listener_pause_retry(w);
             }
             return;
         }
@@ -678,22 +802,17 @@ static void conn_timeout(struct conn *c)
     }
 }
 
-static void on_sweep(uv_timer_t *h)
+/* The drain timeout: whatever is still open (but lingering) is closed. */
+static void on_drain_timeout(uv_timer_t *h)
 {
     struct worker *w = h->data;
-    uint64_t now = uv_now(w->loop);
     struct conn *c, *next;
 
     for (c = w->conns; c != NULL; c = next) {
         next = c->next;
-        if (c->closing)
-            continue;
-        if (w->draining && now >= w->drain_deadline && c->state != ST_LINGER)
+        if (!c->closing && c->state != ST_LINGER)
             conn_close(c);
-        else if (now >= c->deadline)
-            conn_timeout(c);
     }
-    listener_resume(w);
     worker_maybe_exit(w);
 }
 
@@ -704,7 +823,8 @@ static void worker_drain(struct worker *w)
     if (w->draining)
         return;
     w->draining = 1;
-    w->drain_deadline = uv_now(w->loop) + w->srv->opts.drain_timeout_ms;
+    uv_timer_start(&w->drain_timer, on_drain_timeout, w->srv->opts.drain_timeout_ms, 0);
+    uv_timer_stop(&w->retry);
     listener_pause(w);
     if (w->listener_open) {
         uv_close((uv_handle_t *)&w->listener, NULL);
@@ -714,8 +834,13 @@ static void worker_drain(struct worker *w)
         next = c->next;
         if (c->closing)
             continue;
-        if (c->state == ST_HANDSHAKE)
-            conn_close(c);
+        /*
+         * A handshake in progress may finish (its request is then answered
+         * with Connection: close), and so may a connection that has not
+         * sent its first request yet; all within the drain timeout.
+         */
+        if (c->state == ST_HTTP && c->http.requests == 0 && !c->http.in_request)
+            c->http.closing = 1;
         else if (c->state == ST_HTTP && !mtls_http_conn_busy(&c->http))
             conn_finish(c);
         else if (c->state == ST_HTTP)
@@ -856,7 +981,6 @@ int mtls__worker_run(struct mtls__worker *pub)
 {
     mtls_server *srv = pub->srv;
     struct worker *w = calloc(1, sizeof(*w));
-    unsigned tick;
     int rc = 0;
 
     if (w == NULL)
@@ -871,27 +995,16 @@ int mtls__worker_run(struct mtls__worker *pub)
     w->http_cfg.access_log_ctx = w;
     w->http_cfg.read_buf = w->read_buf;
     w->http_cfg.read_buf_len = sizeof(w->read_buf);
-    w->max_conns = (srv->opts.max_connections + srv->workers - 1) / srv->workers;
-    if (w->max_conns == 0)
-        w->max_conns = 1;
-
     uv_poll_init_socket(w->loop, &w->listener, pub->listen_fd);
     w->listener.data = w;
     w->listener_open = 1;
+    uv_timer_init(w->loop, &w->retry);
+    w->retry.data = w;
+    uv_unref((uv_handle_t *)&w->retry);
+    uv_timer_init(w->loop, &w->drain_timer);
+    w->drain_timer.data = w;
+    uv_unref((uv_handle_t *)&w->drain_timer);
     listener_resume(w);
-
-    /* Deadlines are checked a few times per shortest timeout. */
-    tick = srv->opts.handshake_timeout_ms;
-    if (srv->opts.header_timeout_ms < tick)
-        tick = srv->opts.header_timeout_ms;
-    if (srv->opts.idle_timeout_ms < tick)
-        tick = srv->opts.idle_timeout_ms;
-    tick /= 4;
-    tick = tick < 50 ? 50 : tick > 1000 ? 1000 : tick;
-    uv_timer_init(w->loop, &w->sweep);
-    w->sweep.data = w;
-    uv_timer_start(&w->sweep, on_sweep, tick, tick);
-    uv_unref((uv_handle_t *)&w->sweep);
     uv_check_init(w->loop, &w->flush);
     w->flush.data = w;
     uv_check_start(&w->flush, on_flush);
