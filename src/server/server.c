@@ -56,9 +56,14 @@ void mtls_server_opts_init(mtls_server_opts *opts)
 
 /* ---- listening sockets --------------------------------------------------- */
 
-/* Parses "8443", ":8443", "*:8443", "127.0.0.1:8443", "[::1]:8443", "localhost:8443". */
+/*
+ * Parses "8443", ":8443", "*:8443", "127.0.0.1:8443", "[::1]:8443",
+ * "localhost:8443" into up to MTLS__MAX_ADDRS addresses: a name stands for
+ * every address it resolves to (localhost: ::1 and 127.0.0.1), as a client
+ * such as curl tries each of them.
+ */
 static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len,
-                        int *everywhere, mtls_err *err)
+                        unsigned *n_addrs, int *everywhere, mtls_err *err)
 {
     char host[256] = "";
     const char *port_s = text;
@@ -69,6 +74,7 @@ static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t
     int r;
 
     *everywhere = 0;
+    *n_addrs = 1;
     if (text == NULL || *text == '\0')
         text = port_s = "8443";
     if (text[0] == '[') {
@@ -98,7 +104,7 @@ static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t
         in6->sin6_family = AF_INET6;
         in6->sin6_addr = in6addr_any;
         in6->sin6_port = htons((uint16_t)port);
-        *len = sizeof(*in6);
+        len[0] = sizeof(*in6);
         *everywhere = 1;
         return 0;
     }
@@ -109,9 +115,27 @@ static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t
     if (r != 0 || res == NULL)
         return mtls_err_set(err, MTLS_E_INVALID, "cannot listen on '%s': %s", text,
                             r != 0 ? gai_strerror(r) : "no address");
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *len = res->ai_addrlen;
+    *n_addrs = 0;
+    for (const struct addrinfo *ai = res; ai != NULL && *n_addrs < MTLS__MAX_ADDRS;
+         ai = ai->ai_next) {
+        unsigned k;
+
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        for (k = 0; k < *n_addrs; k++) {
+            if (len[k] == ai->ai_addrlen && memcmp(&ss[k], ai->ai_addr, ai->ai_addrlen) == 0)
+                break; /* getaddrinfo repeats an address per protocol */
+        }
+        if (k < *n_addrs)
+            continue;
+        memset(&ss[*n_addrs], 0, sizeof(ss[0]));
+        memcpy(&ss[*n_addrs], ai->ai_addr, ai->ai_addrlen);
+        len[*n_addrs] = ai->ai_addrlen;
+        (*n_addrs)++;
+    }
     freeaddrinfo(res);
+    if (*n_addrs == 0)
+        return mtls_err_set(err, MTLS_E_INVALID, "cannot listen on '%s': no IP address", text);
     return 0;
 bad:
     return mtls_err_set(err, MTLS_E_INVALID,
@@ -159,22 +183,37 @@ static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int eve
     return 0;
 }
 
+static void set_port(struct sockaddr_storage *ss, int port)
+{
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+}
+
+/*
+ * Binds one SO_REUSEPORT socket per worker and address: listen_fds[worker *
+ * n_addrs + address]. Port 0: every address gets the port the kernel picked
+ * for the first.
+ */
 static int bind_listeners(mtls_server *srv, mtls_err *err)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = 0;
+    struct sockaddr_storage ss[MTLS__MAX_ADDRS];
+    socklen_t len[MTLS__MAX_ADDRS];
+    unsigned n_addrs = 0;
     int everywhere, rc, port;
     char addr[64];
     const char *shown = srv->opts.listen ? srv->opts.listen : "8443";
 
-    rc = parse_listen(srv->opts.listen, &ss, &len, &everywhere, err);
+    rc = parse_listen(srv->opts.listen, ss, len, &n_addrs, &everywhere, err);
     if (rc != 0)
         return rc;
-    srv->listen_fds = calloc(srv->workers, sizeof(int));
+    srv->listen_fds = calloc((size_t)srv->workers * n_addrs, sizeof(int));
     if (srv->listen_fds == NULL)
         return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
-    for (unsigned i = 0; i < srv->workers; i++)
+    for (unsigned i = 0; i < srv->workers * n_addrs; i++)
         srv->listen_fds[i] = -1;
+    srv->n_addrs = n_addrs;
     if (everywhere) {
         /* No IPv6 on this machine: every IPv4 address instead. */
         int v6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -182,55 +221,62 @@ static int bind_listeners(mtls_server *srv, mtls_err *err)
         if (v6 >= 0) {
             close(v6);
         } else if (errno == EAFNOSUPPORT) {
-            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-            uint16_t p = ((struct sockaddr_in6 *)&ss)->sin6_port;
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss[0];
+            uint16_t p = ((struct sockaddr_in6 *)&ss[0])->sin6_port;
 
-            memset(&ss, 0, sizeof(ss));
+            memset(&ss[0], 0, sizeof(ss[0]));
             in->sin_family = AF_INET;
             in->sin_addr.s_addr = htonl(INADDR_ANY);
             in->sin_port = p;
-            len = sizeof(*in);
+            len[0] = sizeof(*in);
         }
     }
-    mtls__addr_format(&ss, addr, sizeof(addr), &port);
-    if (port != 0) {
+    mtls__addr_format(&ss[0], addr, sizeof(addr), &port);
+    for (unsigned a = 0; port != 0 && a < n_addrs; a++) {
         int probe;
 
         /*
          * SO_REUSEPORT would let us share the port with another server of
          * the same user without a word; a plain bind first finds it.
          */
-        rc = open_socket(&ss, len, everywhere, 0, shown, &probe, err);
+        rc = open_socket(&ss[a], len[a], everywhere, 0, shown, &probe, err);
         if (rc != 0)
             return rc;
         close(probe);
     }
-    for (unsigned i = 0; i < srv->workers; i++) {
-        rc = open_socket(&ss, len, everywhere, 1, shown, &srv->listen_fds[i], err);
+    for (unsigned i = 0; i < srv->workers * n_addrs; i++) {
+        unsigned a = i % n_addrs;
+
+        rc = open_socket(&ss[a], len[a], everywhere, 1, shown, &srv->listen_fds[i], err);
         if (rc != 0)
             return rc;
         srv->n_listen = i + 1;
-        if (i == 0) {
+        if (i == 0 && port == 0) {
             /* Port 0: the others join the port the kernel picked. */
             struct sockaddr_storage got;
             socklen_t got_len = sizeof(got);
+            char ignored[64];
 
             if (getsockname(srv->listen_fds[0], (struct sockaddr *)&got, &got_len) == 0) {
-                mtls__addr_format(&got, addr, sizeof(addr), &port);
-                if (ss.ss_family == AF_INET)
-                    ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
-                else
-                    ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+                mtls__addr_format(&got, ignored, sizeof(ignored), &port);
+                for (unsigned k = 0; k < n_addrs; k++)
+                    set_port(&ss[k], port);
             }
         }
     }
     srv->port = port;
     srv->everywhere = everywhere;
+    srv->address[0] = '\0';
     if (everywhere)
         snprintf(srv->address, sizeof(srv->address), "*:%d", port);
-    else
-        snprintf(srv->address, sizeof(srv->address), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr,
-                 port);
+    for (unsigned a = 0; !everywhere && a < n_addrs; a++) {
+        size_t used = strlen(srv->address);
+        int p;
+
+        mtls__addr_format(&ss[a], addr, sizeof(addr), &p);
+        snprintf(srv->address + used, sizeof(srv->address) - used,
+                 strchr(addr, ':') ? "%s[%s]:%d" : "%s%s:%d", a == 0 ? "" : " and ", addr, port);
+    }
     return 0;
 }
 
@@ -475,7 +521,8 @@ static int child_main(mtls_server *srv, unsigned id, pid_t parent, mtls_err *err
     if (getppid() != parent)
         return 0;
     signal(SIGCHLD, SIG_DFL);
-    rc = mtls__worker_init(&w, srv, id, srv->ssl_ctx, srv->listen_fds[id], 1, err);
+    rc = mtls__worker_init(&w, srv, id, srv->ssl_ctx, srv->listen_fds + id * srv->n_addrs,
+                           srv->n_addrs, 1, err);
     if (rc != 0) {
         mtls__syslog(srv, "error", NULL, "worker_failed", err->msg, NULL);
         return rc;
@@ -695,7 +742,8 @@ static int run_threads(mtls_server *srv, mtls_err *err)
             if (rc != 0)
                 goto stop;
         }
-        rc = mtls__worker_init(&ws[i], srv, i, ctxs[i], srv->listen_fds[i], 0, err);
+        rc = mtls__worker_init(&ws[i], srv, i, ctxs[i], srv->listen_fds + i * srv->n_addrs,
+                               srv->n_addrs, 0, err);
         if (rc != 0)
             goto stop;
         if (pthread_create(&threads[i], NULL, thread_main, &ws[i]) != 0) {

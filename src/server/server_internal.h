@@ -77,6 +77,9 @@ void mtls__syslogf(const mtls_server *srv, const char *level, const char *event,
 
 /* ---- the server --------------------------------------------------------- */
 
+/** The most addresses one --listen name is bound to (the first ones it resolves to). */
+#define MTLS__MAX_ADDRS 4
+
 /**
  * What the workers share, processes or threads alike: anonymous shared
  * memory made before the first fork. The connection cap is one count for
@@ -98,12 +101,13 @@ struct mtls__shared {
 struct mtls_server {
     mtls_server_opts opts; /* a copy; its strings stay borrowed */
     SSL_CTX *ssl_ctx;      /* checked at start; workers share or copy it */
-    int *listen_fds;       /* one SO_REUSEPORT socket per worker */
-    unsigned n_listen;
+    int *listen_fds;       /* per worker, one SO_REUSEPORT socket per address */
+    unsigned n_listen;     /* how many of listen_fds are open */
+    unsigned n_addrs;      /* addresses (a name may stand for ::1 and 127.0.0.1) */
     unsigned workers;
     int port;
     int everywhere;
-    char address[96];
+    char address[MTLS__MAX_ADDRS * 56];
     struct mtls__log access_log;
     struct mtls__log system_log;
     struct mtls__shared *shared; /* mmap'd, MAP_SHARED */
@@ -123,7 +127,8 @@ struct mtls__worker {
     unsigned id;
     SSL_CTX *ssl_ctx;           /* a reference the worker owns; new handshakes use it */
     _Atomic(SSL_CTX *) new_ctx; /* thread model: a reloaded SSL_CTX waiting to be taken */
-    int listen_fd;              /* borrowed */
+    const int *listen_fds;      /* borrowed: one per address */
+    unsigned n_listen_fds;
     int own_signals; /* process model: the worker handles SIGTERM/SIGINT/SIGUSR1/SIGHUP itself */
     uv_loop_t loop;
     uv_async_t async; /* thread model: the main thread's commands */
@@ -136,7 +141,7 @@ struct mtls__worker {
  * before it runs). Takes a reference to ctx. Returns 0 or MTLS_E_* with err set.
  */
 int mtls__worker_init(struct mtls__worker *w, mtls_server *srv, unsigned id, SSL_CTX *ctx,
-                      int listen_fd, int own_signals, mtls_err *err);
+                      const int *listen_fds, unsigned n_listen_fds, int own_signals, mtls_err *err);
 
 /** Runs w until it has drained (every connection closed). Returns 0 or MTLS_E_NOMEM. */
 int mtls__worker_run(struct mtls__worker *w);

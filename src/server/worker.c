@@ -78,12 +78,20 @@ struct conn {
     char *denied; /* verify-client optional: the 403's reason */
 };
 
+/* One listening socket of the worker (one per address it listens on). */
+struct listener {
+    uv_poll_t poll;
+    struct worker *w;
+    int fd;
+};
+
 struct worker {
     struct mtls__worker *pub;
     mtls_server *srv;
     uv_loop_t *loop;
-    uv_poll_t listener;
-    int listening; /* the listener poll is active */
+    struct listener listeners[MTLS__MAX_ADDRS];
+    unsigned n_listeners;
+    int listening; /* the listeners' polls are active */
     int listener_open;
     uv_timer_t retry;       /* resumes a paused listener */
     uv_timer_t drain_timer; /* the drain timeout */
@@ -202,7 +210,8 @@ static void conn_deadline(struct conn *c, uint64_t after_ms)
 static void listener_pause(struct worker *w)
 {
     if (w->listening) {
-        uv_poll_stop(&w->listener);
+        for (unsigned i = 0; i < w->n_listeners; i++)
+            uv_poll_stop(&w->listeners[i].poll);
         w->listening = 0;
     }
 }
@@ -220,10 +229,15 @@ static int server_full(const struct worker *w)
 static void listener_resume(struct worker *w)
 {
     if (!w->listening && w->listener_open && !w->draining && !server_full(w)) {
-        if (uv_poll_start(&w->listener, UV_READABLE, on_accept) == 0) {
-            w->listening = 1;
-            uv_timer_stop(&w->retry);
+        w->listening = 1;
+        for (unsigned i = 0; i < w->n_listeners; i++) {
+            if (uv_poll_start(&w->listeners[i].poll, UV_READABLE, on_accept) != 0)
+                w->listening = 0;
         }
+        if (w->listening)
+            uv_timer_stop(&w->retry);
+        else
+            listener_pause(w);
     }
 }
 
@@ -250,10 +264,15 @@ static void listener_pause_retry(struct worker *w)
 static void cap_reached(struct worker *w)
 {
     struct mtls__shared *sh = w->srv->shared;
-    struct pollfd waiting = {w->pub->listen_fd, POLLIN, 0};
+    struct pollfd waiting[MTLS__MAX_ADDRS];
 
-    if (!atomic_load_explicit(&sh->cap_said, memory_order_relaxed) && poll(&waiting, 1, 0) == 1 &&
-        !atomic_exchange(&sh->cap_said, 1))
+    for (unsigned i = 0; i < w->n_listeners; i++) {
+        waiting[i].fd = w->listeners[i].fd;
+        waiting[i].events = POLLIN;
+        waiting[i].revents = 0;
+    }
+    if (!atomic_load_explicit(&sh->cap_said, memory_order_relaxed) &&
+        poll(waiting, w->n_listeners, 0) > 0 && !atomic_exchange(&sh->cap_said, 1))
         mtls__syslogf(w->srv, "warn", "connection_cap",
                       "connection cap reached: %u connections open (--max-connections); new "
                       "connections wait in the kernel's queue until one closes",
@@ -740,7 +759,8 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss
 
 static void on_accept(uv_poll_t *h, int status, int events)
 {
-    struct worker *w = h->data;
+    struct listener *l = h->data;
+    struct worker *w = l->w;
 
     (void)events;
     if (status < 0)
@@ -755,7 +775,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
             listener_pause_retry(w);
             return;
         }
-        fd = accept4(w->pub->listen_fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int e = errno;
 
@@ -827,7 +847,8 @@ static void worker_drain(struct worker *w)
     uv_timer_stop(&w->retry);
     listener_pause(w);
     if (w->listener_open) {
-        uv_close((uv_handle_t *)&w->listener, NULL);
+        for (unsigned i = 0; i < w->n_listeners; i++)
+            uv_close((uv_handle_t *)&w->listeners[i].poll, NULL);
         w->listener_open = 0;
     }
     for (c = w->conns; c != NULL; c = next) {
@@ -934,7 +955,7 @@ static void on_async(uv_async_t *h)
 /* ---- the worker --------------------------------------------------------------- */
 
 int mtls__worker_init(struct mtls__worker *pub, mtls_server *srv, unsigned id, SSL_CTX *ctx,
-                      int listen_fd, int own_signals, mtls_err *err)
+                      const int *listen_fds, unsigned n_listen_fds, int own_signals, mtls_err *err)
 {
     int r;
 
@@ -945,7 +966,8 @@ int mtls__worker_init(struct mtls__worker *pub, mtls_server *srv, unsigned id, S
         return mtls_err_set(err, MTLS_E_CRYPTO, "cannot start worker %u", id);
     pub->ssl_ctx = ctx;
     atomic_init(&pub->new_ctx, NULL);
-    pub->listen_fd = listen_fd;
+    pub->listen_fds = listen_fds;
+    pub->n_listen_fds = n_listen_fds;
     pub->own_signals = own_signals;
     atomic_init(&pub->commands, 0);
     r = uv_loop_init(&pub->loop);
@@ -995,8 +1017,16 @@ int mtls__worker_run(struct mtls__worker *pub)
     w->http_cfg.access_log_ctx = w;
     w->http_cfg.read_buf = w->read_buf;
     w->http_cfg.read_buf_len = sizeof(w->read_buf);
-    uv_poll_init_socket(w->loop, &w->listener, pub->listen_fd);
-    w->listener.data = w;
+    for (unsigned i = 0; i < pub->n_listen_fds && i < MTLS__MAX_ADDRS; i++) {
+        struct listener *l = &w->listeners[w->n_listeners];
+
+        if (uv_poll_init_socket(w->loop, &l->poll, pub->listen_fds[i]) != 0)
+            continue;
+        l->w = w;
+        l->fd = pub->listen_fds[i];
+        l->poll.data = l;
+        w->n_listeners++;
+    }
     w->listener_open = 1;
     uv_timer_init(w->loop, &w->retry);
     w->retry.data = w;

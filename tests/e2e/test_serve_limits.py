@@ -168,3 +168,22 @@ def test_a_worker_that_cannot_start_says_why_on_stderr(init_pki, tmp_path):
     assert "error: cannot start worker 0: too many open files" in r.stderr, r.stderr
     # Said once, not once per restart.
     assert r.stderr.count("cannot start worker 0") == 1, r.stderr
+
+
+def test_a_name_to_listen_on_binds_each_of_its_addresses(init_pki, serve, tmp_path):
+    """localhost is ::1 and 127.0.0.1 on Debian: both are bound and named at start."""
+    d = server_dir(init_pki, tmp_path)
+    addrs = []
+    for family, _, _, _, sockaddr in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM):
+        if sockaddr[0] not in addrs:
+            addrs.append(sockaddr[0])
+    s = serve(d, "--listen", "localhost:0", listen=False)
+    line = read_text(s.out).splitlines()[0]
+    port = int(line.rsplit(":", 1)[1].rstrip("."))
+    shown = " and ".join(f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addrs)
+    assert line == f"HTTPS listening on {shown}....", (line, addrs)
+    assert shown in read_text(s.system_log)
+    for a in addrs:
+        raw = socket.create_connection((a, port), timeout=10 * SLOW)
+        with context(d).wrap_socket(raw, server_hostname="localhost") as c:
+            assert b"Hello mtls" in get(c, close=True), a
