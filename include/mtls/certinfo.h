@@ -23,6 +23,20 @@ extern "C" {
 
 #define MTLS_NAME_MAX 512
 
+/** Room for any serial mtls_serial_hex() writes in full (41 bytes; RFC 5280 allows 20). */
+#define MTLS_SERIAL_HEX_MAX 84
+
+/**
+ * The one way serial numbers are written, everywhere (cert show, /whoami,
+ * the access log, the system log, the CA's index and file names, CRL
+ * listings, verification sentences): upper-case hex, two digits per byte of
+ * the number, the leading zero kept, no colons: what `openssl x509 -serial`
+ * prints ("08882C9F...", "00" for zero, "-" before a negative one).
+ * Writes into buf (at least MTLS_SERIAL_HEX_MAX bytes for any serial; a
+ * shorter buffer gets whole bytes only) and returns it; NULL serial: "?".
+ */
+char *mtls_serial_hex(const ASN1_INTEGER *serial, char *buf, size_t size);
+
 /** One subjectAltName entry, typed the way OpenSSL prints it. */
 typedef struct mtls_san {
     const char *type; /* "DNS", "IP", "email", "URI", "other" (static string) */
@@ -39,7 +53,7 @@ typedef struct mtls_cert_info {
     char issuer[MTLS_NAME_MAX];
     char subject_cn[256]; /* the last CN of the subject, or "" */
     char issuer_cn[256];
-    char serial_hex[84]; /* upper-case hex without colons or leading zeros ("0" for 0) */
+    char serial_hex[MTLS_SERIAL_HEX_MAX]; /* mtls_serial_hex(): "08882C..." */
     char sha256[96];     /* SHA-256 of the DER, "AB:CD:..." (32 pairs) */
     time_t not_before;
     time_t not_after;

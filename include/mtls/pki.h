@@ -192,7 +192,7 @@ typedef struct mtls_ca_record {
     char status;      /* 'V' valid, 'R' revoked, 'E' expired */
     char expiry[20];  /* notAfter as in the index: YYMMDDHHMMSSZ (or 4-digit year) */
     char revoked[64]; /* "YYMMDDHHMMSSZ[,reason]" or "" */
-    char serial[84];  /* upper-case hex, as BN_bn2hex writes it */
+    char serial[84];  /* mtls_serial_hex() (as the openssl ca index writes it) */
     char *subject;    /* "/CN=localclient" (owned) */
 } mtls_ca_record;
 
@@ -387,8 +387,9 @@ int mtls_p12_create(X509 *cert, EVP_PKEY *key, STACK_OF(X509) * chain, const cha
 /** What mtls_verify() checks beyond the chain, signatures and dates. */
 typedef struct mtls_verify_opts {
     int purpose;               /* 0 any, or an mtls_profile: client or server authentication */
-    STACK_OF(X509_CRL) * crls; /* NULL, or CRLs (borrowed): then the leaf is checked against
-                                  its issuer's CRL, which must be there and current */
+    STACK_OF(X509_CRL) * crls; /* NULL, or CRLs (borrowed): then every certificate of the
+                                  chain is checked against its issuer's CRL, which must be
+                                  there and current */
     const char *host;          /* NULL, or a host name / IP address that must be in the SANs */
     time_t at;                 /* 0: now; else verify as of this time */
 } mtls_verify_opts;
@@ -405,17 +406,66 @@ typedef struct mtls_verify_opts {
 int mtls_verify(X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * trusted,
                 const mtls_verify_opts *opts, mtls_err *err);
 
+/** Not an X509_V_ERR_* code: the peer sent no certificate at all. */
+#define MTLS_VERIFY_NO_CERT (-1)
+
+/**
+ * What is known about one verification failure, for mtls_verify_words().
+ * Zero it, then fill what you know; strings are borrowed, NULL or "" where
+ * unknown.
+ */
+typedef struct mtls_verify_failure {
+    int code;           /* X509_V_ERR_*, or MTLS_VERIFY_NO_CERT */
+    int depth;          /* where in the chain: 0 the leaf */
+    const char *cert;   /* the caller's name for it: "certificate 'CN=bob'" */
+    const char *issuer; /* its issuer's name, "CN=My CA" */
+    const char *serial; /* mtls_serial_hex() */
+    time_t not_before;  /* its validity, 0: unknown */
+    time_t not_after;
+    const char *purpose;    /* the purpose checked: "TLS client authentication" */
+    const char *usage;      /* its extended key usages; "" when it has none, NULL: unknown */
+    const char *host;       /* the host name that was asked for */
+    const char *sans;       /* its SANs as one line, "" when it has none */
+    const char *crl_issuer; /* the CRL involved (expired, not yet valid), if known */
+    time_t crl_next;        /* that CRL's nextUpdate and lastUpdate */
+    time_t crl_last;
+    time_t revoked_at;       /* the revocation date, 0: unknown */
+    const char *revoked_why; /* the CRL entry's reason, NULL: none given */
+    int namesake;            /* 1: a trusted CA has the issuer's name, but another key */
+    const char *hint;        /* appended to a host name mismatch ("; only its CN matches..") */
+} mtls_verify_failure;
+
+/**
+ * The one sentence for a verification failure, from the one table of
+ * reasons keyed by verify code (src/pki/verify_words.c): "issuer not
+ * trusted: certificate 'CN=x' was issued by 'CN=y', which is not a trusted
+ * CA", "{cert} expired on DATE", "{cert} (serial 08AB..) was revoked by its
+ * CA 'CN=y' on DATE (keyCompromise)". Writes into buf and returns it.
+ */
+char *mtls_verify_words(const mtls_verify_failure *f, char *buf, size_t size);
+
+/**
+ * The TLS alert OpenSSL sends when it refuses a peer for code, from the
+ * same table ("certificate_revoked", "unknown_ca"); for
+ * MTLS_VERIFY_NO_CERT "certificate_required" under TLS 1.3 (tls13 != 0),
+ * else "handshake_failure". NULL for X509_V_OK. Static strings.
+ */
+const char *mtls_verify_alert(int code, int tls13);
+
 /**
  * The plain sentence for a failed X509_STORE_CTX (best called from a
  * verify callback, where the CRL involved is still known: the revoked
  * serial's date, an expired CRL's issuer; after X509_verify_cert() those
- * details are gone): which certificate, which check, why. purpose
- * is the mtls_profile that was checked (0: none), host the expected host
- * name or NULL. Writes into buf and returns it. The tls layer uses this for
+ * details are gone): which certificate (subject, its place in the chain),
+ * which check, why, worded by mtls_verify_words(). purpose is the
+ * mtls_profile that was checked (0: none), host the expected host name or
+ * NULL, peer whose chain it is ("client": "client certificate 'CN=x'",
+ * "CA certificate 'CN=y' in the client's chain"; NULL: "certificate
+ * 'CN=x'"). Writes into buf and returns it. The tls layer uses this for
  * its handshake logs.
  */
-char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, char *buf,
-                         size_t size);
+char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, const char *peer,
+                         char *buf, size_t size);
 
 /** Formats t as "2027-11-26 23:59:59 UTC" into buf; returns buf. */
 char *mtls_time_human(time_t t, char *buf, size_t size);

@@ -50,7 +50,7 @@ typedef void (*mtls_tls_warn_fn)(void *ctx, const char *msg);
  * chain and key (checked to match), the client CA file as trust store and as
  * the CA names sent in the CertificateRequest, client certificates checked
  * for the clientAuth purpose, SSL_VERIFY_PEER (plus FAIL_IF_NO_PEER_CERT when
- * required), CRLs checked for the leaf when given, a server-side session
+ * required), CRLs (when given) checked for every certificate of the chain, a server-side session
  * cache (resumed sessions keep the verified client certificate; entries
  * live 5 minutes at most, never past the client certificate's notAfter or
  * the CRLs' nextUpdate), no stateless tickets, read-ahead on.
@@ -77,8 +77,9 @@ typedef struct mtls_tls_verify_note {
     int depth; /* 0: the client's own certificate */
     char subject[MTLS_NAME_MAX];
     char issuer[MTLS_NAME_MAX];
-    char serial[84];
+    char serial[MTLS_SERIAL_HEX_MAX]; /* mtls_serial_hex() */
     time_t not_before, not_after;
+    char reason[MTLS_ERR_MSG_MAX]; /* mtls_verify_reason(), worded in the verify callback */
 } mtls_tls_verify_note;
 
 /**
@@ -90,15 +91,18 @@ int mtls_tls_note_attach(SSL *ssl, mtls_tls_verify_note *note);
 
 /**
  * Why the handshake on ssl failed, in plain words, for the system log:
- * "client certificate CN=mallory issued by CN=other-ca is not signed by a
- * trusted CA", "no client certificate was sent", "the client does not
- * trust the server certificate (it sent alert unknown_ca)". ssl_error is
- * SSL_get_error()'s answer and sys_errno the errno after the failed call.
- * Reads (and empties) this thread's OpenSSL error queue. Writes into buf
- * and returns it.
+ * "issuer not trusted: client certificate 'CN=mallory' was issued by
+ * 'CN=other-ca', which is not a trusted CA", "no client certificate was
+ * sent", "the client does not trust the server certificate (it sent alert
+ * unknown_ca)". ssl_error is SSL_get_error()'s answer and sys_errno the
+ * errno after the failed call. *alert (when alert is not NULL) is set to
+ * the alert this server sent for a refused client certificate, chosen by
+ * verify code from the same table as the words (mtls_verify_alert()), or
+ * NULL when the failure was not a refused certificate. Reads (and empties)
+ * this thread's OpenSSL error queue. Writes into buf and returns it.
  */
 char *mtls_tls_handshake_reason(SSL *ssl, const mtls_tls_verify_note *note, int ssl_error,
-                                int sys_errno, char *buf, size_t size);
+                                int sys_errno, const char **alert, char *buf, size_t size);
 
 /**
  * For MTLS_VERIFY_OPTIONAL: why a completed handshake has no acceptable
@@ -106,9 +110,6 @@ char *mtls_tls_handshake_reason(SSL *ssl, const mtls_tls_verify_note *note, int 
  */
 const char *mtls_tls_denied_reason(SSL *ssl, const mtls_tls_verify_note *note, char *buf,
                                    size_t size);
-
-/** The TLS alert name for a verification error ("unknown_ca", "certificate_expired"). */
-const char *mtls_tls_alert_for_verify_error(int x509_error);
 
 #ifdef __cplusplus
 }

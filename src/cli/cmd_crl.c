@@ -119,13 +119,14 @@ static const struct cli_spec show_spec = {
     .exit_codes = NULL,
 };
 
-static char *bn_text(const ASN1_INTEGER *i, int decimal, char *buf, size_t size)
+/* The CRL number in decimal, as `openssl crl -text` prints it. */
+static char *decimal_text(const ASN1_INTEGER *i, char *buf, size_t size)
 {
     BIGNUM *bn = ASN1_INTEGER_to_BN(i, NULL);
-    char *hex = bn == NULL ? NULL : decimal ? BN_bn2dec(bn) : BN_bn2hex(bn);
+    char *dec = bn == NULL ? NULL : BN_bn2dec(bn);
 
-    snprintf(buf, size, "%s", hex != NULL ? hex : "?");
-    OPENSSL_free(hex);
+    snprintf(buf, size, "%s", dec != NULL ? dec : "?");
+    OPENSSL_free(dec);
     BN_free(bn);
     return buf;
 }
@@ -152,7 +153,7 @@ static void crl_facts(X509_CRL *crl, struct crl_facts *f)
     memset(f, 0, sizeof(*f));
     mtls_name_oneline(X509_CRL_get_issuer(crl), f->issuer, sizeof(f->issuer));
     if (num != NULL)
-        bn_text(num, 1, f->number, sizeof(f->number));
+        decimal_text(num, f->number, sizeof(f->number));
     ASN1_INTEGER_free(num);
     f->this_update = mtls_asn1_time(X509_CRL_get0_lastUpdate(crl));
     f->next_update = mtls_asn1_time(X509_CRL_get0_nextUpdate(crl));
@@ -164,7 +165,7 @@ static cJSON *revoked_json(const X509_REVOKED *rev)
     const char *why = mtls_crl_entry_reason(rev);
     char serial[84], when[48];
 
-    bn_text(X509_REVOKED_get0_serialNumber(rev), 0, serial, sizeof(serial));
+    mtls_serial_hex(X509_REVOKED_get0_serialNumber(rev), serial, sizeof(serial));
     cJSON_AddStringToObject(o, "serial", serial);
     cJSON_AddStringToObject(
         o, "date",
@@ -232,7 +233,7 @@ static int print_crl(X509_CRL *crl, const struct crl_facts *f, const char *path)
         const char *why = mtls_crl_entry_reason(rev);
         char serial[84];
 
-        bn_text(X509_REVOKED_get0_serialNumber(rev), 0, serial, sizeof(serial));
+        mtls_serial_hex(X509_REVOKED_get0_serialNumber(rev), serial, sizeof(serial));
         printf("    %-34s %s%s%s\n", serial,
                mtls_time_human(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), a, sizeof(a)),
                why ? ", " : "", why ? why : "");

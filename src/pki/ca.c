@@ -257,7 +257,7 @@ static int new_serial(const mtls_ca *ca, ASN1_INTEGER **out, char *hex_out, size
 {
     unsigned char bytes[16];
     BIGNUM *bn = NULL;
-    char *hex = NULL;
+    char hex[MTLS_SERIAL_HEX_MAX] = "";
     int rc = MTLS_E_CRYPTO;
 
     *out = NULL;
@@ -265,13 +265,14 @@ static int new_serial(const mtls_ca *ca, ASN1_INTEGER **out, char *hex_out, size
         if (RAND_bytes(bytes, sizeof(bytes)) != 1)
             return mtls_err_ssl(err, MTLS_E_CRYPTO, "cannot draw a random serial number");
         BN_free(bn);
-        OPENSSL_free(hex);
-        hex = NULL;
+        ASN1_INTEGER_free(*out);
+        *out = NULL;
         bn = BN_bin2bn(bytes, sizeof(bytes), NULL);
-        if (bn == NULL || (hex = BN_bn2hex(bn)) == NULL) {
+        if (bn == NULL || (*out = BN_to_ASN1_INTEGER(bn, NULL)) == NULL) {
             rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot make a serial number");
             goto out;
         }
+        mtls_serial_hex(*out, hex, sizeof(hex));
         if (BN_is_zero(bn) || ca == NULL || !serial_in_use(ca, hex))
             break;
         hex[0] = '\0';
@@ -280,15 +281,13 @@ static int new_serial(const mtls_ca *ca, ASN1_INTEGER **out, char *hex_out, size
         rc = mtls_err_set(err, MTLS_E_CRYPTO, "cannot find an unused serial number");
         goto out;
     }
-    *out = BN_to_ASN1_INTEGER(bn, NULL);
-    if (*out == NULL) {
-        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot make a serial number");
-        goto out;
-    }
     snprintf(hex_out, hex_size, "%s", hex);
     rc = 0;
 out:
-    OPENSSL_free(hex);
+    if (rc != 0) {
+        ASN1_INTEGER_free(*out);
+        *out = NULL;
+    }
     BN_free(bn);
     return rc;
 }
@@ -594,19 +593,15 @@ static int make_certs_dir(mtls_ca *ca, mtls_err *err)
 /* The path of the copy of cert in PREFIX.certs/ (free()). */
 static char *copy_path(const mtls_ca *ca, X509 *cert)
 {
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
-    char *path = NULL;
+    char hex[MTLS_SERIAL_HEX_MAX];
+    char *path;
     size_t n;
 
-    if (hex != NULL) {
-        n = strlen(ca->prefix) + strlen(hex) + 16;
-        path = malloc(n);
-        if (path != NULL)
-            snprintf(path, n, "%s.certs/%s.pem", ca->prefix, hex);
-    }
-    OPENSSL_free(hex);
-    BN_free(bn);
+    mtls_serial_hex(X509_get0_serialNumber(cert), hex, sizeof(hex));
+    n = strlen(ca->prefix) + strlen(hex) + 16;
+    path = malloc(n);
+    if (path != NULL)
+        snprintf(path, n, "%s.certs/%s.pem", ca->prefix, hex);
     return path;
 }
 
@@ -956,7 +951,7 @@ int mtls_serial_normalize(const char *in, char *out, size_t size, mtls_err *err)
     char digits[128];
     size_t n = 0;
     BIGNUM *bn = NULL;
-    char *hex;
+    ASN1_INTEGER *serial;
 
     if (strncasecmp(in, "serial=", 7) == 0)
         in += 7;
@@ -975,10 +970,12 @@ int mtls_serial_normalize(const char *in, char *out, size_t size, mtls_err *err)
     digits[n] = '\0';
     if (n == 0 || BN_hex2bn(&bn, digits) == 0)
         return mtls_err_set(err, MTLS_E_INVALID, "'%s' is not a serial number", in);
-    hex = BN_is_zero(bn) ? NULL : BN_bn2hex(bn);
-    snprintf(out, size, "%s", hex != NULL ? hex : "00");
-    OPENSSL_free(hex);
+    serial = BN_to_ASN1_INTEGER(bn, NULL);
     BN_free(bn);
+    if (serial == NULL)
+        return mtls_err_ssl(err, MTLS_E_NOMEM, "cannot read serial '%s'", in);
+    mtls_serial_hex(serial, out, size);
+    ASN1_INTEGER_free(serial);
     return 0;
 }
 
@@ -1038,12 +1035,7 @@ int mtls_ca_revoke(mtls_ca *ca, const char *serial, X509 *cert, int reason, mtls
     if (rec_out != NULL)
         memset(rec_out, 0, sizeof(*rec_out));
     if (cert != NULL) {
-        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-        char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
-
-        snprintf(want, sizeof(want), "%s", hex != NULL ? hex : "");
-        OPENSSL_free(hex);
-        BN_free(bn);
+        mtls_serial_hex(X509_get0_serialNumber(cert), want, sizeof(want));
         if (mtls_cert_issued_by(cert, ca->cert) != X509_V_OK)
             return mtls_err_set(err, MTLS_E_INVALID,
                                 "the certificate was not issued by CA '%s': pass the CA that "

@@ -69,19 +69,39 @@ static void last_cn(const X509_NAME *name, char *buf, size_t size)
     free(text);
 }
 
+char *mtls_serial_hex(const ASN1_INTEGER *serial, char *buf, size_t size)
+{
+    static const char digits[] = "0123456789ABCDEF";
+    const unsigned char *data;
+    size_t used = 0;
+    int len;
+
+    if (size == 0)
+        return buf;
+    buf[0] = '\0';
+    if (serial == NULL) {
+        snprintf(buf, size, "?");
+        return buf;
+    }
+    data = ASN1_STRING_get0_data(serial);
+    len = ASN1_STRING_length(serial);
+    if (ASN1_STRING_type(serial) == V_ASN1_NEG_INTEGER && len > 0 && size > 1)
+        buf[used++] = '-';
+    if (len <= 0) {
+        snprintf(buf, size, "00");
+        return buf;
+    }
+    for (int i = 0; i < len && used + 2 < size; i++) {
+        buf[used++] = digits[data[i] >> 4];
+        buf[used++] = digits[data[i] & 0x0F];
+    }
+    buf[used] = '\0';
+    return buf;
+}
+
 static int fill_serial(mtls_cert_info *info, X509 *cert)
 {
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-    char *hex;
-
-    if (bn == NULL)
-        return -1;
-    hex = BN_bn2hex(bn);
-    BN_free(bn);
-    if (hex == NULL)
-        return -1;
-    snprintf(info->serial_hex, sizeof(info->serial_hex), "%s", hex);
-    OPENSSL_free(hex);
+    mtls_serial_hex(X509_get0_serialNumber(cert), info->serial_hex, sizeof(info->serial_hex));
     return 0;
 }
 

@@ -1,5 +1,6 @@
-/* Verification: chain, signatures, dates, purpose, host name, and one plain
- * sentence that says which check failed. */
+/* Verification: chain, signatures, dates, purpose, host name, revocation of
+ * every certificate of the chain, and one plain sentence (from the table in
+ * verify_words.c) that says which check failed for which certificate. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -13,13 +14,18 @@
 #include "mtls/certinfo.h"
 #include "mtls/pki.h"
 
-/* "the certificate 'CN=x'" or "the CA certificate 'CN=x'". */
-static void who(X509 *cert, int depth, char *buf, size_t size)
+/* "certificate 'CN=x'", or with peer "client": "client certificate 'CN=x'". */
+static void who(X509 *cert, int depth, const char *peer, char *buf, size_t size)
 {
     char name[MTLS_NAME_MAX];
 
     mtls_name_oneline(X509_get_subject_name(cert), name, sizeof(name));
-    snprintf(buf, size, "%s '%s'", depth > 0 ? "CA certificate" : "certificate", name);
+    if (peer == NULL)
+        snprintf(buf, size, "%s '%s'", depth > 0 ? "CA certificate" : "certificate", name);
+    else if (depth > 0)
+        snprintf(buf, size, "CA certificate '%s' in the %s's chain", name, peer);
+    else
+        snprintf(buf, size, "%s certificate '%s'", peer, name);
 }
 
 static void eku_list(X509 *cert, char *buf, size_t size)
@@ -35,6 +41,7 @@ static void eku_list(X509 *cert, char *buf, size_t size)
                                  nid != NID_undef ? OBJ_nid2ln(nid) : "an unknown usage");
     }
     EXTENDED_KEY_USAGE_free(eku);
+    ERR_clear_error();
 }
 
 static void sans_list(X509 *cert, char *buf, size_t size)
@@ -97,151 +104,70 @@ static int trusted_namesake(X509_STORE_CTX *ctx, const X509_NAME *name)
     return found;
 }
 
-/* "certificate 'CN=bob' (serial 5D66...) was revoked by its CA 'CN=My CA' on
- * DATE (keyCompromise)", from the CRL the context is checking against. */
-static void revoked_sentence(X509_STORE_CTX *ctx, X509 *cert, const char *subj, const char *issuer,
-                             char *buf, size_t size)
+char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, const char *peer,
+                         char *buf, size_t size)
 {
+    X509 *cert = X509_STORE_CTX_get_current_cert(ctx);
     X509_CRL *crl = X509_STORE_CTX_get0_current_crl(ctx);
     X509_REVOKED *rev = NULL;
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
-    char when[48];
+    mtls_verify_failure f;
+    char subj[MTLS_NAME_MAX + 64], issuer[MTLS_NAME_MAX], crl_issuer[MTLS_NAME_MAX];
+    char serial[MTLS_SERIAL_HEX_MAX], usage[512], sans[512];
 
-    if (crl != NULL && X509_CRL_get0_by_cert(crl, &rev, cert) == 1 && rev != NULL)
-        snprintf(buf, size, "%s (serial %s) was revoked by its CA '%s' on %s (%s)", subj,
-                 hex ? hex : "?", issuer,
-                 mtls_time_human(mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev)), when,
-                                 sizeof(when)),
-                 mtls_crl_entry_reason(rev) ? mtls_crl_entry_reason(rev) : "no reason given");
-    else
-        snprintf(buf, size, "%s (serial %s) has been revoked by its CA '%s'", subj, hex ? hex : "?",
-                 issuer);
-    OPENSSL_free(hex);
-    BN_free(bn);
-}
-
-/* A CRL past its nextUpdate, or before its thisUpdate. */
-static void crl_dates_sentence(X509_CRL *crl, int code, char *buf, size_t size)
-{
-    char crl_issuer[MTLS_NAME_MAX] = "?", when[48];
-
-    if (crl != NULL)
-        mtls_name_oneline(X509_CRL_get_issuer(crl), crl_issuer, sizeof(crl_issuer));
-    if (code == X509_V_ERR_CRL_HAS_EXPIRED)
-        snprintf(buf, size,
-                 "the CRL of '%s' expired on %s (its next update): publish a new one with "
-                 "'mtls crl create'",
-                 crl_issuer,
-                 mtls_time_human(crl ? mtls_asn1_time(X509_CRL_get0_nextUpdate(crl)) : 0, when,
-                                 sizeof(when)));
-    else
-        snprintf(buf, size, "the CRL of '%s' is not valid yet: not until %s", crl_issuer,
-                 mtls_time_human(crl ? mtls_asn1_time(X509_CRL_get0_lastUpdate(crl)) : 0, when,
-                                 sizeof(when)));
-}
-
-char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, char *buf, size_t size)
-{
-    int code = X509_STORE_CTX_get_error(ctx);
-    int depth = X509_STORE_CTX_get_error_depth(ctx);
-    X509 *cert = X509_STORE_CTX_get_current_cert(ctx);
-    char subj[MTLS_NAME_MAX + 32], issuer[MTLS_NAME_MAX], when[48], list[512];
-
+    memset(&f, 0, sizeof(f));
+    f.code = X509_STORE_CTX_get_error(ctx);
+    f.depth = X509_STORE_CTX_get_error_depth(ctx);
+    f.host = host;
+    f.purpose = purpose == MTLS_PROFILE_SERVER   ? "TLS server authentication"
+                : purpose == MTLS_PROFILE_CLIENT ? "TLS client authentication"
+                                                 : NULL;
     if (cert == NULL) {
-        snprintf(buf, size, "verification failed: %s", X509_verify_cert_error_string(code));
+        snprintf(buf, size, "verification failed: %s", X509_verify_cert_error_string(f.code));
         return buf;
     }
-    who(cert, depth, subj, sizeof(subj));
+    who(cert, f.depth, peer, subj, sizeof(subj));
     mtls_name_oneline(X509_get_issuer_name(cert), issuer, sizeof(issuer));
-    switch (code) {
+    f.cert = subj;
+    f.issuer = issuer;
+    f.serial = mtls_serial_hex(X509_get0_serialNumber(cert), serial, sizeof(serial));
+    f.not_before = mtls_asn1_time(X509_get0_notBefore(cert));
+    f.not_after = mtls_asn1_time(X509_get0_notAfter(cert));
+    switch (f.code) {
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-        if (trusted_namesake(ctx, X509_get_issuer_name(cert)))
-            snprintf(buf, size,
-                     "issuer not trusted: %s was issued by a CA named '%s', but not by the one "
-                     "trusted here (same name, another key)",
-                     subj, issuer);
-        else
-            snprintf(buf, size,
-                     "issuer not trusted: %s was issued by '%s', which is not a trusted CA", subj,
-                     issuer);
+        f.namesake = trusted_namesake(ctx, X509_get_issuer_name(cert));
         break;
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-        snprintf(buf, size, "issuer not trusted: %s is self-signed and not a trusted CA", subj);
+    case X509_V_ERR_INVALID_PURPOSE:
+        eku_list(cert, usage, sizeof(usage));
+        f.usage = usage;
         break;
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-        snprintf(buf, size, "issuer not trusted: the chain ends at %s, which is not a trusted CA",
-                 subj);
-        break;
-    case X509_V_ERR_CERT_HAS_EXPIRED:
-        snprintf(buf, size, "%s expired on %s", subj,
-                 mtls_time_human(mtls_asn1_time(X509_get0_notAfter(cert)), when, sizeof(when)));
-        break;
-    case X509_V_ERR_CERT_NOT_YET_VALID:
-        snprintf(buf, size, "%s is not valid yet: not until %s", subj,
-                 mtls_time_human(mtls_asn1_time(X509_get0_notBefore(cert)), when, sizeof(when)));
-        break;
-    case X509_V_ERR_INVALID_PURPOSE: {
-        const char *want = purpose == MTLS_PROFILE_SERVER   ? "TLS server authentication"
-                           : purpose == MTLS_PROFILE_CLIENT ? "TLS client authentication"
-                                                            : "this purpose";
-
-        eku_list(cert, list, sizeof(list));
-        if (list[0] != '\0')
-            snprintf(buf, size, "wrong purpose: %s is not for %s (its extended key usage: %s)",
-                     subj, want, list);
-        else
-            snprintf(buf, size, "wrong purpose: %s is not for %s (its key usage forbids it)", subj,
-                     want);
-        break;
-    }
     case X509_V_ERR_HOSTNAME_MISMATCH:
     case X509_V_ERR_IP_ADDRESS_MISMATCH:
-        sans_list(cert, list, sizeof(list));
-        snprintf(buf, size, "host name '%s' is not in the SANs of %s (%s)%s", host ? host : "?",
-                 subj, list[0] ? list : "it has none", cn_note(cert, host, list[0] != '\0'));
-        break;
-    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
-    case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
-        snprintf(buf, size,
-                 "signature invalid: %s is not signed by the key of its issuer '%s' (altered, or "
-                 "issued by another CA of the same name)",
-                 subj, issuer);
+        sans_list(cert, sans, sizeof(sans));
+        f.sans = sans;
+        f.hint = cn_note(cert, host, sans[0] != '\0');
         break;
     case X509_V_ERR_CERT_REVOKED:
-        revoked_sentence(ctx, cert, subj, issuer, buf, size);
+        /* The CRL the context is checking against knows the date and reason. */
+        if (crl != NULL && X509_CRL_get0_by_cert(crl, &rev, cert) == 1 && rev != NULL) {
+            f.revoked_at = mtls_asn1_time(X509_REVOKED_get0_revocationDate(rev));
+            f.revoked_why = mtls_crl_entry_reason(rev);
+        }
         break;
     case X509_V_ERR_CRL_HAS_EXPIRED:
     case X509_V_ERR_CRL_NOT_YET_VALID:
-        crl_dates_sentence(X509_STORE_CTX_get0_current_crl(ctx), code, buf, size);
-        break;
-    case X509_V_ERR_UNABLE_TO_GET_CRL:
-        snprintf(buf, size,
-                 "no CRL of '%s' is loaded, so %s cannot be checked for revocation: pass that "
-                 "CA's CRL too",
-                 issuer, subj);
-        break;
-    case X509_V_ERR_CRL_SIGNATURE_FAILURE:
-        snprintf(buf, size,
-                 "the CRL of '%s' has a bad signature: it was altered or not made by "
-                 "that CA",
-                 issuer);
-        break;
-    case X509_V_ERR_INVALID_CA:
-        snprintf(buf, size, "issuer not trusted: %s is not a CA (no basicConstraints CA:TRUE)",
-                 subj);
-        break;
-    case X509_V_ERR_PATH_LENGTH_EXCEEDED:
-        snprintf(buf, size,
-                 "issuer not trusted: the chain is longer than the path length %s allows", subj);
+        if (crl != NULL) {
+            mtls_name_oneline(X509_CRL_get_issuer(crl), crl_issuer, sizeof(crl_issuer));
+            f.crl_issuer = crl_issuer;
+            f.crl_next = mtls_asn1_time(X509_CRL_get0_nextUpdate(crl));
+            f.crl_last = mtls_asn1_time(X509_CRL_get0_lastUpdate(crl));
+        }
         break;
     default:
-        snprintf(buf, size, "%s did not verify: %s", subj, X509_verify_cert_error_string(code));
         break;
     }
-    return buf;
+    return mtls_verify_words(&f, buf, size);
 }
 
 static int looks_like_ip(const char *host)
@@ -268,7 +194,8 @@ static int note_first_failure(int ok, X509_STORE_CTX *ctx)
     struct verify_note *note = X509_STORE_CTX_get_app_data(ctx);
 
     if (!ok && note != NULL && !note->have) {
-        mtls_verify_reason(ctx, note->purpose, note->host, note->reason, sizeof(note->reason));
+        mtls_verify_reason(ctx, note->purpose, note->host, NULL, note->reason,
+                           sizeof(note->reason));
         note->have = 1;
     }
     return ok;
@@ -323,7 +250,8 @@ int mtls_verify(X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * trusted
         X509_VERIFY_PARAM_set_time(param, opts->at);
     if (opts != NULL && opts->crls != NULL) {
         X509_STORE_CTX_set0_crls(ctx, opts->crls);
-        X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK);
+        /* Every certificate of the chain, not only the leaf: a revoked intermediate fails. */
+        X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
     }
     note.purpose = opts != NULL ? opts->purpose : 0;
     note.host = opts != NULL ? opts->host : NULL;
@@ -334,7 +262,7 @@ int mtls_verify(X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * trusted
         goto out;
     }
     if (!note.have)
-        mtls_verify_reason(ctx, note.purpose, note.host, note.reason, sizeof(note.reason));
+        mtls_verify_reason(ctx, note.purpose, note.host, NULL, note.reason, sizeof(note.reason));
     rc = mtls_err_set(err, MTLS_E_VERIFY, "%s", note.reason);
 out:
     ERR_clear_error();

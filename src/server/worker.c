@@ -482,11 +482,11 @@ static void conn_linger(struct conn *c)
     }
 }
 
-static void log_rejected(struct conn *c, const char *reason, int ssl_error)
+/* alert: the one this server sent, chosen by verify code (mtls_tls_handshake_reason). */
+static void log_rejected(struct conn *c, const char *reason, const char *alert, int ssl_error)
 {
     static const mtls_tls_verify_note none;
     const mtls_tls_verify_note *n = c->note != NULL ? c->note : &none;
-    const char *alert = n->error ? mtls_tls_alert_for_verify_error(n->error) : NULL;
     char message[1200];
     const char *kv[] = {
         "subject", n->error ? n->subject : NULL, "issuer", n->error ? n->issuer : NULL,
@@ -494,11 +494,6 @@ static void log_rejected(struct conn *c, const char *reason, int ssl_error)
         NULL};
     /* Clients that vanish are routine; certificate problems are what operators look for. */
     const char *level = ssl_error == SSL_ERROR_SSL ? "warn" : "info";
-
-    if (alert == NULL && strncmp(reason, "no client certificate", 21) == 0)
-        alert =
-            SSL_version(c->ssl) == TLS1_3_VERSION ? "certificate_required" : "handshake_failure";
-    kv[7] = alert;
 
     if (alert != NULL)
         snprintf(message, sizeof(message), "handshake rejected: %s (alert %s)", reason, alert);
@@ -508,20 +503,6 @@ static void log_rejected(struct conn *c, const char *reason, int ssl_error)
 }
 
 static void conn_http(struct conn *c);
-
-/* Upper-case hex without leading zeros, as mtls_cert_info prints serials. */
-static void serial_hex(X509 *cert, char *buf, size_t size)
-{
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-    char *hex = bn ? BN_bn2hex(bn) : NULL;
-    const char *digits = hex ? hex : "";
-
-    while (digits[0] == '0' && digits[1] != '\0')
-        digits++;
-    snprintf(buf, size, "%s", digits);
-    OPENSSL_free(hex);
-    BN_free(bn);
-}
 
 static void handshake_done(struct conn *c)
 {
@@ -560,7 +541,7 @@ static void handshake_done(struct conn *c)
             conn_close(c);
             return;
         }
-        serial_hex(cert, c->serial, sizeof(c->serial));
+        mtls_serial_hex(X509_get0_serialNumber(cert), c->serial, sizeof(c->serial));
         c->http_peer.user = c->subject;
         c->http_peer.serial = c->serial;
     }
@@ -607,6 +588,7 @@ static void answer_plain_http(struct conn *c)
 static void conn_handshake(struct conn *c)
 {
     char reason[1024];
+    const char *alert = NULL;
     int r, e, sys_errno, plain_http;
 
     ERR_clear_error();
@@ -627,8 +609,8 @@ static void conn_handshake(struct conn *c)
         return;
     }
     plain_http = e == SSL_ERROR_SSL && is_plain_http(ERR_peek_last_error());
-    mtls_tls_handshake_reason(c->ssl, c->note, e, sys_errno, reason, sizeof(reason));
-    log_rejected(c, reason, e);
+    mtls_tls_handshake_reason(c->ssl, c->note, e, sys_errno, &alert, reason, sizeof(reason));
+    log_rejected(c, reason, alert, e);
     if (plain_http)
         answer_plain_http(c);
     /* OpenSSL has sent its alert; let it reach the client before a reset could. */

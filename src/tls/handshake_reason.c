@@ -1,7 +1,9 @@
 /*
  * Why a handshake failed, in words a person reads in the system log: which
- * certificate, issued by whom, and what was wrong with it; or what the
+ * certificate, issued by whom, and what was wrong with it (worded by pki's
+ * one table of verification failures, mtls_verify_words()); or what the
  * client did (no certificate, plain HTTP, an alert about our certificate).
+ * The alert this server sent comes from the same table, by verify code.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,105 +18,40 @@
 #include "mtls/tls.h"
 #include "server_internal.h"
 
-const char *mtls_tls_alert_for_verify_error(int e)
-{
-    switch (e) {
-    case X509_V_ERR_CERT_HAS_EXPIRED:
-    case X509_V_ERR_CRL_HAS_EXPIRED:
-        return "certificate_expired";
-    case X509_V_ERR_CERT_REVOKED:
-        return "certificate_revoked";
-    case X509_V_ERR_INVALID_PURPOSE:
-        return "unsupported_certificate";
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_CERT_UNTRUSTED:
-    case X509_V_ERR_INVALID_CA:
-        return "unknown_ca";
-    case X509_V_ERR_CERT_NOT_YET_VALID:
-    case X509_V_ERR_CRL_NOT_YET_VALID:
-    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
-    case X509_V_ERR_CRL_SIGNATURE_FAILURE:
-        return "bad_certificate";
-    default:
-        return "certificate_unknown";
-    }
-}
-
-/* "client certificate CN=x issued by CN=y is ..." from what the verify callback saw. */
+/*
+ * The sentence for what the verify callback saw: worded there, while the
+ * CRL involved was still known; else (a failure known only by its code)
+ * from the certificate's facts, with the same table.
+ */
 static char *describe_verify(const mtls_tls_verify_note *note, char *buf, size_t size)
 {
-    char who[MTLS_NAME_MAX * 2 + 64];
-    char when[40];
+    mtls_verify_failure f;
+    char who[MTLS_NAME_MAX + 64];
     const char *subject = note->subject[0] ? note->subject : "(no subject)";
-    const char *issuer = note->issuer[0] ? note->issuer : "(no issuer)";
 
-    if (note->depth == 0)
-        snprintf(who, sizeof(who), "client certificate %s issued by %s", subject, issuer);
-    else
-        snprintf(who, sizeof(who), "CA certificate %s (issued by %s) in the client's chain",
-                 subject, issuer);
-    switch (note->error) {
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-    case X509_V_ERR_CERT_UNTRUSTED:
-        snprintf(buf, size, "%s is not signed by a trusted CA", who);
-        break;
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-        snprintf(buf, size,
-                 "client certificate %s is self-signed and is not a trusted CA (a name alone "
-                 "proves nothing)",
-                 subject);
-        break;
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-        snprintf(buf, size, "%s chains to the self-signed %s, which is not a trusted CA", who,
-                 subject);
-        break;
-    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
-        snprintf(buf, size,
-                 "%s has a signature that does not verify with that CA's key (forged, or "
-                 "signed by another CA with the same name)",
-                 who);
-        break;
-    case X509_V_ERR_CERT_HAS_EXPIRED:
-        snprintf(buf, size, "%s expired on %s", who,
-                 mtls_time_human(note->not_after, when, sizeof(when)));
-        break;
-    case X509_V_ERR_CERT_NOT_YET_VALID:
-        snprintf(buf, size, "%s is not valid until %s", who,
-                 mtls_time_human(note->not_before, when, sizeof(when)));
-        break;
-    case X509_V_ERR_INVALID_PURPOSE:
-        snprintf(buf, size,
-                 "%s is not meant for client authentication (its extended key usage lacks "
-                 "clientAuth)",
-                 who);
-        break;
-    case X509_V_ERR_CERT_REVOKED:
-        snprintf(buf, size, "%s is revoked (serial %s)", who, note->serial);
-        break;
-    case X509_V_ERR_UNABLE_TO_GET_CRL:
-        snprintf(buf, size, "%s cannot be checked: no CRL from %s is loaded", who, issuer);
-        break;
-    case X509_V_ERR_CRL_HAS_EXPIRED:
-        snprintf(buf, size, "%s cannot be checked: the CRL from %s has expired", who, issuer);
-        break;
-    case X509_V_ERR_CERT_CHAIN_TOO_LONG:
-        snprintf(buf, size, "%s: the client's chain is longer than the allowed depth", who);
-        break;
-    case X509_V_ERR_INVALID_CA:
-        snprintf(buf, size, "%s: a certificate in the chain is not a CA", who);
-        break;
-    default:
-        snprintf(buf, size, "%s failed verification: %s", who,
-                 X509_verify_cert_error_string(note->error));
-        break;
+    if (note->reason[0] != '\0') {
+        snprintf(buf, size, "%s", note->reason);
+        return buf;
     }
-    return buf;
+    if (note->depth == 0)
+        snprintf(who, sizeof(who), "client certificate '%s'", subject);
+    else
+        snprintf(who, sizeof(who), "CA certificate '%s' in the client's chain", subject);
+    memset(&f, 0, sizeof(f));
+    f.code = note->error;
+    f.depth = note->depth;
+    f.cert = who;
+    f.issuer = note->issuer;
+    f.serial = note->serial;
+    f.not_before = note->not_before;
+    f.not_after = note->not_after;
+    f.purpose = "TLS client authentication";
+    return mtls_verify_words(&f, buf, size);
+}
+
+static int is_tls13(SSL *ssl)
+{
+    return ssl != NULL && SSL_version(ssl) == TLS1_3_VERSION;
 }
 
 /* An alert the client sent about our certificate (or anything else). */
@@ -142,15 +79,17 @@ static char *describe_alert(int alert, char *buf, size_t size)
 }
 
 char *mtls_tls_handshake_reason(SSL *ssl, const mtls_tls_verify_note *note, int ssl_error,
-                                int sys_errno, char *buf, size_t size)
+                                int sys_errno, const char **alert, char *buf, size_t size)
 {
     unsigned long e = ERR_peek_last_error();
     int reason = ERR_GET_REASON(e);
+    const char *sent = NULL;
 
     if (size == 0)
-        return buf;
+        goto out;
     if (note != NULL && note->error != 0) {
         describe_verify(note, buf, size);
+        sent = mtls_verify_alert(note->error, is_tls13(ssl));
         goto out;
     }
     if (ssl_error == SSL_ERROR_ZERO_RETURN ||
@@ -173,9 +112,15 @@ char *mtls_tls_handshake_reason(SSL *ssl, const mtls_tls_verify_note *note, int 
             goto out;
         }
         switch (reason) {
-        case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
-            snprintf(buf, size, "no client certificate was sent");
+        case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE: {
+            mtls_verify_failure none;
+
+            memset(&none, 0, sizeof(none));
+            none.code = MTLS_VERIFY_NO_CERT;
+            mtls_verify_words(&none, buf, size);
+            sent = mtls_verify_alert(MTLS_VERIFY_NO_CERT, is_tls13(ssl));
             goto out;
+        }
         case SSL_R_CERTIFICATE_VERIFY_FAILED: {
             mtls_tls_verify_note tmp;
             X509 *peer = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
@@ -185,6 +130,7 @@ char *mtls_tls_handshake_reason(SSL *ssl, const mtls_tls_verify_note *note, int 
             if (peer != NULL)
                 mtls__srv_note_cert(&tmp, peer);
             describe_verify(&tmp, buf, size);
+            sent = mtls_verify_alert(tmp.error, is_tls13(ssl));
             goto out;
         }
         case SSL_R_HTTP_REQUEST:
@@ -212,6 +158,8 @@ char *mtls_tls_handshake_reason(SSL *ssl, const mtls_tls_verify_note *note, int 
     snprintf(buf, size, "the TLS handshake failed: %s",
              ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "unknown error");
 out:
+    if (alert != NULL)
+        *alert = sent;
     ERR_clear_error();
     return buf;
 }
@@ -222,8 +170,11 @@ const char *mtls_tls_denied_reason(SSL *ssl, const mtls_tls_verify_note *note, c
     long result;
 
     if (SSL_get0_peer_certificate(ssl) == NULL) {
-        snprintf(buf, size, "no client certificate was sent");
-        return buf;
+        mtls_verify_failure none;
+
+        memset(&none, 0, sizeof(none));
+        none.code = MTLS_VERIFY_NO_CERT;
+        return mtls_verify_words(&none, buf, size);
     }
     if (note != NULL && note->error != 0)
         return describe_verify(note, buf, size);

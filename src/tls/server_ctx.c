@@ -72,28 +72,20 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
         note->depth = X509_STORE_CTX_get_error_depth(store);
         if (cert != NULL)
             mtls__srv_note_cert(note, cert);
+        /* Worded now, while the store still knows the CRL involved (revocation date). */
+        mtls_verify_reason(store, MTLS_PROFILE_CLIENT, NULL, "client", note->reason,
+                           sizeof(note->reason));
     }
     return required ? preverify_ok : 1;
 }
 
 void mtls__srv_note_cert(mtls_tls_verify_note *note, X509 *cert)
 {
-    const ASN1_INTEGER *serial = X509_get0_serialNumber(cert);
-    BIGNUM *bn = serial ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
-    char *hex = bn ? BN_bn2hex(bn) : NULL;
-
     mtls_name_oneline(X509_get_subject_name(cert), note->subject, sizeof(note->subject));
     mtls_name_oneline(X509_get_issuer_name(cert), note->issuer, sizeof(note->issuer));
-    const char *digits = hex ? hex : "";
-
-    /* As mtls_cert_info prints serials: upper-case hex without leading zeros. */
-    while (digits[0] == '0' && digits[1] != '\0')
-        digits++;
-    snprintf(note->serial, sizeof(note->serial), "%s", digits);
+    mtls_serial_hex(X509_get0_serialNumber(cert), note->serial, sizeof(note->serial));
     note->not_before = mtls_asn1_time(X509_get0_notBefore(cert));
     note->not_after = mtls_asn1_time(X509_get0_notAfter(cert));
-    OPENSSL_free(hex);
-    BN_free(bn);
 }
 
 /*

@@ -18,15 +18,16 @@ from serve_helpers import server_dir
 REJECTIONS = [
     # cert, key, alert the client sees, words of the system-log line
     ("mallory.crt", "mallory.key", "unknown ca",
-     "client certificate CN=mallory issued by CN=other-ca is not signed by a trusted CA "
-     "(alert unknown_ca)"),
+     "issuer not trusted: client certificate 'CN=mallory' was issued by 'CN=other-ca', which is "
+     "not a trusted CA (alert unknown_ca)"),
     ("expired.crt", "expired.key", "certificate expired",
-     "client certificate CN=expired-client issued by CN=client-example-ca expired on "),
+     "client certificate 'CN=expired-client' expired on "),
     ("serveronly.crt", "serveronly.key", "unsupported certificate",
-     "client certificate CN=www-as-client issued by CN=client-example-ca is not meant for "
-     "client authentication"),
+     "wrong purpose: client certificate 'CN=www-as-client' is not for TLS client authentication "
+     "(its extended key usage: TLS Web Server Authentication) (alert unsupported_certificate)"),
     ("fakeca.crt", "fakeca.key", "unknown ca",
-     "client certificate CN=client-example-ca is self-signed and is not a trusted CA"),
+     "issuer not trusted: client certificate 'CN=client-example-ca' is self-signed and not a "
+     "trusted CA"),
 ]
 
 
@@ -65,7 +66,7 @@ def test_optional_mode_answers_403_with_the_reason(init_pki, serve, tmp_path):
     assert json.loads(body) == {"error": "client certificate required",
                                 "reason": "no client certificate was sent"}
     data = tls_request(s.port, d, cert="mallory.crt", key="mallory.key")
-    assert b"403 Forbidden" in data and b"is not signed by a trusted CA" in data
+    assert b"403 Forbidden" in data and b"was issued by 'CN=other-ca', which is not a trusted CA" in data
     assert b"Hello mtls" in tls_request(s.port, d)
     wait_for_text(s.system_log, "client not verified")
 

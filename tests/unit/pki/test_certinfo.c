@@ -1,6 +1,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
@@ -152,4 +153,32 @@ Test(certinfo, control_bytes_in_names_are_escaped)
     GENERAL_NAMES_free(gens);
     X509_free(x);
     EVP_PKEY_free(key);
+}
+
+/* One format for every serial: even-length upper-case hex, leading zero kept (openssl x509
+ * -serial). */
+Test(certinfo, serial_hex_keeps_the_leading_zero)
+{
+    ASN1_INTEGER *i = ASN1_INTEGER_new();
+    BIGNUM *bn = NULL;
+    char buf[MTLS_SERIAL_HEX_MAX], small[5];
+
+    cr_assert_not_null(i);
+    cr_assert_str_eq(mtls_serial_hex(NULL, buf, sizeof(buf)), "?");
+    ASN1_INTEGER_set(i, 0);
+    cr_assert_str_eq(mtls_serial_hex(i, buf, sizeof(buf)), "00");
+    ASN1_INTEGER_set(i, 0x08882C);
+    cr_assert_str_eq(mtls_serial_hex(i, buf, sizeof(buf)), "08882C");
+    ASN1_INTEGER_set(i, 0xFF);
+    cr_assert_str_eq(mtls_serial_hex(i, buf, sizeof(buf)), "FF");
+    ASN1_INTEGER_set(i, -0x0A);
+    cr_assert_str_eq(mtls_serial_hex(i, buf, sizeof(buf)), "-0A");
+    /* 16 bytes with a small top byte, as `mtls ca` draws them. */
+    cr_assert_gt(BN_hex2bn(&bn, "0102030405060708090A0B0C0D0E0F10"), 0);
+    cr_assert_not_null(BN_to_ASN1_INTEGER(bn, i));
+    cr_assert_str_eq(mtls_serial_hex(i, buf, sizeof(buf)), "0102030405060708090A0B0C0D0E0F10");
+    /* A short buffer gets whole bytes only. */
+    cr_assert_str_eq(mtls_serial_hex(i, small, sizeof(small)), "0102");
+    BN_free(bn);
+    ASN1_INTEGER_free(i);
 }
