@@ -59,7 +59,9 @@ typedef void (*mtls_tls_warn_fn)(void *ctx, const char *msg);
  * or not yet valid, not meant for serverAuth, a CRL that expires within a
  * week) go to warn (may be NULL). Problems that stop it (a missing or
  * unreadable file, no certificate in a file, a key that does not match, an
- * expired CRL) return an error that names the file.
+ * expired CRL, a CRL whose issuer is none of the client CAs or whose
+ * signature is not theirs, a client CA without a CRL when CRLs are given)
+ * return an error that names the file.
  *
  * Returns 0 and a new SSL_CTX in *out (the caller frees it with
  * SSL_CTX_free()), or MTLS_E_NOTFOUND / MTLS_E_IO / MTLS_E_INVALID /
@@ -67,6 +69,14 @@ typedef void (*mtls_tls_warn_fn)(void *ctx, const char *msg);
  */
 int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn, void *warn_ctx,
                             SSL_CTX **out, mtls_err *err);
+
+/**
+ * The earliest nextUpdate of the CRLs in ctx's trust store, or 0 when it
+ * holds none; issuer (may be NULL) receives that CRL's issuer name. The one
+ * place this is computed: the server's CRL watch and the session and
+ * verification caches' limits use it.
+ */
+time_t mtls_tls_crl_next_update(SSL_CTX *ctx, char *issuer, size_t size);
 
 /**
  * What the verify callback saw about the first client certificate that

@@ -379,36 +379,12 @@ int mtls_server_listens_everywhere(const mtls_server *srv)
 
 /* ---- running ----------------------------------------------------------------- */
 
-time_t mtls__ctx_crl_next_update(SSL_CTX *ctx, char *issuer, size_t size)
-{
-    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
-    time_t earliest = 0;
-
-    if (size > 0)
-        issuer[0] = '\0';
-    for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
-        X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, i));
-        const ASN1_TIME *next = crl ? X509_CRL_get0_nextUpdate(crl) : NULL;
-        struct tm tm;
-        time_t t;
-
-        if (next == NULL || !ASN1_TIME_to_tm(next, &tm))
-            continue;
-        t = timegm(&tm);
-        if (earliest == 0 || t < earliest) {
-            earliest = t;
-            mtls_name_oneline(X509_CRL_get_issuer(crl), issuer, size);
-        }
-    }
-    return earliest;
-}
-
 static void crl_note(mtls_server *srv)
 {
     time_t now = time(NULL);
 
     srv->crl_next_update =
-        mtls__ctx_crl_next_update(srv->ssl_ctx, srv->crl_issuer, sizeof(srv->crl_issuer));
+        mtls_tls_crl_next_update(srv->ssl_ctx, srv->crl_issuer, sizeof(srv->crl_issuer));
     /* Loading already warned about a CRL that expires within a week. */
     srv->crl_warned = srv->crl_next_update > now && srv->crl_next_update - now < 7 * 24 * 3600;
 }

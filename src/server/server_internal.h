@@ -155,9 +155,6 @@ void mtls__worker_notify(struct mtls__worker *w, int command);
 /** From another thread: hands w a new SSL_CTX (consumed) for its next handshakes. */
 void mtls__worker_reload(struct mtls__worker *w, SSL_CTX *ctx);
 
-/** The earliest nextUpdate of the CRLs in ctx's store, or 0 when it holds none. */
-time_t mtls__ctx_crl_next_update(SSL_CTX *ctx, char *issuer, size_t size);
-
 /** "127.0.0.1" or "::1" (v4-mapped addresses shown as IPv4) and the port. */
 void mtls__addr_format(const struct sockaddr_storage *ss, char *addr, size_t size, int *port);
 

@@ -282,9 +282,92 @@ out:
     return rc;
 }
 
-/* CRLs: checked for the client's own certificate (X509_V_FLAG_CRL_CHECK). */
+time_t mtls_tls_crl_next_update(SSL_CTX *ctx, char *issuer, size_t size)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+    time_t earliest = 0;
+
+    if (issuer != NULL && size > 0)
+        issuer[0] = '\0';
+    for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+        X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, i));
+        time_t next = crl != NULL ? mtls_asn1_time(X509_CRL_get0_nextUpdate(crl)) : 0;
+
+        if (next != 0 && (earliest == 0 || next < earliest)) {
+            earliest = next;
+            if (issuer != NULL && size > 0)
+                mtls_name_oneline(X509_CRL_get_issuer(crl), issuer, size);
+        }
+    }
+    return earliest;
+}
+
+/* The client CA (in store) that issued crl: same name, and its key signed the CRL. */
+static X509 *crl_issuer_ca(X509_STORE *store, X509_CRL *crl, int *bad_signature)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+
+    *bad_signature = 0;
+    for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+
+        if (ca == NULL || X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) != 0)
+            continue;
+        if (X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1)
+            return ca;
+        *bad_signature = 1;
+    }
+    ERR_clear_error();
+    return NULL;
+}
+
+/* 1 when the store holds a CRL issued by ca. */
+static int has_crl_of(X509_STORE *store, X509 *ca)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+
+    for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+        X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, i));
+
+        if (crl != NULL && X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * With CRLs, every client CA must have one: the whole chain is checked
+ * (X509_V_FLAG_CRL_CHECK_ALL), so a CA without its CRL would refuse every
+ * client under it; better said at start (or reload) than per handshake.
+ */
+static int every_ca_has_a_crl(X509_STORE *store, const mtls_tls_server_opts *opts, mtls_err *err)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+
+    for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        char subject[MTLS_NAME_MAX];
+
+        if (ca == NULL || has_crl_of(store, ca))
+            continue;
+        mtls_name_oneline(X509_get_subject_name(ca), subject, sizeof(subject));
+        return mtls_err_set(err, MTLS_E_INVALID,
+                            "client CA %s in '%s' has no CRL among the --crl files: with CRLs, "
+                            "every certificate of a client's chain is checked, so pass that CA's "
+                            "CRL too ('mtls crl create'), or no --crl at all",
+                            subject, opts->client_ca_file);
+    }
+    return 0;
+}
+
+/*
+ * CRLs: every certificate of the client's chain is checked against its
+ * issuer's CRL (X509_V_FLAG_CRL_CHECK_ALL), so a revoked intermediate is
+ * refused too. Each CRL must come from one of the client CAs (same name,
+ * signed by its key), and each client CA must have its CRL.
+ */
 static int use_crls(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_warn_fn warn,
-                    void *warn_ctx, time_t *earliest, mtls_err *err)
+                    void *warn_ctx, mtls_err *err)
 {
     X509_STORE *store = SSL_CTX_get_cert_store(ctx);
     time_t now = time(NULL);
@@ -303,8 +386,23 @@ static int use_crls(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_war
         while ((crl = PEM_read_bio_X509_CRL(bio, NULL, no_password, NULL)) != NULL) {
             time_t next = mtls_asn1_time(X509_CRL_get0_nextUpdate(crl));
             char issuer[MTLS_NAME_MAX], when[40];
+            int bad_signature;
 
             mtls_name_oneline(X509_CRL_get_issuer(crl), issuer, sizeof(issuer));
+            if (crl_issuer_ca(store, crl, &bad_signature) == NULL) {
+                X509_CRL_free(crl);
+                rc = bad_signature
+                         ? mtls_err_set(err, MTLS_E_INVALID,
+                                        "CRL '%s' from %s has a bad signature: it was not made "
+                                        "by the key of the client CA of that name in '%s'",
+                                        path, issuer, opts->client_ca_file)
+                         : mtls_err_set(err, MTLS_E_INVALID,
+                                        "CRL '%s' is from %s, which is none of the client CAs "
+                                        "in '%s': pass the CRLs of the client CAs (or add that "
+                                        "CA to the client CA file)",
+                                        path, issuer, opts->client_ca_file);
+                goto out;
+            }
             if (next != 0 && next < now) {
                 X509_CRL_free(crl);
                 rc = mtls_err_set(err, MTLS_E_INVALID,
@@ -313,8 +411,6 @@ static int use_crls(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_war
                                   path, issuer, mtls_time_human(next, when, sizeof(when)));
                 goto out;
             }
-            if (next != 0 && (*earliest == 0 || next < *earliest))
-                *earliest = next;
             if (next != 0 && next - now < WEEK)
                 warnf(warn, warn_ctx,
                       "CRL '%s' from %s expires on %s; make a fresh one before then or every "
@@ -338,8 +434,12 @@ static int use_crls(SSL_CTX *ctx, const mtls_tls_server_opts *opts, mtls_tls_war
         bio = NULL;
         text = NULL;
     }
-    if (opts->n_crl_files > 0)
-        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    if (opts->n_crl_files > 0) {
+        rc = every_ca_has_a_crl(store, opts, err);
+        if (rc != 0)
+            goto out;
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    }
 out:
     BIO_free(bio);
     free(text);
@@ -351,7 +451,6 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
 {
     static const unsigned char sid_ctx[] = "mtls";
     SSL_CTX *ctx = NULL;
-    time_t crl_until = 0;
     int mode, rc;
 
     *out = NULL;
@@ -396,7 +495,7 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
     rc = use_client_cas(ctx, opts, warn, warn_ctx, err);
     if (rc != 0)
         goto out;
-    rc = use_crls(ctx, opts, warn, warn_ctx, &crl_until, err);
+    rc = use_crls(ctx, opts, warn, warn_ctx, err);
     if (rc != 0)
         goto out;
     /* Client certificates must allow clientAuth (else: unsupported_certificate). */
@@ -410,7 +509,7 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
     if (opts->verify == MTLS_VERIFY_REQUIRE)
         mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(ctx, mode, verify_cb);
-    if (mtls__srv_verify_cache_attach(ctx, crl_until) != 0) {
+    if (mtls__srv_verify_cache_attach(ctx, mtls_tls_crl_next_update(ctx, NULL, 0)) != 0) {
         rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot set up the verification cache");
         goto out;
     }
