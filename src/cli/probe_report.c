@@ -8,6 +8,7 @@
 #include <openssl/x509_vfy.h>
 
 #include "cli.h"
+#include "mtls/pki.h"
 
 int probe_exit_code(const mtls_probe_result *res)
 {
@@ -118,16 +119,46 @@ static void date_of(const char *iso, char *buf, size_t size)
         snprintf(buf, size, "%s", iso);
 }
 
+/*
+ * What failed in our check of the server's chain, in the words of pki's one
+ * table of verification failures (mtls_verify_words), as cert verify and
+ * the server's log say it; the diagnosis below adds what to do about it.
+ */
+static char *refusal_words(const mtls_probe_result *res, char *buf, size_t size)
+{
+    const mtls_cert_info *at =
+        (size_t)res->verify_depth < res->n_chain ? &res->chain[res->verify_depth] : NULL;
+    mtls_verify_failure f;
+    char who[MTLS_NAME_MAX + 64], sans[512] = "";
+
+    snprintf(who, sizeof(who), "%s (%s)",
+             res->verify_depth == 0 ? "the server's certificate"
+                                    : "a CA certificate in the server's chain",
+             res->verify_subject);
+    memset(&f, 0, sizeof(f));
+    f.code = (int)res->verify_code;
+    f.depth = res->verify_depth;
+    f.cert = who;
+    f.issuer = res->verify_issuer;
+    f.purpose = "TLS server authentication";
+    f.host = res->peer_name;
+    if (at != NULL) {
+        f.serial = at->serial_hex;
+        f.not_before = at->not_before;
+        f.not_after = at->not_after;
+        f.usage = at->ext_key_usage;
+        mtls_cert_info_sans_line(at, sans, sizeof(sans));
+        f.sans = sans;
+    }
+    return mtls_verify_words(&f, buf, size);
+}
+
 static void diagnose_we_refused(const mtls_probe_result *res, const mtls_probe_opts *opts,
                                 char *buf, size_t size)
 {
     const mtls_cert_info *leaf = res->n_chain > 0 ? &res->chain[0] : NULL;
-    const mtls_cert_info *at =
-        (size_t)res->verify_depth < res->n_chain ? &res->chain[res->verify_depth] : NULL;
     const char *issuer = res->verify_issuer[0] ? res->verify_issuer : "an unknown CA";
-    const char *which = res->verify_depth == 0 ? "the server's certificate"
-                                               : "a CA certificate in the server's chain";
-    char sans[512] = "", date[40] = "";
+    char sans[512] = "", words[MTLS_ERR_MSG_MAX];
 
     switch (res->verify_code) {
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
@@ -172,27 +203,19 @@ static void diagnose_we_refused(const mtls_probe_result *res, const mtls_probe_o
             sans[0] ? sans : "no name at all (it has no subjectAltName)", res->peer_name);
         return;
     case X509_V_ERR_CERT_HAS_EXPIRED:
-        if (at != NULL)
-            date_of(at->not_after_iso, date, sizeof(date));
-        say(buf, size, "%s (%s) expired on %s: the server must renew it", which,
-            res->verify_subject, date[0] ? date : "an earlier date");
+        say(buf, size, "%s: the server must renew it", refusal_words(res, words, sizeof(words)));
         return;
     case X509_V_ERR_CERT_NOT_YET_VALID:
-        if (at != NULL)
-            date_of(at->not_before_iso, date, sizeof(date));
-        say(buf, size, "%s (%s) is not valid before %s: check the clocks of both machines", which,
-            res->verify_subject, date[0] ? date : "a later date");
+        say(buf, size, "%s: check the clocks of both machines",
+            refusal_words(res, words, sizeof(words)));
         return;
     case X509_V_ERR_INVALID_PURPOSE:
-        say(buf, size,
-            "%s (%s) is not meant for a TLS server (extended key usage: %s): the server must "
-            "use a certificate issued with the server profile",
-            which, res->verify_subject,
-            at != NULL && at->ext_key_usage[0] ? at->ext_key_usage : "none that fits");
+        say(buf, size, "%s: the server must use a certificate issued with the server profile",
+            refusal_words(res, words, sizeof(words)));
         return;
     default:
-        say(buf, size, "we refused the server's certificate: %s (%s, depth %d)", res->verify_reason,
-            res->verify_subject, res->verify_depth);
+        say(buf, size, "we refused the server's certificate: %s",
+            refusal_words(res, words, sizeof(words)));
         return;
     }
 }
@@ -418,7 +441,7 @@ static void print_cert(FILE *f, size_t index, const mtls_cert_info *c)
 void probe_print_findings(FILE *f, const mtls_probe_result *res, const mtls_probe_opts *opts)
 {
     const char *ok = cli_green(f), *bad = cli_red(f), *off = cli_reset(f);
-    char names[1024];
+    char names[1024], words[MTLS_ERR_MSG_MAX];
 
     if (res->address[0])
         row(f, "connected", "%s (%s)", res->address, res->url.host);
@@ -435,8 +458,8 @@ void probe_print_findings(FILE *f, const mtls_probe_result *res, const mtls_prob
             row(f, "verify", "%sok%s: the chain verifies against %s and the name '%s' matches", ok,
                 off, opts->files.cacert ? opts->files.cacert : "the system's CAs", res->peer_name);
         else
-            row(f, "verify", "%sfailed%s: %s (depth %d: %s)", bad, off, res->verify_reason,
-                res->verify_depth, res->verify_subject);
+            row(f, "verify", "%sfailed%s: %s (depth %d)", bad, off,
+                refusal_words(res, words, sizeof(words)), res->verify_depth);
     }
     if (res->stage >= MTLS_STAGE_REQUEST || res->cert_requested) {
         ca_names_line(res, names, sizeof(names));

@@ -141,6 +141,8 @@ def test_expired_server_certificate(pki, peers):
     r = probe(pki, peers[-1].port, "--cacert", "serverca.crt", *CLIENT)
     assert r.returncode == WE_REFUSED
     assert "the server's certificate (CN=localhost) expired on 20" in r.stdout
+    # The verify row words it as cert verify and the server's log do (one table of reasons).
+    assert "failed: the server's certificate (CN=localhost) expired on 20" in r.stdout
 
 
 def test_server_chain_with_an_intermediate(pki, peers):
