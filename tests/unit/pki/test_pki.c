@@ -437,3 +437,44 @@ Test(pki, verify_with_a_crl_names_the_revoked_serial_and_an_expired_crl)
     X509_free(b);
     mtls_ca_free(ca);
 }
+
+/* One table of reasons: the sentence and the alert come from the verify code. */
+Test(pki, verify_words_from_the_table)
+{
+    mtls_verify_failure f;
+    char buf[512];
+
+    memset(&f, 0, sizeof(f));
+    f.code = X509_V_ERR_CERT_REVOKED;
+    f.depth = 1;
+    f.cert = "CA certificate 'CN=inter'";
+    f.issuer = "CN=root";
+    f.serial = "08AB";
+    mtls_verify_words(&f, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "CA certificate 'CN=inter' (serial 08AB) has been revoked by its CA "
+                          "'CN=root'");
+    f.revoked_at = 86400;
+    f.revoked_why = "keyCompromise";
+    mtls_verify_words(&f, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "CA certificate 'CN=inter' (serial 08AB) was revoked by its CA 'CN=root' "
+                          "on 1970-01-02 00:00:00 UTC (keyCompromise)");
+    cr_assert_str_eq(mtls_verify_alert(f.code, 1), "certificate_revoked");
+    f.code = X509_V_ERR_HOSTNAME_MISMATCH;
+    f.host = "other.test";
+    f.sans = "";
+    mtls_verify_words(&f, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "host name 'other.test' is not in the SANs of CA certificate 'CN=inter' "
+                          "(it has none)");
+    /* A code without a row: OpenSSL's words, never an empty sentence. */
+    f.code = X509_V_ERR_KEYUSAGE_NO_CERTSIGN;
+    mtls_verify_words(&f, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "CA certificate 'CN=inter' did not verify: key usage does not include "
+                          "certificate signing");
+    f.code = MTLS_VERIFY_NO_CERT;
+    mtls_verify_words(&f, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "no client certificate was sent");
+    /* Truncation keeps a terminated string. */
+    f.code = X509_V_ERR_CERT_REVOKED;
+    mtls_verify_words(&f, buf, 10);
+    cr_assert_str_eq(buf, "CA certif");
+}
