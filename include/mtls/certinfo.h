@@ -54,7 +54,7 @@ typedef struct mtls_cert_info {
     char subject_cn[256]; /* the last CN of the subject, or "" */
     char issuer_cn[256];
     char serial_hex[MTLS_SERIAL_HEX_MAX]; /* mtls_serial_hex(): "08882C..." */
-    char sha256[96];     /* SHA-256 of the DER, "AB:CD:..." (32 pairs) */
+    char sha256[96];                      /* SHA-256 of the DER, "AB:CD:..." (32 pairs) */
     time_t not_before;
     time_t not_after;
     char not_before_iso[32]; /* "2026-11-26T23:59:59Z" */
