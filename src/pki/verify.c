@@ -121,10 +121,8 @@ char *mtls_verify_reason(X509_STORE_CTX *ctx, int purpose, const char *host, con
     f.purpose = purpose == MTLS_PROFILE_SERVER   ? "TLS server authentication"
                 : purpose == MTLS_PROFILE_CLIENT ? "TLS client authentication"
                                                  : NULL;
-    if (cert == NULL) {
-        snprintf(buf, size, "verification failed: %s", X509_verify_cert_error_string(f.code));
-        return buf;
-    }
+    if (cert == NULL) /* the table's words, naming no certificate */
+        return mtls_verify_words(&f, buf, size);
     who(cert, f.depth, peer, subj, sizeof(subj));
     mtls_name_oneline(X509_get_issuer_name(cert), issuer, sizeof(issuer));
     f.cert = subj;
