@@ -487,14 +487,18 @@ static void log_rejected(struct conn *c, const char *reason, const char *alert, 
 {
     static const mtls_tls_verify_note none;
     const mtls_tls_verify_note *n = c->note != NULL ? c->note : &none;
-    char message[1200];
-    const char *kv[] = {
-        "subject", n->error ? n->subject : NULL, "issuer", n->error ? n->issuer : NULL,
-        "serial",  n->error ? n->serial : NULL,  "alert",  alert,
-        NULL};
+    char message[1200], depth[16];
+    /* Which certificate of the client's chain failed: depth 0 is the client's own. */
+    const char *kv[] = {"subject", n->error ? n->subject : NULL,
+                        "issuer",  n->error ? n->issuer : NULL,
+                        "serial",  n->error ? n->serial : NULL,
+                        "depth",   n->error ? depth : NULL,
+                        "alert",   alert,
+                        NULL};
     /* Clients that vanish are routine; certificate problems are what operators look for. */
     const char *level = ssl_error == SSL_ERROR_SSL ? "warn" : "info";
 
+    snprintf(depth, sizeof(depth), "%d", n->depth);
     if (alert != NULL)
         snprintf(message, sizeof(message), "handshake rejected: %s (alert %s)", reason, alert);
     else

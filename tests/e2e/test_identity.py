@@ -173,6 +173,7 @@ def test_the_logged_alert_is_the_one_sent_when_a_crl_is_missing(chain_pki):
     events = [json.loads(l) for l in read_text(s.system_log).splitlines()]
     rejected = [e for e in events if e["event"] == "handshake_rejected"]
     assert rejected and rejected[0]["alert"] == "unknown_ca", rejected
+    assert rejected[0]["depth"] == "0" and rejected[0]["subject"] == "CN=carol", rejected
     assert "no CRL of 'CN=client-intermediate' is loaded" in rejected[0]["message"], rejected
 
 
