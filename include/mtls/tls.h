@@ -50,7 +50,8 @@ typedef void (*mtls_tls_warn_fn)(void *ctx, const char *msg);
  * chain and key (checked to match), the client CA file as trust store and as
  * the CA names sent in the CertificateRequest, client certificates checked
  * for the clientAuth purpose, SSL_VERIFY_PEER (plus FAIL_IF_NO_PEER_CERT when
- * required), CRLs (when given) checked for every certificate of the chain, a server-side session
+ * required), CRLs (when given) checked for every certificate of the chain
+ * (X509_V_FLAG_CRL_CHECK_ALL), a server-side session
  * cache (resumed sessions keep the verified client certificate; entries
  * live 5 minutes at most, never past the client certificate's notAfter or
  * the CRLs' nextUpdate), no stateless tickets, read-ahead on.
