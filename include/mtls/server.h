@@ -85,6 +85,15 @@ int mtls_server_run(mtls_server *srv, mtls_err *err);
 /** Closes sockets and logs and frees srv. NULL-safe. */
 void mtls_server_free(mtls_server *srv);
 
+/**
+ * Whether `mtls serve --listen listen` could bind now (NULL: "8443", every
+ * address): the same parse and plain bind as mtls_server_new(), then the
+ * socket is closed again. Returns 0, MTLS_E_BUSY (the port is in use),
+ * MTLS_E_INVALID (a bad address) or MTLS_E_IO (e.g. a port below 1024
+ * without the right), with err saying so. For `mtls doctor`.
+ */
+int mtls_server_listen_check(const char *listen, mtls_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -151,6 +151,8 @@ int cmd_cert_issue(int argc, char **argv);
 int cmd_cert_show(int argc, char **argv);
 int cmd_cert_verify(int argc, char **argv);
 int cmd_cert_p12(int argc, char **argv);
+int cmd_cert_lint(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 

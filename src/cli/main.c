@@ -33,9 +33,13 @@ static const struct cli_command commands[] = {
      "check a certificate against a CA, purpose, host name and CRLs"},
     {"cert p12", cmd_cert_p12,
      "bundle certificate, key and chain as PKCS#12 (browsers, OS stores)"},
+    {"cert lint", cmd_cert_lint,
+     "find what clients refuse or is unsafe in certificates (v1, no SAN)"},
     {"serve", cmd_serve, "serve HTTPS with client certificates required (the article's server)"},
     {"bench", cmd_bench, "load an HTTPS server with mTLS clients; measure its CPU"},
     {"demo", cmd_demo, "run the mTLS tutorial end to end: PKI, server, the three curl checks"},
+    {"doctor", cmd_doctor,
+     "check a whole setup in one look: keys, chains, names, CRLs, modes, port"},
     {"probe", cmd_probe, "connect to an mTLS endpoint and say what failed and why (curl -v+)"},
     {"version", cmd_version, "print the version of mtls and of OpenSSL"},
 };

@@ -806,3 +806,23 @@ int mtls_server_run(mtls_server *srv, mtls_err *err)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }
+
+/* ---- doctor ------------------------------------------------------------------- */
+
+int mtls_server_listen_check(const char *listen, mtls_err *err)
+{
+    struct sockaddr_storage ss[MTLS__MAX_ADDRS];
+    socklen_t len[MTLS__MAX_ADDRS];
+    unsigned n_addrs = 0;
+    int everywhere, fd, rc;
+    const char *shown = listen != NULL && listen[0] != '\0' ? listen : "8443";
+
+    rc = parse_listen(listen, ss, len, &n_addrs, &everywhere, err);
+    /* The plain bind of mtls_server_new(): a port held by anyone is in use. */
+    for (unsigned a = 0; rc == 0 && a < n_addrs; a++) {
+        rc = open_socket(&ss[a], len[a], everywhere, 0, shown, &fd, err);
+        if (rc == 0)
+            close(fd);
+    }
+    return rc;
+}
