@@ -304,7 +304,15 @@ static void check_ca(struct lint *l)
     int ca = X509_check_ca(l->cert);
     int bc = X509_get_ext_by_NID(l->cert, NID_basic_constraints, -1);
 
-    if (ca == 0) {
+    int no_cert_sign = (l->flags & EXFLAG_KUSAGE) && !(l->ku & KU_KEY_CERT_SIGN);
+
+    /* OpenSSL calls a CA:TRUE certificate without keyCertSign no CA; say why. */
+    if (no_cert_sign && (l->flags & EXFLAG_CA)) {
+        add(l, MTLS_SEV_ERROR, "ca-no-key-cert-sign",
+            "make the CA again with keyUsage keyCertSign, cRLSign ('mtls ca create')",
+            "a CA whose key usage (%s) lacks keyCertSign: certificates it signed do not verify",
+            l->info.key_usage);
+    } else if (ca == 0) {
         add(l, MTLS_SEV_ERROR, "not-a-ca",
             "use the CA's own certificate here, or make a CA with 'mtls ca create'",
             "not a CA (no basicConstraints CA:TRUE): certificates it signed do not verify");
@@ -328,12 +336,7 @@ static void check_ca(struct lint *l)
             "make the CA again with keyUsage critical, keyCertSign, cRLSign ('mtls ca create')",
             "a CA without a key usage extension: RFC 5280 requires one, and strict verifiers "
             "(Python 3.13's ssl by default) refuse the chain");
-    else if (!(l->ku & KU_KEY_CERT_SIGN))
-        add(l, MTLS_SEV_ERROR, "ca-no-key-cert-sign",
-            "make the CA again with keyUsage keyCertSign, cRLSign ('mtls ca create')",
-            "a CA whose key usage (%s) lacks keyCertSign: certificates it signed do not verify",
-            l->info.key_usage);
-    else if (!(l->ku & KU_CRL_SIGN))
+    else if (!no_cert_sign && !(l->ku & KU_CRL_SIGN))
         add(l, MTLS_SEV_INFO, "ca-no-crl-sign",
             "make the CA with cRLSign too if it is to publish CRLs ('mtls ca create')",
             "its key usage (%s) lacks cRLSign: CRLs it signs are refused", l->info.key_usage);
