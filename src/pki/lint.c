@@ -46,34 +46,26 @@ add(struct lint *l, mtls_severity sev, const char *code, const char *fix, const 
     (void)mtls_findings_add(l->out, sev, code, l->file, l->info.subject, fix, "%s", msg);
 }
 
-static int looks_like_ip(const char *text)
-{
-    ASN1_OCTET_STRING *ip = a2i_IPADDRESS(text);
-    int yes = ip != NULL;
-
-    ASN1_OCTET_STRING_free(ip);
-    ERR_clear_error();
-    return yes;
-}
-
-/* 1 when a CN names a host: an address, "localhost", or a dotted DNS name. */
-static int host_like(const char *cn)
+/* What a CN names, typed as mtls_san_add() types a bare --san: GEN_IPADD for
+ * an address, GEN_DNS for "localhost" or a dotted host name, else 0. */
+static int cn_host_type(const char *cn)
 {
     GENERAL_NAMES *gens = NULL;
-    int yes;
+    int type = 0;
 
-    if (cn[0] == '\0')
-        return 0;
-    yes = mtls_san_add(&gens, cn, NULL) == 0 &&
-          (looks_like_ip(cn) || strchr(cn, '.') != NULL || strcasecmp(cn, "localhost") == 0);
+    if (cn[0] != '\0' && mtls_san_add(&gens, cn, NULL) == 0 && sk_GENERAL_NAME_num(gens) == 1)
+        type = sk_GENERAL_NAME_value(gens, 0)->type;
     GENERAL_NAMES_free(gens);
-    return yes;
+    ERR_clear_error();
+    if (type == GEN_DNS && strchr(cn, '.') == NULL && strcasecmp(cn, "localhost") != 0)
+        return 0;
+    return type == GEN_DNS || type == GEN_IPADD ? type : 0;
 }
 
 static int is_server_role(const struct lint *l)
 {
     return l->role == MTLS_PROFILE_SERVER || l->role == ROLE_DUAL ||
-           (l->role == 0 && host_like(l->info.subject_cn));
+           (l->role == 0 && cn_host_type(l->info.subject_cn) != 0);
 }
 
 /* What the certificate is for, when the caller did not say. */
@@ -216,7 +208,7 @@ static void check_sans(struct lint *l)
 {
     const char *cn = l->info.subject_cn;
     char sans[512];
-    int ok;
+    int type, ok;
 
     if (!is_server_role(l))
         return;
@@ -229,9 +221,9 @@ static void check_sans(struct lint *l)
             cn[0] ? cn : "none");
         return;
     }
-    if (!host_like(cn))
+    if ((type = cn_host_type(cn)) == 0)
         return;
-    ok = looks_like_ip(cn) ? X509_check_ip_asc(l->cert, cn, 0) == 1
+    ok = type == GEN_IPADD ? X509_check_ip_asc(l->cert, cn, 0) == 1
                            : X509_check_host(l->cert, cn, 0,
                                              X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
                                                  X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,

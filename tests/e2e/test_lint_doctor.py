@@ -344,3 +344,26 @@ def test_doctor_missing_files_and_bad_folder(tmp_path):
     for word in ("--host", "--port", "--listen", "--crl", "--password-file", "--json"):
         assert word in r.stdout
     assert "doctor" in run_mtls("--help").stdout
+
+
+def test_doctor_checks_the_server_chain_with_an_intermediate(setup):
+    ok("ca", "create", "--out", setup / "inter", "--cn", "Issuing CA", "--parent",
+       setup / "serverca")
+    ok("cert", "issue", "--ca", setup / "inter", "--profile", "server", "--cn", "localhost",
+       "--san", "localhost", "--san", "127.0.0.1", "--out", setup / "srv")
+    shutil.copy(setup / "srv.key", setup / "server.key")
+    # The leaf alone: clients cannot link it to serverca.crt.
+    shutil.copy(setup / "srv.crt", setup / "server.crt")
+    code, report = doctor(setup)
+    assert code == 1
+    chain = finding(report, "server-chain", "server.crt")
+    assert "'CN=Issuing CA'" in chain["message"] and "append the intermediate" in chain["fix"]
+    # The chain file (leaf, then the intermediate) is what the server must send.
+    shutil.copy(setup / "srv.chain.crt", setup / "server.crt")
+    assert doctor(setup)[0] == 0
+    # The root in between: the certificates do not link in that order.
+    (setup / "server.crt").write_text((setup / "srv.crt").read_text() +
+                                      (setup / "serverca.crt").read_text() +
+                                      (setup / "inter.crt").read_text())
+    code, report = doctor(setup)
+    assert code == 1 and "chain does not link" in finding(report, "chain-order")["message"]
