@@ -83,7 +83,7 @@ static const char *subject_of(X509 *cert, char *buf, size_t size)
 }
 
 /* Reads and lints one certificate file. Returns 0, or MTLS_E_NOMEM. */
-static int load_certs(struct doctor *d, int f, mtls_err *err)
+static int load_certs(struct doctor *d, int f)
 {
     const struct cert_file *cf = &cert_files[f];
     const char *path = d->path[f];
@@ -107,7 +107,7 @@ static int load_certs(struct doctor *d, int f, mtls_err *err)
 
         rc = mtls_cert_lint(sk_X509_value(d->certs[f], i), path, role, d->now, d->out, &e);
         if (rc == MTLS_E_NOMEM)
-            return mtls_err_set(err, rc, "%s", e.msg);
+            return rc;
         if (rc != 0)
             (void)mtls_findings_add(d->out, MTLS_SEV_ERROR, "unreadable", path, NULL, cf->make,
                                     "certificate %d of '%s' cannot be read: %s", i + 1, path,
@@ -538,28 +538,26 @@ static int check_key_modes(struct doctor *d)
     return rc != 0 ? rc : d->out->nomem ? MTLS_E_NOMEM : 0;
 }
 
-static int run(struct doctor *d, mtls_err *err)
+/* Every check in turn. Returns 0, or MTLS_E_NOMEM (the only way one fails). */
+static int run(struct doctor *d)
 {
-    int rc;
+    int rc = 0;
 
-    for (int f = 0; f < N_FILES; f++) {
+    for (int f = 0; rc == 0 && f < N_FILES; f++) {
         if ((d->path[f] = in_dir(d->dir, cert_files[f].name)) == NULL)
-            return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
-        if ((rc = load_certs(d, f, err)) != 0)
-            return rc;
+            return MTLS_E_NOMEM;
+        rc = load_certs(d, f);
     }
-    if ((rc = check_key(d, F_SERVER)) != 0 || (rc = check_key(d, F_CLIENT)) != 0 ||
+    if (rc != 0 || (rc = check_key(d, F_SERVER)) != 0 || (rc = check_key(d, F_CLIENT)) != 0 ||
         (rc = check_chain(d, F_SERVER, F_SERVERCA)) != 0 ||
         (rc = check_chain(d, F_CLIENT, F_CLIENTCA)) != 0)
-        return mtls_err_set(err, rc, "out of memory");
+        return rc;
     check_hosts(d);
     if ((rc = check_crls(d)) != 0)
-        return mtls_err_set(err, rc, "out of memory");
+        return rc;
     check_revoked(d, F_SERVER, F_SERVERCA);
     check_revoked(d, F_CLIENT, F_CLIENTCA);
-    if ((rc = check_key_modes(d)) != 0)
-        return mtls_err_set(err, rc, "out of memory");
-    return 0;
+    return check_key_modes(d);
 }
 
 int mtls_doctor(const mtls_doctor_opts *opts, mtls_findings *out, mtls_err *err)
@@ -575,8 +573,8 @@ int mtls_doctor(const mtls_doctor_opts *opts, mtls_findings *out, mtls_err *err)
     d.now = opts->now != 0 ? opts->now : time(NULL);
     if (stat(d.dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return mtls_err_set(err, MTLS_E_NOTFOUND, "'%s' is not a folder", d.dir);
-    rc = run(&d, err);
-    if (rc == 0 && out->nomem)
+    rc = run(&d);
+    if (rc != 0 || out->nomem)
         rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
     for (int f = 0; f < N_FILES; f++) {
         free(d.path[f]);
