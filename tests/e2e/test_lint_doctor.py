@@ -134,6 +134,19 @@ def test_lint_weak_and_odd_certificates(init_pki, tmp_path):
     assert code == 1
     assert codes(report) == ["ca-basic-constraints-not-critical", "ca-no-key-cert-sign",
                              "expires-soon"]
+    # A key on a curve TLS does not use for certificates, and a serial of zero.
+    openssl_ok("req", "-new", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt",
+               "ec_paramgen_curve:secp256k1", "-subj", "/CN=k1", "-keyout", "k1.key", "-out",
+               "k1.crt", cwd=d)
+    code, report = lint(d / "k1.crt")
+    assert code == 1 and "weak-curve" in codes(report, severity="error")
+    assert "secp256k1" in finding(report, "weak-curve")["message"]
+    openssl_ok("x509", "-req", "-in", "weak.csr", "-CA", init_pki / "clientca.crt", "-CAkey",
+               init_pki / "clientca.key", "-set_serial", "0", "-days", "30", "-extfile",
+               _ext(d, "zero.ext", "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n"),
+               "-out", "zero.crt", cwd=d)
+    code, report = lint("--profile", "client", d / "zero.crt")
+    assert code == 1 and "serial-not-positive" in codes(report, severity="error")
     # An expired client certificate; and one checked for the wrong role.
     shutil.copy(init_pki / "clientca.crt", d)
     shutil.copy(init_pki / "clientca.key", d)
@@ -149,6 +162,11 @@ def test_lint_weak_and_odd_certificates(init_pki, tmp_path):
 
 
 def test_lint_usage_and_unreadable_files(tmp_path, init_pki):
+    # DER is read as well as PEM.
+    openssl_ok("x509", "-in", init_pki / "server.crt", "-outform", "DER", "-out", "s.der",
+               cwd=tmp_path)
+    code, report = lint(tmp_path / "s.der")
+    assert code == 0 and report["certificates"] == 1 and report["findings"] == []
     (tmp_path / "k.pem").write_text((init_pki / "server.key").read_text())
     r = run_mtls("cert", "lint", tmp_path / "k.pem")
     assert r.returncode == 2 and "private key, not a certificate" in r.stderr, r.stderr
