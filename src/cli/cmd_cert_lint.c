@@ -40,8 +40,8 @@ static const struct cli_spec spec = {
     .opts = opts,
     .min_args = 1,
     .max_args = -1,
-    .exit_codes =
-        FINDINGS_EXIT_CODES "  2  also when a FILE cannot be read or holds no certificate\n",
+    .exit_codes = FINDINGS_EXIT_ERRORS
+    "  2  also when a FILE cannot be read or holds no certificate\n" FINDINGS_EXIT_WARNINGS,
 };
 
 static int parse_profile(int *role)

@@ -51,7 +51,8 @@ static const struct cli_spec spec = {
     .opts = opts,
     .min_args = 0,
     .max_args = 1,
-    .exit_codes = FINDINGS_EXIT_CODES "  2  also when DIR is not a folder\n",
+    .exit_codes =
+        FINDINGS_EXIT_ERRORS "  2  also when DIR is not a folder\n" FINDINGS_EXIT_WARNINGS,
 };
 
 /* The port, as a finding: in use, not allowed, or a bad address. */

@@ -13,10 +13,10 @@
 /* Warnings but no errors: the exit code of `cert lint` and `doctor`. */
 #define EXIT_WARNINGS 3
 
-/* The exit-code lines of both commands' --help (cli_spec.exit_codes). */
-#define FINDINGS_EXIT_CODES                                                                        \
-    "  1  at least one error was found\n"                                                          \
-    "  3  warnings, but no error (notes alone exit 0)\n"
+/* The exit-code lines of both commands' --help (cli_spec.exit_codes), around
+ * the command's own line for code 2 (lines go in numeric order). */
+#define FINDINGS_EXIT_ERRORS "  1  at least one error was found\n"
+#define FINDINGS_EXIT_WARNINGS "  3  warnings, but no error (notes alone exit 0)\n"
 
 /** 1 when there is an error, EXIT_WARNINGS for warnings alone, else 0. */
 int findings_exit_code(const mtls_findings *list);
