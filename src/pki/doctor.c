@@ -381,6 +381,27 @@ static int check_crl_dates(struct doctor *d, const char *path, X509_CRL *crl, co
     return 1;
 }
 
+/* 'mtls serve --crl' reads PEM only (mtls_crl_load() takes DER too). */
+static void check_crl_pem(struct doctor *d, const char *path)
+{
+    unsigned char *data = NULL;
+    size_t len = 0;
+    char label[64], fix[512];
+    mtls_err e;
+
+    if (mtls_file_read(path, MTLS_PEM_MAX, &data, &len, &e) != 0)
+        return;
+    if (mtls_pem_label((char *)data, label, sizeof(label))[0] == '\0') {
+        snprintf(fix, sizeof(fix), "convert it: openssl crl -inform DER -in %s -out %s.pem", path,
+                 path);
+        (void)mtls_findings_add(d->out, MTLS_SEV_ERROR, "crl-not-pem", path, NULL, fix,
+                                "'%s' is a DER CRL: 'mtls serve --crl' reads PEM only and "
+                                "refuses to start with it",
+                                path);
+    }
+    free(data);
+}
+
 /* One CRL: who made it, is it current; a current one is kept for its CA. */
 static int check_crl(struct doctor *d, const char *path)
 {
@@ -392,6 +413,7 @@ static int check_crl(struct doctor *d, const char *path)
     if (mtls_crl_load(path, &crl, &e) != 0)
         return mtls_findings_add(d->out, MTLS_SEV_ERROR, "unreadable", path, NULL,
                                  "publish it again with 'mtls crl create'", "%s", e.msg);
+    check_crl_pem(d, path);
     mtls_name_oneline(X509_CRL_get_issuer(crl), issuer, sizeof(issuer));
     from = crl_issuer(d, crl, &namesake);
     if (from < 0 && namesake)

@@ -318,6 +318,13 @@ def test_doctor_checks_crls(setup):
     assert "revoked" in revoked["message"]
     assert codes(report, "serverca.crl") == ["crl-expires-soon", "crl-server-ca"]
     assert "clientca.crl" not in {os.path.basename(f["file"]) for f in report["findings"]}
+    # The same CRL as DER: mtls reads it, but 'serve --crl' takes PEM only.
+    openssl_ok("crl", "-in", "clientca.crl", "-outform", "DER", "-out", "clientca.crl",
+               cwd=setup)
+    code, report = doctor(setup)
+    assert "openssl crl -inform DER" in finding(report, "crl-not-pem", "clientca.crl")["fix"]
+    assert finding(report, "revoked", "client.crt")
+    os.unlink(setup / "clientca.crl")
     # A CRL passed by --crl is checked like those of the folder.
     elsewhere = setup.parent / "elsewhere.crl"
     ok("crl", "create", "--ca", setup / "other", "--out", elsewhere)
