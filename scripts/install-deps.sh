@@ -7,8 +7,9 @@
 #
 #   build  what `make demo` needs: a C toolchain, Meson, and the libraries
 #   test   build + what `make test` needs: Criterion, pytest, the real
-#          clients (curl, Node), clang for the fuzzers, clang-format
-#   bench  test + the benchmark peers (nginx; Express comes from npm)
+#          clients (curl, Node) and servers (nginx), clang for the fuzzers,
+#          clang-format
+#   bench  test + npm (Express, a benchmark peer) and valgrind
 set -eu
 
 # Packages are named by what they are for, with --no-install-recommends, so
@@ -31,10 +32,10 @@ need_build() {
 need_test() {
     # libclang-rt-dev is the sanitizer and libFuzzer runtime of Debian's
     # default clang (14 on Debian 12, 19 on Debian 13).
-    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs"
+    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light"
 }
 need_bench() {
-    echo "$(need_test) nginx-light npm valgrind"
+    echo "$(need_test) npm valgrind"
 }
 
 group=${1:-build}
