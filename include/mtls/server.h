@@ -36,6 +36,7 @@ typedef struct mtls_server_opts {
     mtls_tls_server_opts tls; /* certificate, key, client CA, CRLs, verify mode */
     unsigned workers;         /* 0: one per CPU core */
     mtls_worker_model model;
+    const char *user;              /* NULL; or workers run as it (root, process model) */
     const char *access_log;        /* path, or NULL for none */
     const char *system_log;        /* path, or NULL for none */
     mtls_log_format log_format;    /* both logs */

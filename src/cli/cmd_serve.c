@@ -9,7 +9,7 @@
 #include "pki_common.h"
 
 static const char *listen_addr, *cert, *key, *client_ca, *access_log, *system_log,
-    *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout, *password_file;
+    *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout, *password_file, *user;
 /* -1 until given: mtls_server_opts_init() holds the defaults. */
 static int verify_client = -1, worker_model = -1, log_format = -1;
 
@@ -46,6 +46,10 @@ static const struct cli_opt opts[] = {
     {"workers", 0, CLI_INT, &workers, "N", "worker count (default: one per CPU core)", 1, 1024},
     {"worker-model", 0, CLI_CHOICE, &model_dest, "MODEL",
      "process (default, measured faster with OpenSSL 3) or thread", 0, 0},
+    {"user", 0, CLI_STRING, &user, "NAME",
+     "run the workers as NAME (needs root; process model): the port, key and logs are opened "
+     "as root first, reloads keep working",
+     0, 0},
     {"access-log", 0, CLI_STRING, &access_log, "FILE",
      "one line per request, combined format (default access.log)", 0, 0},
     {"system-log", 0, CLI_STRING, &system_log, "FILE",
@@ -90,7 +94,14 @@ static const struct cli_spec spec = {
         "signals: SIGTERM and SIGINT finish in-flight requests and exit 0 (the exit\n"
         "code of a stop); SIGUSR1 reopens the log files (for logrotate); SIGHUP reloads\n"
         "the certificate, key, client CA and CRLs, checked first: on any problem the\n"
-        "old set stays and the system log says why; open connections go on.",
+        "old set stays and the system log says why; open connections go on.\n"
+        "\n"
+        "--user NAME: the main process stays root to reload and reopen; the workers run\n"
+        "as NAME with no_new_privs. A reload or log reopen then starts new workers that\n"
+        "inherit the new key and logs, while the old ones drain.\n"
+        "\n"
+        "systemd: with $NOTIFY_SOCKET set (Type=notify) it sends READY=1 when serving,\n"
+        "RELOADING=1 and READY=1 around a SIGHUP, STOPPING=1 when draining.",
     .opts = opts,
     .min_args = 0,
     .max_args = 0,
@@ -165,6 +176,7 @@ int cmd_serve(int argc, char **argv)
         o.workers = (unsigned)workers;
     if (max_connections > 0)
         o.max_connections = (unsigned)max_connections;
+    o.user = user;
     if (access_log != NULL)
         o.access_log = access_log;
     if (system_log != NULL)

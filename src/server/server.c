@@ -309,7 +309,18 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
         rc = mtls_err_set(err, MTLS_E_INVALID, "timeouts and --max-connections must be above 0");
         goto out;
     }
-    srv->shared_size = sizeof(*srv->shared) + srv->workers * sizeof(srv->shared->worker[0]);
+    rc = mtls__user_lookup(opts->user, &srv->user, err);
+    if (rc != 0)
+        goto out;
+    if (srv->user.set && opts->model == MTLS_WORKERS_THREAD) {
+        /* Threads share the main process's credentials: it would lose root for reloads. */
+        rc = mtls_err_set(err, MTLS_E_INVALID,
+                          "--user needs --worker-model process: worker threads cannot run as "
+                          "another user than the process that reloads the key");
+        goto out;
+    }
+    srv->n_slots = srv->user.set ? srv->workers * MTLS__GENERATIONS : srv->workers;
+    srv->shared_size = sizeof(*srv->shared) + srv->n_slots * sizeof(srv->shared->worker[0]);
     srv->shared =
         mmap(NULL, srv->shared_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (srv->shared == MAP_FAILED) {
@@ -319,7 +330,7 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
     }
     atomic_init(&srv->shared->open_conns, 0);
     atomic_init(&srv->shared->cap_said, 0);
-    for (unsigned i = 0; i < srv->workers; i++) {
+    for (unsigned i = 0; i < srv->n_slots; i++) {
         atomic_init(&srv->shared->worker[i].conns, 0);
         atomic_init(&srv->shared->worker[i].running, 0);
     }
@@ -485,25 +496,32 @@ static void log_start(mtls_server *srv)
  * that cannot start says why in err, which the caller of mtls_server_run()
  * in the child shows (stderr), as well as in the system log.
  */
-static int child_main(mtls_server *srv, unsigned id, pid_t parent, mtls_err *err)
+static int child_main(mtls_server *srv, unsigned id, unsigned slot, pid_t parent, mtls_err *err)
 {
     struct mtls__worker w;
     int rc;
 
+    signal(SIGCHLD, SIG_DFL);
+    /* --user: root is given up before the worker touches a connection. */
+    rc = mtls__user_become(&srv->user, err);
+    if (rc != 0) {
+        mtls__syslog(srv, "error", NULL, "worker_failed", err->msg, NULL);
+        return rc;
+    }
 #ifdef __linux__
-    /* Do not outlive the main process. */
+    /* Do not outlive the main process (set after setuid, which clears it). */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
 #endif
     if (getppid() != parent)
         return 0;
-    signal(SIGCHLD, SIG_DFL);
     rc = mtls__worker_init(&w, srv, id, srv->ssl_ctx, srv->listen_fds + id * srv->n_addrs,
                            srv->n_addrs, 1, err);
     if (rc != 0) {
         mtls__syslog(srv, "error", NULL, "worker_failed", err->msg, NULL);
         return rc;
     }
-    atomic_store(&srv->shared->worker[id].running, 1);
+    w.slot = slot;
+    atomic_store(&srv->shared->worker[slot].running, 1);
     rc = mtls__worker_run(&w);
     mtls__worker_release(&w);
     if (rc != 0) {
@@ -514,163 +532,239 @@ static int child_main(mtls_server *srv, unsigned id, pid_t parent, mtls_err *err
 }
 
 /*
- * Forks worker id. Returns the child's pid in the parent; in the child it
- * runs the worker and sets *in_child (the caller then returns from run()).
+ * The worker processes: slot s of srv->shared holds the counters of the
+ * process pid[s], which serves listening sockets id[s]. Without --user there
+ * is one slot per worker. With --user, a reload or a log reopen starts a new
+ * generation in free slots (the main process, still root, has read the new
+ * files or reopened the logs; the new workers inherit them) and asks the old
+ * one to drain: current[id] is the slot of the worker that serves id now.
  */
-static pid_t spawn(mtls_server *srv, unsigned id, int *in_child, int *child_rc, mtls_err *err)
+struct procs {
+    pid_t *pid;        /* per slot; 0: free */
+    unsigned *id;      /* per slot */
+    unsigned *current; /* per worker id: its slot */
+    int in_child, child_rc;
+};
+
+/*
+ * Forks worker id into slot. Returns the child's pid in the parent; in the
+ * child it runs the worker and sets p->in_child (the caller then returns
+ * from run()).
+ */
+static pid_t spawn(mtls_server *srv, struct procs *p, unsigned id, unsigned slot, mtls_err *err)
 {
     pid_t parent = getpid();
     pid_t pid;
 
     fflush(NULL); /* nothing buffered may be written twice */
-    atomic_store(&srv->shared->worker[id].running, 0);
+    atomic_store(&srv->shared->worker[slot].running, 0);
+    atomic_store(&srv->shared->worker[slot].conns, 0);
     pid = fork();
     if (pid == 0) {
-        *in_child = 1;
+        p->in_child = 1;
         mtls_err_clear(err);
-        *child_rc = child_main(srv, id, parent, err);
+        p->child_rc = child_main(srv, id, slot, parent, err);
     } else if (pid < 0) {
         mtls__syslogf(srv, "error", "fork_failed", "cannot start worker %u: %s", id,
                       strerror(errno));
+    } else {
+        p->pid[slot] = pid;
+        p->id[slot] = id;
+        p->current[id] = slot;
     }
     return pid;
 }
 
+static void kill_all(const mtls_server *srv, const struct procs *p, int sig)
+{
+    for (unsigned s = 0; s < srv->n_slots; s++) {
+        if (p->pid[s] > 0)
+            kill(p->pid[s], sig);
+    }
+}
+
+/*
+ * --user: starts a new generation of workers, which inherit the main
+ * process's SSL_CTX and log descriptors, and lets the old one drain. what:
+ * "SIGHUP", "SIGUSR1" for the log.
+ */
+static void new_generation(mtls_server *srv, struct procs *p, const char *what, mtls_err *err)
+{
+    unsigned free_slots = 0, s = 0;
+
+    for (unsigned k = 0; k < srv->n_slots; k++)
+        free_slots += p->pid[k] == 0;
+    if (free_slots < srv->workers) {
+        mtls__syslogf(srv, "error", "generation_refused",
+                      "%s: the workers of earlier reloads are still draining; try again after "
+                      "--drain-timeout",
+                      what);
+        return;
+    }
+    for (unsigned id = 0; id < srv->workers; id++) {
+        unsigned old = p->current[id];
+
+        while (p->pid[s] != 0)
+            s++;
+        if (spawn(srv, p, id, s, err) < 0)
+            continue; /* the old worker goes on serving */
+        if (p->in_child)
+            return;
+        if (p->pid[old] > 0)
+            kill(p->pid[old], SIGTERM);
+    }
+}
+
+/* A worker died unexpectedly in slot s: restarts it there, or stops. Returns 1 to stop. */
+static int worker_died(mtls_server *srv, struct procs *p, unsigned s, pid_t pid, int status,
+                       time_t *window_start, int *deaths, mtls_err *err, int *rc)
+{
+    unsigned i = p->id[s];
+
+    if (!atomic_load(&srv->shared->worker[s].running)) {
+        /* It said why (stderr, system log); restarting would say it again. */
+        mtls__syslogf(srv, "error", "worker_start_failed",
+                      "worker %u could not start; stopping the server", i);
+        *rc = mtls_err_set(err, MTLS_E_IO,
+                           "worker %u could not start (the reason is above and in the system log)",
+                           i);
+        return 1;
+    }
+    if (WIFSIGNALED(status))
+        mtls__syslogf(srv, "error", "worker_died",
+                      "worker %u (pid %ld) was killed by signal %d; restarting", i, (long)pid,
+                      WTERMSIG(status));
+    else
+        mtls__syslogf(srv, "error", "worker_died",
+                      "worker %u (pid %ld) exited with code %d; restarting", i, (long)pid,
+                      WEXITSTATUS(status));
+    if (time(NULL) - *window_start > RESPAWN_WINDOW) {
+        *window_start = time(NULL);
+        *deaths = 0;
+    }
+    if (++*deaths > RESPAWN_MAX) {
+        mtls__syslogf(srv, "error", "worker_crash_loop", "workers keep dying; stopping the server");
+        *rc = mtls_err_set(err, MTLS_E_IO,
+                           "workers keep dying (the last: worker %u, %s %d); see the system log", i,
+                           WIFSIGNALED(status) ? "signal" : "exit code",
+                           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        return 1;
+    }
+    (void)spawn(srv, p, i, s, err);
+    return 0;
+}
+
 static int run_processes(mtls_server *srv, mtls_err *err)
 {
-    pid_t *pids = calloc(srv->workers, sizeof(pid_t));
+    struct procs p = {calloc(srv->n_slots, sizeof(pid_t)), calloc(srv->n_slots, sizeof(unsigned)),
+                      calloc(srv->workers, sizeof(unsigned)), 0, 0};
     time_t window_start = time(NULL);
-    int deaths = 0, stopping = 0, in_child = 0, child_rc = 0, rc = 0;
+    int deaths = 0, stopping = 0, rc = 0;
     struct timespec tick = {1, 0};
     time_t stop_deadline = 0;
     sigset_t set;
 
-    if (pids == NULL)
-        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    if (p.pid == NULL || p.id == NULL || p.current == NULL) {
+        rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+        goto out;
+    }
     signal_set(&set);
     for (unsigned i = 0; i < srv->workers; i++) {
-        pids[i] = spawn(srv, i, &in_child, &child_rc, err);
-        if (in_child)
+        pid_t pid = spawn(srv, &p, i, i, err);
+
+        if (p.in_child)
             goto out;
-        if (pids[i] < 0) {
+        if (pid < 0) {
             rc = mtls_err_sys(err, MTLS_E_IO, errno, "cannot start worker %u", i);
             stopping = 1;
             stop_deadline = time(NULL) + 2;
-            for (unsigned j = 0; j < i; j++)
-                kill(pids[j], SIGTERM);
+            kill_all(srv, &p, SIGTERM);
             break;
         }
     }
+    if (!stopping)
+        (void)mtls__sd_notify("READY=1\nSTATUS=serving");
     for (;;) {
         siginfo_t info;
         int sig, alive = 0;
 
-        for (unsigned i = 0; i < srv->workers; i++)
-            alive += pids[i] > 0;
+        for (unsigned s = 0; s < srv->n_slots; s++)
+            alive += p.pid[s] > 0;
         if (stopping && alive == 0)
             break;
         sig = sigtimedwait(&set, &info, &tick);
         crl_watch(srv);
         if (sig < 0) {
-            if (stopping && time(NULL) > stop_deadline) {
-                for (unsigned i = 0; i < srv->workers; i++) {
-                    if (pids[i] > 0)
-                        kill(pids[i], SIGKILL);
-                }
-            }
+            if (stopping && time(NULL) > stop_deadline)
+                kill_all(srv, &p, SIGKILL);
             continue;
         }
         if (sig == SIGTERM || sig == SIGINT) {
-            if (!stopping)
+            if (!stopping) {
+                (void)mtls__sd_notify("STOPPING=1\nSTATUS=draining");
                 mtls__syslogf(srv, "info", "stop", "%s: draining in-flight requests, then exit",
                               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            }
             stopping = 1;
             stop_deadline = time(NULL) + srv->opts.drain_timeout_ms / 1000 + 3;
-            for (unsigned i = 0; i < srv->workers; i++) {
-                if (pids[i] > 0)
-                    kill(pids[i], SIGTERM);
-            }
+            kill_all(srv, &p, SIGTERM);
         } else if (sig == SIGUSR1) {
             /*
              * The main process reopens both logs too: a worker it starts
              * later inherits its descriptors, and must not write to the
-             * rotated file.
+             * rotated file. With --user the workers may not open the files:
+             * a new generation inherits the reopened ones instead.
              */
             if (mtls__server_reopen_logs(srv) == 0)
                 mtls__syslogf(srv, "info", "log_reopen", "SIGUSR1: log files reopened");
-            for (unsigned i = 0; i < srv->workers; i++) {
-                if (pids[i] > 0)
-                    kill(pids[i], SIGUSR1);
+            if (srv->user.set && !stopping) {
+                new_generation(srv, &p, "SIGUSR1", err);
+                if (p.in_child)
+                    goto out;
+            } else if (!srv->user.set) {
+                kill_all(srv, &p, SIGUSR1);
             }
-        } else if (sig == SIGHUP) {
-            /* Checked here first; each worker then loads the same files. */
-            if (!stopping && reload(srv) != NULL) {
-                for (unsigned i = 0; i < srv->workers; i++) {
-                    if (pids[i] > 0)
-                        kill(pids[i], SIGHUP);
+        } else if (sig == SIGHUP && !stopping) {
+            (void)mtls__sd_notify_reloading();
+            /*
+             * Checked here first; each worker then loads the same files, or
+             * with --user (workers that may not read the key) a new
+             * generation inherits the new SSL_CTX.
+             */
+            if (reload(srv) != NULL) {
+                if (srv->user.set) {
+                    new_generation(srv, &p, "SIGHUP", err);
+                    if (p.in_child)
+                        goto out;
+                } else {
+                    for (unsigned id = 0; id < srv->workers; id++) {
+                        if (p.pid[p.current[id]] > 0)
+                            kill(p.pid[p.current[id]], SIGHUP);
+                    }
                 }
             }
+            (void)mtls__sd_notify("READY=1\nSTATUS=serving");
         } else if (sig == SIGCHLD) {
             pid_t pid;
             int status;
 
             while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-                for (unsigned i = 0; i < srv->workers; i++) {
-                    if (pids[i] != pid)
+                for (unsigned s = 0; s < srv->n_slots; s++) {
+                    if (p.pid[s] != pid)
                         continue;
-                    pids[i] = 0;
+                    p.pid[s] = 0;
                     /* The kernel closed its connections: give its share of the cap back. */
                     atomic_fetch_sub(&srv->shared->open_conns,
-                                     atomic_exchange(&srv->shared->worker[i].conns, 0));
-                    if (stopping)
+                                     atomic_exchange(&srv->shared->worker[s].conns, 0));
+                    /* Stopping, or an old generation that has drained. */
+                    if (stopping || p.current[p.id[s]] != s)
                         break;
-                    if (!atomic_load(&srv->shared->worker[i].running)) {
-                        /* It said why (stderr, system log); restarting would say it again. */
-                        mtls__syslogf(srv, "error", "worker_start_failed",
-                                      "worker %u could not start; stopping the server", i);
-                        rc = mtls_err_set(err, MTLS_E_IO,
-                                          "worker %u could not start (the reason is above and in "
-                                          "the system log)",
-                                          i);
+                    if (worker_died(srv, &p, s, pid, status, &window_start, &deaths, err, &rc)) {
                         stopping = 1;
                         stop_deadline = time(NULL) + 2;
-                        for (unsigned j = 0; j < srv->workers; j++) {
-                            if (pids[j] > 0)
-                                kill(pids[j], SIGTERM);
-                        }
-                        break;
+                        kill_all(srv, &p, SIGTERM);
                     }
-                    if (WIFSIGNALED(status))
-                        mtls__syslogf(srv, "error", "worker_died",
-                                      "worker %u (pid %ld) was killed by signal %d; restarting", i,
-                                      (long)pid, WTERMSIG(status));
-                    else
-                        mtls__syslogf(srv, "error", "worker_died",
-                                      "worker %u (pid %ld) exited with code %d; restarting", i,
-                                      (long)pid, WEXITSTATUS(status));
-                    if (time(NULL) - window_start > RESPAWN_WINDOW) {
-                        window_start = time(NULL);
-                        deaths = 0;
-                    }
-                    if (++deaths > RESPAWN_MAX) {
-                        mtls__syslogf(srv, "error", "worker_crash_loop",
-                                      "workers keep dying; stopping the server");
-                        rc = mtls_err_set(err, MTLS_E_IO,
-                                          "workers keep dying (the last: worker %u, %s %d); see "
-                                          "the system log",
-                                          i, WIFSIGNALED(status) ? "signal" : "exit code",
-                                          WIFSIGNALED(status) ? WTERMSIG(status)
-                                                              : WEXITSTATUS(status));
-                        stopping = 1;
-                        stop_deadline = time(NULL) + 2;
-                        for (unsigned j = 0; j < srv->workers; j++) {
-                            if (pids[j] > 0)
-                                kill(pids[j], SIGTERM);
-                        }
-                        break;
-                    }
-                    pids[i] = spawn(srv, i, &in_child, &child_rc, err);
-                    if (in_child)
+                    if (p.in_child)
                         goto out;
                     break;
                 }
@@ -680,9 +774,11 @@ static int run_processes(mtls_server *srv, mtls_err *err)
     if (rc == 0)
         mtls__syslogf(srv, "info", "stopped", "HTTPS stop: every worker has drained");
 out:
-    free(pids);
-    if (in_child)
-        return child_rc;
+    free(p.pid);
+    free(p.id);
+    free(p.current);
+    if (p.in_child)
+        return p.child_rc;
     return rc;
 }
 
@@ -692,6 +788,26 @@ static void *thread_main(void *arg)
 
     mtls__worker_run(w);
     return NULL;
+}
+
+/* Thread model: one SSL_CTX per worker thread, as at start. */
+static void reload_threads(mtls_server *srv, struct mtls__worker *ws, unsigned started)
+{
+    for (unsigned i = 0; i < started; i++) {
+        SSL_CTX *ctx = srv->ssl_ctx;
+        mtls_err e;
+
+        if (i > 0) {
+            mtls_err_clear(&e);
+            if (mtls_tls_server_ctx_new(&srv->opts.tls, NULL, NULL, &ctx, &e) != 0) {
+                mtls__syslog(srv, "error", NULL, "reload_failed", e.msg, NULL);
+                continue;
+            }
+        } else {
+            SSL_CTX_up_ref(ctx);
+        }
+        mtls__worker_reload(&ws[i], ctx);
+    }
 }
 
 static int run_threads(mtls_server *srv, mtls_err *err)
@@ -729,6 +845,7 @@ static int run_threads(mtls_server *srv, mtls_err *err)
         }
         started = i + 1;
     }
+    (void)mtls__sd_notify("READY=1\nSTATUS=serving");
     while (!stopping) {
         struct timespec tick = {1, 0};
         siginfo_t info;
@@ -736,6 +853,7 @@ static int run_threads(mtls_server *srv, mtls_err *err)
 
         crl_watch(srv);
         if (sig == SIGTERM || sig == SIGINT) {
+            (void)mtls__sd_notify("STOPPING=1\nSTATUS=draining");
             mtls__syslogf(srv, "info", "stop", "%s: draining in-flight requests, then exit",
                           sig == SIGTERM ? "SIGTERM" : "SIGINT");
             stopping = 1;
@@ -744,23 +862,11 @@ static int run_threads(mtls_server *srv, mtls_err *err)
                 mtls__syslogf(srv, "info", "log_reopen", "SIGUSR1: log files reopened");
             for (unsigned i = 0; i < started; i++)
                 mtls__worker_notify(&ws[i], WORKER_CMD_REOPEN);
-        } else if (sig == SIGHUP && reload(srv) != NULL) {
-            for (unsigned i = 0; i < started; i++) {
-                SSL_CTX *ctx = srv->ssl_ctx;
-                mtls_err e;
-
-                /* One SSL_CTX per worker thread, as at start. */
-                if (i > 0) {
-                    mtls_err_clear(&e);
-                    if (mtls_tls_server_ctx_new(&srv->opts.tls, NULL, NULL, &ctx, &e) != 0) {
-                        mtls__syslog(srv, "error", NULL, "reload_failed", e.msg, NULL);
-                        continue;
-                    }
-                } else {
-                    SSL_CTX_up_ref(ctx);
-                }
-                mtls__worker_reload(&ws[i], ctx);
-            }
+        } else if (sig == SIGHUP) {
+            (void)mtls__sd_notify_reloading();
+            if (reload(srv) != NULL)
+                reload_threads(srv, ws, started);
+            (void)mtls__sd_notify("READY=1\nSTATUS=serving");
         }
     }
 stop:

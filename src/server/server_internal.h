@@ -75,10 +75,38 @@ void mtls__syslog(const mtls_server *srv, const char *level, const char *peer, c
 void mtls__syslogf(const mtls_server *srv, const char *level, const char *event, const char *fmt,
                    ...) __attribute__((format(printf, 4, 5)));
 
+/* ---- least privilege and systemd (privdrop.c, sdnotify.c) --------------- */
+
+/** The user the workers run as (--user); set 0: they stay who started the server. */
+struct mtls__user {
+    int set;
+    char name[64];
+    uid_t uid;
+    gid_t gid;
+};
+
+/** Resolves name (NULL: u->set 0). Refuses when not root, an unknown user, or root itself. */
+int mtls__user_lookup(const char *name, struct mtls__user *u, mtls_err *err);
+
+/** In a worker: initgroups, setgid, setuid (checked), then PR_SET_NO_NEW_PRIVS. */
+int mtls__user_become(const struct mtls__user *u, mtls_err *err);
+
+/** Sends state to $NOTIFY_SOCKET (sd_notify(3)). 0: sent or no socket; else an errno. */
+int mtls__sd_notify(const char *state);
+
+/** "RELOADING=1" with MONOTONIC_USEC, as Type=notify-reload requires. */
+int mtls__sd_notify_reloading(void);
+
 /* ---- the server --------------------------------------------------------- */
 
 /** The most addresses one --listen name is bound to (the first ones it resolves to). */
 #define MTLS__MAX_ADDRS 4
+
+/*
+ * --user: a reload or a log reopen starts a new generation of workers while
+ * the old one drains; this many generations may run at once.
+ */
+#define MTLS__GENERATIONS 4
 
 /**
  * What the workers share, processes or threads alike: anonymous shared
@@ -110,6 +138,8 @@ struct mtls_server {
     char address[MTLS__MAX_ADDRS * 56];
     struct mtls__log access_log;
     struct mtls__log system_log;
+    struct mtls__user user; /* --user: workers drop root to it */
+    unsigned n_slots;       /* shared worker slots: workers, times MTLS__GENERATIONS with --user */
     struct mtls__shared *shared; /* mmap'd, MAP_SHARED */
     size_t shared_size;
     time_t crl_next_update; /* earliest nextUpdate of the loaded CRLs, 0: none */
@@ -125,6 +155,7 @@ enum { WORKER_CMD_DRAIN = 1, WORKER_CMD_REOPEN = 2, WORKER_CMD_RELOAD = 4 };
 struct mtls__worker {
     mtls_server *srv;
     unsigned id;
+    unsigned slot;              /* its counters in srv->shared->worker[] (id, unless --user) */
     SSL_CTX *ssl_ctx;           /* a reference the worker owns; new handshakes use it */
     _Atomic(SSL_CTX *) new_ctx; /* thread model: a reloaded SSL_CTX waiting to be taken */
     const int *listen_fds;      /* borrowed: one per address */

@@ -289,7 +289,7 @@ static int slot_take(struct worker *w)
         cap_reached(w);
         return -1;
     }
-    atomic_fetch_add_explicit(&sh->worker[w->pub->id].conns, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->worker[w->pub->slot].conns, 1, memory_order_relaxed);
     return 0;
 }
 
@@ -299,7 +299,7 @@ static void slot_give(struct worker *w)
     unsigned max = w->srv->opts.max_connections;
     unsigned open = atomic_fetch_sub(&sh->open_conns, 1) - 1;
 
-    atomic_fetch_sub_explicit(&sh->worker[w->pub->id].conns, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&sh->worker[w->pub->slot].conns, 1, memory_order_relaxed);
     /* Said a tenth below the cap, so that a server at its cap does not log every close. */
     if (open + 1 + max / 10 <= max && atomic_load_explicit(&sh->cap_said, memory_order_relaxed) &&
         atomic_exchange(&sh->cap_said, 0))
@@ -948,6 +948,7 @@ int mtls__worker_init(struct mtls__worker *pub, mtls_server *srv, unsigned id, S
     memset(pub, 0, sizeof(*pub));
     pub->srv = srv;
     pub->id = id;
+    pub->slot = id;
     if (SSL_CTX_up_ref(ctx) != 1)
         return mtls_err_set(err, MTLS_E_CRYPTO, "cannot start worker %u", id);
     pub->ssl_ctx = ctx;
