@@ -38,5 +38,22 @@ def test_the_unit_restarts_on_failure_but_not_on_bad_configuration():
 def test_systemd_accepts_the_unit(tmp_path):
     unit = tmp_path / "mtls.service"
     unit.write_text(open(UNIT).read().replace("/usr/local/bin/mtls", MTLS))
-    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    # --man=no: Documentation=man:mtls-serve(1) is installed by `meson install`, not here.
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_unit_is_type_notify_with_workers_as_a_dedicated_user():
+    text = open(UNIT).read()
+    assert re.search(r"^Type=notify$", text, re.M)
+    args = exec_start()
+    user = args[args.index("--user") + 1]
+    assert user != "root"
+    # The main process stays root (it reloads the key): no User= in the unit.
+    assert not re.search(r"^User=", text, re.M)
+    sysusers = open(os.path.join(ROOT, "contrib", "mtls.sysusers")).read()
+    assert re.search(rf"^u {re.escape(user)} ", sysusers, re.M)
+    for option in ("NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=",
+                   "SystemCallFilter=@system-service"):
+        assert option in text
