@@ -92,6 +92,16 @@ void cli_list_release(struct cli_list *list);
 /** Prints spec's help to f. */
 void cli_help(const struct cli_spec *spec, FILE *f);
 
+/** Prints the "  N  text" lines of spec's exit codes (the end of its help) to f. */
+void cli_exit_codes(const struct cli_spec *spec, FILE *f);
+
+/**
+ * Set (by src/cli/docs.c): cli_parse() given --help stores the spec here
+ * instead of printing it, so that the man pages and completions come from
+ * the same tables as --help.
+ */
+extern const struct cli_spec **cli_spec_capture;
+
 /** Prints "mtls NAME: message" and the help hint on stderr; returns EXIT_USAGE. */
 int cli_usage_error(const struct cli_spec *spec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -133,6 +143,14 @@ struct cli_command {
     cli_cmd_fn fn;
     const char *summary; /* one line, for `mtls --help` */
 };
+
+/**
+ * The hidden commands of src/cli/docs.c: `mtls __man DIR` writes mtls.1 and
+ * one page per command; `mtls __completion bash` prints the bash completion
+ * script. Both read every command's option table.
+ */
+int cli_docs_man(const struct cli_command *cmds, size_t n, int argc, char **argv);
+int cli_docs_completion(const struct cli_command *cmds, size_t n, int argc, char **argv);
 
 /* Each command lives in src/cli/cmd_<name>.c. */
 int cmd_version(int argc, char **argv);

@@ -201,6 +201,11 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "help") == 0)
         return help(argc, argv);
+    /* Hidden: the build makes the man pages and completions with these. */
+    if (strcmp(argv[1], "__man") == 0)
+        return cli_finish(cli_docs_man(commands, n_commands, argc - 1, argv + 1));
+    if (strcmp(argv[1], "__completion") == 0)
+        return cli_finish(cli_docs_completion(commands, n_commands, argc - 1, argv + 1));
     if (is_help(argv[1]) && argc == 2) {
         usage(stdout);
         return cli_finish(EXIT_OK);

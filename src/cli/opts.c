@@ -7,6 +7,8 @@
 
 #include "cli.h"
 
+const struct cli_spec **cli_spec_capture;
+
 void cli_args_release(struct cli_args *args)
 {
     free(args->v);
@@ -150,7 +152,10 @@ int cli_parse(const struct cli_spec *spec, int argc, char **argv, struct cli_arg
             continue;
         }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            cli_help(spec, stdout);
+            if (cli_spec_capture != NULL)
+                *cli_spec_capture = spec; /* src/cli/docs.c reads the table instead */
+            else
+                cli_help(spec, stdout);
             return CLI_DONE_HELP;
         }
         if (a[1] == '-') {
@@ -234,7 +239,13 @@ void cli_help(const struct cli_spec *spec, FILE *f)
             fprintf(f, "  %-26s  %s\n", left, o->help);
     }
     fprintf(f, "  %-26s  %s\n", "-h, --help", "show this help and exit");
-    fprintf(f, "\nexit codes:\n  0  success\n");
+    fprintf(f, "\nexit codes:\n");
+    cli_exit_codes(spec, f);
+}
+
+void cli_exit_codes(const struct cli_spec *spec, FILE *f)
+{
+    fprintf(f, "  0  success\n");
     if (spec->exit_codes != NULL) {
         print_exit_codes(f, spec->exit_codes, 0, 1);
     } else {
