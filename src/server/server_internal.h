@@ -88,8 +88,15 @@ struct mtls__user {
 /** Resolves name (NULL: u->set 0). Refuses when not root, an unknown user, or root itself. */
 int mtls__user_lookup(const char *name, struct mtls__user *u, mtls_err *err);
 
-/** In a worker: initgroups, setgid, setuid (checked), then PR_SET_NO_NEW_PRIVS. */
+/** In a worker: initgroups, setgid, setuid (checked), PR_SET_NO_NEW_PRIVS, Landlock. */
 int mtls__user_become(const struct mtls__user *u, mtls_err *err);
+
+/**
+ * Landlock, where the kernel has it: no file may be written, created,
+ * removed or executed by path from now on (open descriptors keep working).
+ * Returns 0 (also without Landlock) or an errno.
+ */
+int mtls__landlock_no_writes(void);
 
 /** Sends state to $NOTIFY_SOCKET (sd_notify(3)). 0: sent or no socket; else an errno. */
 int mtls__sd_notify(const char *state);

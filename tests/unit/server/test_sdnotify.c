@@ -1,10 +1,16 @@
-/* sd_notify(3)'s datagram without libsystemd (src/server/sdnotify.c), and --user refusals. */
+/* sd_notify(3)'s datagram without libsystemd (src/server/sdnotify.c); --user (privdrop.c). */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/landlock.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "server/server_internal.h"
@@ -104,4 +110,47 @@ Test(privdrop, unknown_user_and_root_are_refused)
               err.msg);
     mtls_err_clear(&err);
     cr_assert_neq(mtls__user_lookup("root", &u, &err), 0);
+}
+
+/* In a child: after mtls__landlock_no_writes() no file can be made, one can still be read. */
+Test(privdrop, landlock_forbids_writing_by_path)
+{
+    char dir[] = "/tmp/mtls-landlock-XXXXXX", path[128], made[128];
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+    int status;
+    pid_t pid;
+    FILE *f;
+
+    if (abi < 1)
+        cr_skip_test("no Landlock in this kernel");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/old", dir);
+    snprintf(made, sizeof(made), "%s/new", dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("x", f);
+    fclose(f);
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int fd;
+
+        /* Landlock needs no_new_privs (or CAP_SYS_ADMIN). */
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || mtls__landlock_no_writes() != 0)
+            _exit(10);
+        fd = open(made, O_WRONLY | O_CREAT, 0600);
+        if (fd >= 0 || errno != EACCES)
+            _exit(11);
+        fd = open(path, O_WRONLY | O_APPEND);
+        if (fd >= 0 || errno != EACCES)
+            _exit(12);
+        fd = open(path, O_RDONLY);
+        _exit(fd >= 0 ? 0 : 13);
+    }
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    unlink(made);
+    unlink(path);
+    rmdir(dir);
+    cr_assert(WIFEXITED(status));
+    cr_assert_eq(WEXITSTATUS(status), 0, "child step %d failed", WEXITSTATUS(status));
 }
