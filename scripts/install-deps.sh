@@ -32,7 +32,7 @@ need_build() {
 need_test() {
     # libclang-rt-dev is the sanitizer and libFuzzer runtime of Debian's
     # default clang (14 on Debian 12, 19 on Debian 13).
-    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light man-db groff-base"
+    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light man-db groff-base zsh"
 }
 need_bench() {
     echo "$(need_test) npm valgrind"

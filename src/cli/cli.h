@@ -146,7 +146,7 @@ struct cli_command {
 
 /**
  * The hidden commands of src/cli/docs.c: `mtls __man DIR` writes mtls.1 and
- * one page per command; `mtls __completion bash` prints the bash completion
+ * one page per command; `mtls __completion bash|zsh` prints a completion
  * script. Both read every command's option table.
  */
 int cli_docs_man(const struct cli_command *cmds, size_t n, int argc, char **argv);

@@ -1,5 +1,5 @@
-"""Issue 12: man pages and bash completion generated from the option tables
-of --help (`mtls __man DIR`, `mtls __completion bash`), and `meson install`
+"""Issue 12: man pages and bash and zsh completion generated from the option tables
+of --help (`mtls __man DIR`, `mtls __completion bash|zsh`), and `meson install`
 installing them with the binary, the systemd unit, the logrotate file and the
 sysusers.d file."""
 import os
@@ -125,5 +125,43 @@ def test_meson_install_installs_unit_logrotate_man_pages_and_completion(tmp_path
     one("etc/logrotate.d/mtls")
     one("lib/sysusers.d/mtls.conf")
     one("share/bash-completion/completions/mtls")
+    one("share/zsh/vendor-completions/_mtls")
     for name in ["mtls.1"] + [page(c) for c in commands()]:
         one("share/man/man1/" + name)
+
+
+ZSH_DRIVE = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT='>'; fpath=($DIR \$fpath); autoload -Uz compinit; compinit -u -D; setopt nobeep"
+want() {  # reads the pseudo-terminal until $1 shows up (stripped of escapes), for up to 10 s
+    local out="" chunk
+    for i in {1..200}; do
+        zpty -r -t z chunk && out+=$chunk
+        [[ ${${out//$'\e'\[[0-9;]#[A-Za-z]/}//$'\b'/} == *$1* ]] && return 0
+        zselect -t 5
+    done
+    print -r -- "no '$1' in: $out"
+    return 1
+}
+zmodload zsh/zselect
+zpty -w z "echo READY-\$((6*7))"
+want READY-42 || exit 1
+zpty -w -n z $'mtls serve --us\t'
+want 'mtls serve --user' || exit 2
+zpty -w -n z $'\C-u'
+zpty -w -n z $'mtls serve --verify-client \t'
+want optional || exit 3
+zpty -d z
+"""
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_completion_completes_serve_options_in_a_real_zsh(tmp_path):
+    r = run_mtls("__completion", "zsh")
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "_mtls").write_text(r.stdout)
+    assert subprocess.run(["zsh", "-n", str(tmp_path / "_mtls")]).returncode == 0
+    r = subprocess.run(["zsh", "-f", "-c", ZSH_DRIVE.replace("$DIR", str(tmp_path))],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
