@@ -4,11 +4,13 @@
  * drift from the program: `mtls __man DIR` and `mtls __completion bash|zsh`,
  * hidden commands that the build runs (meson.build, docs/ARCHITECTURE.md).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -186,6 +188,26 @@ static int write_page(const char *dir, const char *name, const struct cli_comman
     return EXIT_OK;
 }
 
+/* Removes the mtls*.1 pages a previous run wrote, so that a command that is gone leaves none. */
+static void remove_old_pages(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[4096];
+
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+
+        if (strncmp(e->d_name, "mtls", 4) == 0 && len > 2 &&
+            strcmp(e->d_name + len - 2, ".1") == 0) {
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            (void)unlink(path);
+        }
+    }
+    if (d != NULL)
+        closedir(d);
+}
+
 int cli_docs_man(const struct cli_command *cmds, size_t n, int argc, char **argv)
 {
     char name[64];
@@ -197,6 +219,7 @@ int cli_docs_man(const struct cli_command *cmds, size_t n, int argc, char **argv
     }
     if (mkdir(argv[1], 0755) != 0 && errno != EEXIST)
         return cli_failf("cannot make '%s': %s", argv[1], strerror(errno));
+    remove_old_pages(argv[1]);
     rc = write_page(argv[1], "mtls", cmds, n, NULL);
     for (size_t i = 0; rc == EXIT_OK && i < n; i++) {
         page_name(cmds[i].name, 0, name, sizeof(name));

@@ -30,7 +30,12 @@ def options_of(cmd):
 @pytest.fixture(scope="module")
 def man_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("man")
+    (d / "mtls-gone.1").write_text(".TH GONE 1\n")  # a page of a command that no longer is
+    (d / "keep.txt").write_text("not a page\n")
     r = run_mtls("__man", d)
+    assert r.returncode == 0, r.stderr
+    assert (d / "keep.txt").exists()
+    (d / "keep.txt").unlink()
     assert r.returncode == 0, r.stderr
     return d
 
