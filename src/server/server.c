@@ -584,23 +584,32 @@ static void kill_all(const mtls_server *srv, const struct procs *p, int sig)
 }
 
 /*
- * --user: starts a new generation of workers, which inherit the main
- * process's SSL_CTX and log descriptors, and lets the old one drain. what:
- * "SIGHUP", "SIGUSR1" for the log.
+ * --user: 1 when there are free slots for a new generation of workers;
+ * otherwise says so (what: "SIGHUP", "SIGUSR1") and returns 0.
  */
-static void new_generation(mtls_server *srv, struct procs *p, const char *what, mtls_err *err)
+static int generation_room(mtls_server *srv, const struct procs *p, const char *what)
 {
-    unsigned free_slots = 0, s = 0;
+    unsigned free_slots = 0;
 
     for (unsigned k = 0; k < srv->n_slots; k++)
         free_slots += p->pid[k] == 0;
-    if (free_slots < srv->workers) {
-        mtls__syslogf(srv, "error", "generation_refused",
-                      "%s: the workers of earlier reloads are still draining; try again after "
-                      "--drain-timeout",
-                      what);
-        return;
-    }
+    if (free_slots >= srv->workers)
+        return 1;
+    mtls__syslogf(srv, "error", "generation_refused",
+                  "%s refused: the workers of earlier reloads are still draining; try again "
+                  "after --drain-timeout",
+                  what);
+    return 0;
+}
+
+/*
+ * --user (after generation_room()): starts a new generation of workers, which inherit the main
+ * process's SSL_CTX and log descriptors, and lets the old one drain.
+ */
+static void new_generation(mtls_server *srv, struct procs *p, mtls_err *err)
+{
+    unsigned s = 0;
+
     for (unsigned id = 0; id < srv->workers; id++) {
         unsigned old = p->current[id];
 
@@ -715,13 +724,15 @@ static int run_processes(mtls_server *srv, mtls_err *err)
              * rotated file. With --user the workers may not open the files:
              * a new generation inherits the reopened ones instead.
              */
-            if (mtls__server_reopen_logs(srv) == 0)
-                mtls__syslogf(srv, "info", "log_reopen", "SIGUSR1: log files reopened");
-            if (srv->user.set && !stopping) {
-                new_generation(srv, &p, "SIGUSR1", err);
+            if (srv->user.set && !stopping && generation_room(srv, &p, "SIGUSR1")) {
+                if (mtls__server_reopen_logs(srv) == 0)
+                    mtls__syslogf(srv, "info", "log_reopen", "SIGUSR1: log files reopened");
+                new_generation(srv, &p, err);
                 if (p.in_child)
                     goto out;
             } else if (!srv->user.set) {
+                if (mtls__server_reopen_logs(srv) == 0)
+                    mtls__syslogf(srv, "info", "log_reopen", "SIGUSR1: log files reopened");
                 kill_all(srv, &p, SIGUSR1);
             }
         } else if (sig == SIGHUP && !stopping) {
@@ -731,9 +742,11 @@ static int run_processes(mtls_server *srv, mtls_err *err)
              * with --user (workers that may not read the key) a new
              * generation inherits the new SSL_CTX.
              */
-            if (reload(srv) != NULL) {
+            if (srv->user.set && !generation_room(srv, &p, "SIGHUP")) {
+                /* The old set stays: nothing was loaded. */
+            } else if (reload(srv) != NULL) {
                 if (srv->user.set) {
-                    new_generation(srv, &p, "SIGHUP", err);
+                    new_generation(srv, &p, err);
                     if (p.in_child)
                         goto out;
                 } else {

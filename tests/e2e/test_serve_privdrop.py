@@ -161,3 +161,44 @@ def test_unknown_user_and_thread_model_are_refused(init_pki, tmp_path):
     r = run_mtls("serve", "--listen", "127.0.0.1:0", "--user", "nobody", "--worker-model",
                  "thread", cwd=d)
     assert r.returncode == 2 and "--worker-model process" in r.stderr
+
+
+def partial_request(port, d):
+    """A TLS connection whose request has begun but not ended: its worker cannot finish draining."""
+    ctx = ssl.create_default_context(cafile=os.path.join(d, "serverca.crt"))
+    ctx.load_cert_chain(os.path.join(d, "client.crt"), os.path.join(d, "client.key"))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+    c = ctx.wrap_socket(raw, server_hostname="localhost")
+    c.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\n")
+    return c
+
+
+def test_reloads_while_old_workers_drain_are_refused_when_no_slot_is_free(init_pki, tmp_path,
+                                                                          serve):
+    d = server_dir(init_pki, tmp_path)
+    s = start(serve, d, "--user", "nobody", "--header-timeout", "60", "--drain-timeout", "60",
+              workers=1)
+    held = []
+    # Generations 1, 2 and 3 each hold a request in progress while they drain: with the
+    # current one, 4 (MTLS__GENERATIONS) slots per worker are in use.
+    for n in range(1, 4):
+        held.append(partial_request(s.port, d))
+        s.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: read_text(s.system_log).count("SIGHUP: reloaded") == n,
+                   timeout=10 * SLOW, what=f"reload {n}")
+        wait_until(lambda: len(children(s.proc.pid)) == n + 1, timeout=10 * SLOW,
+                   what=f"{n + 1} workers")
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for_text(s.system_log, "SIGHUP refused: the workers of earlier reloads are still draining")
+    assert read_text(s.system_log).count("SIGHUP: reloaded") == 3
+    assert b"Hello mtls" in tls_request(s.port, d)
+    for c in held:
+        c.close()
+    wait_until(lambda: len(children(s.proc.pid)) == 1, timeout=10 * SLOW,
+               what="the old generations drained")
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: read_text(s.system_log).count("SIGHUP: reloaded") == 4,
+               timeout=10 * SLOW, what="a reload once slots are free")
+    wait_until(lambda: len(children(s.proc.pid)) == 1, timeout=10 * SLOW,
+               what="the idle old worker drained")
+    assert_workers_are(s, "nobody", 1)
