@@ -66,8 +66,10 @@ def file_der(path):
 
 def assert_workers_are(s, user, n):
     pw = pwd.getpwnam(user)
+    # An old generation may still be draining for a moment after a reload or reopen.
+    wait_until(lambda: len(children(s.proc.pid)) == n, timeout=10 * SLOW,
+               what=f"{n} workers: {children(s.proc.pid)}")
     kids = children(s.proc.pid)
-    assert len(kids) == n, kids
     for pid in kids:
         st = status(pid)
         assert st["Uid"] == [str(pw.pw_uid)] * 4, st["Uid"]
