@@ -173,17 +173,20 @@ def test_json_logs_keep_utf8_and_stay_valid_json(init_pki, serve, tmp_path):
     assert r.returncode == 0, r.stderr
     s = serve(d, "--log-format", "json")
     tls_request(s.port, d, cert="unicode.crt", key="unicode.key")
-    # Invalid UTF-8 in the request target (llhttp takes bytes >= 0x80 there) and the user agent.
-    tls_request(s.port, d, b"GET /t\xff\xc3?\xe9 HTTP/1.1\r\nHost: x\r\nUser-Agent: a\xc0\xafb\xed\xa0\x80\r\n"
+    # Invalid UTF-8 in the user agent, then in the request target: llhttp 8 (Debian 12) takes
+    # bytes >= 0x80 there, llhttp 9 (Debian 13) refuses them with a 400, logged all the same.
+    tls_request(s.port, d, b"GET /test HTTP/1.1\r\nHost: x\r\nUser-Agent: a\xc0\xafb\xed\xa0\x80\r\n"
                            b"Connection: close\r\n\r\n")
-    wait_until(lambda: len(read_text(s.access_log).splitlines()) >= 2, what="two access-log lines")
+    tls_request(s.port, d, b"GET /t\xff\xc3?\xe9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    wait_until(lambda: len(read_text(s.access_log).splitlines()) >= 3, what="three access-log lines")
     with open(s.access_log, "rb") as f:
         raw = f.read()
     entries = [json.loads(line.decode("utf-8")) for line in raw.splitlines()]
     assert entries[0]["client"] == "CN=Ünï €"
     assert "CN=Ünï €".encode() in raw  # as UTF-8, not \u00c3\u009c...
-    assert entries[1]["path"] == "/t\u00ff\u00c3?\u00e9"
     assert entries[1]["user_agent"] == "a\u00c0\u00afb\u00ed\u00a0\u0080"
+    if entries[2]["status"] != 400:
+        assert entries[2]["path"] == "/t\u00ff\u00c3?\u00e9"
     s.stop()
     with open(s.system_log, "rb") as f:
         for line in f.read().splitlines():
