@@ -30,6 +30,50 @@ typedef enum mtls_verify_client {
 /** The default maximum number of intermediate CAs in a client's chain. */
 #define MTLS_VERIFY_DEPTH_DEFAULT 4
 
+/**
+ * A TLS session cache in shared memory (src/tls/session_cache.c): made
+ * before the workers are forked or started, every server SSL_CTX given it
+ * stores and finds sessions there, so any worker resumes any worker's
+ * sessions.
+ */
+typedef struct mtls_tls_session_cache mtls_tls_session_cache;
+
+/** What the shared session cache has done since it was made. */
+typedef struct mtls_tls_session_cache_stats {
+    unsigned long long stored;  /* sessions written */
+    unsigned long long hits;    /* lookups that found a live session */
+    unsigned long long misses;  /* lookups that found none (unknown, expired, older generation) */
+    unsigned long long evicted; /* live sessions overwritten for room */
+    unsigned long long removed; /* sessions OpenSSL asked to drop (a fatal alert) */
+    unsigned long long too_big; /* sessions over 4 KB, not cached */
+    unsigned long long flushes; /* mtls_tls_session_cache_flush() calls */
+    unsigned generation;        /* the current generation */
+} mtls_tls_session_cache_stats;
+
+/**
+ * Maps a session cache of about bytes bytes (sessions of a P-256 client
+ * certificate take ~700) as anonymous MAP_SHARED memory, with one
+ * process-shared lock: processes forked afterwards and threads share it.
+ * Pages take memory only once used. Returns 0 and *out (free it with
+ * mtls_tls_session_cache_free()), or MTLS_E_NOMEM with err set.
+ */
+int mtls_tls_session_cache_new(size_t bytes, mtls_tls_session_cache **out, mtls_err *err);
+
+/** Unmaps cache (in this process). NULL-safe. */
+void mtls_tls_session_cache_free(mtls_tls_session_cache *cache);
+
+/**
+ * Empties cache for a reload: from now on no session stored before resumes,
+ * in any process, and contexts made before this call neither find nor store
+ * sessions any more. ctx (may be NULL), a context made for the reload, and
+ * contexts made after the call use the emptied cache.
+ */
+void mtls_tls_session_cache_flush(mtls_tls_session_cache *cache, SSL_CTX *ctx);
+
+/** Copies cache's counters into out (zeros for a NULL cache). */
+void mtls_tls_session_cache_stats_get(mtls_tls_session_cache *cache,
+                                      mtls_tls_session_cache_stats *out);
+
 /** What a server SSL_CTX is made of. Strings are borrowed file names. */
 typedef struct mtls_tls_server_opts {
     const char *cert_file;        /* PEM: the server certificate, then any intermediates */
@@ -40,6 +84,8 @@ typedef struct mtls_tls_server_opts {
     size_t n_crl_files;
     mtls_verify_client verify;
     int verify_depth; /* 0: MTLS_VERIFY_DEPTH_DEFAULT */
+    /* borrowed: sessions go to this shared cache; NULL: the SSL_CTX's own cache in memory */
+    mtls_tls_session_cache *session_cache;
 } mtls_tls_server_opts;
 
 /** Receives one warning about the configuration (msg borrowed, no newline). */
@@ -51,10 +97,11 @@ typedef void (*mtls_tls_warn_fn)(void *ctx, const char *msg);
  * the CA names sent in the CertificateRequest, client certificates checked
  * for the clientAuth purpose, SSL_VERIFY_PEER (plus FAIL_IF_NO_PEER_CERT when
  * required), CRLs (when given) checked for every certificate of the chain
- * (X509_V_FLAG_CRL_CHECK_ALL), a server-side session
- * cache (resumed sessions keep the verified client certificate; entries
- * live 5 minutes at most, never past the client certificate's notAfter or
- * the CRLs' nextUpdate), no stateless tickets, read-ahead on.
+ * (X509_V_FLAG_CRL_CHECK_ALL), a server-side session cache
+ * (opts->session_cache when given, else one of the SSL_CTX's own; resumed
+ * sessions keep the verified client certificate; entries live 5 minutes at
+ * most, never past the client certificate's notAfter or the CRLs'
+ * nextUpdate), no stateless tickets, read-ahead on.
  *
  * Problems that would still let the server run (server certificate expired
  * or not yet valid, not meant for serverAuth, a CRL that expires within a

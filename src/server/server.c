@@ -32,6 +32,9 @@
 #define BACKLOG 511
 #define RESPAWN_WINDOW 10 /* seconds */
 #define RESPAWN_MAX 10    /* worker deaths per window before giving up */
+/* The shared session cache: ~11,000 sessions of a P-256 client certificate (nginx: 10m, ~40,000).
+ */
+#define SESSION_CACHE_BYTES (8u << 20)
 
 void mtls_server_opts_init(mtls_server_opts *opts)
 {
@@ -334,6 +337,11 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
         atomic_init(&srv->shared->worker[i].conns, 0);
         atomic_init(&srv->shared->worker[i].running, 0);
     }
+    /* Before the SSL_CTX and the fork: every worker resumes every worker's sessions. */
+    rc = mtls_tls_session_cache_new(SESSION_CACHE_BYTES, &srv->sessions, err);
+    if (rc != 0)
+        goto out;
+    srv->opts.tls.session_cache = srv->sessions;
     /* The system log first, so that configuration warnings land in it too. */
     rc = mtls__log_open(&srv->system_log, opts->system_log, err);
     if (rc != 0)
@@ -341,7 +349,7 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
     rc = mtls__log_open(&srv->access_log, opts->access_log, err);
     if (rc != 0)
         goto out;
-    rc = mtls_tls_server_ctx_new(&opts->tls, tls_warning, srv, &srv->ssl_ctx, err);
+    rc = mtls_tls_server_ctx_new(&srv->opts.tls, tls_warning, srv, &srv->ssl_ctx, err);
     if (rc != 0)
         goto out;
     rc = bind_listeners(srv, err);
@@ -370,6 +378,7 @@ void mtls_server_free(mtls_server *srv)
     mtls__log_close(&srv->system_log);
     if (srv->shared != NULL)
         munmap(srv->shared, srv->shared_size);
+    mtls_tls_session_cache_free(srv->sessions);
     free(srv);
 }
 
@@ -450,7 +459,12 @@ static SSL_CTX *reload(mtls_server *srv)
     }
     SSL_CTX_free(srv->ssl_ctx);
     srv->ssl_ctx = ctx;
-    /* The new context starts with an empty session cache: nothing from before resumes. */
+    /*
+     * Nothing from before resumes, on any worker, from now on (a revoked
+     * client's session included); ctx and the workers' new contexts use the
+     * emptied cache.
+     */
+    mtls_tls_session_cache_flush(srv->sessions, ctx);
     crl_note(srv);
     mtls__syslogf(srv, "info", "reload",
                   "SIGHUP: reloaded '%s', '%s', '%s' and %zu CRL file(s); new handshakes use "

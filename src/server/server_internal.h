@@ -147,7 +147,8 @@ struct mtls_server {
     struct mtls__log system_log;
     struct mtls__user user; /* --user: workers drop root to it */
     unsigned n_slots;       /* shared worker slots: workers, times MTLS__GENERATIONS with --user */
-    struct mtls__shared *shared; /* mmap'd, MAP_SHARED */
+    struct mtls__shared *shared;      /* mmap'd, MAP_SHARED */
+    mtls_tls_session_cache *sessions; /* shared by every worker; opts.tls.session_cache */
     size_t shared_size;
     time_t crl_next_update; /* earliest nextUpdate of the loaded CRLs, 0: none */
     char crl_issuer[512];

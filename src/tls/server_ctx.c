@@ -107,7 +107,8 @@ static int session_new(SSL *ssl, SSL_SESSION *session)
     if (crl_until != 0 && crl_until < until)
         until = crl_until;
     SSL_SESSION_set_timeout(session, until > now ? (long)(until - now) : 1);
-    return 0; /* OpenSSL keeps its own reference */
+    /* To the shared cache when there is one, else OpenSSL keeps its own reference. */
+    return mtls__srv_session_cache_put(ssl, session);
 }
 
 /* Keeps OpenSSL from prompting on a terminal for an encrypted key. */
@@ -511,6 +512,11 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
     SSL_CTX_set_verify(ctx, mode, verify_cb);
     if (mtls__srv_verify_cache_attach(ctx, mtls_tls_crl_next_update(ctx, NULL, 0)) != 0) {
         rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot set up the verification cache");
+        goto out;
+    }
+    if (opts->session_cache != NULL &&
+        mtls__srv_session_cache_attach(ctx, opts->session_cache) != 0) {
+        rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot set up the shared session cache");
         goto out;
     }
     *out = ctx;

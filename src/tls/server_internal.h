@@ -26,4 +26,18 @@ int mtls__srv_verify_cache_attach(SSL_CTX *ctx, time_t crl_until);
 /** The earliest CRL nextUpdate given to mtls__srv_verify_cache_attach(), or 0. */
 time_t mtls__srv_verify_cache_crl_until(SSL_CTX *ctx);
 
+/**
+ * Makes ctx keep its sessions in cache (shared memory) instead of its own:
+ * sets the get and remove callbacks and SSL_SESS_CACHE_NO_INTERNAL.
+ * Returns 0, or -1 when out of memory.
+ */
+int mtls__srv_session_cache_attach(SSL_CTX *ctx, mtls_tls_session_cache *cache);
+
+/**
+ * The new-session callback's end: stores session in the shared cache of
+ * ssl's context, if it has one. Returns what the callback returns (0: the
+ * caller keeps no extra reference).
+ */
+int mtls__srv_session_cache_put(SSL *ssl, SSL_SESSION *session);
+
 #endif

@@ -1,0 +1,145 @@
+"""Issue 14, item 1: every worker resumes every worker's sessions (the shared
+session cache), with the client's identity intact, a revoked client never
+resumed after the CRL reload, and a reload emptying the cache."""
+import json
+import os
+import signal
+import socket
+import ssl
+
+import pytest
+
+from conftest import run_mtls
+from serve_helpers import *  # noqa: F401,F403 (fixtures)
+from serve_helpers import SLOW
+
+
+def mtls_ok(*args, cwd):
+    r = run_mtls(*args, cwd=cwd)
+    assert r.returncode == 0, (args, r.stderr)
+    return r
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A fresh `mtls init` PKI (bob gets revoked in one test) plus client 'bob'."""
+    mtls_ok("init", "--dir", tmp_path, cwd=tmp_path)
+    mtls_ok("cert", "issue", "--ca", "clientca", "--profile", "client", "--cn", "bob", "--out",
+            "bob", cwd=tmp_path)
+    mtls_ok("crl", "create", "--ca", "clientca", "--out", "clients.crl", cwd=tmp_path)
+    return str(tmp_path)
+
+
+def client_ctx(d, name="client"):
+    # Python resumes a session only through the SSLContext that made it.
+    ctx = ssl.create_default_context(cafile=os.path.join(d, "serverca.crt"))
+    ctx.load_cert_chain(os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key"))
+    return ctx
+
+
+def whoami(ctx, port, session=None):
+    """One connection, GET /whoami: (resumed?, the session to offer next, the JSON or None)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+    with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as c:
+        c.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        ok = head.startswith(b"HTTP/1.1 200 ")
+        return c.session_reused, c.session, json.loads(body)["client"] if ok else None
+
+
+def serial_of(d, cert):
+    r = run_mtls("cert", "show", "--json", cert, cwd=d)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["serial"]
+
+
+def resumed_share(ctx, port, session, n):
+    """Offers session on n new connections; returns how many resumed and the identities seen."""
+    resumed, seen = 0, set()
+    for _ in range(n):
+        reused, _, who = whoami(ctx, port, session)
+        resumed += reused
+        assert who is not None, "a resumed connection must be answered 200"
+        seen.add((who["subject"], who["serial"]))
+    return resumed, seen
+
+
+@pytest.mark.parametrize("workers,model", [(2, "process"), (8, "process"), (2, "thread")])
+def test_every_worker_resumes_with_the_identity(workers, model, pki, serve):
+    d = pki
+    s = serve(d, "--worker-model", model, workers=workers)
+    ctx = client_ctx(d)
+    reused, session, who = whoami(ctx, s.port)
+    assert not reused and who["subject"] == "CN=localclient"
+    # SO_REUSEPORT spreads these connections over the workers by their source port:
+    # with a cache per worker only about 1 in N would resume.
+    resumed, seen = resumed_share(ctx, s.port, session, 100)
+    assert resumed >= 99, f"{resumed} of 100 resumed with {workers} workers"
+    assert seen == {("CN=localclient", serial_of(d, "client.crt"))}
+
+
+@pytest.mark.parametrize("workers", [2, 8])
+def test_bench_resumes_on_every_worker(workers, pki, serve):
+    d = pki
+    s = serve(d, workers=workers)
+    r = run_mtls("bench", f"https://127.0.0.1:{s.port}/test", "--cacert", "serverca.crt",
+                 "--cert", "client.crt", "--key", "client.key", "-c", "2", "-n", "400",
+                 "--requests-per-conn", "1", "--resume", "--json", cwd=d)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["errors"]["total"] == 0, rep["errors"]
+    # Each of the 2 connections' first handshake is a full one; every later one offers a ticket.
+    assert rep["handshakes"] >= 390
+    assert rep["handshakes_resumed"] >= 0.99 * rep["handshakes"], rep
+
+
+def test_a_revoked_client_never_resumes_after_the_reload(pki, serve):
+    d = pki
+    s = serve(d, "--crl", "clients.crl", workers=2)
+    bob = client_ctx(d, "bob")
+    _, session, who = whoami(bob, s.port)
+    assert who["subject"] == "CN=bob"
+    resumed, _ = resumed_share(bob, s.port, session, 10)
+    assert resumed == 10
+    mtls_ok("ca", "revoke", "--ca", "clientca", "bob.crt", "--reason", "keyCompromise", cwd=d)
+    mtls_ok("crl", "create", "--ca", "clientca", "--out", "clients.crl", "--force", cwd=d)
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    # From the moment the reload is logged, no worker resumes a session from before it;
+    # a worker that has not loaded the new CRL yet may still do a full handshake.
+    wait_until(lambda: tls_error(s.port, d, cert="bob.crt", key="bob.key") != "",
+               timeout=10 * SLOW, what="bob refused after the reload")
+    for _ in range(20):
+        try:
+            reused, _, who = whoami(bob, s.port, session)
+        except (ssl.SSLError, ConnectionError):
+            continue  # refused: revoked
+        assert not reused, "a revoked client's session resumed after the reload"
+        assert who is None, "a revoked client was answered 200"
+
+
+@pytest.mark.parametrize("model", ["process", "thread"])
+def test_a_reload_empties_the_cache_for_every_worker(model, pki, serve):
+    d = pki
+    s = serve(d, "--worker-model", model, workers=2)
+    ctx = client_ctx(d)
+    _, old, _ = whoami(ctx, s.port)
+    assert resumed_share(ctx, s.port, old, 10)[0] == 10
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    for _ in range(20):
+        reused, _, who = whoami(ctx, s.port, old)
+        assert not reused, "a session from before the reload resumed"
+        assert who["subject"] == "CN=localclient"
+
+    # Sessions made after the reload resume on every worker again (once each has its new context).
+    def fresh_sessions_resume():
+        _, new, _ = whoami(ctx, s.port)
+        return resumed_share(ctx, s.port, new, 20)[0] == 20
+    wait_until(fresh_sessions_resume, timeout=10 * SLOW, what="new sessions to resume")
