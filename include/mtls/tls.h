@@ -40,8 +40,9 @@ typedef struct mtls_tls_session_cache mtls_tls_session_cache;
 
 /** What the shared session cache has done since it was made. */
 typedef struct mtls_tls_session_cache_stats {
-    unsigned long long stored;  /* sessions written */
-    unsigned long long hits;    /* lookups that found a live session */
+    unsigned long long stored;     /* sessions written */
+    unsigned long long hits;       /* lookups answered from shared memory (parsed again) */
+    unsigned long long local_hits; /* lookups answered from the context's own parsed sessions */
     unsigned long long misses;  /* lookups that found none (unknown, expired, older generation) */
     unsigned long long evicted; /* live sessions overwritten for room */
     unsigned long long removed; /* sessions OpenSSL asked to drop (a fatal alert) */
