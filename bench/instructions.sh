@@ -8,7 +8,10 @@
 #   KEYTYPE  ec (default) or rsa
 # Environment: BENCH_BUILD (default build-release), MTLS_SERVER (another mtls
 # binary to serve with, e.g. an experimental build; the load generator stays
-# BENCH_BUILD's), KEEP_PROFILE=FILE to keep the callgrind output.
+# BENCH_BUILD's), KEEP_PROFILE=FILE to keep the callgrind output, WORKERS=N
+# (mtls only: N worker threads in the one process, default 1; with N > 1 a
+# returning client may land on another worker than the one that made its
+# session, as with worker processes).
 #
 # The server runs under callgrind with 1 worker (mtls: --worker-model thread,
 # nginx: master_process off, so one process holds everything); 50 operations
@@ -67,7 +70,7 @@ run() {
     case $SERVER in
     mtls)
         (cd "$WORK/srv" && exec setsid valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
-            "$SERVE_BIN" serve --listen "127.0.0.1:$PORT" --workers 1 --worker-model thread \
+            "$SERVE_BIN" serve --listen "127.0.0.1:$PORT" --workers "${WORKERS:-1}" --worker-model thread \
             --cert "$PKI/server.crt" --key "$PKI/server.key" --client-ca "$PKI/clientca.crt") \
             >"$WORK/server.log" 2>&1 &
         ;;

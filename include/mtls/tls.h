@@ -53,7 +53,7 @@ typedef struct mtls_tls_session_cache_stats {
 
 /**
  * Maps a session cache of about bytes bytes (sessions of a P-256 client
- * certificate take ~700) as anonymous MAP_SHARED memory, with one
+ * certificate take ~600) as anonymous MAP_SHARED memory, with one
  * process-shared lock: processes forked afterwards and threads share it.
  * Pages take memory only once used. Returns 0 and *out (free it with
  * mtls_tls_session_cache_free()), or MTLS_E_NOMEM with err set.

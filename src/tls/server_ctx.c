@@ -474,8 +474,10 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
      * docs/PERFORMANCE.md: full handshakes 6.06 M -> 7.84 M instructions
      * with tickets). A cached session keeps the parsed certificate, so a
      * returning client skips all certificate work and its identity is the
-     * same. Each SSL_CTX (one per worker) has its own cache; a reload makes
-     * a new SSL_CTX, so no session from before it resumes.
+     * same. Without opts->session_cache each SSL_CTX has its own cache and a
+     * reload makes a new SSL_CTX, so no session from before it resumes; with
+     * it, every worker's context shares one cache in shared memory
+     * (session_cache.c), emptied by mtls_tls_session_cache_flush().
      */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET);

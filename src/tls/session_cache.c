@@ -37,7 +37,7 @@
 
 #define WAYS 8
 #define MAX_DER 4096     /* larger sessions are not cached (nginx's limit too) */
-#define MEAN_SESSION 512 /* bytes per index entry: P-256 sessions are ~700 */
+#define MEAN_SESSION 512 /* bytes per index entry: P-256 sessions are ~600 */
 #define LOCAL_SLOTS 1024 /* parsed sessions kept per context */
 
 struct entry {
