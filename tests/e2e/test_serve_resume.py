@@ -30,14 +30,16 @@ def pki(tmp_path):
     return str(tmp_path)
 
 
-def client_ctx(d, name="client"):
+def client_ctx(d, name="client", version=None):
     # Python resumes a session only through the SSLContext that made it.
     ctx = ssl.create_default_context(cafile=os.path.join(d, "serverca.crt"))
     ctx.load_cert_chain(os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key"))
+    if version is not None:
+        ctx.maximum_version = version
     return ctx
 
 
-def whoami(ctx, port, session=None):
+def whoami(ctx, port, session=None, raw_body=False):
     """One connection, GET /whoami: (resumed?, the session to offer next, the JSON or None)."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
     with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as c:
@@ -49,6 +51,8 @@ def whoami(ctx, port, session=None):
                 break
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
+        if raw_body:
+            return c.session_reused, c.session, head.split(b"\r\n")[0] + b" " + body
         ok = head.startswith(b"HTTP/1.1 200 ")
         return c.session_reused, c.session, json.loads(body)["client"] if ok else None
 
@@ -82,6 +86,38 @@ def test_every_worker_resumes_with_the_identity(workers, model, pki, serve):
     resumed, seen = resumed_share(ctx, s.port, session, 100)
     assert resumed >= 99, f"{resumed} of 100 resumed with {workers} workers"
     assert seen == {("CN=localclient", serial_of(d, "client.crt"))}
+
+
+def test_tls12_sessions_resume_on_every_worker(pki, serve):
+    d = pki
+    s = serve(d, workers=4)
+    ctx = client_ctx(d, version=ssl.TLSVersion.TLSv1_2)
+    reused, session, who = whoami(ctx, s.port)
+    assert not reused and who["subject"] == "CN=localclient"
+    # TLS 1.2 resumes by session id, the same session every time.
+    resumed, seen = resumed_share(ctx, s.port, session, 50)
+    assert resumed >= 49, f"{resumed} of 50 resumed"
+    assert seen == {("CN=localclient", serial_of(d, "client.crt"))}
+
+
+def test_an_unverified_client_stays_unverified_when_resumed(pki, serve):
+    """verify-client optional: a client the server does not trust gets 403 on every worker,
+    resumed or not; the session carries the verification result, not just the certificate."""
+    d = pki
+    mtls_ok("init", "--dir", os.path.join(d, "other"), cwd=d)  # a CA the server does not trust
+    for f in ("client.crt", "client.key"):
+        os.rename(os.path.join(d, "other", f), os.path.join(d, "stranger." + f.split(".")[1]))
+    s = serve(d, "--verify-client", "optional", workers=4)
+    ctx = client_ctx(d, "stranger")
+    reused, session, first = whoami(ctx, s.port, raw_body=True)
+    assert not reused and first.startswith(b"HTTP/1.1 403 ")
+    assert b"is not signed by a trusted CA" in first
+    resumed = 0
+    for _ in range(30):
+        reused, _, answer = whoami(ctx, s.port, session, raw_body=True)
+        resumed += reused
+        assert answer == first, "a resumed unverified client was answered differently"
+    assert resumed >= 29
 
 
 @pytest.mark.parametrize("workers", [2, 8])
