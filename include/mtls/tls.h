@@ -87,6 +87,15 @@ typedef struct mtls_tls_server_opts {
     int verify_depth; /* 0: MTLS_VERIFY_DEPTH_DEFAULT */
     /* borrowed: sessions go to this shared cache; NULL: the SSL_CTX's own cache in memory */
     mtls_tls_session_cache *session_cache;
+    /*
+     * Files of 80-byte ticket keys (nginx's ssl_session_ticket_key format;
+     * the first key encrypts, all decrypt): when given, stateless tickets
+     * replace the session cache, so servers holding the same keys resume
+     * each other's sessions. A ticket resumes only where the client CAs,
+     * CRLs and verify policy are the ones it was verified under.
+     */
+    const char *const *ticket_key_files;
+    size_t n_ticket_key_files;
 } mtls_tls_server_opts;
 
 /** Receives one warning about the configuration (msg borrowed, no newline). */
@@ -102,7 +111,8 @@ typedef void (*mtls_tls_warn_fn)(void *ctx, const char *msg);
  * (opts->session_cache when given, else one of the SSL_CTX's own; resumed
  * sessions keep the verified client certificate; entries live 5 minutes at
  * most, never past the client certificate's notAfter or the CRLs'
- * nextUpdate), no stateless tickets, read-ahead on.
+ * nextUpdate), or stateless tickets instead when opts->ticket_key_files are
+ * given, read-ahead on.
  *
  * Problems that would still let the server run (server certificate expired
  * or not yet valid, not meant for serverAuth, a CRL that expires within a

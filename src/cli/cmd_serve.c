@@ -23,7 +23,7 @@ static struct cli_choices verify_dest = {verify_choices, &verify_client};
 static struct cli_choices model_dest = {model_choices, &worker_model};
 static struct cli_choices format_dest = {format_choices, &log_format};
 static long workers, max_connections;
-static struct cli_list crls;
+static struct cli_list crls, ticket_keys;
 
 static const struct cli_opt opts[] = {
     {"listen", 0, CLI_STRING, &listen_addr, "ADDR:PORT",
@@ -43,6 +43,10 @@ static const struct cli_opt opts[] = {
      0, 0},
     {"crl", 0, CLI_LIST, &crls, "FILE",
      "a CRL (PEM) of the client CA; revoked clients are refused; repeatable", 0, 0},
+    {"ticket-keys", 0, CLI_LIST, &ticket_keys, "FILE",
+     "80-byte session ticket keys (openssl rand 80 > FILE), the first encrypts, all decrypt: "
+     "replicas with the same keys resume each other's sessions; repeatable",
+     0, 0},
     {"workers", 0, CLI_INT, &workers, "N", "worker count (default: one per CPU core)", 1, 1024},
     {"worker-model", 0, CLI_CHOICE, &model_dest, "MODEL",
      "process (default, measured faster with OpenSSL 3) or thread", 0, 0},
@@ -93,8 +97,12 @@ static const struct cli_spec spec = {
         "\n"
         "signals: SIGTERM and SIGINT finish in-flight requests and exit 0 (the exit\n"
         "code of a stop); SIGUSR1 reopens the log files (for logrotate); SIGHUP reloads\n"
-        "the certificate, key, client CA and CRLs, checked first: on any problem the\n"
-        "old set stays and the system log says why; open connections go on.\n"
+        "the certificate, key, client CA, CRLs and ticket keys, checked first: on any\n"
+        "problem the old set stays and the system log says why; open connections go on.\n"
+        "\n"
+        "resumption: every worker resumes every worker's TLS sessions (a cache in shared\n"
+        "memory, emptied by SIGHUP); with --ticket-keys, stateless tickets instead, which\n"
+        "every server holding the same keys accepts (replicas behind a load balancer).\n"
         "\n"
         "--user NAME: the main process stays root to reload and reopen; the workers run\n"
         "as NAME with no_new_privs. A reload or log reopen then starts new workers that\n"
@@ -166,6 +174,8 @@ int cmd_serve(int argc, char **argv)
         o.tls.client_ca_file = client_ca;
     o.tls.crl_files = crls.items;
     o.tls.n_crl_files = crls.n;
+    o.tls.ticket_key_files = ticket_keys.items;
+    o.tls.n_ticket_key_files = ticket_keys.n;
     if (verify_client >= 0)
         o.tls.verify = verify_client;
     if (worker_model >= 0)
@@ -211,6 +221,7 @@ out:
     mtls_server_free(srv);
     pki_password_free(password);
     cli_list_release(&crls);
+    cli_list_release(&ticket_keys);
     cli_args_release(&args);
     return rc;
 }

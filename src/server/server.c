@@ -336,10 +336,15 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
         atomic_init(&srv->shared->worker[i].conns, 0);
         atomic_init(&srv->shared->worker[i].running, 0);
     }
-    /* Before the SSL_CTX and the fork: every worker resumes every worker's sessions. */
-    rc = mtls_tls_session_cache_new(SESSION_CACHE_BYTES, &srv->sessions, err);
-    if (rc != 0)
-        goto out;
+    /*
+     * Before the SSL_CTX and the fork: every worker resumes every worker's
+     * sessions. With ticket keys the session travels in the ticket instead.
+     */
+    if (opts->tls.n_ticket_key_files == 0) {
+        rc = mtls_tls_session_cache_new(SESSION_CACHE_BYTES, &srv->sessions, err);
+        if (rc != 0)
+            goto out;
+    }
     srv->opts.tls.session_cache = srv->sessions;
     /* The system log first, so that configuration warnings land in it too. */
     rc = mtls__log_open(&srv->system_log, opts->system_log, err);

@@ -88,11 +88,7 @@ void mtls__srv_note_cert(mtls_tls_verify_note *note, X509 *cert)
     note->not_after = mtls_asn1_time(X509_get0_notAfter(cert));
 }
 
-/*
- * A new session enters the cache: it may not outlive the client
- * certificate, nor the CRLs it was checked against.
- */
-static int session_new(SSL *ssl, SSL_SESSION *session)
+void mtls__srv_session_cap(SSL *ssl, SSL_SESSION *session)
 {
     X509 *peer = SSL_SESSION_get0_peer(session);
     time_t now = time(NULL), until = now + SESSION_MAX_AGE;
@@ -107,6 +103,15 @@ static int session_new(SSL *ssl, SSL_SESSION *session)
     if (crl_until != 0 && crl_until < until)
         until = crl_until;
     SSL_SESSION_set_timeout(session, until > now ? (long)(until - now) : 1);
+}
+
+/*
+ * A new session enters the cache: it may not outlive the client
+ * certificate, nor the CRLs it was checked against.
+ */
+static int session_new(SSL *ssl, SSL_SESSION *session)
+{
+    mtls__srv_session_cap(ssl, session);
     /* To the shared cache when there is one, else OpenSSL keeps its own reference. */
     return mtls__srv_session_cache_put(ssl, session);
 }
@@ -516,8 +521,14 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
         rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot set up the verification cache");
         goto out;
     }
-    if (opts->session_cache != NULL &&
-        mtls__srv_session_cache_attach(ctx, opts->session_cache) != 0) {
+    if (opts->n_ticket_key_files > 0) {
+        /* After the CAs, CRLs and verify policy: each ticket names the trust it was made under. */
+        rc = mtls__srv_ticket_keys_attach(ctx, opts->ticket_key_files, opts->n_ticket_key_files,
+                                          err);
+        if (rc != 0)
+            goto out;
+    } else if (opts->session_cache != NULL &&
+               mtls__srv_session_cache_attach(ctx, opts->session_cache) != 0) {
         rc = mtls_err_ssl(err, MTLS_E_NOMEM, "cannot set up the shared session cache");
         goto out;
     }

@@ -27,6 +27,21 @@ int mtls__srv_verify_cache_attach(SSL_CTX *ctx, time_t crl_until);
 time_t mtls__srv_verify_cache_crl_until(SSL_CTX *ctx);
 
 /**
+ * Caps session's lifetime: 5 minutes, the client certificate's notAfter and
+ * the earliest nextUpdate of ssl's context's CRLs, whichever comes first.
+ */
+void mtls__srv_session_cap(SSL *ssl, SSL_SESSION *session);
+
+/**
+ * Makes ctx issue and accept stateless tickets under the keys of files
+ * (80-byte keys, the first encrypts; see ticket_keys.c) instead of keeping
+ * a session cache. Call it once ctx's trust store and verify policy are
+ * set. Returns 0, or MTLS_E_* with err naming the file.
+ */
+int mtls__srv_ticket_keys_attach(SSL_CTX *ctx, const char *const *files, size_t n_files,
+                                 mtls_err *err);
+
+/**
  * Makes ctx keep its sessions in cache (shared memory) instead of its own:
  * sets the get and remove callbacks and SSL_SESS_CACHE_NO_INTERNAL.
  * Returns 0, or -1 when out of memory.

@@ -179,3 +179,111 @@ def test_a_reload_empties_the_cache_for_every_worker(model, pki, serve):
         _, new, _ = whoami(ctx, s.port)
         return resumed_share(ctx, s.port, new, 20)[0] == 20
     wait_until(fresh_sessions_resume, timeout=10 * SLOW, what="new sessions to resume")
+
+
+# ---- item 2: --ticket-keys, resumption across replicas --------------------------------------
+
+def key_file(d, name, keys=1):
+    path = os.path.join(d, name)
+    with open(path, "wb") as f:
+        f.write(os.urandom(80 * keys))
+    return name
+
+
+def test_replicas_with_the_same_ticket_keys_resume_each_other(pki, serve):
+    d = pki
+    k = key_file(d, "ticket.key")
+    a = serve(d, "--ticket-keys", k, workers=2)
+    b = serve(d, "--ticket-keys", k, workers=2)
+    other = serve(d, "--ticket-keys", key_file(d, "other.key"), workers=1)
+    ctx = client_ctx(d)
+    reused, session, who = whoami(ctx, a.port)
+    assert not reused and who["subject"] == "CN=localclient"
+    serial = serial_of(d, "client.crt")
+    # A ticket from replica a resumes on replica b (on either worker), identity intact.
+    for _ in range(10):
+        reused, _, who = whoami(ctx, b.port, session)
+        assert reused, "a's ticket must resume on b"
+        assert (who["subject"], who["serial"]) == ("CN=localclient", serial)
+    # A server without the key makes a full handshake.
+    reused, _, who = whoami(ctx, other.port, session)
+    assert not reused and who["subject"] == "CN=localclient"
+    # Without --ticket-keys, two servers do not share sessions.
+    c = serve(d, workers=1)
+    reused, _, _ = whoami(ctx, c.port, session)
+    assert not reused
+
+
+def test_ticket_keys_rotate_on_sighup(pki, serve):
+    d = pki
+    with open(os.path.join(d, "old.key"), "wb") as f:
+        old_key = os.urandom(80)
+        f.write(old_key)
+    with open(os.path.join(d, "ticket.key"), "wb") as f:
+        f.write(old_key)
+    s = serve(d, "--ticket-keys", "ticket.key", workers=2)
+    old_only = serve(d, "--ticket-keys", "old.key", workers=1)
+    ctx = client_ctx(d)
+    _, old_ticket, _ = whoami(ctx, s.port)
+    # Rotation: a new key first (it encrypts), the old one after it (it still decrypts).
+    with open(os.path.join(d, "ticket.key"), "wb") as f:
+        f.write(os.urandom(80) + old_key)
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    reused, renewed, who = whoami(ctx, s.port, old_ticket)
+    assert reused and who["subject"] == "CN=localclient"
+    # The ticket it issued now is under the new key, which old_only does not hold.
+    wait_until(lambda: not whoami(ctx, old_only.port, whoami(ctx, s.port)[1])[0],
+               timeout=10 * SLOW, what="new tickets under the new key")
+    # The old key dropped: its tickets no longer resume.
+    with open(os.path.join(d, "ticket.key"), "wb") as f:
+        f.write(os.urandom(80))
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: read_text(s.system_log).count("SIGHUP: reloaded") == 2, timeout=10 * SLOW,
+               what="the second reload")
+    wait_until(lambda: not whoami(ctx, s.port, old_ticket)[0], timeout=10 * SLOW,
+               what="the old key's tickets refused")
+
+
+def test_a_revoked_clients_ticket_does_not_resume_after_the_crl_reload(pki, serve):
+    d = pki
+    k = key_file(d, "ticket.key")
+    s = serve(d, "--crl", "clients.crl", "--ticket-keys", k, workers=2)
+    bob = client_ctx(d, "bob")
+    _, ticket, who = whoami(bob, s.port)
+    assert who["subject"] == "CN=bob"
+    assert whoami(bob, s.port, ticket)[0]
+    mtls_ok("ca", "revoke", "--ca", "clientca", "bob.crt", "--reason", "keyCompromise", cwd=d)
+    mtls_ok("crl", "create", "--ca", "clientca", "--out", "clients.crl", "--force", cwd=d)
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    # The ticket still decrypts (same key), but it was verified under the old CRL.
+    wait_until(lambda: tls_error(s.port, d, cert="bob.crt", key="bob.key") != "",
+               timeout=10 * SLOW, what="bob refused after the reload")
+    for _ in range(10):
+        try:
+            reused, _, who = whoami(bob, s.port, ticket)
+        except (ssl.SSLError, ConnectionError):
+            continue
+        raise AssertionError(f"bob's old ticket was accepted (resumed: {reused}, {who})")
+
+
+def test_bad_ticket_key_files_are_refused(pki, serve):
+    d = pki
+    with open(os.path.join(d, "short.key"), "wb") as f:
+        f.write(os.urandom(48))
+    r = run_mtls("serve", "--listen", "127.0.0.1:0", "--workers", "1", "--ticket-keys",
+                 "short.key", cwd=d, timeout=30)
+    assert r.returncode == 2, r
+    assert "ticket key file 'short.key' holds 48 bytes, not 80-byte keys" in r.stderr
+    r = run_mtls("serve", "--listen", "127.0.0.1:0", "--workers", "1", "--ticket-keys",
+                 "missing.key", cwd=d, timeout=30)
+    assert r.returncode == 2 and "cannot read 'missing.key'" in r.stderr, r
+    k = key_file(d, "ticket.key")
+    s = serve(d, "--ticket-keys", k, workers=2)
+    with open(os.path.join(d, k), "wb") as f:
+        f.write(b"x" * 81)
+    s.proc.send_signal(signal.SIGHUP)
+    log = wait_for_text(s.system_log, "reload refused")
+    assert "ticket key file 'ticket.key' holds 81 bytes" in log
+    assert whoami(client_ctx(d), s.port)[2]["subject"] == "CN=localclient"
