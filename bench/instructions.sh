@@ -11,7 +11,8 @@
 # BENCH_BUILD's), KEEP_PROFILE=FILE to keep the callgrind output, WORKERS=N
 # (mtls only: N worker threads in the one process, default 1; with N > 1 a
 # returning client may land on another worker than the one that made its
-# session, as with worker processes).
+# session, as with worker processes), TICKET_KEYS=FILE (mtls only: serve with
+# --ticket-keys FILE).
 #
 # The server runs under callgrind with 1 worker (mtls: --worker-model thread,
 # nginx: master_process off, so one process holds everything); 50 operations
@@ -71,7 +72,8 @@ run() {
     mtls)
         (cd "$WORK/srv" && exec setsid valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
             "$SERVE_BIN" serve --listen "127.0.0.1:$PORT" --workers "${WORKERS:-1}" --worker-model thread \
-            --cert "$PKI/server.crt" --key "$PKI/server.key" --client-ca "$PKI/clientca.crt") \
+            --cert "$PKI/server.crt" --key "$PKI/server.key" --client-ca "$PKI/clientca.crt" \
+            ${TICKET_KEYS:+--ticket-keys "$TICKET_KEYS"}) \
             >"$WORK/server.log" 2>&1 &
         ;;
     nginx)

@@ -210,7 +210,6 @@ static SSL_TICKET_RETURN ticket_dec(SSL *ssl, SSL_SESSION *session, const unsign
     void *data = NULL;
     size_t len = 0;
 
-    (void)ssl;
     (void)name;
     (void)name_len;
     if (status == SSL_TICKET_FATAL_ERR_MALLOC || status == SSL_TICKET_FATAL_ERR_OTHER)
@@ -220,7 +219,14 @@ static SSL_TICKET_RETURN ticket_dec(SSL *ssl, SSL_SESSION *session, const unsign
     if (SSL_SESSION_get0_ticket_appdata(session, &data, &len) != 1 || len != sizeof(tk->trust) ||
         memcmp(data, tk->trust, len) != 0)
         return SSL_TICKET_RETURN_IGNORE_RENEW; /* verified under other CAs or CRLs */
-    return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    /*
+     * TLS 1.3 clients use each ticket once and expect a new one after every
+     * resumption (OpenSSL's default); a TLS 1.2 ticket is renewed only when
+     * it is under an older key.
+     */
+    if (status == SSL_TICKET_SUCCESS_RENEW || SSL_version(ssl) >= TLS1_3_VERSION)
+        return SSL_TICKET_RETURN_USE_RENEW;
+    return SSL_TICKET_RETURN_USE;
 }
 
 int mtls__srv_ticket_keys_attach(SSL_CTX *ctx, const char *const *files, size_t n_files,
