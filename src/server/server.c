@@ -32,8 +32,8 @@
 #define BACKLOG 511
 #define RESPAWN_WINDOW 10 /* seconds */
 #define RESPAWN_MAX 10    /* worker deaths per window before giving up */
-/* The shared session cache: ~14,000 sessions of a P-256 client (nginx's 10m: ~40,000). */
-#define SESSION_CACHE_BYTES (8u << 20)
+/* The shared session cache: ~28,000 sessions of a P-256 client (nginx's 10m: ~40,000). */
+#define SESSION_CACHE_BYTES (16u << 20)
 
 void mtls_server_opts_init(mtls_server_opts *opts)
 {
