@@ -78,8 +78,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct stream s;
     mtls_http_config cfg;
-    mtls_http_peer peer = {"127.0.0.1", "CN=fuzz, O=\"x\"", "01", NULL, fz_whoami, NULL};
-    mtls_http_io io = {fz_read, fz_write, NULL, &s};
+    mtls_http_peer peer = {"127.0.0.1", "CN=fuzz, O=\"x\"", "01", NULL, fz_whoami, NULL, 0, NULL,
+                           NULL};
+    mtls_http_io io = {fz_read, fz_write, NULL, &s, NULL};
     mtls_http_conn c;
     int r = MTLS_HTTP_WANT_READ;
 

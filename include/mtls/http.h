@@ -16,6 +16,7 @@
 #include <llhttp.h>
 
 #include "mtls/base.h"
+#include "mtls/http_response.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -40,6 +41,10 @@ typedef struct mtls_http_io {
     long (*write)(void *ctx, const char *buf, size_t len);
     int (*pending)(void *ctx);
     void *ctx;
+    /* Asks the caller to run the connection again soon, from its loop and
+       not from inside this call (a handler answered later, or wants more of
+       the body). NULL: only for transports whose handlers all answer at once. */
+    void (*kick)(void *ctx);
 } mtls_http_io;
 
 /** Access-log formats. */
@@ -53,6 +58,17 @@ typedef enum mtls_log_format {
  * and valid during the call only).
  */
 typedef void (*mtls_http_log_fn)(void *ctx, const char *line, size_t len);
+
+struct mtls_http_routes;
+struct mtls_http_peer;
+
+/**
+ * Receives one event for the server's system log (a denied request, say):
+ * peer is the connection's, event a short key, message one sentence. All
+ * borrowed, valid during the call.
+ */
+typedef void (*mtls_http_event_fn)(void *ctx, const struct mtls_http_peer *peer, const char *event,
+                                   const char *message);
 
 /** Limits and logging, shared by every connection of a worker (borrowed). */
 typedef struct mtls_http_config {
@@ -68,6 +84,15 @@ typedef struct mtls_http_config {
        move to the connection's own buffer, so idle connections hold none. */
     char *read_buf;
     size_t read_buf_len;
+    /* A header array lent the same way (at least max_headers entries; NULL:
+       each connection allocates its own on its first request). */
+    struct mtls_http_header *header_buf;
+    size_t header_buf_len;
+    /* Where requests go (borrowed); NULL: the built-in /test and /whoami. */
+    const struct mtls_http_routes *routes;
+    /* System-log lines for denied requests; NULL: none. */
+    mtls_http_event_fn event;
+    void *event_ctx;
 } mtls_http_config;
 
 /** Fills cfg with the defaults above and no access log. */
@@ -87,7 +112,168 @@ typedef struct mtls_http_peer {
        server (borrowed; *len set to its length). NULL when unavailable. */
     const char *(*whoami)(void *ctx, size_t *len);
     void *whoami_ctx;
+    /* Authorization, decided once per connection by the server: bit i set
+       when the route table's policy i does not allow this client. */
+    uint32_t policy_denied;
+    /* The client as an authorization reason names it ("CN=bob"), or NULL. */
+    const char *who;
+    /* Any other fact a handler needs from the connection (the proxy's
+       identity headers): the server's ctx, given back to handlers. */
+    void *conn_ctx;
 } mtls_http_peer;
+
+/* ---- requests, routes and handlers --------------------------------------- */
+
+/* mtls_http_header (one header line) is shared with the response parser:
+   for a request, its name and value are spans into the read buffer, valid
+   during the handler call. */
+
+/** What a body callback returns: go on, or stop until mtls_http_body_resume(). */
+enum { MTLS_HTTP_BODY_MORE = 0, MTLS_HTTP_BODY_PAUSE = 1 };
+
+/**
+ * A request as a handler sees it. The target and headers are spans into the
+ * read buffer: valid during the handler call only (copy what is needed
+ * later). The rest lives until the response is finished or on_abort ran.
+ */
+typedef struct mtls_http_request {
+    int method;              /* llhttp_method_t: HTTP_GET, HTTP_POST, ... */
+    const char *method_name; /* "GET" (static) */
+    const char *target;      /* as sent: "/path?query" (call only) */
+    size_t target_len;
+    size_t path_len; /* target[0, path_len) is the path */
+    unsigned http_minor;
+    const mtls_http_header *headers; /* every header line, in order (call only) */
+    size_t n_headers;
+    int64_t content_length; /* -1 when the request has none */
+    int chunked;            /* the body comes chunked */
+    int expect_continue;    /* Expect: 100-continue */
+    int keep_alive;         /* the connection stays open after this request */
+    const struct mtls_http_peer *peer;
+    const char *route_path; /* the route that took it (its path, borrowed) */
+
+    /* Set by a handler that reads the body or answers later (all optional). */
+    int (*on_body)(void *ctx, const char *data, size_t len); /* MTLS_HTTP_BODY_* */
+    void (*on_body_end)(void *ctx);                          /* the whole body came */
+    void (*on_writable)(void *ctx); /* queued output fell below the high-water mark */
+    void (*on_abort)(void *ctx);    /* the connection is going away: stop using this request */
+    void *handler_ctx;
+
+    struct mtls_http_conn *conn; /* private */
+} mtls_http_request;
+
+/**
+ * A handler: called once the request headers are complete. It answers now
+ * (mtls_http_respond()) or later (return 0 without answering, and finish
+ * with mtls_http_respond() or mtls_http_stream_*()). A negative return
+ * answers 500.
+ */
+typedef int (*mtls_http_handler_fn)(void *ctx, mtls_http_request *req);
+
+/** Route flags. */
+enum {
+    MTLS_ROUTE_PREFIX = 1, /* the path is a prefix (at a '/' boundary): "/api" takes "/api/x" */
+    MTLS_ROUTE_BODY = 2,   /* the handler reads the body (no max_body limit) */
+};
+
+/** A method set for routes: MTLS_METHOD(HTTP_GET) | MTLS_METHOD(HTTP_HEAD); 0: every method. */
+#define MTLS_METHOD(m) ((uint64_t)1 << (m))
+
+/** One route: path and methods to a handler. */
+typedef struct mtls_http_route {
+    char *path; /* owned */
+    size_t path_len;
+    unsigned flags;
+    uint64_t methods;
+    mtls_http_handler_fn handler;
+    void *ctx;
+    int policy; /* the authorization policy index (bit of peer->policy_denied), or -1 */
+} mtls_http_route;
+
+/**
+ * The route table of a server: exact paths first, then the longest prefix;
+ * a path that matches but not its method is 405 with Allow; nothing is 404.
+ * Caller-owned storage: zero it, add, then mtls_http_routes_release().
+ */
+typedef struct mtls_http_routes {
+    mtls_http_route *v;
+    size_t n;
+    const char *const *policy_text; /* policy i in words, for 403 reasons ("cn alice") */
+    size_t n_policies;
+    int dry_run; /* a denial is logged and the request goes on */
+} mtls_http_routes;
+
+/** Adds a route (path copied). Returns 0, MTLS_E_NOMEM, or MTLS_E_INVALID (path not '/...'). */
+int mtls_http_routes_add(mtls_http_routes *t, const char *path, unsigned flags, uint64_t methods,
+                         mtls_http_handler_fn handler, void *ctx, mtls_err *err);
+
+/** Adds the built-in GET/HEAD /test and /whoami. Returns 0 or MTLS_E_NOMEM. */
+int mtls_http_routes_add_builtin(mtls_http_routes *t, mtls_err *err);
+
+/** Sets the policy of every route (authorization for all, from --allow). */
+void mtls_http_routes_set_policy(mtls_http_routes *t, int policy);
+
+/** Frees what t owns. NULL-safe. */
+void mtls_http_routes_release(mtls_http_routes *t);
+
+/**
+ * The route for method and path (len bytes), or NULL; *allow gets the
+ * methods of a route whose path matched when the method did not (405).
+ */
+const mtls_http_route *mtls_http_routes_match(const mtls_http_routes *t, int method,
+                                              const char *path, size_t len, uint64_t *allow);
+
+/**
+ * Answers req with one whole response: status, content_type (NULL: JSON),
+ * body (copied), extra header lines ("Name: value\r\n...", or NULL).
+ * Returns 0, or MTLS_E_INVALID when req was already answered.
+ */
+int mtls_http_respond(mtls_http_request *req, int status, const char *content_type,
+                      const char *body, size_t len, const char *extra_headers);
+
+/** Answers {"error":error,"reason":reason} (reason may be NULL) with status. */
+int mtls_http_respond_error(mtls_http_request *req, int status, const char *error,
+                            const char *reason);
+
+/** Sends "100 Continue" (HTTP/1.1 requests that asked for it; otherwise nothing). */
+void mtls_http_send_continue(mtls_http_request *req);
+
+/** Body lengths for mtls_http_stream_start(). */
+#define MTLS_HTTP_LEN_UNKNOWN (-1) /* chunked to HTTP/1.1 clients, until close for HTTP/1.0 */
+#define MTLS_HTTP_LEN_NONE (-2)    /* no body (HEAD, 204, 304) */
+
+/**
+ * Starts a streamed response: the status line (reason NULL: the standard
+ * one), fields (header lines "Name: value\r\n", fields_len bytes, copied;
+ * no Content-Length, Transfer-Encoding or Connection), then the framing for
+ * length (bytes, or MTLS_HTTP_LEN_*). Returns 0 or MTLS_E_INVALID.
+ */
+int mtls_http_stream_start(mtls_http_request *req, int status, const char *reason,
+                           const char *fields, size_t fields_len, int64_t length);
+
+/**
+ * Queues body bytes (framed as the start said). Returns 0, or 1 when the
+ * queue is above its high-water mark: write more after on_writable.
+ */
+int mtls_http_stream_write(mtls_http_request *req, const char *data, size_t len);
+
+/** Ends a streamed response; the connection goes on with the next request. */
+void mtls_http_stream_end(mtls_http_request *req);
+
+/**
+ * Ends a response that cannot be finished (the upstream died mid-body): the
+ * connection closes after what is queued, so the client sees it cut short.
+ */
+void mtls_http_stream_abort(mtls_http_request *req);
+
+/** Delivers the body again after on_body returned MTLS_HTTP_BODY_PAUSE. */
+void mtls_http_body_resume(mtls_http_request *req);
+
+/** For the access log: the upstream's status (0: none answered) and time in ms. */
+void mtls_http_note_upstream(mtls_http_request *req, int status, uint64_t ms);
+
+/** The connection's peer (for handlers that answer later). */
+const struct mtls_http_peer *mtls_http_request_peer(const mtls_http_request *req);
 
 /* What mtls_http_conn_run() asks the caller to do next. */
 enum {
@@ -95,6 +281,7 @@ enum {
     MTLS_HTTP_WANT_WRITE = 2, /* wait until the socket is writable, then run again */
     MTLS_HTTP_DONE = 3,       /* every response is written: close (with a TLS goodbye) */
     MTLS_HTTP_ABORT = 4,      /* the transport failed: close without a goodbye */
+    MTLS_HTTP_WAIT = 5,       /* a handler answers later: watch nothing until io.kick */
 };
 
 #define MTLS_HTTP_URL_KEEP 1024  /* bytes of the request target kept for routing and logs */
@@ -116,29 +303,47 @@ typedef struct mtls_http_conn {
     size_t in_cap, in_off, in_len;
     char *out; /* bytes to write: out[out_off, out_len) (lazy, grows) */
     size_t out_cap, out_off, out_len;
+    mtls_http_header *own_headers; /* when cfg lends no header array */
 
-    /* The request being parsed. */
+    /* The request being parsed, and the handler answering it. */
+    mtls_http_request req;
+    const mtls_http_route *route;
+    const char *url_at; /* the target's span in the buffer being parsed */
     char url[MTLS_HTTP_URL_KEEP + 1];
     size_t url_len; /* bytes seen, may exceed what url keeps */
     char user_agent[MTLS_HTTP_FIELD_KEEP + 1];
     size_t user_agent_len;
     char referer[MTLS_HTTP_FIELD_KEEP + 1];
     size_t referer_len;
-    char field[24]; /* the current header name (lower-case prefix) */
-    size_t field_len;
-    int field_kind; /* which kept header the current value belongs to */
     size_t header_bytes;
     unsigned n_headers;
     uint64_t body_bytes;
     int error_status; /* 413/414/431 decided inside a parser callback */
     const char *error_reason;
+    int status;          /* of the current response */
+    int upstream_status; /* for the access log (0: not proxied) */
+    uint64_t upstream_ms;
+    unsigned exec_count, exec_begin; /* llhttp_execute calls: the head came in one */
 
-    unsigned in_request : 1; /* bytes of an unfinished request were parsed */
-    unsigned closing : 1;    /* answer with Connection: close from now on */
+    unsigned in_request : 1; /* bytes of an unfinished request were parsed, or it is answered */
+    unsigned in_head : 1;    /* the request's head is being parsed */
+    unsigned msg_started : 1;
+    unsigned msg_done : 1;       /* the whole request (body too) was parsed */
+    unsigned in_field : 1;       /* a header name is being parsed */
+    unsigned handler_active : 1; /* a handler owns the request and has not finished */
+    unsigned resp_started : 1;   /* the response head is queued */
+    unsigned resp_done : 1;
+    unsigned body_paused : 1; /* the handler asked for no more body for now */
+    unsigned write_high : 1;  /* output passed the high-water mark with a handler waiting */
+    unsigned chunked_out : 1; /* the streamed response is chunked */
+    unsigned head_only : 1;   /* HEAD: no response body */
+    unsigned keep_alive : 1;
+    unsigned running : 1; /* inside mtls_http_conn_run() */
+    unsigned closing : 1; /* answer with Connection: close from now on */
     unsigned close_after_flush : 1;
     unsigned read_done : 1; /* read once since the last wait; wait unless pending */
     uint64_t requests;      /* requests answered on this connection */
-    uint64_t bytes_out;     /* response bytes handed to write() */
+    uint64_t bytes_out;     /* response body bytes handed to write() */
 } mtls_http_conn;
 
 /**
@@ -174,6 +379,9 @@ void mtls_http_conn_timeout(mtls_http_conn *c);
 
 /** 1 while part of a request has been received, or output is waiting. */
 int mtls_http_conn_busy(const mtls_http_conn *c);
+
+/** 1 while the head of a request is arriving (the header timeout applies). */
+int mtls_http_conn_in_head(const mtls_http_conn *c);
 
 /**
  * The whole answer for a client that sent plain HTTP to the HTTPS port, as

@@ -42,7 +42,10 @@ typedef enum mtls_http_framing {
     MTLS_HTTP_FRAMING_CLOSE,    /* everything until the server closes */
 } mtls_http_framing;
 
-/** One header line: NUL-terminated copies owned by the parser. */
+/**
+ * One header line. The response parser's are NUL-terminated copies it owns;
+ * a request's (mtls/http.h) are spans into the read buffer.
+ */
 typedef struct mtls_http_header {
     const char *name; /* as sent ("Content-Type") */
     size_t name_len;

@@ -1,8 +1,14 @@
 /*
- * An HTTP/1.x connection: llhttp parses what the transport reads, each
- * complete request is routed and its response appended to one output buffer,
- * and that buffer is written once for everything parsed from one read
- * (pipelined requests share a write). No allocation happens per request.
+ * An HTTP/1.x connection: llhttp parses what the transport reads; once a
+ * request's head is complete it goes through the route table to a handler,
+ * which answers at once (appended to one output buffer: pipelined requests
+ * parsed from one read share a write) or later (the proxy). No allocation
+ * happens per request: headers are spans into the read buffer.
+ *
+ * A request's head is handed to llhttp only once it is whole in one buffer
+ * (picohttpparser's rule), so that the header spans a handler sees are
+ * contiguous and valid during its call; the parser pauses after every
+ * message so that the next head is checked the same way.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +23,7 @@
 #define IN_CAP 16384         /* one TLS record's worth of plaintext */
 #define OUT_INITIAL 4096     /* grows on demand (pipelining, /whoami) */
 #define OUT_HIGH_WATER 65536 /* stop parsing pipelined requests above this */
-
-enum { FIELD_OTHER = 0, FIELD_USER_AGENT, FIELD_REFERER };
-
-static const char BODY_TEST[] = "{\"message\":\"Hello mtls\"}";
+#define OUT_LOW_WATER 16384  /* a streaming handler may write again below this */
 
 void mtls_http_config_init(mtls_http_config *cfg)
 {
@@ -52,15 +55,38 @@ static int out_reserve(mtls_http_conn *c, size_t more)
     return 0;
 }
 
+/* Asks the owner to run c again: at once when inside run (the loop goes on). */
+static void kick(mtls_http_conn *c)
+{
+    if (!c->running && c->io.kick != NULL)
+        c->io.kick(c->io.ctx);
+}
+
 /* ---- responses -------------------------------------------------------- */
 
 static const char *status_text(int status)
 {
     switch (status) {
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
     case 200:
         return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 403:
         return "Forbidden";
     case 404:
@@ -77,6 +103,12 @@ static const char *status_text(int status)
         return "Request Header Fields Too Large";
     case 500:
         return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     case 505:
         return "HTTP Version Not Supported";
     default:
@@ -108,55 +140,81 @@ size_t mtls__http_u64(char *out, uint64_t v)
 
 #define PUT_LIT(out, lit) put((out), (lit), sizeof(lit) - 1)
 
+static int is_http10(const mtls_http_conn *c)
+{
+    return c->parser.http_major == 1 && c->parser.http_minor == 0;
+}
+
+/* The status line and Date (room reserved by the caller: 80 + reason). */
+static char *put_status(char *o, int status, const char *reason, size_t reason_len)
+{
+    const char *date = mtls__http_date();
+
+    o = PUT_LIT(o, "HTTP/1.1 ");
+    o += mtls__http_u64(o, (uint64_t)status);
+    *o++ = ' ';
+    o = put(o, reason, reason_len);
+    o = PUT_LIT(o, "\r\nDate: ");
+    o = put(o, date, strlen(date));
+    return PUT_LIT(o, "\r\n");
+}
+
+/* The Connection header this response needs (room reserved by the caller). */
+static char *put_connection(mtls_http_conn *c, char *o)
+{
+    if (!c->keep_alive)
+        return PUT_LIT(o, "Connection: close\r\n");
+    if (is_http10(c))
+        return PUT_LIT(o, "Connection: keep-alive\r\n");
+    return o;
+}
+
 /*
- * Appends one whole response. keep_alive decides the Connection header:
+ * Appends one whole response. c->keep_alive decides the Connection header:
  * HTTP/1.1 keeps alive without saying so, HTTP/1.0 only when asked.
  * Formatted with plain copies, not printf: this runs once per request.
  */
-static void respond(mtls_http_conn *c, int status, const char *body, size_t body_len,
-                    const char *extra_headers, int head_only, int keep_alive, int http10)
+static void respond(mtls_http_conn *c, int status, const char *content_type, const char *body,
+                    size_t body_len, const char *extra_headers)
 {
     const char *text = status_text(status);
     size_t extra_len = extra_headers ? strlen(extra_headers) : 0;
     size_t text_len = strlen(text);
-    const char *date;
+    size_t type_len = content_type ? strlen(content_type) : 0;
     /* status line, Date, Content-Type, Content-Length, Connection: at most 200 bytes */
-    size_t most = 200 + text_len + extra_len + (head_only ? 0 : body_len);
+    size_t most = 200 + text_len + type_len + extra_len + (c->head_only ? 0 : body_len);
     char *o;
 
+    c->status = status;
     if (out_reserve(c, most) != 0) {
         c->closing = 1;
         c->close_after_flush = 1;
         return;
     }
-    o = c->out + c->out_len;
-    o = PUT_LIT(o, "HTTP/1.1 ");
-    o += mtls__http_u64(o, (uint64_t)status);
-    *o++ = ' ';
-    o = put(o, text, text_len);
-    o = PUT_LIT(o, "\r\nDate: ");
-    date = mtls__http_date();
-    o = put(o, date, strlen(date));
-    o = PUT_LIT(o, "\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ");
+    o = put_status(c->out + c->out_len, status, text, text_len);
+    if (content_type == NULL) {
+        o = PUT_LIT(o, "Content-Type: application/json; charset=utf-8\r\nContent-Length: ");
+    } else {
+        o = PUT_LIT(o, "Content-Type: ");
+        o = put(o, content_type, type_len);
+        o = PUT_LIT(o, "\r\nContent-Length: ");
+    }
     o += mtls__http_u64(o, body_len);
     o = PUT_LIT(o, "\r\n");
     if (extra_len > 0)
         o = put(o, extra_headers, extra_len);
-    if (!keep_alive)
-        o = PUT_LIT(o, "Connection: close\r\n");
-    else if (http10)
-        o = PUT_LIT(o, "Connection: keep-alive\r\n");
+    o = put_connection(c, o);
     o = PUT_LIT(o, "\r\n");
-    if (!head_only)
+    if (!c->head_only)
         o = put(o, body, body_len);
     c->out_len = (size_t)(o - c->out);
-    c->bytes_out = head_only ? 0 : body_len;
+    c->bytes_out = c->head_only ? 0 : body_len;
 }
 
 /* An error body: {"error":"...","reason":"..."} with the reason escaped. */
 static size_t error_body(char *buf, size_t size, const char *error, const char *reason)
 {
-    char esc[600];
+    char esc[1200];
     int n;
 
     if (reason == NULL) {
@@ -168,6 +226,15 @@ static size_t error_body(char *buf, size_t size, const char *error, const char *
     if (n < 0)
         return 0;
     return (size_t)n < size ? (size_t)n : size - 1;
+}
+
+static void respond_error(mtls_http_conn *c, int status, const char *error, const char *reason,
+                          const char *extra_headers)
+{
+    char body[1400];
+    size_t len = error_body(body, sizeof(body), error, reason);
+
+    respond(c, status, NULL, body, len, extra_headers);
 }
 
 #define PLAIN_HTTP_BODY                                                                            \
@@ -187,71 +254,327 @@ const char *mtls_http_plain_http_answer(size_t *len)
     return PLAIN_HTTP_ANSWER;
 }
 
-/* ---- routing ---------------------------------------------------------- */
+/* ---- the request's life ------------------------------------------------- */
 
-/* The path of the request target, without the query string. */
-static size_t path_len(const mtls_http_conn *c)
+static void log_request(mtls_http_conn *c, int status, int parsed)
 {
-    size_t kept = c->url_len < MTLS_HTTP_URL_KEEP ? c->url_len : MTLS_HTTP_URL_KEEP;
-    const char *q = memchr(c->url, '?', kept);
-
-    if (q != NULL)
-        return (size_t)(q - c->url);
-    return c->url_len; /* may exceed what is kept: then it matches no route */
-}
-
-static int path_is(const mtls_http_conn *c, const char *route)
-{
-    size_t len = strlen(route);
-
-    return path_len(c) == len && memcmp(c->url, route, len) == 0;
-}
-
-/* Answers the request that just completed; returns the status sent. */
-static int route(mtls_http_conn *c, int keep_alive)
-{
-    int method = llhttp_get_method(&c->parser);
-    int http10 = llhttp_get_http_major(&c->parser) == 1 && llhttp_get_http_minor(&c->parser) == 0;
-    int head = method == HTTP_HEAD;
-    int get_or_head = method == HTTP_GET || head;
-    char body[1024];
+    char line[16384];
     size_t len;
 
-    if (c->peer != NULL && c->peer->denied != NULL) {
-        len = error_body(body, sizeof(body), "client certificate required", c->peer->denied);
-        respond(c, 403, body, len, NULL, head, keep_alive, http10);
-        return 403;
-    }
-    if (path_is(c, "/test")) {
-        if (!get_or_head)
-            goto not_allowed;
-        respond(c, 200, BODY_TEST, sizeof(BODY_TEST) - 1, NULL, head, keep_alive, http10);
-        return 200;
-    }
-    if (path_is(c, "/whoami")) {
-        const char *json = NULL;
-        size_t json_len = 0;
+    if (c->cfg->access_log == NULL)
+        return;
+    len = mtls__http_log_line(c, status, parsed, line, sizeof(line));
+    if (len > 0)
+        c->cfg->access_log(c->cfg->access_log_ctx, line, len);
+}
 
-        if (!get_or_head)
-            goto not_allowed;
-        if (c->peer != NULL && c->peer->whoami != NULL)
-            json = c->peer->whoami(c->peer->whoami_ctx, &json_len);
-        if (json == NULL) {
-            len = error_body(body, sizeof(body), "no client identity", NULL);
-            respond(c, 500, body, len, NULL, head, keep_alive, http10);
-            return 500;
+/* Takes the request away from its handler (which is told, if it asked). */
+static void handler_detach(mtls_http_conn *c, int abort)
+{
+    void (*on_abort)(void *) = c->req.on_abort;
+    void *ctx = c->req.handler_ctx;
+
+    if (!c->handler_active)
+        return;
+    c->handler_active = 0;
+    c->body_paused = 0;
+    c->write_high = 0;
+    c->req.on_body = NULL;
+    c->req.on_body_end = NULL;
+    c->req.on_writable = NULL;
+    c->req.on_abort = NULL;
+    c->req.handler_ctx = NULL;
+    if (abort && on_abort != NULL)
+        on_abort(ctx);
+}
+
+/* Both the request and its response are complete: log it, ready the next. */
+static void finish_request(mtls_http_conn *c)
+{
+    log_request(c, c->status, 1);
+    c->requests++;
+    c->in_request = 0;
+    c->msg_done = 0;
+    c->resp_started = 0;
+    c->resp_done = 0;
+    c->route = NULL;
+    /* Nothing of this request may show up in the log line of a later error. */
+    c->url_len = 0;
+    c->url[0] = '\0';
+    c->user_agent_len = c->referer_len = 0;
+    c->upstream_status = 0;
+    c->upstream_ms = 0;
+    if (!c->keep_alive)
+        c->close_after_flush = 1; /* whatever follows is not ours to answer */
+}
+
+/* The response is complete (the handler is done with the request). */
+static void response_done(mtls_http_conn *c)
+{
+    c->resp_done = 1;
+    handler_detach(c, 0);
+    if (c->msg_done)
+        finish_request(c);
+    kick(c);
+}
+
+static int request_open(const mtls_http_request *req)
+{
+    const mtls_http_conn *c = req->conn;
+
+    return c != NULL && !c->resp_done && !c->close_after_flush;
+}
+
+int mtls_http_respond(mtls_http_request *req, int status, const char *content_type,
+                      const char *body, size_t len, const char *extra_headers)
+{
+    mtls_http_conn *c = req->conn;
+
+    if (!request_open(req) || c->resp_started)
+        return MTLS_E_INVALID;
+    respond(c, status, content_type, body, len, extra_headers);
+    response_done(c);
+    return 0;
+}
+
+int mtls_http_respond_error(mtls_http_request *req, int status, const char *error,
+                            const char *reason)
+{
+    char body[1400];
+    size_t len = error_body(body, sizeof(body), error, reason);
+
+    return mtls_http_respond(req, status, NULL, body, len, NULL);
+}
+
+void mtls_http_send_continue(mtls_http_request *req)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    mtls_http_conn *c = req->conn;
+
+    if (!request_open(req) || c->resp_started || !req->expect_continue || is_http10(c))
+        return;
+    req->expect_continue = 0; /* once */
+    if (out_reserve(c, sizeof(cont)) != 0)
+        return;
+    memcpy(c->out + c->out_len, cont, sizeof(cont) - 1);
+    c->out_len += sizeof(cont) - 1;
+    kick(c);
+}
+
+int mtls_http_stream_start(mtls_http_request *req, int status, const char *reason,
+                           const char *fields, size_t fields_len, int64_t length)
+{
+    mtls_http_conn *c = req->conn;
+    size_t reason_len;
+    char *o;
+
+    if (!request_open(req) || c->resp_started)
+        return MTLS_E_INVALID;
+    if (reason == NULL)
+        reason = status_text(status);
+    reason_len = strlen(reason);
+    if (out_reserve(c, 160 + reason_len + fields_len) != 0) {
+        mtls_http_stream_abort(req);
+        return MTLS_E_NOMEM;
+    }
+    c->status = status;
+    c->resp_started = 1;
+    if (c->head_only || status == 204 || status == 304)
+        length = MTLS_HTTP_LEN_NONE;
+    if (length == MTLS_HTTP_LEN_UNKNOWN && is_http10(c))
+        c->keep_alive = 0; /* the end of the body is the end of the connection */
+    o = put_status(c->out + c->out_len, status, reason, reason_len);
+    o = put(o, fields, fields_len);
+    if (length >= 0) {
+        o = PUT_LIT(o, "Content-Length: ");
+        o += mtls__http_u64(o, (uint64_t)length);
+        o = PUT_LIT(o, "\r\n");
+    } else if (length == MTLS_HTTP_LEN_UNKNOWN && !is_http10(c)) {
+        o = PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+        c->chunked_out = 1;
+    }
+    o = put_connection(c, o);
+    o = PUT_LIT(o, "\r\n");
+    c->out_len = (size_t)(o - c->out);
+    kick(c);
+    return 0;
+}
+
+int mtls_http_stream_write(mtls_http_request *req, const char *data, size_t len)
+{
+    mtls_http_conn *c = req->conn;
+    char *o;
+
+    if (!request_open(req) || !c->resp_started || c->head_only)
+        return 0;
+    if (len > 0) {
+        if (out_reserve(c, len + 32) != 0) {
+            mtls_http_stream_abort(req);
+            return 0;
         }
-        respond(c, 200, json, json_len, NULL, head, keep_alive, http10);
-        return 200;
-    }
-    len = error_body(body, sizeof(body), "not found", NULL);
-    respond(c, 404, body, len, NULL, head, keep_alive, http10);
-    return 404;
+        o = c->out + c->out_len;
+        if (c->chunked_out) {
+            static const char hex[] = "0123456789abcdef";
+            char digits[16];
+            size_t n = 0, v = len;
 
-not_allowed:
-    len = error_body(body, sizeof(body), "method not allowed", NULL);
-    respond(c, 405, body, len, "Allow: GET, HEAD\r\n", head, keep_alive, http10);
-    return 405;
+            do {
+                digits[n++] = hex[v & 15];
+                v >>= 4;
+            } while (v != 0);
+            while (n > 0)
+                *o++ = digits[--n];
+            o = PUT_LIT(o, "\r\n");
+        }
+        o = put(o, data, len);
+        if (c->chunked_out)
+            o = PUT_LIT(o, "\r\n");
+        c->out_len = (size_t)(o - c->out);
+        c->bytes_out += len;
+        kick(c);
+    }
+    if (c->out_len - c->out_off >= OUT_HIGH_WATER) {
+        c->write_high = 1;
+        return 1;
+    }
+    return 0;
+}
+
+void mtls_http_stream_end(mtls_http_request *req)
+{
+    mtls_http_conn *c = req->conn;
+
+    if (!request_open(req) || !c->resp_started)
+        return;
+    if (c->chunked_out && out_reserve(c, 5) == 0) {
+        memcpy(c->out + c->out_len, "0\r\n\r\n", 5);
+        c->out_len += 5;
+    }
+    c->chunked_out = 0;
+    response_done(c);
+}
+
+void mtls_http_stream_abort(mtls_http_request *req)
+{
+    mtls_http_conn *c = req->conn;
+
+    if (!request_open(req))
+        return;
+    c->chunked_out = 0;
+    c->keep_alive = 0;
+    c->closing = 1;
+    if (!c->resp_started)
+        c->status = 502;
+    /* Log it now: the rest of the request will not be read. */
+    c->msg_done = 1;
+    response_done(c);
+    c->close_after_flush = 1;
+}
+
+void mtls_http_body_resume(mtls_http_request *req)
+{
+    mtls_http_conn *c = req->conn;
+
+    if (c == NULL || !c->body_paused)
+        return;
+    c->body_paused = 0;
+    kick(c);
+}
+
+void mtls_http_note_upstream(mtls_http_request *req, int status, uint64_t ms)
+{
+    if (req->conn == NULL)
+        return;
+    req->conn->upstream_status = status;
+    req->conn->upstream_ms = ms;
+}
+
+const mtls_http_peer *mtls_http_request_peer(const mtls_http_request *req)
+{
+    return req->peer;
+}
+
+/* ---- routing ---------------------------------------------------------- */
+
+static size_t allow_header(uint64_t methods, char *buf, size_t size)
+{
+    size_t o = 0;
+    int n;
+
+    n = snprintf(buf, size, "Allow: ");
+    o = n > 0 ? (size_t)n : 0;
+    for (int m = 0; m < 64 && o < size; m++) {
+        const char *name;
+
+        if (!(methods & MTLS_METHOD(m)))
+            continue;
+        name = llhttp_method_name((llhttp_method_t)m);
+        n = snprintf(buf + o, size - o, "%s%s", o > 7 ? ", " : "", name);
+        o = n > 0 ? o + (size_t)n : size;
+    }
+    if (o + 3 > size)
+        return 0;
+    memcpy(buf + o, "\r\n", 3);
+    return o + 2;
+}
+
+/* The route table's word on this request, or a refusal it answers itself. */
+static int dispatch(mtls_http_conn *c)
+{
+    mtls_http_request *req = &c->req;
+    const mtls_http_routes *t = c->cfg->routes ? c->cfg->routes : mtls__http_builtin_routes();
+    const mtls_http_peer *peer = c->peer;
+    const mtls_http_route *route;
+    uint64_t allow = 0;
+    char extra[200];
+
+    if (peer != NULL && peer->denied != NULL) {
+        respond_error(c, 403, "client certificate required", peer->denied, NULL);
+        c->resp_done = 1;
+        return 0;
+    }
+    route = mtls_http_routes_match(t, req->method, req->target, req->path_len, &allow);
+    if ((route == NULL || !(route->flags & MTLS_ROUTE_BODY)) &&
+        req->content_length > (int64_t)c->cfg->max_body)
+        return -1; /* 413 before anything is answered */
+    if (route == NULL) {
+        if (allow != 0 && allow_header(allow, extra, sizeof(extra)) > 0)
+            respond_error(c, 405, "method not allowed", NULL, extra);
+        else
+            respond_error(c, 404, "not found", NULL, NULL);
+        c->resp_done = 1;
+        return 0;
+    }
+    if (route->policy >= 0 && peer != NULL && (peer->policy_denied >> route->policy) & 1) {
+        char reason[1024];
+        const char *rules = (size_t)route->policy < t->n_policies && t->policy_text != NULL
+                                ? t->policy_text[route->policy]
+                                : "none";
+        int plen = req->path_len > 200 ? 200 : (int)req->path_len;
+
+        snprintf(reason, sizeof(reason), "%s is not allowed on %.*s; allowed: %s",
+                 peer->who ? peer->who : "this client", plen, req->target, rules);
+        if (c->cfg->event != NULL) {
+            char msg[1100];
+
+            snprintf(msg, sizeof(msg), "%s%s", t->dry_run ? "dry run, let through: " : "", reason);
+            c->cfg->event(c->cfg->event_ctx, peer, "request_denied", msg);
+        }
+        if (!t->dry_run) {
+            respond_error(c, 403, "forbidden", reason, NULL);
+            c->resp_done = 1;
+            return 0;
+        }
+    }
+    c->route = route;
+    req->route_path = route->path;
+    c->handler_active = 1;
+    if (route->handler(route->ctx, req) < 0 && !c->resp_started && !c->resp_done) {
+        handler_detach(c, 1);
+        respond_error(c, 500, "internal error", NULL, NULL);
+        c->resp_done = 1;
+    }
+    return 0;
 }
 
 /* ---- llhttp callbacks -------------------------------------------------- */
@@ -268,21 +591,41 @@ static int fail(mtls_http_conn *c, int status, const char *reason)
     return -1;
 }
 
+static mtls_http_header *header_array(mtls_http_conn *c)
+{
+    if (c->cfg->header_buf != NULL && c->cfg->header_buf_len >= c->cfg->max_headers)
+        return c->cfg->header_buf;
+    return c->own_headers;
+}
+
 static int on_message_begin(llhttp_t *p)
 {
     mtls_http_conn *c = conn_of(p);
 
+    if (c->own_headers == NULL && header_array(c) == NULL) {
+        c->own_headers = calloc(c->cfg->max_headers + 1, sizeof(*c->own_headers));
+        if (c->own_headers == NULL)
+            return fail(c, 500, "out of memory");
+    }
     c->in_request = 1;
+    c->in_head = 1;
+    c->msg_started = 1;
+    c->msg_done = 0;
+    c->resp_started = c->resp_done = 0;
+    c->exec_begin = c->exec_count;
+    c->url_at = NULL;
     c->url_len = 0;
     c->url[0] = '\0';
     c->user_agent_len = 0;
     c->referer_len = 0;
-    c->field_len = 0;
-    c->field_kind = FIELD_OTHER;
+    c->in_field = 0;
     c->header_bytes = 0;
     c->n_headers = 0;
     c->body_bytes = 0;
     c->bytes_out = 0;
+    c->status = 0;
+    c->upstream_status = 0;
+    c->upstream_ms = 0;
     return 0;
 }
 
@@ -290,6 +633,8 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     mtls_http_conn *c = conn_of(p);
 
+    if (c->url_at == NULL)
+        c->url_at = at;
     if (c->url_len < MTLS_HTTP_URL_KEEP) {
         size_t room = MTLS_HTTP_URL_KEEP - c->url_len;
         size_t n = len < room ? len : room;
@@ -303,18 +648,31 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/*
+ * Header names and values are spans into the buffer being parsed: the whole
+ * head is in it (see consume()), so a span that llhttp reports in pieces is
+ * still contiguous and only its end moves.
+ */
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     mtls_http_conn *c = conn_of(p);
-    size_t room = sizeof(c->field) - 1 - c->field_len;
-    size_t n = len < room ? len : room;
+    mtls_http_header *h;
 
-    memcpy(c->field + c->field_len, at, n);
-    c->field_len += n;
-    c->field[c->field_len] = '\0';
     c->header_bytes += len;
     if (c->header_bytes > c->cfg->max_header_bytes)
         return fail(c, 431, "request headers too large");
+    if (!c->in_field) {
+        if (c->n_headers >= c->cfg->max_headers)
+            return fail(c, 431, "too many request headers");
+        h = &header_array(c)[c->n_headers];
+        h->name = at;
+        h->value = "";
+        h->value_len = 0;
+        c->in_field = 1;
+    } else {
+        h = &header_array(c)[c->n_headers];
+    }
+    h->name_len = (size_t)(at + len - h->name);
     return 0;
 }
 
@@ -322,53 +680,91 @@ static int on_header_field_complete(llhttp_t *p)
 {
     mtls_http_conn *c = conn_of(p);
 
+    c->in_field = 0;
     c->n_headers++;
     c->header_bytes += 4; /* ": " and CRLF */
-    if (c->n_headers > c->cfg->max_headers)
-        return fail(c, 431, "too many request headers");
-    if (c->field_len == 10 && strncasecmp(c->field, "user-agent", 10) == 0) {
-        c->field_kind = FIELD_USER_AGENT;
-        c->user_agent_len = 0;
-    } else if (c->field_len == 7 && strncasecmp(c->field, "referer", 7) == 0) {
-        c->field_kind = FIELD_REFERER;
-        c->referer_len = 0;
-    } else {
-        c->field_kind = FIELD_OTHER;
-    }
-    c->field_len = 0;
     return 0;
-}
-
-static void keep(char *dst, size_t *dst_len, const char *at, size_t len)
-{
-    size_t room = MTLS_HTTP_FIELD_KEEP - *dst_len;
-    size_t n = len < room ? len : room;
-
-    memcpy(dst + *dst_len, at, n);
-    *dst_len += n;
-    dst[*dst_len] = '\0';
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     mtls_http_conn *c = conn_of(p);
+    mtls_http_header *h = &header_array(c)[c->n_headers - 1];
 
     c->header_bytes += len;
     if (c->header_bytes > c->cfg->max_header_bytes)
         return fail(c, 431, "request headers too large");
-    if (c->field_kind == FIELD_USER_AGENT)
-        keep(c->user_agent, &c->user_agent_len, at, len);
-    else if (c->field_kind == FIELD_REFERER)
-        keep(c->referer, &c->referer_len, at, len);
+    if (h->value_len == 0)
+        h->value = at;
+    h->value_len = (size_t)(at + len - h->value);
     return 0;
+}
+
+static void keep(char *dst, size_t *dst_len, const char *at, size_t len)
+{
+    size_t n = len < MTLS_HTTP_FIELD_KEEP ? len : MTLS_HTTP_FIELD_KEEP;
+
+    memcpy(dst, at, n);
+    *dst_len = n;
+    dst[n] = '\0';
+}
+
+/* Fills the request object from the parsed head; keeps what the log needs. */
+static void request_fill(mtls_http_conn *c)
+{
+    llhttp_t *p = &c->parser;
+    mtls_http_request *req = &c->req;
+    const mtls_http_header *h = header_array(c);
+    const char *q;
+
+    memset(req, 0, sizeof(*req));
+    req->conn = c;
+    req->peer = c->peer;
+    req->method = p->method;
+    req->method_name = llhttp_method_name((llhttp_method_t)p->method);
+    req->target = c->url_at ? c->url_at : "";
+    req->target_len = c->url_at ? c->url_len : 0;
+    q = memchr(req->target, '?', req->target_len);
+    req->path_len = q ? (size_t)(q - req->target) : req->target_len;
+    req->http_minor = p->http_minor;
+    req->headers = h;
+    req->n_headers = c->n_headers;
+    req->content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+    req->chunked = (p->flags & F_CHUNKED) != 0;
+    for (size_t i = 0; i < c->n_headers; i++) {
+        if (h[i].name_len == 10 && strncasecmp(h[i].name, "user-agent", 10) == 0)
+            keep(c->user_agent, &c->user_agent_len, h[i].value, h[i].value_len);
+        else if (h[i].name_len == 7 && strncasecmp(h[i].name, "referer", 7) == 0)
+            keep(c->referer, &c->referer_len, h[i].value, h[i].value_len);
+        else if (h[i].name_len == 6 && strncasecmp(h[i].name, "expect", 6) == 0 &&
+                 h[i].value_len == 12 && strncasecmp(h[i].value, "100-continue", 12) == 0)
+            req->expect_continue = 1;
+    }
+    c->keep_alive = llhttp_should_keep_alive(p) && !c->closing && !p->upgrade;
+    req->keep_alive = c->keep_alive;
+    c->head_only = p->method == HTTP_HEAD;
+    c->chunked_out = 0;
 }
 
 static int on_headers_complete(llhttp_t *p)
 {
     mtls_http_conn *c = conn_of(p);
 
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->cfg->max_body)
+    if (c->exec_begin != c->exec_count)
+        return fail(c, 400, "the request head did not arrive whole"); /* cannot happen */
+    c->in_head = 0;
+    request_fill(c);
+    if (dispatch(c) != 0)
         return fail(c, 413, "request body too large");
+    /* The spans are valid during the handler call only. */
+    c->req.headers = NULL;
+    c->req.n_headers = 0;
+    c->req.target = c->url;
+    c->req.target_len = c->url_len < MTLS_HTTP_URL_KEEP ? c->url_len : MTLS_HTTP_URL_KEEP;
+    if (c->req.path_len > c->req.target_len)
+        c->req.path_len = c->req.target_len;
+    if (c->close_after_flush)
+        return HPE_PAUSED;
     return 0;
 }
 
@@ -376,46 +772,38 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     mtls_http_conn *c = conn_of(p);
 
-    (void)at;
-    /* Bodies are read and discarded: no route takes one. */
     c->body_bytes += len;
-    if (c->body_bytes > c->cfg->max_body)
-        return fail(c, 413, "request body too large");
+    if (c->handler_active && c->req.on_body != NULL) {
+        if (c->req.on_body(c->req.handler_ctx, at, len) == MTLS_HTTP_BODY_PAUSE) {
+            c->body_paused = c->handler_active; /* unless it finished meanwhile */
+            return HPE_PAUSED;
+        }
+        return 0;
+    }
+    /* Nobody reads this body: it is discarded, up to max_body. */
+    if (c->body_bytes > c->cfg->max_body && !(c->route && (c->route->flags & MTLS_ROUTE_BODY))) {
+        if (!c->resp_started && !c->resp_done)
+            return fail(c, 413, "request body too large");
+        c->keep_alive = 0;
+        c->msg_done = 1;
+        finish_request(c); /* answered already: log it and close */
+        return HPE_PAUSED;
+    }
     return 0;
-}
-
-static void log_request(mtls_http_conn *c, int status, int parsed)
-{
-    char line[16384];
-    size_t len;
-
-    if (c->cfg->access_log == NULL)
-        return;
-    len = mtls__http_log_line(c, status, parsed, line, sizeof(line));
-    if (len > 0)
-        c->cfg->access_log(c->cfg->access_log_ctx, line, len);
 }
 
 static int on_message_complete(llhttp_t *p)
 {
     mtls_http_conn *c = conn_of(p);
-    int keep_alive = llhttp_should_keep_alive(p) && !c->closing && !p->upgrade;
-    int status = route(c, keep_alive);
 
-    log_request(c, status, 1);
-    c->requests++;
-    c->in_request = 0;
-    /* Nothing of this request may show up in the log line of a later error. */
-    c->url_len = 0;
-    c->url[0] = '\0';
-    c->user_agent_len = c->referer_len = 0;
-    if (!keep_alive) {
-        c->close_after_flush = 1;
-        return HPE_PAUSED; /* whatever follows is not ours to answer */
-    }
-    if (c->out_len >= OUT_HIGH_WATER)
-        return HPE_PAUSED; /* write what is queued before parsing more */
-    return 0;
+    c->msg_started = 0;
+    c->msg_done = 1;
+    if (c->handler_active && c->req.on_body_end != NULL)
+        c->req.on_body_end(c->req.handler_ctx); /* it may answer now */
+    if (c->resp_done && c->in_request)
+        finish_request(c);
+    /* Pause after every message: the next head is checked for wholeness first. */
+    return HPE_PAUSED;
 }
 
 static const llhttp_settings_t settings = {
@@ -451,10 +839,13 @@ void mtls_http_conn_release(mtls_http_conn *c)
 {
     if (c == NULL)
         return;
+    handler_detach(c, 1);
     free(c->in);
     free(c->out);
+    free(c->own_headers);
     c->in = NULL;
     c->out = NULL;
+    c->own_headers = NULL;
     c->in_cap = c->out_cap = 0;
 }
 
@@ -502,27 +893,36 @@ static void parse_error(mtls_http_conn *c, llhttp_errno_t e)
     const char *error = status == 400   ? "bad request"
                         : status == 413 ? "request body too large"
                         : status == 414 ? "request target too long"
+                        : status == 500 ? "internal error"
                                         : "request headers too large";
-    char body[1024];
-    size_t len;
 
-    len = error_body(body, sizeof(body), error, status == 400 ? reason : NULL);
-    respond(c, status, body, len, NULL, 0, 0, 0);
-    log_request(c, status, 0);
+    handler_detach(c, 1);
+    c->keep_alive = 0;
+    c->head_only = 0;
+    if (c->resp_started) {
+        /* A response is on its way: it cannot be replaced; cut it short. */
+        c->status = c->status ? c->status : status;
+    } else {
+        respond_error(c, status, error, status == 400 ? reason : NULL, NULL);
+    }
+    log_request(c, c->status, 0);
     c->requests++;
     c->in_request = 0;
+    c->in_head = 0;
     c->closing = 1;
     c->close_after_flush = 1;
 }
 
 /*
- * Parses len bytes at data and returns how many were consumed: all of them,
- * unless the parser paused for back-pressure (pipelining).
+ * Parses len bytes at data and returns how many were consumed: up to the end
+ * of a message (the parser pauses after each), or all of them.
  */
 static size_t parse(mtls_http_conn *c, const char *data, size_t len)
 {
-    llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
+    llhttp_errno_t e;
 
+    c->exec_count++;
+    e = llhttp_execute(&c->parser, data, len);
     if (e == HPE_OK)
         return len;
     if (e == HPE_PAUSED && !c->close_after_flush) {
@@ -540,6 +940,65 @@ static size_t parse(mtls_http_conn *c, const char *data, size_t len)
     }
     parse_error(c, e);
     return len;
+}
+
+/* Whether a whole request head (up to its blank line) is in data. */
+static int head_complete(const char *data, size_t len)
+{
+    const char *end = data + len, *p = data;
+
+    while (p < end && (*p == '\r' || *p == '\n'))
+        p++; /* blank lines before a request are allowed (RFC 9112 2.2) */
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        p++;
+        if (p < end && *p == '\n')
+            return 1;
+        if (p + 1 < end && p[0] == '\r' && p[1] == '\n')
+            return 1;
+    }
+    return 0;
+}
+
+/* Bytes of a request head wait in c->in for the rest of it. */
+static int head_pending(const mtls_http_conn *c)
+{
+    return !c->msg_started && c->in_off < c->in_len;
+}
+
+/* The most a head may take before it is refused (431) without its end. */
+static size_t head_limit(const mtls_http_conn *c)
+{
+    return c->cfg->max_url + c->cfg->max_header_bytes + 2 * (size_t)c->cfg->max_headers + 1024;
+}
+
+/* Whether parsing must wait: a handler answers, or wants no body for now. */
+static int parse_blocked(const mtls_http_conn *c)
+{
+    return c->close_after_flush || c->body_paused || (c->msg_done && c->in_request);
+}
+
+/*
+ * Parses what can be parsed of data now and returns the bytes consumed: it
+ * stops at a head that is not whole yet, and while parsing is blocked.
+ */
+static size_t consume(mtls_http_conn *c, const char *data, size_t len)
+{
+    size_t used = 0;
+
+    while (used < len && !parse_blocked(c)) {
+        if (!c->msg_started && !head_complete(data + used, len - used)) {
+            if (len - used > head_limit(c)) {
+                c->error_status = 431;
+                c->error_reason = "request headers too large";
+                c->in_request = 1;
+                parse_error(c, HPE_USER);
+                return len;
+            }
+            break;
+        }
+        used += parse(c, data + used, len - used);
+    }
+    return used;
 }
 
 /* Keeps the unparsed tail of a read in the connection's own buffer. */
@@ -564,7 +1023,37 @@ static int keep_input(mtls_http_conn *c, const char *data, size_t len)
     return 0;
 }
 
-int mtls_http_conn_run(mtls_http_conn *c)
+/* Room after in_len for a read that completes a head held in c->in. */
+static int in_make_room(mtls_http_conn *c)
+{
+    if (c->in_off > 0) {
+        memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+        c->in_len -= c->in_off;
+        c->in_off = 0;
+    }
+    if (c->in_len == c->in_cap) {
+        size_t cap = c->in_cap * 2;
+        char *grown = realloc(c->in, cap);
+
+        if (grown == NULL)
+            return -1;
+        c->in = grown;
+        c->in_cap = cap;
+    }
+    return 0;
+}
+
+/* After a write: a streaming handler that waited for room may go on. */
+static void maybe_writable(mtls_http_conn *c)
+{
+    if (c->write_high && c->out_len - c->out_off < OUT_LOW_WATER) {
+        c->write_high = 0;
+        if (c->handler_active && c->req.on_writable != NULL)
+            c->req.on_writable(c->req.handler_ctx);
+    }
+}
+
+static int run(mtls_http_conn *c)
 {
     for (;;) {
         char *buf;
@@ -577,6 +1066,7 @@ int mtls_http_conn_run(mtls_http_conn *c)
                 c->out_off += (size_t)n;
                 if (c->out_off == c->out_len)
                     c->out_off = c->out_len = 0;
+                maybe_writable(c);
                 continue;
             }
             if (n == MTLS_IO_WANT_READ)
@@ -585,13 +1075,33 @@ int mtls_http_conn_run(mtls_http_conn *c)
                 return MTLS_HTTP_WANT_WRITE;
             return MTLS_HTTP_ABORT;
         }
+        maybe_writable(c);
         if (c->close_after_flush)
             return MTLS_HTTP_DONE;
+        if (parse_blocked(c))
+            return MTLS_HTTP_WAIT;
         if (c->in_off < c->in_len) {
-            c->in_off += parse(c, c->in + c->in_off, c->in_len - c->in_off);
+            size_t used = consume(c, c->in + c->in_off, c->in_len - c->in_off);
+
+            c->in_off += used;
             if (c->in_off >= c->in_len || c->close_after_flush)
                 c->in_off = c->in_len = 0;
-            continue;
+            if (used > 0 || parse_blocked(c) || c->out_off < c->out_len)
+                continue;
+            /* A head that is not whole: read more behind it. */
+            if (c->read_done && (c->io.pending == NULL || !c->io.pending(c->io.ctx))) {
+                c->read_done = 0;
+                return MTLS_HTTP_WANT_READ;
+            }
+            if (in_make_room(c) != 0)
+                return MTLS_HTTP_ABORT;
+            n = c->io.read(c->io.ctx, c->in + c->in_len, c->in_cap - c->in_len);
+            if (n > 0) {
+                c->in_len += (size_t)n;
+                c->read_done = 1;
+                continue;
+            }
+            goto read_failed;
         }
         /*
          * One read per wake-up: after a read whose requests are answered,
@@ -613,7 +1123,7 @@ int mtls_http_conn_run(mtls_http_conn *c)
         }
         n = c->io.read(c->io.ctx, buf, cap);
         if (n > 0) {
-            size_t used = parse(c, buf, (size_t)n);
+            size_t used = consume(c, buf, (size_t)n);
 
             c->read_done = 1;
             if (used < (size_t)n && !c->close_after_flush &&
@@ -621,6 +1131,7 @@ int mtls_http_conn_run(mtls_http_conn *c)
                 return MTLS_HTTP_ABORT;
             continue;
         }
+    read_failed:
         c->read_done = 0;
         if (n == MTLS_IO_EOF)
             return MTLS_HTTP_DONE; /* a half-received request is dropped */
@@ -632,23 +1143,34 @@ int mtls_http_conn_run(mtls_http_conn *c)
     }
 }
 
+int mtls_http_conn_run(mtls_http_conn *c)
+{
+    int r;
+
+    c->running = 1;
+    r = run(c);
+    c->running = 0;
+    return r;
+}
+
 void mtls_http_conn_drain(mtls_http_conn *c)
 {
     c->closing = 1;
-    if (!c->in_request)
+    if (!c->in_request && !head_pending(c))
         c->close_after_flush = 1;
 }
 
 void mtls_http_conn_timeout(mtls_http_conn *c)
 {
-    if (c->in_request && !c->close_after_flush) {
-        char body[128];
-        size_t len = error_body(body, sizeof(body), "request timeout", NULL);
-
-        respond(c, 408, body, len, NULL, 0, 0, 0);
+    if ((c->in_request || head_pending(c)) && !c->close_after_flush && !c->resp_started) {
+        handler_detach(c, 1);
+        c->keep_alive = 0;
+        c->head_only = 0;
+        respond_error(c, 408, "request timeout", NULL, NULL);
         log_request(c, 408, 0);
         c->in_request = 0;
     }
+    handler_detach(c, 1);
     c->in_off = c->in_len = 0;
     c->closing = 1;
     c->close_after_flush = 1;
@@ -656,5 +1178,10 @@ void mtls_http_conn_timeout(mtls_http_conn *c)
 
 int mtls_http_conn_busy(const mtls_http_conn *c)
 {
-    return c->in_request || c->out_off < c->out_len;
+    return c->in_request || head_pending(c) || c->out_off < c->out_len;
+}
+
+int mtls_http_conn_in_head(const mtls_http_conn *c)
+{
+    return (c->in_request && c->in_head) || head_pending(c);
 }

@@ -75,7 +75,9 @@ struct conn {
     mtls_cert_info *info; /* everything else, made on the first /whoami */
     char *whoami;
     size_t whoami_len;
-    char *denied; /* verify-client optional: the 403's reason */
+    char *denied;           /* verify-client optional: the 403's reason */
+    struct conn *kick_next; /* in the worker's list of connections to run again */
+    int kicked;
 };
 
 /* One listening socket of the worker (one per address it listens on). */
@@ -105,11 +107,16 @@ struct worker {
     char access_buf[ACCESS_BUF];
     size_t access_len;
     struct mtls__log_loss access_loss;
-    char read_buf[16384]; /* lent to every connection for SSL_read: idle ones hold none */
+    char read_buf[16384];         /* lent to every connection for SSL_read: idle ones hold none */
+    mtls_http_header *header_buf; /* lent the same way */
+    mtls_http_routes routes;
+    uv_idle_t kicker; /* runs kicked connections (a handler answered later) */
+    struct conn *kicked;
 };
 
 static void conn_io(uv_poll_t *h, int status, int events);
 static void conn_timeout(struct conn *c);
+static void on_kick(uv_idle_t *h);
 static void conn_close(struct conn *c);
 static void conn_finish(struct conn *c);
 static void worker_maybe_exit(struct worker *w);
@@ -173,6 +180,11 @@ static void conn_want(struct conn *c, int events)
 {
     if (c->events == events)
         return;
+    if (events == 0) {
+        uv_poll_stop(&c->poll);
+        c->events = 0;
+        return;
+    }
     if (uv_poll_start(&c->poll, events, conn_io) != 0) {
         conn_close(c);
         return;
@@ -350,6 +362,24 @@ static int tls_pending(void *ctx)
     return SSL_has_pending(c->ssl);
 }
 
+/*
+ * A handler answered later or wants more of the body: run the connection
+ * from the loop (an idle handle), never from inside the handler's own call.
+ */
+static void conn_kick(void *ctx)
+{
+    struct conn *c = ctx;
+    struct worker *w = c->w;
+
+    if (c->kicked || c->closing)
+        return;
+    c->kicked = 1;
+    c->kick_next = w->kicked;
+    w->kicked = c;
+    if (!uv_is_active((uv_handle_t *)&w->kicker))
+        uv_idle_start(&w->kicker, on_kick);
+}
+
 /* ---- /whoami --------------------------------------------------------------- */
 
 /* Built on the first /whoami of a connection and kept for the next ones. */
@@ -416,6 +446,13 @@ static void conn_free(uv_handle_t *h)
         c->next->prev = c->prev;
     w->n_conns--;
     slot_give(w);
+    if (c->kicked) {
+        struct conn **pp = &w->kicked;
+
+        while (*pp != c)
+            pp = &(*pp)->kick_next;
+        *pp = c->kick_next;
+    }
     SSL_free(c->ssl);
     if (c->fd >= 0)
         close(c->fd);
@@ -511,7 +548,7 @@ static void conn_http(struct conn *c);
 static void handshake_done(struct conn *c)
 {
     struct worker *w = c->w;
-    mtls_http_io io = {tls_read, tls_write, tls_pending, c};
+    mtls_http_io io = {tls_read, tls_write, tls_pending, c, conn_kick};
     X509 *cert = SSL_get0_peer_certificate(c->ssl);
     char reason[768];
     const char *denied = mtls_tls_denied_reason(c->ssl, c->note, reason, sizeof(reason));
@@ -555,6 +592,7 @@ static void handshake_done(struct conn *c)
     c->note = NULL;
     c->http_peer.whoami = whoami_json;
     c->http_peer.whoami_ctx = c;
+    c->http_peer.conn_ctx = c;
     if (mtls_http_conn_init(&c->http, &w->http_cfg, &c->http_peer, &io) != 0) {
         conn_close(c);
         return;
@@ -632,13 +670,22 @@ static void conn_http(struct conn *c)
     if (c->closing)
         return;
     switch (r) {
+    case MTLS_HTTP_WAIT:
+        /* A handler answers later and keeps its own time (the proxy's timeouts). */
+        uv_timer_stop(&c->timer);
+        c->timer_due = 0;
+        c->deadline = UINT64_MAX;
+        c->request_deadline = 0;
+        conn_want(c, 0);
+        return;
     case MTLS_HTTP_WANT_READ:
     case MTLS_HTTP_WANT_WRITE:
-        if (r == MTLS_HTTP_WANT_WRITE) {
-            /* A client that does not read its responses gets the idle timeout. */
+        if (r == MTLS_HTTP_WANT_WRITE ||
+            (c->http.in_request && !mtls_http_conn_in_head(&c->http))) {
+            /* A client that does not read its responses, or sends a body, gets the idle timeout. */
             conn_deadline(c, w->srv->opts.idle_timeout_ms);
             c->request_deadline = 0;
-        } else if (c->http.in_request) {
+        } else if (mtls_http_conn_in_head(&c->http)) {
             /* Slowloris: a started request must be complete in header_timeout. */
             if (!c->request_deadline) {
                 conn_deadline(c, w->srv->opts.header_timeout_ms);
@@ -781,6 +828,21 @@ static void on_accept(uv_poll_t *h, int status, int events)
     }
 }
 
+static void on_kick(uv_idle_t *h)
+{
+    struct worker *w = h->data;
+
+    uv_idle_stop(&w->kicker);
+    while (w->kicked != NULL) {
+        struct conn *c = w->kicked;
+
+        w->kicked = c->kick_next;
+        c->kicked = 0;
+        if (!c->closing && c->state == ST_HTTP)
+            conn_http(c);
+    }
+}
+
 /* ---- timeouts, drain, signals ---------------------------------------------- */
 
 static void conn_timeout(struct conn *c)
@@ -794,9 +856,12 @@ static void conn_timeout(struct conn *c)
         conn_close(c);
         break;
     case ST_HTTP:
-        if (c->http.in_request) {
+        if (mtls_http_conn_busy(&c->http)) {
             mtls__syslog(w->srv, "info", c->peer, "request_timeout",
-                         "request headers not received in time; answered 408", NULL);
+                         mtls_http_conn_in_head(&c->http)
+                             ? "request headers not received in time; answered 408"
+                             : "request stalled (the client stopped sending or reading); closed",
+                         NULL);
             mtls_http_conn_timeout(&c->http);
             (void)mtls_http_conn_run(&c->http); /* one try at the 408 */
         }
@@ -986,6 +1051,25 @@ void mtls__worker_notify(struct mtls__worker *pub, int command)
     uv_async_send(&pub->async);
 }
 
+/* A system-log line from src/http (a denied request). */
+static void http_event(void *ctx, const mtls_http_peer *peer, const char *event,
+                       const char *message)
+{
+    struct worker *w = ctx;
+    const struct conn *c = peer ? peer->conn_ctx : NULL;
+
+    mtls__syslog(w->srv, "warn", c ? c->peer : NULL, event, message, NULL);
+}
+
+/* The worker's route table: the built-in handlers. */
+static int worker_routes(struct worker *w)
+{
+    mtls_err err;
+
+    mtls_err_clear(&err);
+    return mtls_http_routes_add_builtin(&w->routes, &err);
+}
+
 int mtls__worker_run(struct mtls__worker *pub)
 {
     mtls_server *srv = pub->srv;
@@ -1004,6 +1088,20 @@ int mtls__worker_run(struct mtls__worker *pub)
     w->http_cfg.access_log_ctx = w;
     w->http_cfg.read_buf = w->read_buf;
     w->http_cfg.read_buf_len = sizeof(w->read_buf);
+    w->header_buf = calloc(w->http_cfg.max_headers + 1, sizeof(*w->header_buf));
+    if (w->header_buf == NULL || worker_routes(w) != 0) {
+        free(w->header_buf);
+        mtls_http_routes_release(&w->routes);
+        free(w);
+        return MTLS_E_NOMEM;
+    }
+    w->http_cfg.header_buf = w->header_buf;
+    w->http_cfg.header_buf_len = w->http_cfg.max_headers + 1;
+    w->http_cfg.routes = &w->routes;
+    w->http_cfg.event = http_event;
+    w->http_cfg.event_ctx = w;
+    uv_idle_init(w->loop, &w->kicker);
+    w->kicker.data = w;
     for (unsigned i = 0; i < pub->n_listen_fds && i < MTLS__MAX_ADDRS; i++) {
         struct listener *l = &w->listeners[w->n_listeners];
 
@@ -1050,6 +1148,8 @@ int mtls__worker_run(struct mtls__worker *pub)
     /* Let the closed handles' callbacks run; the async handle stays for release. */
     uv_walk(w->loop, worker_close_handles, pub);
     uv_run(w->loop, UV_RUN_NOWAIT);
+    mtls_http_routes_release(&w->routes);
+    free(w->header_buf);
     free(w);
     pub->async.data = NULL;
     return rc;

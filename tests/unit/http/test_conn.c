@@ -65,12 +65,13 @@ static const char *whoami(void *ctx, size_t *len)
 }
 
 static mtls_http_config cfg;
-static mtls_http_peer peer = {"127.0.0.1", "CN=localclient", "0A", NULL, whoami, NULL};
+static mtls_http_peer peer = {"127.0.0.1", "CN=localclient", "0A", NULL, whoami, NULL, 0, NULL,
+                              NULL};
 
 /* Runs a connection over input split once at `split`; returns the last run() result. */
 static int feed(struct mem *m, const char *input, size_t split, const mtls_http_peer *p)
 {
-    mtls_http_io io = {mem_read, mem_write, NULL, m};
+    mtls_http_io io = {mem_read, mem_write, NULL, m, NULL};
     mtls_http_conn c;
     int r;
 
@@ -227,7 +228,8 @@ Test(http, small_bodies_are_read_and_discarded)
 
 Test(http, denied_clients_get_403_with_the_reason)
 {
-    mtls_http_peer denied = {"10.0.0.1", NULL, NULL, "no client certificate was sent", NULL, NULL};
+    mtls_http_peer denied = {"10.0.0.1", NULL, NULL, "no client certificate was sent", NULL, NULL,
+                             0,          NULL, NULL};
     struct mem m;
 
     feed(&m, "GET /test HTTP/1.1\r\n\r\n", 1 << 20, &denied);
@@ -247,7 +249,7 @@ Test(http, blocked_writes_are_retried)
     m.in = "GET /test HTTP/1.1\r\n\r\n";
     m.len = m.avail = strlen(m.in);
     m.block_writes = 2;
-    io = (mtls_http_io){mem_read, mem_write, NULL, &m};
+    io = (mtls_http_io){mem_read, mem_write, NULL, &m, NULL};
     cr_assert_eq(mtls_http_conn_init(&c, &cfg, &peer, &io), 0);
     cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_WANT_WRITE);
     cr_assert(mtls_http_conn_busy(&c));
@@ -268,7 +270,7 @@ Test(http, timeout_mid_request_answers_408)
     memset(&m, 0, sizeof(m));
     m.in = "GET /test HTTP/1.1\r\nHost: slow";
     m.len = m.avail = strlen(m.in);
-    io = (mtls_http_io){mem_read, mem_write, NULL, &m};
+    io = (mtls_http_io){mem_read, mem_write, NULL, &m, NULL};
     cr_assert_eq(mtls_http_conn_init(&c, &cfg, &peer, &io), 0);
     cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_WANT_READ);
     cr_assert(mtls_http_conn_busy(&c));
@@ -281,7 +283,8 @@ Test(http, timeout_mid_request_answers_408)
 
 Test(http, access_log_combined_and_json)
 {
-    mtls_http_peer p = {"127.0.0.1", "C=JP, O=Ex \"Co\", CN=localclient", "1F", NULL, NULL, NULL};
+    mtls_http_peer p = {
+        "127.0.0.1", "C=JP, O=Ex \"Co\", CN=localclient", "1F", NULL, NULL, NULL, 0, NULL, NULL};
     struct mem m;
 
     feed(&m, "GET /test?a=\"b\" HTTP/1.1\r\nReferer: r\r\nUser-Agent: curl/7.88.1\r\n\r\n", 1 << 20,
@@ -431,4 +434,171 @@ Test(http, plain_http_answer_is_a_complete_400)
                  strlen(body));
     cr_assert_eq(body[0], '{');
     cr_assert_eq(body[strlen(body) - 1], '}');
+}
+
+/* ---- the route table and handlers ---------------------------------------- */
+
+struct seen {
+    char headers[1024];
+    size_t n_headers;
+    char body[256];
+    size_t body_len;
+    int body_end, pauses, aborted;
+    mtls_http_request *later; /* a request to answer after the call */
+};
+
+static void seen_body_end(void *ctx)
+{
+    ((struct seen *)ctx)->body_end = 1;
+}
+
+static int seen_body(void *ctx, const char *data, size_t len)
+{
+    struct seen *s = ctx;
+
+    cr_assert(s->body_len + len < sizeof(s->body));
+    memcpy(s->body + s->body_len, data, len);
+    s->body_len += len;
+    s->pauses++;
+    return MTLS_HTTP_BODY_PAUSE; /* one piece at a time */
+}
+
+static void seen_abort(void *ctx)
+{
+    ((struct seen *)ctx)->aborted = 1;
+}
+
+/* Records every header as "name=value;" and answers later. */
+static int record(void *ctx, mtls_http_request *req)
+{
+    struct seen *s = ctx;
+    size_t o = 0;
+
+    for (size_t i = 0; i < req->n_headers; i++)
+        o += (size_t)snprintf(s->headers + o, sizeof(s->headers) - o, "%.*s=%.*s;",
+                              (int)req->headers[i].name_len, req->headers[i].name,
+                              (int)req->headers[i].value_len, req->headers[i].value);
+    s->n_headers = req->n_headers;
+    req->on_body = seen_body;
+    req->on_body_end = seen_body_end;
+    req->on_abort = seen_abort;
+    req->handler_ctx = s;
+    s->later = req;
+    return 0;
+}
+
+static int kicks;
+static void count_kick(void *ctx)
+{
+    (void)ctx;
+    kicks++;
+}
+
+Test(http, route_table_prefix_exact_and_405)
+{
+    mtls_http_routes t = {0};
+    mtls_err err;
+    uint64_t allow;
+
+    cr_assert_eq(mtls_http_routes_add_builtin(&t, &err), 0);
+    cr_assert_eq(mtls_http_routes_add(&t, "/api", MTLS_ROUTE_PREFIX, MTLS_METHOD(HTTP_POST), record,
+                                      NULL, &err),
+                 0);
+    cr_assert_eq(mtls_http_routes_add(&t, "/", MTLS_ROUTE_PREFIX, 0, record, &t, &err), 0);
+    cr_assert_eq(mtls_http_routes_add(&t, "nope", 0, 0, record, NULL, &err), MTLS_E_INVALID);
+    cr_assert_str_eq(mtls_http_routes_match(&t, HTTP_GET, "/test", 5, &allow)->path, "/test");
+    cr_assert_str_eq(mtls_http_routes_match(&t, HTTP_POST, "/api/x", 6, &allow)->path, "/api");
+    cr_assert_str_eq(mtls_http_routes_match(&t, HTTP_POST, "/apix", 5, &allow)->path, "/");
+    /* Another method on /test goes to the catch-all, not a 405. */
+    cr_assert_str_eq(mtls_http_routes_match(&t, HTTP_POST, "/test", 5, &allow)->path, "/");
+    mtls_http_routes_release(&t);
+    cr_assert_eq(mtls_http_routes_add_builtin(&t, &err), 0);
+    cr_assert_null(mtls_http_routes_match(&t, HTTP_POST, "/test", 5, &allow));
+    cr_assert_eq(allow, MTLS_METHOD(HTTP_GET) | MTLS_METHOD(HTTP_HEAD));
+    cr_assert_null(mtls_http_routes_match(&t, HTTP_GET, "/x", 2, &allow));
+    cr_assert_eq(allow, 0);
+    mtls_http_routes_release(&t);
+}
+
+Test(http, handler_sees_headers_streams_the_body_and_answers_later)
+{
+    static struct mem m;
+    static struct seen s;
+    mtls_http_routes t = {0};
+    mtls_http_config c2;
+    mtls_http_io io;
+    mtls_http_conn c;
+    mtls_err err;
+    int r;
+
+    memset(&m, 0, sizeof(m));
+    memset(&s, 0, sizeof(s));
+    m.in = "POST /app/x?y=1 HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-Two: 2\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+           "GET /test HTTP/1.1\r\n\r\n";
+    m.len = m.avail = strlen(m.in);
+    cr_assert_eq(mtls_http_routes_add_builtin(&t, &err), 0);
+    cr_assert_eq(
+        mtls_http_routes_add(&t, "/app", MTLS_ROUTE_PREFIX | MTLS_ROUTE_BODY, 0, record, &s, &err),
+        0);
+    c2 = cfg;
+    c2.routes = &t;
+    io = (mtls_http_io){mem_read, mem_write, NULL, &m, count_kick};
+    cr_assert_eq(mtls_http_conn_init(&c, &c2, &peer, &io), 0);
+    kicks = 0;
+    r = mtls_http_conn_run(&c);
+    cr_assert_eq(r, MTLS_HTTP_WAIT, "the body was paused: %d", r);
+    cr_assert_str_eq(s.headers, "Host=a;X-Empty=;X-Two=2;Transfer-Encoding=chunked;");
+    cr_assert_eq(s.body_len, 3);
+    for (int i = 0; i < 10 && !s.body_end; i++) {
+        mtls_http_body_resume(s.later);
+        r = mtls_http_conn_run(&c);
+    }
+    cr_assert(kicks > 0);
+    cr_assert(s.body_end);
+    cr_assert_eq(s.body_len, 5);
+    cr_assert(memcmp(s.body, "abcde", 5) == 0);
+    /* The pipelined GET waits for this answer. */
+    cr_assert_eq(r, MTLS_HTTP_WAIT);
+    cr_assert_eq(m.out_len, 0);
+    cr_assert_eq(mtls_http_stream_start(s.later, 201, NULL, "X-A: 1\r\n", 8, MTLS_HTTP_LEN_UNKNOWN),
+                 0);
+    cr_assert_eq(mtls_http_stream_write(s.later, "hello", 5), 0);
+    mtls_http_stream_end(s.later);
+    for (int i = 0; i < 10 && r != MTLS_HTTP_WANT_READ; i++)
+        r = mtls_http_conn_run(&c);
+    m.out[m.out_len] = '\0';
+    cr_assert(strncmp(m.out, "HTTP/1.1 201 Created\r\n", 22) == 0, "%s", m.out);
+    cr_assert(strstr(m.out,
+                     "X-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n") != NULL,
+              "%s", m.out);
+    cr_assert_eq(count(m.out, "HTTP/1.1 200 OK"), 1, "then the pipelined GET: %s", m.out);
+    cr_assert_not(s.aborted);
+    mtls_http_conn_release(&c);
+    mtls_http_routes_release(&t);
+}
+
+Test(http, a_closed_connection_aborts_its_handler)
+{
+    static struct mem m;
+    static struct seen s;
+    mtls_http_routes t = {0};
+    mtls_http_config c2;
+    mtls_http_io io;
+    mtls_http_conn c;
+    mtls_err err;
+
+    memset(&m, 0, sizeof(m));
+    memset(&s, 0, sizeof(s));
+    m.in = "GET /app HTTP/1.1\r\n\r\n";
+    m.len = m.avail = strlen(m.in);
+    cr_assert_eq(mtls_http_routes_add(&t, "/", MTLS_ROUTE_PREFIX, 0, record, &s, &err), 0);
+    c2 = cfg;
+    c2.routes = &t;
+    io = (mtls_http_io){mem_read, mem_write, NULL, &m, count_kick};
+    cr_assert_eq(mtls_http_conn_init(&c, &c2, &peer, &io), 0);
+    cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_WAIT);
+    mtls_http_conn_release(&c);
+    cr_assert(s.aborted);
+    mtls_http_routes_release(&t);
 }
