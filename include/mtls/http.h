@@ -172,8 +172,10 @@ typedef int (*mtls_http_handler_fn)(void *ctx, mtls_http_request *req);
 
 /** Route flags. */
 enum {
-    MTLS_ROUTE_PREFIX = 1, /* the path is a prefix (at a '/' boundary): "/api" takes "/api/x" */
-    MTLS_ROUTE_BODY = 2,   /* the handler reads the body (no max_body limit) */
+    MTLS_ROUTE_PREFIX = 1,     /* the path is a prefix (at a '/' boundary): "/api" takes "/api/x" */
+    MTLS_ROUTE_BODY = 2,       /* the handler reads the body (no max_body limit) */
+    MTLS_ROUTE_UNVERIFIED = 4, /* verify-client optional: clients without a verified
+                                  certificate reach the handler instead of a 403 */
 };
 
 /** A method set for routes: MTLS_METHOD(HTTP_GET) | MTLS_METHOD(HTTP_HEAD); 0: every method. */
@@ -321,7 +323,8 @@ typedef struct mtls_http_conn {
     int error_status; /* 413/414/431 decided inside a parser callback */
     const char *error_reason;
     int status;          /* of the current response */
-    int upstream_status; /* for the access log (0: not proxied) */
+    int upstream_status; /* for the access log (0: none answered) */
+    int proxied;         /* the request went to an upstream */
     uint64_t upstream_ms;
     unsigned exec_count, exec_begin; /* llhttp_execute calls: the head came in one */
 

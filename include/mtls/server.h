@@ -46,7 +46,20 @@ typedef struct mtls_server_opts {
     unsigned drain_timeout_ms;     /* SIGTERM: in-flight requests get this long; default 10000 */
     unsigned max_connections;      /* all workers together; default 10000 */
     mtls_http_config http;         /* limits (its log fields are set by the server) */
-    mtls_server_notice_fn warn;    /* configuration warnings (also written to the system log) */
+    /* The reverse proxy: every request no built-in route takes goes to
+       "http://HOST:PORT[/PREFIX]" or "unix:/PATH"; NULL: none (404). */
+    const char *upstream;
+    const char *identity_headers;         /* families sent upstream: "rfc9440,xfcc,plain" (default),
+                                             any of them, or "none" */
+    unsigned upstream_connect_timeout_ms; /* default 5000 */
+    unsigned upstream_timeout_ms;         /* the upstream's silence while awaited; default 60000 */
+    /* Authorization: rules on the verified client certificate ("cn=alice",
+       "san-uri=spiffe://example.org/ns/prod/sa/web"); any match allows; none:
+       any verified client. allow_dry_run logs a denial and lets it through. */
+    const char *const *allow;
+    size_t n_allow;
+    int allow_dry_run;
+    mtls_server_notice_fn warn; /* configuration warnings (also written to the system log) */
     void *warn_ctx;
 } mtls_server_opts;
 

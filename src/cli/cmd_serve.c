@@ -9,7 +9,8 @@
 #include "pki_common.h"
 
 static const char *listen_addr, *cert, *key, *client_ca, *access_log, *system_log,
-    *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout, *password_file, *user;
+    *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout, *password_file, *user,
+    *upstream, *identity_headers, *upstream_connect_timeout, *upstream_timeout;
 /* -1 until given: mtls_server_opts_init() holds the defaults. */
 static int verify_client = -1, worker_model = -1, log_format = -1;
 
@@ -23,7 +24,8 @@ static struct cli_choices verify_dest = {verify_choices, &verify_client};
 static struct cli_choices model_dest = {model_choices, &worker_model};
 static struct cli_choices format_dest = {format_choices, &log_format};
 static long workers, max_connections;
-static struct cli_list crls, ticket_keys;
+static struct cli_list crls, ticket_keys, allow;
+static int allow_dry_run;
 
 static const struct cli_opt opts[] = {
     {"listen", 0, CLI_STRING, &listen_addr, "ADDR:PORT",
@@ -71,6 +73,26 @@ static const struct cli_opt opts[] = {
     {"max-connections", 0, CLI_INT, &max_connections, "N",
      "open connections, all workers together; more wait in the kernel's queue (default 10000)", 1,
      10000000},
+    {"upstream", 0, CLI_STRING, &upstream, "URL",
+     "reverse proxy: every request no built-in route takes goes to http://HOST:PORT[/PREFIX] or "
+     "unix:/PATH over HTTP/1.1, with the verified identity in headers",
+     0, 0},
+    {"identity-headers", 0, CLI_STRING, &identity_headers, "LIST",
+     "identity headers for the upstream: rfc9440 (Client-Cert), xfcc (X-Forwarded-Client-Cert), "
+     "plain (X-Client-*), comma-separated, or none (default rfc9440,xfcc,plain); inbound copies "
+     "are always removed",
+     0, 0},
+    {"upstream-connect-timeout", 0, CLI_STRING, &upstream_connect_timeout, "SECONDS",
+     "time to connect to the upstream, then 504 (default 5)", 0, 0},
+    {"upstream-timeout", 0, CLI_STRING, &upstream_timeout, "SECONDS",
+     "the upstream's silence while a response is awaited, then 504 (default 60)", 0, 0},
+    {"allow", 0, CLI_LIST, &allow, "RULE",
+     "allow clients whose certificate matches: cn=, o=, ou=, san-dns=, san-uri= ('*' is one path "
+     "segment), san-email=, issuer=, spki-sha256=, cert-sha256=; repeatable, any match allows "
+     "(default: any verified client); others get 403",
+     0, 0},
+    {"allow-dry-run", 0, CLI_FLAG, &allow_dry_run, NULL,
+     "log what --allow would deny, and let it through (to roll out a policy)", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 
@@ -90,7 +112,8 @@ static const struct cli_spec spec = {
         "  GET /test    200 {\"message\":\"Hello mtls\"}\n"
         "  GET /whoami  200 the verified client certificate (subject, issuer, serial,\n"
         "               sha256, SANs, dates) and the TLS version and cipher, as JSON\n"
-        "  other paths  404; other methods on /test and /whoami 405 (all JSON)\n"
+        "  other paths  404; other methods on /test and /whoami 405 (all JSON);\n"
+        "               with --upstream, the upstream's answer instead\n"
         "\n"
         "limits: request target 8 KiB (414), headers 16 KiB or 100 lines (431), body\n"
         "1 MiB, read and discarded (413), malformed requests 400, slow headers 408.\n"
@@ -194,8 +217,16 @@ int cmd_serve(int argc, char **argv)
     if (parse_seconds("handshake-timeout", handshake_timeout, &o.handshake_timeout_ms) != 0 ||
         parse_seconds("header-timeout", header_timeout, &o.header_timeout_ms) != 0 ||
         parse_seconds("idle-timeout", idle_timeout, &o.idle_timeout_ms) != 0 ||
-        parse_seconds("drain-timeout", drain_timeout, &o.drain_timeout_ms) != 0)
+        parse_seconds("drain-timeout", drain_timeout, &o.drain_timeout_ms) != 0 ||
+        parse_seconds("upstream-connect-timeout", upstream_connect_timeout,
+                      &o.upstream_connect_timeout_ms) != 0 ||
+        parse_seconds("upstream-timeout", upstream_timeout, &o.upstream_timeout_ms) != 0)
         goto out;
+    o.upstream = upstream;
+    o.identity_headers = identity_headers;
+    o.allow = allow.items;
+    o.n_allow = allow.n;
+    o.allow_dry_run = allow_dry_run;
     o.warn = print_warning;
     if (pki_password(password_file, &password) != 0) {
         rc = EXIT_USAGE; /* an unreadable password file is bad configuration */
@@ -222,6 +253,7 @@ out:
     pki_password_free(password);
     cli_list_release(&crls);
     cli_list_release(&ticket_keys);
+    cli_list_release(&allow);
     cli_args_release(&args);
     return rc;
 }

@@ -228,7 +228,24 @@ static size_t text_line(const mtls_http_conn *c, int status, int parsed, char *b
     add_escaped(&l, c->referer, c->referer_len, 0);
     ADD_LIT(&l, "\" \"");
     add_escaped(&l, c->user_agent, c->user_agent_len, 0);
-    ADD_LIT(&l, "\"\n");
+    ADD_LIT(&l, "\"");
+    if (c->proxied) {
+        /* After the combined fields, as nginx users add $upstream_status $upstream_response_time.
+         */
+        uint64_t ms = c->upstream_ms % 1000;
+        char frac[3] = {(char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10)};
+
+        ADD_LIT(&l, " upstream=");
+        if (c->upstream_status > 0)
+            add_u64(&l, (uint64_t)c->upstream_status);
+        else
+            ADD_LIT(&l, "-");
+        ADD_LIT(&l, " upstream_time=");
+        add_u64(&l, c->upstream_ms / 1000);
+        ADD_LIT(&l, ".");
+        add(&l, frac, 3);
+    }
+    ADD_LIT(&l, "\n");
     if (l.p >= l.end)
         return 0; /* cut short: no half line in the log */
     *l.p = '\0';
@@ -286,6 +303,14 @@ static size_t json_line(const mtls_http_conn *c, int status, int parsed, char *b
     o = json_field(buf, size, o, "referer", c->referer_len ? c->referer : NULL, c->referer_len);
     o = json_field(buf, size, o, "user_agent", c->user_agent_len ? c->user_agent : NULL,
                    c->user_agent_len);
+    if (c->proxied && o < size) {
+        n = c->upstream_status > 0
+                ? snprintf(buf + o, size - o, ",\"upstream_status\":%d,\"upstream_ms\":%llu",
+                           c->upstream_status, (unsigned long long)c->upstream_ms)
+                : snprintf(buf + o, size - o, ",\"upstream_status\":null,\"upstream_ms\":%llu",
+                           (unsigned long long)c->upstream_ms);
+        o = n < 0 ? size : o + (size_t)n;
+    }
     if (o + 3 > size)
         return 0;
     buf[o++] = '}';

@@ -145,8 +145,8 @@ static int is_http10(const mtls_http_conn *c)
     return c->parser.http_major == 1 && c->parser.http_minor == 0;
 }
 
-/* The status line and Date (room reserved by the caller: 80 + reason). */
-static char *put_status(char *o, int status, const char *reason, size_t reason_len)
+/* The status line and, unless with_date is 0, Date (room reserved by the caller: 80 + reason). */
+static char *put_status(char *o, int status, const char *reason, size_t reason_len, int with_date)
 {
     const char *date = mtls__http_date();
 
@@ -154,9 +154,27 @@ static char *put_status(char *o, int status, const char *reason, size_t reason_l
     o += mtls__http_u64(o, (uint64_t)status);
     *o++ = ' ';
     o = put(o, reason, reason_len);
-    o = PUT_LIT(o, "\r\nDate: ");
+    o = PUT_LIT(o, "\r\n");
+    if (!with_date)
+        return o;
+    o = PUT_LIT(o, "Date: ");
     o = put(o, date, strlen(date));
     return PUT_LIT(o, "\r\n");
+}
+
+/* Whether header lines ("Name: v\r\n"...) hold a Date (a proxied response keeps the upstream's). */
+static int has_date(const char *fields, size_t len)
+{
+    const char *p = fields, *end = fields + len;
+
+    while (p != NULL && end - p >= 5) {
+        if (strncasecmp(p, "date:", 5) == 0)
+            return 1;
+        p = memchr(p, '\n', (size_t)(end - p));
+        if (p != NULL)
+            p++;
+    }
+    return 0;
 }
 
 /* The Connection header this response needs (room reserved by the caller). */
@@ -191,7 +209,7 @@ static void respond(mtls_http_conn *c, int status, const char *content_type, con
         c->close_after_flush = 1;
         return;
     }
-    o = put_status(c->out + c->out_len, status, text, text_len);
+    o = put_status(c->out + c->out_len, status, text, text_len, 1);
     if (content_type == NULL) {
         o = PUT_LIT(o, "Content-Type: application/json; charset=utf-8\r\nContent-Length: ");
     } else {
@@ -304,6 +322,7 @@ static void finish_request(mtls_http_conn *c)
     c->user_agent_len = c->referer_len = 0;
     c->upstream_status = 0;
     c->upstream_ms = 0;
+    c->proxied = 0;
     if (!c->keep_alive)
         c->close_after_flush = 1; /* whatever follows is not ours to answer */
 }
@@ -383,7 +402,7 @@ int mtls_http_stream_start(mtls_http_request *req, int status, const char *reaso
         length = MTLS_HTTP_LEN_NONE;
     if (length == MTLS_HTTP_LEN_UNKNOWN && is_http10(c))
         c->keep_alive = 0; /* the end of the body is the end of the connection */
-    o = put_status(c->out + c->out_len, status, reason, reason_len);
+    o = put_status(c->out + c->out_len, status, reason, reason_len, !has_date(fields, fields_len));
     o = put(o, fields, fields_len);
     if (length >= 0) {
         o = PUT_LIT(o, "Content-Length: ");
@@ -487,6 +506,7 @@ void mtls_http_note_upstream(mtls_http_request *req, int status, uint64_t ms)
         return;
     req->conn->upstream_status = status;
     req->conn->upstream_ms = ms;
+    req->conn->proxied = 1;
 }
 
 const mtls_http_peer *mtls_http_request_peer(const mtls_http_request *req)
@@ -528,12 +548,13 @@ static int dispatch(mtls_http_conn *c)
     uint64_t allow = 0;
     char extra[200];
 
-    if (peer != NULL && peer->denied != NULL) {
+    route = mtls_http_routes_match(t, req->method, req->target, req->path_len, &allow);
+    if (peer != NULL && peer->denied != NULL &&
+        (route == NULL || !(route->flags & MTLS_ROUTE_UNVERIFIED))) {
         respond_error(c, 403, "client certificate required", peer->denied, NULL);
         c->resp_done = 1;
         return 0;
     }
-    route = mtls_http_routes_match(t, req->method, req->target, req->path_len, &allow);
     if ((route == NULL || !(route->flags & MTLS_ROUTE_BODY)) &&
         req->content_length > (int64_t)c->cfg->max_body)
         return -1; /* 413 before anything is answered */
@@ -626,6 +647,7 @@ static int on_message_begin(llhttp_t *p)
     c->status = 0;
     c->upstream_status = 0;
     c->upstream_ms = 0;
+    c->proxied = 0;
     return 0;
 }
 

@@ -52,6 +52,8 @@ void mtls_server_opts_init(mtls_server_opts *opts)
     opts->header_timeout_ms = 10000;
     opts->idle_timeout_ms = 60000;
     opts->drain_timeout_ms = 10000;
+    opts->upstream_connect_timeout_ms = 5000;
+    opts->upstream_timeout_ms = 60000;
     opts->max_connections = 10000;
     mtls_http_config_init(&opts->http);
 }
@@ -356,6 +358,9 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
     rc = mtls_tls_server_ctx_new(&srv->opts.tls, tls_warning, srv, &srv->ssl_ctx, err);
     if (rc != 0)
         goto out;
+    rc = mtls__server_proxy_init(srv, err);
+    if (rc != 0)
+        goto out;
     rc = bind_listeners(srv, err);
     if (rc != 0)
         goto out;
@@ -378,6 +383,7 @@ void mtls_server_free(mtls_server *srv)
     }
     free(srv->listen_fds);
     SSL_CTX_free(srv->ssl_ctx);
+    mtls_allow_policy_release(&srv->policy);
     mtls__log_close(&srv->access_log);
     mtls__log_close(&srv->system_log);
     if (srv->shared != NULL)

@@ -13,7 +13,9 @@
 
 #include <uv.h>
 
+#include "mtls/identity.h"
 #include "mtls/server.h"
+#include "proxy/proxy.h"
 
 /* ---- log files -------------------------------------------------------- */
 
@@ -153,7 +155,14 @@ struct mtls_server {
     time_t crl_next_update; /* earliest nextUpdate of the loaded CRLs, 0: none */
     char crl_issuer[512];
     int crl_warned; /* 1: "expires within a week" said; 2: "expired" said */
+    int has_upstream;
+    mtls_upstream_addr upstream; /* --upstream, resolved */
+    unsigned identity_families;  /* MTLS_IDH_* */
+    mtls_allow_policy policy;    /* --allow */
 };
+
+/** Parses the proxy and authorization options into srv (at start). Returns 0 or MTLS_E_INVALID. */
+int mtls__server_proxy_init(mtls_server *srv, mtls_err *err);
 
 /* ---- workers ------------------------------------------------------------ */
 

@@ -78,6 +78,9 @@ struct conn {
     char *denied;           /* verify-client optional: the 403's reason */
     struct conn *kick_next; /* in the worker's list of connections to run again */
     int kicked;
+    char *identity; /* the upstream's identity header lines, made on first use */
+    size_t identity_len;
+    char *who; /* "CN=bob", for a 403 of the --allow rules (only when they deny) */
 };
 
 /* One listening socket of the worker (one per address it listens on). */
@@ -112,6 +115,8 @@ struct worker {
     mtls_http_routes routes;
     uv_idle_t kicker; /* runs kicked connections (a handler answered later) */
     struct conn *kicked;
+    mtls_proxy *proxy; /* --upstream: this worker's upstream connections */
+    const char *policy_text[1];
 };
 
 static void conn_io(uv_poll_t *h, int status, int events);
@@ -462,6 +467,8 @@ static void conn_free(uv_handle_t *h)
     free(c->note);
     free(c->subject);
     free(c->denied);
+    free(c->identity);
+    free(c->who);
     cJSON_free(c->whoami);
     free(c);
     listener_resume(w);
@@ -585,6 +592,19 @@ static void handshake_done(struct conn *c)
         mtls_serial_hex(X509_get0_serialNumber(cert), c->serial, sizeof(c->serial));
         c->http_peer.user = c->subject;
         c->http_peer.serial = c->serial;
+    }
+    if (w->srv->policy.n > 0 &&
+        !mtls_allow_policy_match(&w->srv->policy, c->http_peer.denied ? NULL : cert)) {
+        /* Decided once per connection; src/http applies it to each route. */
+        char who[MTLS_NAME_MAX];
+
+        c->who = strdup(mtls_identity_who(c->http_peer.denied ? NULL : cert, who, sizeof(who)));
+        if (c->who == NULL) {
+            conn_close(c);
+            return;
+        }
+        c->http_peer.policy_denied = 1;
+        c->http_peer.who = c->who;
     }
     /* The verify note has served its purpose. */
     (void)mtls_tls_note_attach(c->ssl, NULL);
@@ -935,6 +955,8 @@ static void worker_maybe_exit(struct worker *w)
     if (!w->draining || w->n_conns > 0)
         return;
     access_flush(w);
+    mtls__proxy_close(w->proxy);
+    w->proxy = NULL;
     uv_walk(w->loop, worker_close_handles, w->pub);
     uv_stop(w->loop);
 }
@@ -1061,13 +1083,71 @@ static void http_event(void *ctx, const mtls_http_peer *peer, const char *event,
     mtls__syslog(w->srv, "warn", c ? c->peer : NULL, event, message, NULL);
 }
 
-/* The worker's route table: the built-in handlers. */
+/* The upstream's identity header lines for a connection, made once. */
+static const char *proxy_identity(const mtls_http_peer *peer, size_t *len)
+{
+    struct conn *c = peer->conn_ctx;
+
+    *len = 0;
+    if (c == NULL)
+        return NULL;
+    if (c->identity == NULL) {
+        X509 *cert = c->cert ? c->cert : SSL_get0_peer_certificate(c->ssl);
+
+        if (mtls__identity_headers(cert, SSL_get_peer_cert_chain(c->ssl), c->denied,
+                                   c->w->srv->identity_families, &c->identity,
+                                   &c->identity_len) != 0)
+            return NULL;
+    }
+    *len = c->identity_len;
+    return c->identity;
+}
+
+static void proxy_log(void *ctx, const mtls_http_peer *peer, const char *level, const char *event,
+                      const char *message)
+{
+    struct worker *w = ctx;
+    const struct conn *c = peer ? peer->conn_ctx : NULL;
+
+    mtls__syslog(w->srv, level, c ? c->peer : NULL, event, message, NULL);
+}
+
+/*
+ * The worker's route table: the built-in handlers, then (--upstream) the
+ * proxy for every other path and method; the --allow policy on all of them.
+ */
 static int worker_routes(struct worker *w)
 {
+    mtls_server *srv = w->srv;
     mtls_err err;
+    int rc;
 
     mtls_err_clear(&err);
-    return mtls_http_routes_add_builtin(&w->routes, &err);
+    rc = mtls_http_routes_add_builtin(&w->routes, &err);
+    if (rc == 0 && srv->has_upstream) {
+        mtls_proxy_opts po = {
+            .upstream = &srv->upstream,
+            .connect_timeout_ms = srv->opts.upstream_connect_timeout_ms,
+            .response_timeout_ms = srv->opts.upstream_timeout_ms,
+            .identity = proxy_identity,
+            .log = proxy_log,
+            .log_ctx = w,
+        };
+
+        rc = mtls__proxy_new(w->loop, &po, &w->proxy);
+        if (rc == 0)
+            rc = mtls_http_routes_add(&w->routes, "/",
+                                      MTLS_ROUTE_PREFIX | MTLS_ROUTE_BODY | MTLS_ROUTE_UNVERIFIED,
+                                      0, mtls__proxy_handle, w->proxy, &err);
+    }
+    if (rc == 0 && srv->policy.n > 0) {
+        w->policy_text[0] = srv->policy.text;
+        w->routes.policy_text = w->policy_text;
+        w->routes.n_policies = 1;
+        w->routes.dry_run = srv->opts.allow_dry_run;
+        mtls_http_routes_set_policy(&w->routes, 0);
+    }
+    return rc;
 }
 
 int mtls__worker_run(struct mtls__worker *pub)
@@ -1147,6 +1227,7 @@ int mtls__worker_run(struct mtls__worker *pub)
     access_flush(w);
     /* Let the closed handles' callbacks run; the async handle stays for release. */
     uv_walk(w->loop, worker_close_handles, pub);
+    mtls__proxy_close(w->proxy);
     uv_run(w->loop, UV_RUN_NOWAIT);
     mtls_http_routes_release(&w->routes);
     free(w->header_buf);
