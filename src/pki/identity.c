@@ -269,10 +269,17 @@ static int digest_is(X509 *cert, const mtls_allow_rule *rule)
     unsigned int len = 0;
     int ok;
 
-    if (rule->kind == MTLS_ALLOW_CERT_SHA256)
+    if (rule->kind == MTLS_ALLOW_CERT_SHA256) {
         ok = X509_digest(cert, EVP_sha256(), md, &len);
-    else
-        ok = X509_pubkey_digest(cert, EVP_sha256(), md, &len);
+    } else {
+        /* The DER SubjectPublicKeyInfo, as HPKP and `openssl pkey -pubin -outform DER` hash
+           it (X509_pubkey_digest() would hash the key bits alone). */
+        unsigned char *der = NULL;
+        int der_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+
+        ok = der_len > 0 && EVP_Digest(der, (size_t)der_len, md, &len, EVP_sha256(), NULL);
+        OPENSSL_free(der);
+    }
     return ok == 1 && len == 32 && memcmp(md, rule->digest, 32) == 0;
 }
 
