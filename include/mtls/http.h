@@ -149,6 +149,8 @@ typedef struct mtls_http_request {
     int chunked;            /* the body comes chunked */
     int expect_continue;    /* Expect: 100-continue */
     int keep_alive;         /* the connection stays open after this request */
+    int upgrade;            /* Upgrade (a WebSocket): answering 101 makes the connection a
+                               tunnel (bytes both ways through on_body / stream_write) */
     const struct mtls_http_peer *peer;
     const char *route_path; /* the route that took it (its path, borrowed) */
 
@@ -248,7 +250,11 @@ void mtls_http_send_continue(mtls_http_request *req);
  * Starts a streamed response: the status line (reason NULL: the standard
  * one), fields (header lines "Name: value\r\n", fields_len bytes, copied;
  * no Content-Length, Transfer-Encoding or Connection), then the framing for
- * length (bytes, or MTLS_HTTP_LEN_*). Returns 0 or MTLS_E_INVALID.
+ * length (bytes, or MTLS_HTTP_LEN_*). A 101 to a request with upgrade set
+ * is written as given (fields bring Connection and Upgrade) and turns the
+ * connection into a tunnel: the client's bytes go to on_body as they come,
+ * stream_write() sends bytes as they are, stream_end() closes. Returns 0 or
+ * MTLS_E_INVALID.
  */
 int mtls_http_stream_start(mtls_http_request *req, int status, const char *reason,
                            const char *fields, size_t fields_len, int64_t length);
@@ -339,6 +345,7 @@ typedef struct mtls_http_conn {
     unsigned body_paused : 1; /* the handler asked for no more body for now */
     unsigned write_high : 1;  /* output passed the high-water mark with a handler waiting */
     unsigned chunked_out : 1; /* the streamed response is chunked */
+    unsigned tunnel : 1;      /* after a 101: raw bytes both ways */
     unsigned head_only : 1;   /* HEAD: no response body */
     unsigned keep_alive : 1;
     unsigned running : 1; /* inside mtls_http_conn_run() */

@@ -398,6 +398,16 @@ int mtls_http_stream_start(mtls_http_request *req, int status, const char *reaso
     }
     c->status = status;
     c->resp_started = 1;
+    if (status == 101 && req->upgrade) {
+        o = put_status(c->out + c->out_len, status, reason, reason_len, 1);
+        o = put(o, fields, fields_len);
+        o = PUT_LIT(o, "\r\n");
+        c->out_len = (size_t)(o - c->out);
+        c->tunnel = 1;
+        c->keep_alive = 0;
+        kick(c);
+        return 0;
+    }
     if (c->head_only || status == 204 || status == 304)
         length = MTLS_HTTP_LEN_NONE;
     if (length == MTLS_HTTP_LEN_UNKNOWN && is_http10(c))
@@ -465,6 +475,13 @@ void mtls_http_stream_end(mtls_http_request *req)
 
     if (!request_open(req) || !c->resp_started)
         return;
+    if (c->tunnel) {
+        /* A tunnel ends with its connection. */
+        c->msg_done = 1;
+        response_done(c);
+        c->close_after_flush = 1;
+        return;
+    }
     if (c->chunked_out && out_reserve(c, 5) == 0) {
         memcpy(c->out + c->out_len, "0\r\n\r\n", 5);
         c->out_len += 5;
@@ -633,6 +650,7 @@ static int on_message_begin(llhttp_t *p)
     c->msg_started = 1;
     c->msg_done = 0;
     c->resp_started = c->resp_done = 0;
+    c->tunnel = 0;
     c->exec_begin = c->exec_count;
     c->url_at = NULL;
     c->url_len = 0;
@@ -764,6 +782,7 @@ static void request_fill(mtls_http_conn *c)
     }
     c->keep_alive = llhttp_should_keep_alive(p) && !c->closing && !p->upgrade;
     req->keep_alive = c->keep_alive;
+    req->upgrade = p->upgrade && p->method != HTTP_CONNECT;
     c->head_only = p->method == HTTP_HEAD;
     c->chunked_out = 0;
 }
@@ -955,6 +974,14 @@ static size_t parse(mtls_http_conn *c, const char *data, size_t len)
             return (size_t)(pos - data);
         return len;
     }
+    if (e == HPE_PAUSED_UPGRADE && c->handler_active && c->req.upgrade) {
+        /* What follows belongs to the tunnel, if the handler opens one. */
+        const char *pos = llhttp_get_error_pos(&c->parser);
+
+        if (pos != NULL && pos >= data && pos <= data + len)
+            return (size_t)(pos - data);
+        return len;
+    }
     if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
         /* Answered; the connection closes after this response. */
         c->close_after_flush = 1;
@@ -996,7 +1023,16 @@ static size_t head_limit(const mtls_http_conn *c)
 /* Whether parsing must wait: a handler answers, or wants no body for now. */
 static int parse_blocked(const mtls_http_conn *c)
 {
-    return c->close_after_flush || c->body_paused || (c->msg_done && c->in_request);
+    return c->close_after_flush || c->body_paused || (c->msg_done && c->in_request && !c->tunnel);
+}
+
+/* A tunnel's bytes go to the handler as they are; all are taken. */
+static size_t tunnel_in(mtls_http_conn *c, const char *data, size_t len)
+{
+    if (c->handler_active && c->req.on_body != NULL &&
+        c->req.on_body(c->req.handler_ctx, data, len) == MTLS_HTTP_BODY_PAUSE)
+        c->body_paused = c->handler_active;
+    return len;
 }
 
 /*
@@ -1007,6 +1043,8 @@ static size_t consume(mtls_http_conn *c, const char *data, size_t len)
 {
     size_t used = 0;
 
+    if (c->tunnel)
+        return parse_blocked(c) ? 0 : tunnel_in(c, data, len);
     while (used < len && !parse_blocked(c)) {
         if (!c->msg_started && !head_complete(data + used, len - used)) {
             if (len - used > head_limit(c)) {

@@ -24,8 +24,9 @@
 
 #include <llhttp.h>
 
-#define SEND_HIGH_WATER (256 * 1024) /* request bytes waiting for the upstream: pause the client   \
-                                      */
+#define SEND_HIGH_WATER                                                                            \
+    (256 * 1024) /* request bytes waiting for the upstream: pause the client                       \
+                  */
 #define SEND_LOW_WATER (64 * 1024)
 #define READ_BUF 65536
 
@@ -59,6 +60,8 @@ struct upconn {
     unsigned read_paused : 1; /* the client's output waits for the client */
     unsigned resp_started : 1;
     unsigned interim : 1; /* a 1xx head is being skipped */
+    unsigned upgrade : 1; /* the client asked for an Upgrade (a WebSocket) */
+    unsigned tunnel : 1;  /* after the upstream's 101: bytes both ways */
     size_t write_pending;
 
     /* The response head being parsed: "name\0value\0" pairs. */
@@ -461,7 +464,9 @@ static int resp_headers_done(llhttp_t *p)
     int64_t length;
     int status = p->status_code;
 
-    if (status >= 100 && status < 200) {
+    if (status == 101 && up->upgrade && p->upgrade)
+        up->tunnel = 1;
+    else if (status >= 100 && status < 200) {
         up->interim = 1; /* 100 Continue and the like: ours was sent already */
         return 0;
     }
@@ -474,7 +479,7 @@ static int resp_headers_done(llhttp_t *p)
             connection = value;
         o = (size_t)(value + strlen(value) + 1 - up->raw);
     }
-    if (up->head_request || status == 204 || status == 304)
+    if (up->head_request || status == 204 || status == 304 || up->tunnel)
         length = MTLS_HTTP_LEN_NONE;
     else if (p->flags & F_CHUNKED)
         length = MTLS_HTTP_LEN_UNKNOWN;
@@ -482,7 +487,7 @@ static int resp_headers_done(llhttp_t *p)
         length = (int64_t)p->content_length;
     else
         length = MTLS_HTTP_LEN_UNKNOWN; /* until the upstream closes */
-    fields = malloc(up->raw_len * 2 + 16);
+    fields = malloc(up->raw_len * 2 + 32);
     if (fields == NULL)
         return -1;
     for (o = 0; o < up->raw_len;) {
@@ -492,8 +497,10 @@ static int resp_headers_done(llhttp_t *p)
         o = (size_t)(value + vl + 1 - up->raw);
         /* Our framing replaces the upstream's, except where there is no body to frame
            (HEAD, 304): there its Content-Length describes the resource. */
-        if (hop_by_hop(name, nl) || in_list(connection, name, nl) ||
-            (strcasecmp(name, "content-length") == 0 && length != MTLS_HTTP_LEN_NONE))
+        if (up->tunnel && strcasecmp(name, "upgrade") == 0)
+            ; /* the 101's Upgrade is the client's answer */
+        else if (hop_by_hop(name, nl) || in_list(connection, name, nl) ||
+                 (strcasecmp(name, "content-length") == 0 && length != MTLS_HTTP_LEN_NONE))
             continue;
         memcpy(fields + fields_len, name, nl);
         fields_len += nl;
@@ -503,6 +510,10 @@ static int resp_headers_done(llhttp_t *p)
         fields_len += vl;
         memcpy(fields + fields_len, "\r\n", 2);
         fields_len += 2;
+    }
+    if (up->tunnel) {
+        memcpy(fields + fields_len, "Connection: upgrade\r\n", 21);
+        fields_len += 21;
     }
     up->resp_started = 1;
     if (req != NULL) {
@@ -536,6 +547,8 @@ static int resp_done(llhttp_t *p)
         up->interim = 0;
         return 0;
     }
+    if (up->tunnel)
+        return 0; /* llhttp stops at the upgrade; the rest are the tunnel's bytes */
     reusable = llhttp_should_keep_alive(p) && up->body_done;
     req = up_detach(up);
     if (req != NULL)
@@ -583,6 +596,23 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         up_close(up);
         return;
     }
+    if (up->tunnel) {
+        mtls_http_request *req = up->req;
+
+        if (nread < 0) {
+            /* The upstream ended the tunnel: so does the client's connection. */
+            up_detach(up);
+            if (req != NULL)
+                mtls_http_stream_end(req);
+            up_close(up);
+            return;
+        }
+        if (req != NULL && mtls_http_stream_write(req, buf->base, (size_t)nread) == 1) {
+            up->read_paused = 1;
+            uv_read_stop(&up->h.stream);
+        }
+        return;
+    }
     if (nread < 0) {
         if (nread == UV_EOF && up->resp_started && llhttp_message_needs_eof(&up->parser)) {
             (void)llhttp_finish(&up->parser); /* the end of the body is the close */
@@ -603,6 +633,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     e = llhttp_execute(&up->parser, buf->base, (size_t)nread);
     if (up->state == UP_CLOSING || up->state == UP_IDLE)
         return;
+    if (e == HPE_PAUSED_UPGRADE && up->tunnel) {
+        const char *pos = llhttp_get_error_pos(&up->parser);
+        size_t used = pos ? (size_t)(pos - buf->base) : (size_t)nread;
+
+        uv_timer_stop(&up->timer); /* a tunnel idles as long as its client allows */
+        if (used < (size_t)nread && up->req != NULL &&
+            mtls_http_stream_write(up->req, buf->base + used, (size_t)nread - used) == 1) {
+            up->read_paused = 1;
+            uv_read_stop(&up->h.stream);
+        }
+        return;
+    }
     if (e != HPE_OK) {
         snprintf(why, sizeof(why), "the upstream %s sent an invalid response (%s)",
                  up->px->opts.upstream->shown,
@@ -641,6 +683,10 @@ static void up_arm(struct upconn *up)
 {
     if (up->state != UP_BUSY)
         return;
+    if (up->tunnel) {
+        uv_timer_stop(&up->timer);
+        return;
+    }
     if (up->read_paused || (!up->body_done && up->write_pending == 0 && !up->resp_started))
         uv_timer_stop(&up->timer);
     else
@@ -885,6 +931,17 @@ static void build_head(mtls_proxy *px, const mtls_http_request *req, struct head
         head_add(h, hd->value, hd->value_len);
         head_str(h, "\r\n");
     }
+    if (req->upgrade) {
+        /* The one hop-by-hop request the upstream must see: it answers 101 or not. */
+        for (size_t i = 0; i < req->n_headers; i++) {
+            if (!name_is(&req->headers[i], "upgrade"))
+                continue;
+            head_str(h, "Connection: upgrade\r\nUpgrade: ");
+            head_add(h, req->headers[i].value, req->headers[i].value_len);
+            head_str(h, "\r\n");
+            break;
+        }
+    }
     if (!has_host) {
         head_str(h, "Host: ");
         head_str(h, a->host_header);
@@ -934,6 +991,8 @@ int mtls__proxy_handle(void *ctx, mtls_http_request *req)
     up->started = uv_now(px->loop);
     up->resp_started = 0;
     up->interim = 0;
+    up->upgrade = req->upgrade;
+    up->tunnel = 0;
     up->read_paused = 0;
     up->body_paused = 0;
     up->head_request = req->method == HTTP_HEAD;

@@ -238,3 +238,58 @@ def test_bad_upstream_urls_are_usage_errors(tmp_path, init_pki):
         r = run_mtls("serve", "--listen", "127.0.0.1:0", "--upstream", url, cwd=d)
         assert r.returncode == 2, (url, r.stderr)
         assert f"upstream '{url}'" in r.stderr and why in r.stderr, r.stderr
+
+
+def test_websocket_upgrade_is_tunnelled_after_the_101(serve, tmp_path, init_pki):
+    lone = socket.socket()
+    lone.bind(("127.0.0.1", 0))
+    lone.listen(1)
+    seen = {}
+
+    def ws_upstream():
+        conn, _ = lone.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(65536)
+        seen["head"] = head
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: abc=\r\n\r\nhi!")
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            conn.sendall(data.upper())
+        conn.close()
+    t = threading.Thread(target=ws_upstream, daemon=True)
+    t.start()
+    s = proxy(serve, tmp_path, init_pki, "http://127.0.0.1:%d" % lone.getsockname()[1])
+    c = Conn(s.port, init_pki)
+    c.send(b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    st, headers, _ = c.response()
+    assert st == 101
+    names = {n.lower(): v for n, v in headers}
+    assert names["upgrade"] == "websocket" and names["connection"].lower() == "upgrade"
+    assert names["sec-websocket-accept"] == "abc="
+    assert c._take(3) == b"hi!"  # bytes that came with the 101
+    for word in (b"hello", b"x" * 100000):
+        c.send(word)
+        assert c._take(len(word)) == word.upper()
+    head = seen["head"].decode().lower()
+    assert "upgrade: websocket\r\n" in head and "connection: upgrade\r\n" in head
+    assert "sec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n" in head
+    c.close()
+    t.join(timeout=10)
+    assert not t.is_alive(), "the upstream saw the client's close"
+    lone.close()
+
+
+def test_upgrade_refused_by_the_upstream_is_an_ordinary_answer(serve, tmp_path, init_pki,
+                                                                upstream):
+    s = proxy(serve, tmp_path, init_pki, upstream.url)
+    c = Conn(s.port, init_pki)
+    c.send(b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    st, _, body = c.response()
+    assert st == 200 and echo(body)["path"] == "/chat"
+    assert header(echo(body)["headers"], "Upgrade") == ["websocket"]
+    c.close()
