@@ -10,8 +10,8 @@
  * (refused, reset, closed, invalid) or 504 (timeout) with a reason; after
  * it, the client's connection is cut short. Each has a system-log line.
  *
- * The upstream's response is framed with llhttp (HTTP_RESPONSE) here; when
- * src/http gains the shared response parser, resp_* below is what moves.
+ * The upstream's response is read with src/http's response parser
+ * (mtls/http_response.h), the one probe and bench use.
  */
 #include "proxy.h"
 
@@ -23,6 +23,8 @@
 #include <strings.h>
 
 #include <llhttp.h>
+
+#include "mtls/http_response.h"
 
 #define SEND_HIGH_WATER                                                                            \
     (256 * 1024) /* request bytes waiting for the upstream: pause the client                       \
@@ -46,7 +48,7 @@ struct upconn {
     struct upconn *idle_next;   /* the pool */
     enum up_state state;
     int open_handles;
-    llhttp_t parser;
+    mtls_http_response resp; /* the upstream's answer being read */
 
     /* The request it serves (NULL between requests or once the client left). */
     mtls_http_request *req;
@@ -59,17 +61,9 @@ struct upconn {
     unsigned head_request : 1;
     unsigned read_paused : 1; /* the client's output waits for the client */
     unsigned resp_started : 1;
-    unsigned interim : 1; /* a 1xx head is being skipped */
     unsigned upgrade : 1; /* the client asked for an Upgrade (a WebSocket) */
     unsigned tunnel : 1;  /* after the upstream's 101: bytes both ways */
     size_t write_pending;
-
-    /* The response head being parsed: "name\0value\0" pairs. */
-    char *raw;
-    size_t raw_len, raw_cap;
-    int raw_state; /* 0 between headers, 1 in a name, 2 name ended, 3 in a value */
-    char reason[128];
-    size_t reason_len;
 };
 
 struct mtls_proxy {
@@ -179,7 +173,7 @@ static void up_closed(uv_handle_t *h)
         px->all = up->next;
     if (up->next != NULL)
         up->next->prev = up->prev;
-    free(up->raw);
+    mtls_http_response_release(&up->resp);
     free(up);
     px_maybe_free(px);
 }
@@ -338,91 +332,7 @@ static void on_client_abort(void *ctx)
     up_close(up);
 }
 
-/* ---- the upstream's response (llhttp HTTP_RESPONSE) ----------------------------- */
-
-static struct upconn *up_of(llhttp_t *p)
-{
-    return p->data;
-}
-
-static int raw_add(struct upconn *up, const char *s, size_t n)
-{
-    if (up->raw_len + n + 1 > up->raw_cap) {
-        size_t cap = up->raw_cap ? up->raw_cap * 2 : 2048;
-        char *grown;
-
-        while (cap < up->raw_len + n + 1)
-            cap *= 2;
-        if (cap > 256 * 1024)
-            return -1; /* a response head this big is refused */
-        grown = realloc(up->raw, cap);
-        if (grown == NULL)
-            return -1;
-        up->raw = grown;
-        up->raw_cap = cap;
-    }
-    memcpy(up->raw + up->raw_len, s, n);
-    up->raw_len += n;
-    return 0;
-}
-
-static int resp_begin(llhttp_t *p)
-{
-    struct upconn *up = up_of(p);
-
-    up->raw_len = 0;
-    up->raw_state = 0;
-    up->reason_len = 0;
-    return 0;
-}
-
-static int resp_status(llhttp_t *p, const char *at, size_t len)
-{
-    struct upconn *up = up_of(p);
-    size_t room = sizeof(up->reason) - 1 - up->reason_len;
-    size_t n = len < room ? len : room;
-
-    memcpy(up->reason + up->reason_len, at, n);
-    up->reason_len += n;
-    up->reason[up->reason_len] = '\0';
-    return 0;
-}
-
-static int resp_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct upconn *up = up_of(p);
-
-    if (up->raw_state == 2 && raw_add(up, "", 1) != 0) /* a name without a value */
-        return -1;
-    up->raw_state = 1;
-    return raw_add(up, at, len);
-}
-
-static int resp_field_done(llhttp_t *p)
-{
-    struct upconn *up = up_of(p);
-
-    up->raw_state = 2;
-    return raw_add(up, "", 1);
-}
-
-static int resp_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct upconn *up = up_of(p);
-
-    up->raw_state = 3;
-    return raw_add(up, at, len);
-}
-
-static int resp_value_done(llhttp_t *p)
-{
-    struct upconn *up = up_of(p);
-
-    if (up->raw_state == 2 && raw_add(up, "", 1) != 0)
-        return -1;
-    up->raw_state = 0;
-    return raw_add(up, "", 1);
-}
+/* ---- the upstream's response (mtls_http_response) ---------------------------------- */
 
 /* Whether name is in a comma-separated token list (Connection's). */
 static int in_list(const char *list, const char *name, size_t name_len)
@@ -454,60 +364,50 @@ static int hop_by_hop(const char *name, size_t len)
     return 0;
 }
 
-static int resp_headers_done(llhttp_t *p)
+/*
+ * The upstream's head is complete: the client gets its status, reason and
+ * headers, less the hop-by-hop ones, framed by us.
+ */
+static int resp_head(void *arg, const mtls_http_response *r)
 {
-    struct upconn *up = up_of(p);
+    struct upconn *up = arg;
     mtls_http_request *req = up->req;
-    const char *connection = "";
+    const char *connection = mtls_http_response_header(r, "connection");
     char *fields = NULL;
-    size_t fields_len = 0, o;
+    size_t fields_len = 0, cap = 64;
     int64_t length;
-    int status = p->status_code;
 
-    if (status == 101 && up->upgrade && p->upgrade)
+    if (connection == NULL)
+        connection = "";
+    if (r->status == 101 && up->upgrade)
         up->tunnel = 1;
-    else if (status >= 100 && status < 200) {
-        up->interim = 1; /* 100 Continue and the like: ours was sent already */
-        return 0;
-    }
-    if (up->raw_state == 2 && raw_add(up, "", 1) != 0)
-        return -1;
-    for (o = 0; o < up->raw_len;) {
-        const char *name = up->raw + o, *value = name + strlen(name) + 1;
-
-        if (strcasecmp(name, "connection") == 0)
-            connection = value;
-        o = (size_t)(value + strlen(value) + 1 - up->raw);
-    }
-    if (up->head_request || status == 204 || status == 304 || up->tunnel)
+    if (r->framing == MTLS_HTTP_FRAMING_NONE || up->tunnel)
         length = MTLS_HTTP_LEN_NONE;
-    else if (p->flags & F_CHUNKED)
-        length = MTLS_HTTP_LEN_UNKNOWN;
-    else if (p->flags & F_CONTENT_LENGTH)
-        length = (int64_t)p->content_length;
+    else if (r->framing == MTLS_HTTP_FRAMING_LENGTH)
+        length = (int64_t)r->content_length;
     else
-        length = MTLS_HTTP_LEN_UNKNOWN; /* until the upstream closes */
-    fields = malloc(up->raw_len * 2 + 32);
+        length = MTLS_HTTP_LEN_UNKNOWN; /* chunked, or until the upstream closes */
+    for (size_t i = 0; i < r->n_headers; i++)
+        cap += r->headers[i].name_len + r->headers[i].value_len + 4;
+    fields = malloc(cap);
     if (fields == NULL)
         return -1;
-    for (o = 0; o < up->raw_len;) {
-        const char *name = up->raw + o, *value = name + strlen(name) + 1;
-        size_t nl = strlen(name), vl = strlen(value);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const mtls_http_header *h = &r->headers[i];
 
-        o = (size_t)(value + vl + 1 - up->raw);
         /* Our framing replaces the upstream's, except where there is no body to frame
            (HEAD, 304): there its Content-Length describes the resource. */
-        if (up->tunnel && strcasecmp(name, "upgrade") == 0)
+        if (up->tunnel && strcasecmp(h->name, "upgrade") == 0)
             ; /* the 101's Upgrade is the client's answer */
-        else if (hop_by_hop(name, nl) || in_list(connection, name, nl) ||
-                 (strcasecmp(name, "content-length") == 0 && length != MTLS_HTTP_LEN_NONE))
+        else if (hop_by_hop(h->name, h->name_len) || in_list(connection, h->name, h->name_len) ||
+                 (strcasecmp(h->name, "content-length") == 0 && length != MTLS_HTTP_LEN_NONE))
             continue;
-        memcpy(fields + fields_len, name, nl);
-        fields_len += nl;
+        memcpy(fields + fields_len, h->name, h->name_len);
+        fields_len += h->name_len;
         memcpy(fields + fields_len, ": ", 2);
         fields_len += 2;
-        memcpy(fields + fields_len, value, vl);
-        fields_len += vl;
+        memcpy(fields + fields_len, h->value, h->value_len);
+        fields_len += h->value_len;
         memcpy(fields + fields_len, "\r\n", 2);
         fields_len += 2;
     }
@@ -517,60 +417,48 @@ static int resp_headers_done(llhttp_t *p)
     }
     up->resp_started = 1;
     if (req != NULL) {
-        mtls_http_note_upstream(req, status, uv_now(up->px->loop) - up->started);
-        if (mtls_http_stream_start(req, status, up->reason_len ? up->reason : NULL, fields,
+        mtls_http_note_upstream(req, r->status, uv_now(up->px->loop) - up->started);
+        if (mtls_http_stream_start(req, r->status, r->reason[0] ? r->reason : NULL, fields,
                                    fields_len, length) != 0)
             up_detach(up);
     }
     free(fields);
-    return up->head_request ? 1 : 0; /* 1: a response to HEAD has no body */
+    return 0;
 }
 
-static int resp_body(llhttp_t *p, const char *at, size_t len)
+static int resp_body(void *arg, const char *data, size_t len)
 {
-    struct upconn *up = up_of(p);
+    struct upconn *up = arg;
 
-    if (up->req != NULL && mtls_http_stream_write(up->req, at, len) == 1)
+    if (up->req != NULL && mtls_http_stream_write(up->req, data, len) == 1)
         up->read_paused = 1; /* the rest of this read is queued; then wait for the client */
     return 0;
 }
 
 static void up_release(struct upconn *up);
 
-static int resp_done(llhttp_t *p)
+/* The whole response came: the client's ends too; the connection is pooled if it can be. */
+static void resp_done(struct upconn *up, int extra_bytes)
 {
-    struct upconn *up = up_of(p);
-    mtls_http_request *req;
-    int reusable;
+    int reusable = up->resp.keep_alive && up->body_done && !extra_bytes;
+    mtls_http_request *req = up_detach(up);
 
-    if (up->interim) {
-        up->interim = 0;
-        return 0;
-    }
-    if (up->tunnel)
-        return 0; /* llhttp stops at the upgrade; the rest are the tunnel's bytes */
-    reusable = llhttp_should_keep_alive(p) && up->body_done;
-    req = up_detach(up);
     if (req != NULL)
         mtls_http_stream_end(req);
     if (reusable)
         up_release(up);
     else
         up_close(up);
-    return HPE_PAUSED; /* nothing may follow an answer we did not ask for */
 }
 
-static const llhttp_settings_t resp_settings = {
-    .on_message_begin = resp_begin,
-    .on_status = resp_status,
-    .on_header_field = resp_field,
-    .on_header_field_complete = resp_field_done,
-    .on_header_value = resp_value,
-    .on_header_value_complete = resp_value_done,
-    .on_headers_complete = resp_headers_done,
-    .on_body = resp_body,
-    .on_message_complete = resp_done,
-};
+/* Bytes of a tunnel, from the upstream to the client. */
+static void tunnel_out(struct upconn *up, const char *data, size_t len)
+{
+    if (len > 0 && up->req != NULL && mtls_http_stream_write(up->req, data, len) == 1) {
+        up->read_paused = 1;
+        uv_read_stop(&up->h.stream);
+    }
+}
 
 /* ---- reading --------------------------------------------------------------------- */
 
@@ -586,8 +474,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct upconn *up = s->data;
+    const char *shown = up->px->opts.upstream->shown;
     char why[640];
-    llhttp_errno_t e;
+    size_t used = 0;
+    int rc;
 
     if (up->state == UP_CLOSING || nread == 0)
         return;
@@ -597,60 +487,49 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (up->tunnel) {
-        mtls_http_request *req = up->req;
+        mtls_http_request *req;
 
-        if (nread < 0) {
-            /* The upstream ended the tunnel: so does the client's connection. */
-            up_detach(up);
-            if (req != NULL)
-                mtls_http_stream_end(req);
-            up_close(up);
+        if (nread > 0) {
+            tunnel_out(up, buf->base, (size_t)nread);
             return;
         }
-        if (req != NULL && mtls_http_stream_write(req, buf->base, (size_t)nread) == 1) {
-            up->read_paused = 1;
-            uv_read_stop(&up->h.stream);
-        }
+        /* The upstream ended the tunnel: so does the client's connection. */
+        req = up_detach(up);
+        if (req != NULL)
+            mtls_http_stream_end(req);
+        up_close(up);
         return;
     }
     if (nread < 0) {
-        if (nread == UV_EOF && up->resp_started && llhttp_message_needs_eof(&up->parser)) {
-            (void)llhttp_finish(&up->parser); /* the end of the body is the close */
-            if (up->state != UP_CLOSING)
-                up_close(up);
+        if (nread == UV_EOF && mtls_http_response_eof(&up->resp) == MTLS_HTTP_RESPONSE_DONE) {
+            resp_done(up, 1); /* the end of the body was the close */
             return;
         }
         if (nread == UV_EOF)
-            snprintf(why, sizeof(why), "the upstream %s closed the connection %s",
-                     up->px->opts.upstream->shown,
+            snprintf(why, sizeof(why), "the upstream %s closed the connection %s", shown,
                      up->resp_started ? "in the middle of its response" : "without answering");
         else
-            snprintf(why, sizeof(why), "the upstream %s connection failed (%s)",
-                     up->px->opts.upstream->shown, uv_strerror((int)nread));
+            snprintf(why, sizeof(why), "the upstream %s connection failed (%s)", shown,
+                     uv_strerror((int)nread));
         up_fail(up, 502, why);
         return;
     }
-    e = llhttp_execute(&up->parser, buf->base, (size_t)nread);
-    if (up->state == UP_CLOSING || up->state == UP_IDLE)
+    rc = mtls_http_response_feed(&up->resp, buf->base, (size_t)nread, &used);
+    if (up->state == UP_CLOSING)
         return;
-    if (e == HPE_PAUSED_UPGRADE && up->tunnel) {
-        const char *pos = llhttp_get_error_pos(&up->parser);
-        size_t used = pos ? (size_t)(pos - buf->base) : (size_t)nread;
-
+    if (rc < 0) {
+        snprintf(why, sizeof(why), "the upstream %s sent an invalid response (%s)", shown,
+                 up->resp.error);
+        up_fail(up, 502, why);
+        return;
+    }
+    if (rc == MTLS_HTTP_RESPONSE_DONE && up->tunnel) {
         uv_timer_stop(&up->timer); /* a tunnel idles as long as its client allows */
-        if (used < (size_t)nread && up->req != NULL &&
-            mtls_http_stream_write(up->req, buf->base + used, (size_t)nread - used) == 1) {
-            up->read_paused = 1;
-            uv_read_stop(&up->h.stream);
-        }
+        tunnel_out(up, buf->base + used, (size_t)nread - used);
         return;
     }
-    if (e != HPE_OK) {
-        snprintf(why, sizeof(why), "the upstream %s sent an invalid response (%s)",
-                 up->px->opts.upstream->shown,
-                 llhttp_get_error_reason(&up->parser) ? llhttp_get_error_reason(&up->parser)
-                                                      : llhttp_errno_name(e));
-        up_fail(up, 502, why);
+    if (rc == MTLS_HTTP_RESPONSE_DONE) {
+        resp_done(up, used < (size_t)nread); /* nothing may follow an answer we did not ask for */
         return;
     }
     if (up->read_paused)
@@ -990,7 +869,6 @@ int mtls__proxy_handle(void *ctx, mtls_http_request *req)
     up->req = req;
     up->started = uv_now(px->loop);
     up->resp_started = 0;
-    up->interim = 0;
     up->upgrade = req->upgrade;
     up->tunnel = 0;
     up->read_paused = 0;
@@ -999,8 +877,15 @@ int mtls__proxy_handle(void *ctx, mtls_http_request *req)
     up->req_chunked = req->chunked;
     up->body_done = !req->chunked && req->content_length <= 0;
     snprintf(up->what, sizeof(up->what), "%s %.*s", req->method_name, plen, req->target);
-    llhttp_init(&up->parser, HTTP_RESPONSE, &resp_settings);
-    up->parser.data = up;
+    {
+        mtls_http_response_opts ro = {.head_request = req->method == HTTP_HEAD,
+                                      .on_head = resp_head,
+                                      .on_body = resp_body,
+                                      .arg = up};
+
+        mtls_http_response_release(&up->resp);
+        mtls_http_response_init(&up->resp, &ro);
+    }
     req->on_body = on_client_body;
     req->on_body_end = on_client_body_end;
     req->on_writable = on_client_writable;
