@@ -165,7 +165,9 @@ def test_a_100_mb_upload_is_streamed_not_buffered(serve, tmp_path, init_pki, ups
     c.close()
     grown = rss_peak_kb(s.proc.pid) - before
     # Buffered whole, 100 MB would show; streamed, the server holds a few windows.
-    assert grown < 40 * 1024, f"server peak RSS grew by {grown} KiB"
+    # (ASan keeps freed memory in quarantine: there RSS says nothing about it.)
+    if not SANITIZED:
+        assert grown < 40 * 1024, f"server peak RSS grew by {grown} KiB"
 
 
 def test_dead_upstream_is_502_with_a_reason(serve, tmp_path, init_pki):
