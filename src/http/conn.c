@@ -180,6 +180,8 @@ static int has_date(const char *fields, size_t len)
 /* The Connection header this response needs (room reserved by the caller). */
 static char *put_connection(mtls_http_conn *c, char *o)
 {
+    if (c->closing)
+        c->keep_alive = 0; /* draining began while the request was answered */
     if (!c->keep_alive)
         return PUT_LIT(o, "Connection: close\r\n");
     if (is_http10(c))

@@ -6,6 +6,8 @@ import re
 import socket
 import threading
 
+import pytest
+
 from proxy_helpers import *  # noqa: F401,F403
 
 
@@ -295,3 +297,19 @@ def test_upgrade_refused_by_the_upstream_is_an_ordinary_answer(serve, tmp_path, 
     assert st == 200 and echo(body)["path"] == "/chat"
     assert header(echo(body)["headers"], "Upgrade") == ["websocket"]
     c.close()
+
+
+@pytest.mark.parametrize("model", ["process", "thread"])
+def test_sigterm_lets_a_proxied_request_finish(serve, tmp_path, init_pki, upstream, model):
+    import signal
+    s = proxy(serve, tmp_path, init_pki, upstream.url, "--worker-model", model)
+    c = Conn(s.port, init_pki)
+    assert c.request("GET", "/warm")[0] == 200
+    c.send(b"GET /slow/1 HTTP/1.1\r\nHost: a\r\n\r\n")
+    wait_until(lambda: upstream.stats["requests"] == 2, what="the slow request upstream")
+    s.proc.send_signal(signal.SIGTERM)
+    st, headers, body = c.response()
+    assert st == 200 and echo(body)["path"] == "/slow/1"
+    assert ("Connection", "close") in headers
+    c.close()
+    assert s.stop() == 0
