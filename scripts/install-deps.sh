@@ -27,7 +27,7 @@ llhttp_pkg() {
 }
 
 need_build() {
-    echo "gcc libc6-dev make pkg-config meson ninja-build libssl-dev libuv1-dev libcjson-dev openssl $(llhttp_pkg)"
+    echo "gcc libc6-dev make pkg-config meson ninja-build libssl-dev libuv1-dev libcjson-dev libyaml-dev openssl $(llhttp_pkg)"
 }
 need_test() {
     # libclang-rt-dev is the sanitizer and libFuzzer runtime of Debian's

@@ -79,6 +79,17 @@ typedef struct mtls_server mtls_server;
  */
 int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *err);
 
+/**
+ * Checks opts as mtls_server_new() would (certificate, key and their match,
+ * client CAs, CRLs, the listen address, the upstream URL, identity header
+ * families, --allow rules, timeouts, that the log files can be written)
+ * without opening logs, binding or serving, like `nginx -t`. Every problem
+ * found is passed to problem (msg borrowed for the call). Returns the number
+ * of problems.
+ */
+int mtls_server_check(const mtls_server_opts *opts, void (*problem)(void *ctx, const char *msg),
+                      void *ctx);
+
 /** The TCP port the server listens on (useful with port 0). */
 int mtls_server_port(const mtls_server *srv);
 

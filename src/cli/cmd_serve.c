@@ -5,12 +5,13 @@
 #include <string.h>
 
 #include "cli.h"
+#include "config.h"
 #include "mtls/server.h"
 #include "pki_common.h"
 
 static const char *listen_addr, *cert, *key, *client_ca, *access_log, *system_log,
     *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout, *password_file, *user,
-    *upstream, *identity_headers, *upstream_connect_timeout, *upstream_timeout;
+    *upstream, *identity_headers, *upstream_connect_timeout, *upstream_timeout, *config_file;
 /* -1 until given: mtls_server_opts_init() holds the defaults. */
 static int verify_client = -1, worker_model = -1, log_format = -1;
 
@@ -25,9 +26,17 @@ static struct cli_choices model_dest = {model_choices, &worker_model};
 static struct cli_choices format_dest = {format_choices, &log_format};
 static long workers, max_connections;
 static struct cli_list crls, ticket_keys, allow;
-static int allow_dry_run;
+static int allow_dry_run, check_only;
 
 static const struct cli_opt opts[] = {
+    {"config", 0, CLI_STRING, &config_file, "FILE",
+     "read options from a YAML file (keys are these long options: 'upstream: http://...', "
+     "'allow: [cn=alice]'); flags given as well win",
+     0, 0},
+    {"check", 0, CLI_FLAG, &check_only, NULL,
+     "check the configuration (files, key and certificate, CAs, CRLs, address, upstream, rules) "
+     "like nginx -t: exit 0, or 2 listing every problem; nothing is served",
+     0, 0},
     {"listen", 0, CLI_STRING, &listen_addr, "ADDR:PORT",
      "where to listen: PORT, ADDR:PORT or [IPV6]:PORT (default 8443 on every address)", 0, 0},
     {"cert", 0, CLI_STRING, &cert, "FILE",
@@ -171,6 +180,12 @@ static void print_warning(void *ctx, const char *msg)
     cli_warnf("%s", msg);
 }
 
+static void print_problem(void *ctx, const char *msg)
+{
+    (void)ctx;
+    (void)cli_failf("%s", msg);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct cli_args args = {0};
@@ -187,6 +202,12 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
     rc = EXIT_USAGE;
+    if (config_file != NULL) {
+        static const char *const not_in_file[] = {"config", "check", NULL};
+
+        if (cli_config_load(config_file, opts, not_in_file, print_problem, NULL) != 0)
+            goto out;
+    }
     if (listen_addr != NULL)
         o.listen = listen_addr;
     if (cert != NULL)
@@ -233,6 +254,15 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
     o.tls.key_password = password;
+    if (check_only) {
+        int problems = mtls_server_check(&o, print_problem, NULL);
+
+        if (problems == 0)
+            printf("configuration OK: %s, %s, %s\n", o.tls.cert_file, o.tls.client_ca_file,
+                   o.upstream ? o.upstream : "no upstream");
+        rc = problems == 0 ? EXIT_OK : EXIT_USAGE;
+        goto out;
+    }
 
     mtls_err_clear(&err);
     if (mtls_server_new(&o, &srv, &err) != 0) {
@@ -254,6 +284,7 @@ out:
     cli_list_release(&crls);
     cli_list_release(&ticket_keys);
     cli_list_release(&allow);
+    cli_config_release();
     cli_args_release(&args);
     return rc;
 }

@@ -147,6 +147,15 @@ bad:
                         text);
 }
 
+int mtls__listen_check(const char *text, mtls_err *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int everywhere;
+
+    return parse_listen(text, &ss, &len, &everywhere, err);
+}
+
 static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int everywhere,
                        int reuseport, const char *shown, int *out, mtls_err *err)
 {

@@ -161,6 +161,9 @@ struct mtls_server {
     mtls_allow_policy policy;    /* --allow */
 };
 
+/** Checks a --listen value as the start would parse it (nothing is bound). */
+int mtls__listen_check(const char *text, mtls_err *err);
+
 /** Parses the proxy and authorization options into srv (at start). Returns 0 or MTLS_E_INVALID. */
 int mtls__server_proxy_init(mtls_server *srv, mtls_err *err);
 

@@ -1,0 +1,291 @@
+/*
+ * `mtls serve --config FILE`: a YAML mapping of the command's own long
+ * options (libyaml's document API), applied where the command line said
+ * nothing, so that one table (the command's cli_opt list) says what a file
+ * may hold, how each value is checked, and what it means.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+/* Every string handed out, freed by cli_config_release(). */
+static char **owned;
+static size_t n_owned;
+
+static void *keep(void *p)
+{
+    void **grown;
+
+    if (p == NULL)
+        return NULL;
+    grown = realloc(owned, (n_owned + 1) * sizeof(*owned));
+    if (grown == NULL) {
+        free(p);
+        return NULL;
+    }
+    owned = (char **)grown;
+    owned[n_owned++] = p;
+    return p;
+}
+
+void cli_config_release(void)
+{
+    for (size_t i = 0; i < n_owned; i++)
+        free(owned[i]);
+    free(owned);
+    owned = NULL;
+    n_owned = 0;
+}
+
+struct loader {
+    const char *path;
+    cli_config_problem_fn problem;
+    void *ctx;
+    int problems;
+};
+
+static void say(struct loader *l, const yaml_node_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void say(struct loader *l, const yaml_node_t *at, const char *fmt, ...)
+{
+    char msg[900];
+    int n = 0;
+    va_list ap;
+
+    if (at != NULL)
+        n = snprintf(msg, sizeof(msg), "%s:%zu:%zu: ", l->path, at->start_mark.line + 1,
+                     at->start_mark.column + 1);
+    else
+        n = snprintf(msg, sizeof(msg), "%s: ", l->path);
+    if (n < 0 || (size_t)n >= sizeof(msg))
+        n = 0;
+    va_start(ap, fmt);
+    vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+    va_end(ap);
+    l->problems++;
+    l->problem(l->ctx, msg);
+}
+
+static const char *scalar(const yaml_node_t *node)
+{
+    return (const char *)node->data.scalar.value;
+}
+
+/* "verify_client" and "verify-client" name the option verify-client. */
+static const struct cli_opt *find_opt(const struct cli_opt *opts, const char *key)
+{
+    for (const struct cli_opt *o = opts; o->name != NULL; o++) {
+        size_t i;
+
+        for (i = 0; o->name[i] != '\0' && key[i] != '\0'; i++)
+            if (o->name[i] != key[i] && !(o->name[i] == '-' && key[i] == '_'))
+                break;
+        if (o->name[i] == '\0' && key[i] == '\0')
+            return o;
+    }
+    return NULL;
+}
+
+static int in_list(const char *const *names, const char *name)
+{
+    for (; names != NULL && *names != NULL; names++)
+        if (strcmp(*names, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Whether the command line already set o (it wins over the file). */
+static int already_set(const struct cli_opt *o)
+{
+    switch (o->kind) {
+    case CLI_FLAG:
+        return *(int *)o->dest != 0;
+    case CLI_STRING:
+        return *(const char **)o->dest != NULL;
+    case CLI_LIST:
+        return ((struct cli_list *)o->dest)->n > 0;
+    case CLI_INT:
+        return *(long *)o->dest != 0;
+    case CLI_CHOICE:
+        return *((struct cli_choices *)o->dest)->value >= 0;
+    }
+    return 0;
+}
+
+static void set_list(struct loader *l, yaml_document_t *doc, const struct cli_opt *o,
+                     yaml_node_t *value, const char *key)
+{
+    struct cli_list *list = o->dest;
+    size_t n = 0;
+    const char **items;
+
+    /* The array belongs to the list (cli_list_release() frees it); the strings to us. */
+    if (value->type == YAML_SCALAR_NODE) {
+        items = calloc(1, sizeof(*items));
+        if (items == NULL || (items[0] = keep(strdup(scalar(value)))) == NULL) {
+            say(l, value, "out of memory");
+            free(items);
+            return;
+        }
+        list->items = items;
+        list->n = 1;
+        return;
+    }
+    if (value->type != YAML_SEQUENCE_NODE) {
+        say(l, value, "'%s' takes a list of values", key);
+        return;
+    }
+    items = calloc((size_t)(value->data.sequence.items.top - value->data.sequence.items.start) + 1,
+                   sizeof(*items));
+    if (items == NULL) {
+        say(l, value, "out of memory");
+        return;
+    }
+    for (yaml_node_item_t *it = value->data.sequence.items.start;
+         it < value->data.sequence.items.top; it++) {
+        yaml_node_t *item = yaml_document_get_node(doc, *it);
+
+        if (item == NULL || item->type != YAML_SCALAR_NODE) {
+            say(l, item ? item : value, "each value of '%s' must be a plain value", key);
+            free(items);
+            return;
+        }
+        items[n] = keep(strdup(scalar(item)));
+        if (items[n] == NULL) {
+            say(l, item, "out of memory");
+            free(items);
+            return;
+        }
+        n++;
+    }
+    list->items = items;
+    list->n = n;
+}
+
+static void set_scalar(struct loader *l, const struct cli_opt *o, yaml_node_t *value,
+                       const char *key)
+{
+    const char *v = scalar(value);
+
+    switch (o->kind) {
+    case CLI_FLAG:
+        if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0)
+            *(int *)o->dest = 1;
+        else if (!(strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "off") == 0))
+            say(l, value, "'%s' must be true or false, not '%s'", key, v);
+        return;
+    case CLI_STRING:
+        *(const char **)o->dest = keep(strdup(v));
+        if (*(const char **)o->dest == NULL)
+            say(l, value, "out of memory");
+        return;
+    case CLI_INT: {
+        char *end;
+        long n;
+
+        errno = 0;
+        n = strtol(v, &end, 10);
+        if (*v == '\0' || *end != '\0' || errno != 0 || n < o->min || n > o->max)
+            say(l, value, "'%s' must be a whole number from %ld to %ld, not '%s'", key, o->min,
+                o->max, v);
+        else
+            *(long *)o->dest = n;
+        return;
+    }
+    case CLI_CHOICE: {
+        const struct cli_choices *c = o->dest;
+        char words[200] = "";
+
+        for (const struct cli_choice *w = c->list; w->name != NULL; w++) {
+            if (strcmp(w->name, v) == 0) {
+                *c->value = w->value;
+                return;
+            }
+            snprintf(words + strlen(words), sizeof(words) - strlen(words), "%s%s",
+                     words[0] ? ", " : "", w->name);
+        }
+        say(l, value, "'%s' must be one of %s, not '%s'", key, words, v);
+        return;
+    }
+    case CLI_LIST:
+        return;
+    }
+}
+
+int cli_config_load(const char *path, const struct cli_opt *opts, const char *const *skip,
+                    cli_config_problem_fn problem, void *ctx)
+{
+    struct loader l = {path, problem, ctx, 0};
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_node_t *root;
+    FILE *f = fopen(path, "rb");
+    int loaded = 0;
+
+    if (f == NULL) {
+        say(&l, NULL, "cannot read: %s", strerror(errno));
+        return l.problems;
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(f);
+        say(&l, NULL, "out of memory");
+        return l.problems;
+    }
+    yaml_parser_set_input_file(&parser, f);
+    if (!yaml_parser_load(&parser, &doc)) {
+        char msg[400];
+
+        snprintf(msg, sizeof(msg), "%s:%zu:%zu: not YAML: %s", path, parser.problem_mark.line + 1,
+                 parser.problem_mark.column + 1, parser.problem ? parser.problem : "parse error");
+        l.problems++;
+        problem(ctx, msg);
+        goto out;
+    }
+    loaded = 1;
+    root = yaml_document_get_root_node(&doc);
+    if (root == NULL)
+        goto out; /* an empty file sets nothing */
+    if (root->type != YAML_MAPPING_NODE) {
+        say(&l, root, "the file must be a mapping of option names to values");
+        goto out;
+    }
+    for (yaml_node_pair_t *pair = root->data.mapping.pairs.start;
+         pair < root->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = yaml_document_get_node(&doc, pair->key);
+        yaml_node_t *v = yaml_document_get_node(&doc, pair->value);
+        const struct cli_opt *o;
+        const char *key;
+
+        if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE) {
+            say(&l, k, "keys must be option names");
+            continue;
+        }
+        key = scalar(k);
+        o = find_opt(opts, key);
+        if (o == NULL || in_list(skip, o->name)) {
+            say(&l, k, "unknown key '%s' (keys are the long options of 'mtls serve --help')", key);
+            continue;
+        }
+        if (already_set(o))
+            continue; /* the command line wins */
+        if (o->kind == CLI_LIST)
+            set_list(&l, &doc, o, v, key);
+        else if (v->type != YAML_SCALAR_NODE)
+            say(&l, v, "'%s' takes one value", key);
+        else
+            set_scalar(&l, o, v, key);
+    }
+out:
+    if (loaded)
+        yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return l.problems;
+}

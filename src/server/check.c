@@ -1,0 +1,92 @@
+/* `mtls serve --check`: every check of the start, each problem reported, nothing served. */
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server_internal.h"
+
+struct checker {
+    void (*problem)(void *ctx, const char *msg);
+    void *ctx;
+    int n;
+};
+
+static void report(struct checker *ck, const mtls_err *err)
+{
+    ck->n++;
+    ck->problem(ck->ctx, err->msg);
+}
+
+/* A log file that exists must be writable; one that does not, its folder. */
+static void check_log(struct checker *ck, const char *what, const char *path)
+{
+    mtls_err err;
+    char *copy;
+
+    if (path == NULL)
+        return;
+    mtls_err_clear(&err);
+    if (access(path, F_OK) == 0) {
+        if (access(path, W_OK) != 0)
+            mtls_err_set(&err, MTLS_E_IO, "cannot write the %s '%s': %s", what, path,
+                         strerror(errno));
+    } else if ((copy = strdup(path)) != NULL) {
+        const char *dir = dirname(copy);
+
+        if (access(dir, W_OK) != 0)
+            mtls_err_set(&err, MTLS_E_IO, "cannot create the %s '%s': %s", what, path,
+                         strerror(errno));
+        free(copy);
+    }
+    if (err.msg[0] != '\0')
+        report(ck, &err);
+}
+
+static void ignore_warning(void *ctx, const char *msg)
+{
+    (void)ctx;
+    (void)msg;
+}
+
+int mtls_server_check(const mtls_server_opts *opts, void (*problem)(void *ctx, const char *msg),
+                      void *ctx)
+{
+    struct checker ck = {problem, ctx, 0};
+    mtls_server srv;
+    SSL_CTX *ssl_ctx = NULL;
+    mtls_err err;
+    size_t i;
+
+    memset(&srv, 0, sizeof(srv));
+    srv.opts = *opts;
+    mtls_err_clear(&err);
+    if (mtls_tls_server_ctx_new(&opts->tls, ignore_warning, NULL, &ssl_ctx, &err) != 0)
+        report(&ck, &err);
+    SSL_CTX_free(ssl_ctx);
+    mtls_err_clear(&err);
+    if (mtls__listen_check(opts->listen, &err) != 0)
+        report(&ck, &err);
+    check_log(&ck, "access log", opts->access_log);
+    check_log(&ck, "system log", opts->system_log);
+    if (opts->handshake_timeout_ms == 0 || opts->header_timeout_ms == 0 ||
+        opts->idle_timeout_ms == 0 || opts->max_connections == 0) {
+        mtls_err_set(&err, MTLS_E_INVALID, "timeouts and --max-connections must be above 0");
+        report(&ck, &err);
+    }
+    /* The proxy and authorization options, each rule on its own. */
+    srv.opts.allow = NULL;
+    srv.opts.n_allow = 0;
+    mtls_err_clear(&err);
+    if (mtls__server_proxy_init(&srv, &err) != 0)
+        report(&ck, &err);
+    for (i = 0; i < opts->n_allow; i++) {
+        mtls_err_clear(&err);
+        if (mtls_allow_policy_add(&srv.policy, opts->allow[i], &err) != 0)
+            report(&ck, &err);
+    }
+    mtls_allow_policy_release(&srv.policy);
+    return ck.n;
+}
