@@ -214,6 +214,9 @@ int mtls_http_routes_add(mtls_http_routes *t, const char *path, unsigned flags, 
 /** Adds the built-in GET/HEAD /test and /whoami. Returns 0 or MTLS_E_NOMEM. */
 int mtls_http_routes_add_builtin(mtls_http_routes *t, mtls_err *err);
 
+/** The built-in handler called name ("test", "whoami"), or NULL. */
+mtls_http_handler_fn mtls_http_builtin_handler(const char *name);
+
 /** Sets the policy of every route (authorization for all, from --allow). */
 void mtls_http_routes_set_policy(mtls_http_routes *t, int policy);
 

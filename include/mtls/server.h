@@ -30,6 +30,20 @@ typedef enum mtls_worker_model {
 /** Receives one line for the person starting the server (msg borrowed, no newline). */
 typedef void (*mtls_server_notice_fn)(void *ctx, const char *msg);
 
+/**
+ * A route of the configuration file: a path to a built-in handler or to an
+ * upstream, with its own rules and identity headers. Strings are borrowed.
+ */
+typedef struct mtls_route_opts {
+    const char *path;             /* "/admin": a prefix at a '/' boundary */
+    int exact;                    /* 1: the path alone */
+    const char *handler;          /* "test" or "whoami" (a built-in); NULL: the proxy */
+    const char *upstream;         /* the proxy's upstream; NULL: the server's upstream */
+    const char *identity_headers; /* NULL: the server's */
+    const char *const *allow;     /* this route's rules; NULL: the server's */
+    size_t n_allow;
+} mtls_route_opts;
+
 /** Everything a server is made of. Fill with mtls_server_opts_init(); strings are borrowed. */
 typedef struct mtls_server_opts {
     const char *listen;       /* "8443", ":8443", "ADDR:PORT", "[V6]:PORT"; default "8443" */
@@ -59,6 +73,10 @@ typedef struct mtls_server_opts {
     const char *const *allow;
     size_t n_allow;
     int allow_dry_run;
+    /* Routes of their own (the configuration file), before the built-in
+       ones and the catch-all upstream; exact paths, then the longest prefix. */
+    const mtls_route_opts *routes;
+    size_t n_routes;
     mtls_server_notice_fn warn; /* configuration warnings (also written to the system log) */
     void *warn_ctx;
 } mtls_server_opts;

@@ -27,6 +27,7 @@ static struct cli_choices format_dest = {format_choices, &log_format};
 static long workers, max_connections;
 static struct cli_list crls, ticket_keys, allow;
 static int allow_dry_run, check_only;
+static struct cli_config_routes routes;
 
 static const struct cli_opt opts[] = {
     {"config", 0, CLI_STRING, &config_file, "FILE",
@@ -205,7 +206,7 @@ int cmd_serve(int argc, char **argv)
     if (config_file != NULL) {
         static const char *const not_in_file[] = {"config", "check", NULL};
 
-        if (cli_config_load(config_file, opts, not_in_file, print_problem, NULL) != 0)
+        if (cli_config_load(config_file, opts, not_in_file, &routes, print_problem, NULL) != 0)
             goto out;
     }
     if (listen_addr != NULL)
@@ -248,6 +249,8 @@ int cmd_serve(int argc, char **argv)
     o.allow = allow.items;
     o.n_allow = allow.n;
     o.allow_dry_run = allow_dry_run;
+    o.routes = routes.v;
+    o.n_routes = routes.n;
     o.warn = print_warning;
     if (pki_password(password_file, &password) != 0) {
         rc = EXIT_USAGE; /* an unreadable password file is bad configuration */

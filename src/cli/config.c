@@ -219,8 +219,120 @@ static void set_scalar(struct loader *l, const struct cli_opt *o, yaml_node_t *v
     }
 }
 
+/* A scalar, or a list of scalars joined with ',' (identity_headers: [plain, xfcc]). */
+static const char *joined(struct loader *l, yaml_document_t *doc, yaml_node_t *v, const char *key)
+{
+    size_t len = 1;
+    char *out;
+
+    if (v->type == YAML_SCALAR_NODE)
+        return keep(strdup(scalar(v)));
+    if (v->type != YAML_SEQUENCE_NODE) {
+        say(l, v, "'%s' takes a value or a list", key);
+        return NULL;
+    }
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        yaml_node_t *item = yaml_document_get_node(doc, *it);
+
+        if (item == NULL || item->type != YAML_SCALAR_NODE) {
+            say(l, item ? item : v, "each value of '%s' must be a plain value", key);
+            return NULL;
+        }
+        len += strlen(scalar(item)) + 1;
+    }
+    out = keep(calloc(1, len));
+    for (yaml_node_item_t *it = v->data.sequence.items.start;
+         out != NULL && it < v->data.sequence.items.top; it++) {
+        if (out[0] != '\0')
+            strcat(out, ",");
+        strcat(out, scalar(yaml_document_get_node(doc, *it)));
+    }
+    return out;
+}
+
+/* One route: a mapping of path, exact, handler, upstream, identity_headers, allow. */
+static void load_route(struct loader *l, yaml_document_t *doc, yaml_node_t *node,
+                       mtls_route_opts *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (node->type != YAML_MAPPING_NODE) {
+        say(l, node, "a route is a mapping (path, upstream or handler, allow, identity_headers)");
+        return;
+    }
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+         pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = yaml_document_get_node(doc, pair->key);
+        yaml_node_t *v = yaml_document_get_node(doc, pair->value);
+        const char *key = k && k->type == YAML_SCALAR_NODE ? scalar(k) : "";
+
+        if (v == NULL)
+            continue;
+        if (strcmp(key, "allow") == 0) {
+            struct cli_list list = {0};
+            struct cli_opt o = {"allow", 0, CLI_LIST, &list, NULL, NULL, 0, 0};
+
+            set_list(l, doc, &o, v, key);
+            r->allow = list.items ? keep((void *)list.items) : NULL;
+            r->n_allow = list.n;
+            if (r->allow == NULL) {
+                static const char *const none[] = {NULL};
+
+                r->allow = none; /* "allow: []": any verified client here */
+            }
+            continue;
+        }
+        if (strcmp(key, "identity_headers") == 0 || strcmp(key, "identity-headers") == 0) {
+            r->identity_headers = joined(l, doc, v, key);
+            continue;
+        }
+        if (v->type != YAML_SCALAR_NODE) {
+            say(l, v, "'%s' takes one value", key);
+            continue;
+        }
+        if (strcmp(key, "path") == 0)
+            r->path = keep(strdup(scalar(v)));
+        else if (strcmp(key, "handler") == 0)
+            r->handler = keep(strdup(scalar(v)));
+        else if (strcmp(key, "upstream") == 0)
+            r->upstream = keep(strdup(scalar(v)));
+        else if (strcmp(key, "exact") == 0) {
+            struct cli_opt o = {"exact", 0, CLI_FLAG, &r->exact, NULL, NULL, 0, 0};
+
+            set_scalar(l, &o, v, key);
+        } else
+            say(l, k,
+                "unknown route key '%s' (path, exact, handler, upstream, identity_headers, "
+                "allow)",
+                key);
+    }
+    if (r->path == NULL)
+        say(l, node, "a route needs a path");
+}
+
+static void load_routes(struct loader *l, yaml_document_t *doc, yaml_node_t *v,
+                        struct cli_config_routes *routes)
+{
+    size_t n;
+
+    if (v->type != YAML_SEQUENCE_NODE) {
+        say(l, v, "'routes' is a list of routes");
+        return;
+    }
+    n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    routes->v = keep(calloc(n + 1, sizeof(*routes->v)));
+    if (routes->v == NULL) {
+        say(l, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        load_route(l, doc, yaml_document_get_node(doc, v->data.sequence.items.start[i]),
+                   &routes->v[i]);
+    routes->n = n;
+}
+
 int cli_config_load(const char *path, const struct cli_opt *opts, const char *const *skip,
-                    cli_config_problem_fn problem, void *ctx)
+                    struct cli_config_routes *routes, cli_config_problem_fn problem, void *ctx)
 {
     struct loader l = {path, problem, ctx, 0};
     yaml_parser_t parser;
@@ -268,6 +380,10 @@ int cli_config_load(const char *path, const struct cli_opt *opts, const char *co
             continue;
         }
         key = scalar(k);
+        if (routes != NULL && strcmp(key, "routes") == 0) {
+            load_routes(&l, &doc, v, routes);
+            continue;
+        }
         o = find_opt(opts, key);
         if (o == NULL || in_list(skip, o->name)) {
             say(&l, k, "unknown key '%s' (keys are the long options of 'mtls serve --help')", key);

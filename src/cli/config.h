@@ -3,6 +3,13 @@
 #define MTLS_CLI_CONFIG_H
 
 #include "cli.h"
+#include "mtls/server.h"
+
+/** The routes of a configuration file (`routes:`), valid until cli_config_release(). */
+struct cli_config_routes {
+    mtls_route_opts *v;
+    size_t n;
+};
 
 /** Receives one problem ("FILE:LINE:COLUMN: ..."), borrowed for the call. */
 typedef void (*cli_config_problem_fn)(void *ctx, const char *msg);
@@ -14,11 +21,13 @@ typedef void (*cli_config_problem_fn)(void *ctx, const char *msg);
  * repeatable options; flags take true or false. Options named in skip (a
  * NULL-terminated list) are refused in a file. Unknown keys and bad values
  * are problems naming the line and column; every one is passed to problem.
+ * routes (NULL: the key is refused) receives the `routes:` list: each a
+ * mapping of path, exact, handler, upstream, identity_headers, allow.
  * Returns the number of problems (0: all set). The values stay valid until
  * cli_config_release().
  */
 int cli_config_load(const char *path, const struct cli_opt *opts, const char *const *skip,
-                    cli_config_problem_fn problem, void *ctx);
+                    struct cli_config_routes *routes, cli_config_problem_fn problem, void *ctx);
 
 /** Frees the values the last cli_config_load() set. */
 void cli_config_release(void);

@@ -123,6 +123,15 @@ static int handle_whoami(void *ctx, mtls_http_request *req)
 
 #define GET_HEAD (MTLS_METHOD(HTTP_GET) | MTLS_METHOD(HTTP_HEAD))
 
+mtls_http_handler_fn mtls_http_builtin_handler(const char *name)
+{
+    if (strcmp(name, "test") == 0)
+        return handle_test;
+    if (strcmp(name, "whoami") == 0)
+        return handle_whoami;
+    return NULL;
+}
+
 int mtls_http_routes_add_builtin(mtls_http_routes *t, mtls_err *err)
 {
     int rc = mtls_http_routes_add(t, "/test", 0, GET_HEAD, handle_test, NULL, err);

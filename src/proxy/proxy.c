@@ -833,7 +833,7 @@ static void build_head(mtls_proxy *px, const mtls_http_request *req, struct head
              strchr(addr, ':') ? "for=\"[%s]\";proto=https" : "for=%s;proto=https", addr);
     joined(h, req, "forwarded", forwarded);
     head_str(h, "\r\n");
-    id = px->opts.identity ? px->opts.identity(req->peer, &id_len) : NULL;
+    id = px->opts.identity ? px->opts.identity(req->peer, px->opts.families, &id_len) : NULL;
     if (id != NULL)
         head_add(h, id, id_len);
     if (req->chunked) {

@@ -61,8 +61,9 @@ typedef struct mtls_proxy_opts {
     unsigned connect_timeout_ms;  /* to connect to the upstream */
     unsigned response_timeout_ms; /* the upstream's silence while we wait on it */
     unsigned max_idle;            /* pooled connections kept per worker */
-    /* The identity header lines of the request's connection (borrowed). */
-    const char *(*identity)(const mtls_http_peer *peer, size_t *len);
+    unsigned families;            /* MTLS_IDH_*: which identity headers to send */
+    /* The identity header lines (families) of the request's connection (borrowed). */
+    const char *(*identity)(const mtls_http_peer *peer, unsigned families, size_t *len);
     /* One system-log line (level "warn"/"error"/"info", an event key, a sentence). */
     void (*log)(void *ctx, const mtls_http_peer *peer, const char *level, const char *event,
                 const char *message);

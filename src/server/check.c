@@ -76,17 +76,20 @@ int mtls_server_check(const mtls_server_opts *opts, void (*problem)(void *ctx, c
         mtls_err_set(&err, MTLS_E_INVALID, "timeouts and --max-connections must be above 0");
         report(&ck, &err);
     }
-    /* The proxy and authorization options, each rule on its own. */
+    /* Each --allow rule on its own, so that every bad one is listed; then the rest. */
+    for (i = 0; i < opts->n_allow; i++) {
+        mtls_allow_policy one = {0};
+
+        mtls_err_clear(&err);
+        if (mtls_allow_policy_add(&one, opts->allow[i], &err) != 0)
+            report(&ck, &err);
+        mtls_allow_policy_release(&one);
+    }
     srv.opts.allow = NULL;
     srv.opts.n_allow = 0;
     mtls_err_clear(&err);
     if (mtls__server_proxy_init(&srv, &err) != 0)
         report(&ck, &err);
-    for (i = 0; i < opts->n_allow; i++) {
-        mtls_err_clear(&err);
-        if (mtls_allow_policy_add(&srv.policy, opts->allow[i], &err) != 0)
-            report(&ck, &err);
-    }
-    mtls_allow_policy_release(&srv.policy);
+    mtls__server_proxy_release(&srv);
     return ck.n;
 }

@@ -392,7 +392,7 @@ void mtls_server_free(mtls_server *srv)
     }
     free(srv->listen_fds);
     SSL_CTX_free(srv->ssl_ctx);
-    mtls_allow_policy_release(&srv->policy);
+    mtls__server_proxy_release(srv);
     mtls__log_close(&srv->access_log);
     mtls__log_close(&srv->system_log);
     if (srv->shared != NULL)

@@ -135,6 +135,17 @@ struct mtls__shared {
     struct mtls__shared_worker worker[];
 };
 
+#define MTLS__MAX_POLICIES 32
+
+/** A route of opts.routes, checked at start. */
+struct mtls__route {
+    const mtls_route_opts *opts;
+    int builtin; /* 0: the proxy; else a built-in handler */
+    mtls_upstream_addr upstream;
+    unsigned families; /* MTLS_IDH_* */
+    int policy;        /* index into policies, or -1 */
+};
+
 struct mtls_server {
     mtls_server_opts opts; /* a copy; its strings stay borrowed */
     SSL_CTX *ssl_ctx;      /* checked at start; workers share or copy it */
@@ -158,14 +169,26 @@ struct mtls_server {
     int has_upstream;
     mtls_upstream_addr upstream; /* --upstream, resolved */
     unsigned identity_families;  /* MTLS_IDH_* */
-    mtls_allow_policy policy;    /* --allow */
+    /* Authorization policies: --allow (the server's, for every route without
+       rules of its own) and each route's; a connection gets one bit each. */
+    mtls_allow_policy policies[MTLS__MAX_POLICIES];
+    unsigned n_policies;
+    int server_policy;          /* index of --allow's, or -1 when it has no rules */
+    struct mtls__route *routes; /* opts.routes, checked */
+    size_t n_routes;
 };
 
 /** Checks a --listen value as the start would parse it (nothing is bound). */
 int mtls__listen_check(const char *text, mtls_err *err);
 
-/** Parses the proxy and authorization options into srv (at start). Returns 0 or MTLS_E_INVALID. */
+/**
+ * Parses the proxy, route and authorization options into srv (at start).
+ * Returns 0 or MTLS_E_INVALID; what it made is freed by
+ * mtls__server_proxy_release() either way.
+ */
 int mtls__server_proxy_init(mtls_server *srv, mtls_err *err);
+
+void mtls__server_proxy_release(mtls_server *srv);
 
 /* ---- workers ------------------------------------------------------------ */
 

@@ -80,7 +80,8 @@ struct conn {
     int kicked;
     char *identity; /* the upstream's identity header lines, made on first use */
     size_t identity_len;
-    char *who; /* "CN=bob", for a 403 of the --allow rules (only when they deny) */
+    unsigned identity_families; /* the families they were made for */
+    char *who;                  /* "CN=bob", for a 403 of the --allow rules (only when they deny) */
 };
 
 /* One listening socket of the worker (one per address it listens on). */
@@ -115,8 +116,9 @@ struct worker {
     mtls_http_routes routes;
     uv_idle_t kicker; /* runs kicked connections (a handler answered later) */
     struct conn *kicked;
-    mtls_proxy *proxy; /* --upstream: this worker's upstream connections */
-    const char *policy_text[1];
+    mtls_proxy **proxies; /* one per upstream route: this worker's upstream connections */
+    size_t n_proxies;
+    const char *policy_text[MTLS__MAX_POLICIES];
 };
 
 static void conn_io(uv_poll_t *h, int status, int events);
@@ -125,6 +127,7 @@ static void on_kick(uv_idle_t *h);
 static void conn_close(struct conn *c);
 static void conn_finish(struct conn *c);
 static void worker_maybe_exit(struct worker *w);
+static void close_proxies(struct worker *w);
 
 /* ---- access log -------------------------------------------------------- */
 
@@ -593,9 +596,11 @@ static void handshake_done(struct conn *c)
         c->http_peer.user = c->subject;
         c->http_peer.serial = c->serial;
     }
-    if (w->srv->policy.n > 0 &&
-        !mtls_allow_policy_match(&w->srv->policy, c->http_peer.denied ? NULL : cert)) {
-        /* Decided once per connection; src/http applies it to each route. */
+    /* Decided once per connection, a bit per policy; src/http applies it to each route. */
+    for (unsigned i = 0; i < w->srv->n_policies; i++)
+        if (!mtls_allow_policy_match(&w->srv->policies[i], c->http_peer.denied ? NULL : cert))
+            c->http_peer.policy_denied |= (uint32_t)1 << i;
+    if (c->http_peer.policy_denied != 0) {
         char who[MTLS_NAME_MAX];
 
         c->who = strdup(mtls_identity_who(c->http_peer.denied ? NULL : cert, who, sizeof(who)));
@@ -603,7 +608,6 @@ static void handshake_done(struct conn *c)
             conn_close(c);
             return;
         }
-        c->http_peer.policy_denied = 1;
         c->http_peer.who = c->who;
     }
     /* The verify note has served its purpose. */
@@ -955,8 +959,7 @@ static void worker_maybe_exit(struct worker *w)
     if (!w->draining || w->n_conns > 0)
         return;
     access_flush(w);
-    mtls__proxy_close(w->proxy);
-    w->proxy = NULL;
+    close_proxies(w);
     uv_walk(w->loop, worker_close_handles, w->pub);
     uv_stop(w->loop);
 }
@@ -1083,21 +1086,25 @@ static void http_event(void *ctx, const mtls_http_peer *peer, const char *event,
     mtls__syslog(w->srv, "warn", c ? c->peer : NULL, event, message, NULL);
 }
 
-/* The upstream's identity header lines for a connection, made once. */
-static const char *proxy_identity(const mtls_http_peer *peer, size_t *len)
+/* The upstream's identity header lines for a connection, made once (per family set). */
+static const char *proxy_identity(const mtls_http_peer *peer, unsigned families, size_t *len)
 {
     struct conn *c = peer->conn_ctx;
 
     *len = 0;
     if (c == NULL)
         return NULL;
+    if (c->identity != NULL && c->identity_families != families) {
+        free(c->identity);
+        c->identity = NULL;
+    }
     if (c->identity == NULL) {
         X509 *cert = c->cert ? c->cert : SSL_get0_peer_certificate(c->ssl);
 
-        if (mtls__identity_headers(cert, SSL_get_peer_cert_chain(c->ssl), c->denied,
-                                   c->w->srv->identity_families, &c->identity,
-                                   &c->identity_len) != 0)
+        if (mtls__identity_headers(cert, SSL_get_peer_cert_chain(c->ssl), c->denied, families,
+                                   &c->identity, &c->identity_len) != 0)
             return NULL;
+        c->identity_families = families;
     }
     *len = c->identity_len;
     return c->identity;
@@ -1112,41 +1119,87 @@ static void proxy_log(void *ctx, const mtls_http_peer *peer, const char *level, 
     mtls__syslog(w->srv, level, c ? c->peer : NULL, event, message, NULL);
 }
 
+/* A proxy on this worker's loop for upstream, added to the route table at path. */
+static int add_proxy(struct worker *w, const mtls_upstream_addr *upstream, unsigned families,
+                     const char *path, unsigned flags, int policy, mtls_err *err)
+{
+    mtls_server *srv = w->srv;
+    mtls_proxy_opts po = {
+        .upstream = upstream,
+        .families = families,
+        .connect_timeout_ms = srv->opts.upstream_connect_timeout_ms,
+        .response_timeout_ms = srv->opts.upstream_timeout_ms,
+        .identity = proxy_identity,
+        .log = proxy_log,
+        .log_ctx = w,
+    };
+    mtls_proxy **grown = realloc(w->proxies, (w->n_proxies + 1) * sizeof(*w->proxies));
+    int rc;
+
+    if (grown == NULL)
+        return MTLS_E_NOMEM;
+    w->proxies = grown;
+    rc = mtls__proxy_new(w->loop, &po, &w->proxies[w->n_proxies]);
+    if (rc != 0)
+        return rc;
+    w->n_proxies++;
+    rc = mtls_http_routes_add(&w->routes, path, flags | MTLS_ROUTE_BODY | MTLS_ROUTE_UNVERIFIED, 0,
+                              mtls__proxy_handle, w->proxies[w->n_proxies - 1], err);
+    if (rc == 0)
+        w->routes.v[w->routes.n - 1].policy = policy;
+    return rc;
+}
+
+static void close_proxies(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_proxies; i++)
+        mtls__proxy_close(w->proxies[i]);
+    free(w->proxies);
+    w->proxies = NULL;
+    w->n_proxies = 0;
+}
+
 /*
- * The worker's route table: the built-in handlers, then (--upstream) the
- * proxy for every other path and method; the --allow policy on all of them.
+ * The worker's route table: the configuration file's routes, the built-in
+ * handlers, then (--upstream) the proxy for every other path and method.
+ * Each route carries its policy: its own rules, or --allow's.
  */
 static int worker_routes(struct worker *w)
 {
     mtls_server *srv = w->srv;
     mtls_err err;
-    int rc;
+    int rc = 0;
 
     mtls_err_clear(&err);
-    rc = mtls_http_routes_add_builtin(&w->routes, &err);
-    if (rc == 0 && srv->has_upstream) {
-        mtls_proxy_opts po = {
-            .upstream = &srv->upstream,
-            .connect_timeout_ms = srv->opts.upstream_connect_timeout_ms,
-            .response_timeout_ms = srv->opts.upstream_timeout_ms,
-            .identity = proxy_identity,
-            .log = proxy_log,
-            .log_ctx = w,
-        };
+    for (size_t i = 0; i < srv->n_routes && rc == 0; i++) {
+        const struct mtls__route *r = &srv->routes[i];
+        unsigned flags = r->opts->exact ? 0 : MTLS_ROUTE_PREFIX;
 
-        rc = mtls__proxy_new(w->loop, &po, &w->proxy);
-        if (rc == 0)
-            rc = mtls_http_routes_add(&w->routes, "/",
-                                      MTLS_ROUTE_PREFIX | MTLS_ROUTE_BODY | MTLS_ROUTE_UNVERIFIED,
-                                      0, mtls__proxy_handle, w->proxy, &err);
+        if (r->builtin) {
+            rc = mtls_http_routes_add(&w->routes, r->opts->path, flags,
+                                      MTLS_METHOD(HTTP_GET) | MTLS_METHOD(HTTP_HEAD),
+                                      mtls_http_builtin_handler(r->opts->handler), NULL, &err);
+            if (rc == 0)
+                w->routes.v[w->routes.n - 1].policy = r->policy;
+        } else {
+            rc = add_proxy(w, &r->upstream, r->families, r->opts->path, flags, r->policy, &err);
+        }
     }
-    if (rc == 0 && srv->policy.n > 0) {
-        w->policy_text[0] = srv->policy.text;
-        w->routes.policy_text = w->policy_text;
-        w->routes.n_policies = 1;
-        w->routes.dry_run = srv->opts.allow_dry_run;
-        mtls_http_routes_set_policy(&w->routes, 0);
+    if (rc == 0) {
+        size_t first = w->routes.n;
+
+        rc = mtls_http_routes_add_builtin(&w->routes, &err);
+        for (size_t i = first; rc == 0 && i < w->routes.n; i++)
+            w->routes.v[i].policy = srv->server_policy;
     }
+    if (rc == 0 && srv->has_upstream)
+        rc = add_proxy(w, &srv->upstream, srv->identity_families, "/", MTLS_ROUTE_PREFIX,
+                       srv->server_policy, &err);
+    for (unsigned i = 0; i < srv->n_policies; i++)
+        w->policy_text[i] = srv->policies[i].text;
+    w->routes.policy_text = w->policy_text;
+    w->routes.n_policies = srv->n_policies;
+    w->routes.dry_run = srv->opts.allow_dry_run;
     return rc;
 }
 
@@ -1227,7 +1280,7 @@ int mtls__worker_run(struct mtls__worker *pub)
     access_flush(w);
     /* Let the closed handles' callbacks run; the async handle stays for release. */
     uv_walk(w->loop, worker_close_handles, pub);
-    mtls__proxy_close(w->proxy);
+    close_proxies(w);
     uv_run(w->loop, UV_RUN_NOWAIT);
     mtls_http_routes_release(&w->routes);
     free(w->header_buf);

@@ -79,3 +79,71 @@ def test_check_lists_every_problem(tmp_path, init_pki):
     for what in ("cannot read 'missing.crt'", "bad --listen 'nope'", "upstream 'ftp://x'",
                  "unknown type 'role'", "spki-sha256=xyz"):
         assert any(what in l for l in lines), (what, r.stderr)
+
+
+def test_routes_of_their_own(serve, tmp_path, proxy_pki, upstream):
+    from upstream_echo import Upstream
+    other = Upstream()
+    try:
+        d = server_dir(proxy_pki, tmp_path)
+        cfg = write(d, f"""upstream: {upstream.url}
+allow: [cn=localclient, cn=alice]
+routes:
+  - path: /admin
+    allow: [cn=alice]
+  - path: /other
+    upstream: {other.url}/v2
+    identity_headers: [plain]
+  - path: /health
+    exact: true
+    handler: test
+    allow: []
+""")
+        s = serve(d, "--config", cfg)
+
+        def get(who, path):
+            c = Conn(s.port, proxy_pki, cert=f"{who}.crt", key=f"{who}.key")
+            st, _, body = c.request("GET", path)
+            c.close()
+            return st, body
+
+        st, body = get("client", "/app")
+        assert st == 200 and json.loads(body)["path"] == "/app"
+        st, body = get("client", "/admin/x")
+        assert st == 403
+        assert json.loads(body)["reason"] == \
+            "CN=localclient is not allowed on /admin/x; allowed: cn alice"
+        st, body = get("alice", "/admin/x")
+        assert st == 200 and json.loads(body)["path"] == "/admin/x"
+        st, body = get("client", "/other/y")
+        e = json.loads(body)
+        assert st == 200 and e["path"] == "/v2/other/y"
+        names = [n.lower() for n, _ in e["headers"]]
+        assert "x-client-subject" in names and "client-cert" not in names
+        assert other.stats["requests"] == 1
+        # bob is not in the server's rules, but /health lets any verified client in.
+        assert get("bob", "/health") == (200, b'{"message":"Hello mtls"}')
+        assert get("bob", "/health/x")[0] == 403  # exact: the catch-all's rules
+        assert get("bob", "/app")[0] == 403
+    finally:
+        other.close()
+
+
+def test_bad_routes_are_named(tmp_path, init_pki):
+    d = server_dir(init_pki, tmp_path)
+    cfg = write(d, "routes:\n"
+                   "  - path: /a\n"
+                   "    upstrem: http://127.0.0.1:1\n"
+                   "  - exact: true\n")
+    r = run_mtls("serve", "--config", cfg, cwd=d)
+    assert r.returncode == 2
+    assert f"{cfg}:3:5: unknown route key 'upstrem'" in r.stderr, r.stderr
+    assert f"{cfg}:4:5: a route needs a path" in r.stderr, r.stderr
+    for route, why in [("path: /a\n    handler: nope", "unknown handler 'nope'"),
+                       ("path: /a\n    handler: test\n    upstream: http://127.0.0.1:1",
+                        "a handler and an upstream, choose one"),
+                       ("path: /a", "route '/a' needs an upstream"),
+                       ("path: a\n    handler: test", "a path must start with '/'")]:
+        cfg = write(d, f"routes:\n  - {route}\n")
+        r = run_mtls("serve", "--config", cfg, "--check", cwd=d)
+        assert r.returncode == 2 and why in r.stderr, (route, r.stderr)
