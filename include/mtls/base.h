@@ -66,6 +66,27 @@ int mtls_err_sys(mtls_err *err, int code, int errnum, const char *fmt, ...)
 /** Wipes len bytes at p in a way the compiler cannot remove. NULL-safe. */
 void mtls_cleanse(void *p, size_t len);
 
+/**
+ * A growing byte string, always NUL-terminated once something was added.
+ * Zero it, add to it, then take p (the caller frees it) or release it. An
+ * allocation failure sets failed and makes later adds do nothing, so a
+ * builder checks once at the end.
+ */
+typedef struct mtls_strbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} mtls_strbuf;
+
+/** Appends n bytes at s. */
+void mtls_strbuf_add(mtls_strbuf *b, const char *s, size_t n);
+
+/** Appends the string s. */
+void mtls_strbuf_str(mtls_strbuf *b, const char *s);
+
+/** Frees what b holds and zeroes it. NULL-safe. */
+void mtls_strbuf_release(mtls_strbuf *b);
+
 /** Wipes then frees a buffer of len bytes. NULL-safe. */
 void mtls_free_secret(void *p, size_t len);
 

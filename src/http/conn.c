@@ -37,22 +37,27 @@ void mtls_http_config_init(mtls_http_config *cfg)
 
 /* ---- output buffer ---------------------------------------------------- */
 
-static int out_reserve(mtls_http_conn *c, size_t more)
+/* Makes *buf hold need bytes, doubling from first. Returns 0 or -1 (out of memory). */
+static int grow(char **buf, size_t *cap, size_t need, size_t first)
 {
-    size_t need = c->out_len + more;
-    size_t cap = c->out_cap ? c->out_cap : OUT_INITIAL;
+    size_t size = *cap ? *cap : first;
     char *grown;
 
-    if (need <= c->out_cap)
+    if (need <= *cap)
         return 0;
-    while (cap < need)
-        cap *= 2;
-    grown = realloc(c->out, cap);
+    while (size < need)
+        size *= 2;
+    grown = realloc(*buf, size);
     if (grown == NULL)
         return -1;
-    c->out = grown;
-    c->out_cap = cap;
+    *buf = grown;
+    *cap = size;
     return 0;
+}
+
+static int out_reserve(mtls_http_conn *c, size_t more)
+{
+    return grow(&c->out, &c->out_cap, c->out_len + more, OUT_INITIAL);
 }
 
 /* Asks the owner to run c again: at once when inside run (the loop goes on). */
@@ -956,6 +961,16 @@ static void parse_error(mtls_http_conn *c, llhttp_errno_t e)
     c->close_after_flush = 1;
 }
 
+/* The bytes of data before the point where llhttp paused (all when it does not say). */
+static size_t paused_at(const mtls_http_conn *c, const char *data, size_t len)
+{
+    const char *pos = llhttp_get_error_pos(&c->parser);
+
+    if (pos != NULL && pos >= data && pos <= data + len)
+        return (size_t)(pos - data);
+    return len;
+}
+
 /*
  * Parses len bytes at data and returns how many were consumed: up to the end
  * of a message (the parser pauses after each), or all of them.
@@ -969,21 +984,13 @@ static size_t parse(mtls_http_conn *c, const char *data, size_t len)
     if (e == HPE_OK)
         return len;
     if (e == HPE_PAUSED && !c->close_after_flush) {
-        const char *pos = llhttp_get_error_pos(&c->parser);
+        size_t used = paused_at(c, data, len);
 
         llhttp_resume(&c->parser);
-        if (pos != NULL && pos >= data && pos <= data + len)
-            return (size_t)(pos - data);
-        return len;
+        return used;
     }
-    if (e == HPE_PAUSED_UPGRADE && c->handler_active && c->req.upgrade) {
-        /* What follows belongs to the tunnel, if the handler opens one. */
-        const char *pos = llhttp_get_error_pos(&c->parser);
-
-        if (pos != NULL && pos >= data && pos <= data + len)
-            return (size_t)(pos - data);
-        return len;
-    }
+    if (e == HPE_PAUSED_UPGRADE && c->handler_active && c->req.upgrade)
+        return paused_at(c, data, len); /* the rest is the tunnel's, if the handler opens one */
     if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
         /* Answered; the connection closes after this response. */
         c->close_after_flush = 1;
@@ -1093,16 +1100,7 @@ static int in_make_room(mtls_http_conn *c)
         c->in_len -= c->in_off;
         c->in_off = 0;
     }
-    if (c->in_len == c->in_cap) {
-        size_t cap = c->in_cap * 2;
-        char *grown = realloc(c->in, cap);
-
-        if (grown == NULL)
-            return -1;
-        c->in = grown;
-        c->in_cap = cap;
-    }
-    return 0;
+    return grow(&c->in, &c->in_cap, c->in_len + 1, IN_CAP);
 }
 
 /* After a write: a streaming handler that waited for room may go on. */

@@ -16,46 +16,11 @@
 #include "mtls/certinfo.h"
 #include "proxy.h"
 
-/* A growing string. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    int failed;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        char *grown;
-
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        grown = realloc(b->p, cap);
-        if (grown == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->p = grown;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
 /*
  * A header value from certificate text: bytes outside printable ASCII
  * become %XX, so that no name can end a header line or smuggle another.
  */
-static void sb_value(struct sbuf *b, const char *s, size_t n, const char *also_escape)
+static void put_value(mtls_strbuf *b, const char *s, size_t n, const char *also_escape)
 {
     static const char hex[] = "0123456789ABCDEF";
 
@@ -65,15 +30,15 @@ static void sb_value(struct sbuf *b, const char *s, size_t n, const char *also_e
         if (ch < 0x20 || ch >= 0x7f || ch == '%' || (also_escape && strchr(also_escape, ch))) {
             char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
 
-            sb_add(b, e, 3);
+            mtls_strbuf_add(b, e, 3);
         } else {
-            sb_add(b, (const char *)&ch, 1);
+            mtls_strbuf_add(b, (const char *)&ch, 1);
         }
     }
 }
 
 /* ":BASE64:" of cert's DER (an RFC 8941 byte sequence). */
-static void sb_der(struct sbuf *b, X509 *cert)
+static void put_der(mtls_strbuf *b, X509 *cert)
 {
     unsigned char *der = NULL, *b64;
     int len = i2d_X509(cert, &der);
@@ -89,9 +54,9 @@ static void sb_der(struct sbuf *b, X509 *cert)
         return;
     }
     EVP_EncodeBlock(b64, der, len);
-    sb_add(b, ":", 1);
-    sb_str(b, (const char *)b64);
-    sb_add(b, ":", 1);
+    mtls_strbuf_add(b, ":", 1);
+    mtls_strbuf_str(b, (const char *)b64);
+    mtls_strbuf_add(b, ":", 1);
     free(b64);
     OPENSSL_free(der);
 }
@@ -120,7 +85,7 @@ static void plain_hex(const char *colons, char *out, size_t size)
     out[o] = '\0';
 }
 
-static void sans_of(struct sbuf *b, const mtls_cert_info *info, const char *type)
+static void sans_of(mtls_strbuf *b, const mtls_cert_info *info, const char *type)
 {
     int first = 1;
 
@@ -128,8 +93,8 @@ static void sans_of(struct sbuf *b, const mtls_cert_info *info, const char *type
         if (strcmp(info->sans[i].type, type) != 0)
             continue;
         if (!first)
-            sb_str(b, ", ");
-        sb_value(b, info->sans[i].value, strlen(info->sans[i].value), ",");
+            mtls_strbuf_str(b, ", ");
+        put_value(b, info->sans[i].value, strlen(info->sans[i].value), ",");
         first = 0;
     }
 }
@@ -143,25 +108,25 @@ static int has_san(const mtls_cert_info *info, const char *type)
 }
 
 /* An XFCC value: quoted when it holds one of , ; = " (Envoy's rule), '"' escaped. */
-static void xfcc_value(struct sbuf *b, const char *s)
+static void xfcc_value(mtls_strbuf *b, const char *s)
 {
     if (strpbrk(s, ",;=\"") == NULL) {
-        sb_value(b, s, strlen(s), NULL);
+        put_value(b, s, strlen(s), NULL);
         return;
     }
-    sb_add(b, "\"", 1);
+    mtls_strbuf_add(b, "\"", 1);
     for (const char *p = s; *p != '\0'; p++) {
         if (*p == '"' || *p == '\\')
-            sb_add(b, "\\", 1);
-        sb_value(b, p, 1, NULL);
+            mtls_strbuf_add(b, "\\", 1);
+        put_value(b, p, 1, NULL);
     }
-    sb_add(b, "\"", 1);
+    mtls_strbuf_add(b, "\"", 1);
 }
 
 int mtls__identity_headers(X509 *cert, STACK_OF(X509) * chain, const char *failed,
                            unsigned families, char **out, size_t *out_len)
 {
-    struct sbuf b = {0};
+    mtls_strbuf b = {0};
     mtls_cert_info info;
     mtls_err err;
     char subject[MTLS_NAME_MAX], issuer[MTLS_NAME_MAX], hash[80];
@@ -181,31 +146,31 @@ int mtls__identity_headers(X509 *cert, STACK_OF(X509) * chain, const char *faile
     if ((families & MTLS_IDH_RFC9440) && have_info && failed == NULL) {
         int n = chain ? sk_X509_num(chain) : 0, first = 1;
 
-        sb_str(&b, "Client-Cert: ");
-        sb_der(&b, cert);
-        sb_str(&b, "\r\n");
+        mtls_strbuf_str(&b, "Client-Cert: ");
+        put_der(&b, cert);
+        mtls_strbuf_str(&b, "\r\n");
         for (int i = 0; i < n; i++) {
             X509 *x = sk_X509_value(chain, i);
 
             if (X509_cmp(x, cert) == 0)
                 continue; /* the leaf is Client-Cert's */
-            sb_str(&b, first ? "Client-Cert-Chain: " : ", ");
-            sb_der(&b, x);
+            mtls_strbuf_str(&b, first ? "Client-Cert-Chain: " : ", ");
+            put_der(&b, x);
             first = 0;
         }
         if (!first)
-            sb_str(&b, "\r\n");
+            mtls_strbuf_str(&b, "\r\n");
     }
     if ((families & MTLS_IDH_XFCC) && have_info && failed == NULL) {
-        sb_str(&b, "X-Forwarded-Client-Cert: Hash=");
-        sb_str(&b, hash);
-        sb_str(&b, ";Subject=\"");
+        mtls_strbuf_str(&b, "X-Forwarded-Client-Cert: Hash=");
+        mtls_strbuf_str(&b, hash);
+        mtls_strbuf_str(&b, ";Subject=\"");
         for (const char *p = subject; *p != '\0'; p++) {
             if (*p == '"' || *p == '\\')
-                sb_add(&b, "\\", 1);
-            sb_value(&b, p, 1, NULL);
+                mtls_strbuf_add(&b, "\\", 1);
+            put_value(&b, p, 1, NULL);
         }
-        sb_str(&b, "\"");
+        mtls_strbuf_str(&b, "\"");
         /* Envoy's order: Hash, Subject, every URI, then every DNS. */
         for (int pass = 0; pass < 2; pass++) {
             const char *type = pass == 0 ? "URI" : "DNS";
@@ -213,43 +178,43 @@ int mtls__identity_headers(X509 *cert, STACK_OF(X509) * chain, const char *faile
             for (size_t i = 0; i < info.n_sans; i++) {
                 if (strcmp(info.sans[i].type, type) != 0)
                     continue;
-                sb_str(&b, pass == 0 ? ";URI=" : ";DNS=");
+                mtls_strbuf_str(&b, pass == 0 ? ";URI=" : ";DNS=");
                 xfcc_value(&b, info.sans[i].value);
             }
         }
-        sb_str(&b, "\r\n");
+        mtls_strbuf_str(&b, "\r\n");
     }
     if (families & MTLS_IDH_PLAIN) {
-        sb_str(&b, "X-Client-Verify: ");
+        mtls_strbuf_str(&b, "X-Client-Verify: ");
         if (failed != NULL) {
-            sb_str(&b, cert != NULL ? "FAILED:" : "NONE");
+            mtls_strbuf_str(&b, cert != NULL ? "FAILED:" : "NONE");
             if (cert != NULL)
-                sb_value(&b, failed, strlen(failed), NULL);
+                put_value(&b, failed, strlen(failed), NULL);
         } else {
-            sb_str(&b, have_info ? "SUCCESS" : "NONE");
+            mtls_strbuf_str(&b, have_info ? "SUCCESS" : "NONE");
         }
-        sb_str(&b, "\r\n");
+        mtls_strbuf_str(&b, "\r\n");
         if (have_info) {
-            sb_str(&b, "X-Client-Subject: ");
-            sb_value(&b, subject, strlen(subject), NULL);
-            sb_str(&b, "\r\nX-Client-Issuer: ");
-            sb_value(&b, issuer, strlen(issuer), NULL);
-            sb_str(&b, "\r\nX-Client-Serial: ");
-            sb_str(&b, info.serial_hex);
-            sb_str(&b, "\r\nX-Client-SHA256: ");
-            sb_str(&b, hash);
-            sb_str(&b, "\r\nX-Client-Not-After: ");
-            sb_str(&b, info.not_after_iso);
-            sb_str(&b, "\r\n");
+            mtls_strbuf_str(&b, "X-Client-Subject: ");
+            put_value(&b, subject, strlen(subject), NULL);
+            mtls_strbuf_str(&b, "\r\nX-Client-Issuer: ");
+            put_value(&b, issuer, strlen(issuer), NULL);
+            mtls_strbuf_str(&b, "\r\nX-Client-Serial: ");
+            mtls_strbuf_str(&b, info.serial_hex);
+            mtls_strbuf_str(&b, "\r\nX-Client-SHA256: ");
+            mtls_strbuf_str(&b, hash);
+            mtls_strbuf_str(&b, "\r\nX-Client-Not-After: ");
+            mtls_strbuf_str(&b, info.not_after_iso);
+            mtls_strbuf_str(&b, "\r\n");
             if (has_san(&info, "URI")) {
-                sb_str(&b, "X-Client-SAN-URI: ");
+                mtls_strbuf_str(&b, "X-Client-SAN-URI: ");
                 sans_of(&b, &info, "URI");
-                sb_str(&b, "\r\n");
+                mtls_strbuf_str(&b, "\r\n");
             }
             if (has_san(&info, "DNS")) {
-                sb_str(&b, "X-Client-SAN-DNS: ");
+                mtls_strbuf_str(&b, "X-Client-SAN-DNS: ");
                 sans_of(&b, &info, "DNS");
-                sb_str(&b, "\r\n");
+                mtls_strbuf_str(&b, "\r\n");
             }
         }
     }

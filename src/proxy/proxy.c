@@ -700,40 +700,6 @@ void mtls__proxy_close(mtls_proxy *px)
 
 /* ---- the handler -------------------------------------------------------------------- */
 
-/* A growing request head. */
-struct head {
-    char *p;
-    size_t len, cap;
-    int failed;
-};
-
-static void head_add(struct head *h, const char *s, size_t n)
-{
-    if (h->failed)
-        return;
-    if (h->len + n > h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 4096;
-        char *grown;
-
-        while (cap < h->len + n)
-            cap *= 2;
-        grown = realloc(h->p, cap);
-        if (grown == NULL) {
-            h->failed = 1;
-            return;
-        }
-        h->p = grown;
-        h->cap = cap;
-    }
-    memcpy(h->p + h->len, s, n);
-    h->len += n;
-}
-
-static void head_str(struct head *h, const char *s)
-{
-    head_add(h, s, strlen(s));
-}
-
 static int name_is(const mtls_http_header *hd, const char *name)
 {
     return hd->name_len == strlen(name) && strncasecmp(hd->name, name, hd->name_len) == 0;
@@ -754,20 +720,20 @@ static int drop_header(const mtls_http_header *hd, const char *const *tokens, si
 }
 
 /* Appends the values of every header named name, joined by ", ", then extra. */
-static void joined(struct head *h, const mtls_http_request *req, const char *name,
+static void joined(mtls_strbuf *h, const mtls_http_request *req, const char *name,
                    const char *extra)
 {
     for (size_t i = 0; i < req->n_headers; i++) {
         if (!name_is(&req->headers[i], name) || req->headers[i].value_len == 0)
             continue;
-        head_add(h, req->headers[i].value, req->headers[i].value_len);
-        head_str(h, ", ");
+        mtls_strbuf_add(h, req->headers[i].value, req->headers[i].value_len);
+        mtls_strbuf_str(h, ", ");
     }
-    head_str(h, extra);
+    mtls_strbuf_str(h, extra);
 }
 
 /* The request line and headers for the upstream. */
-static void build_head(mtls_proxy *px, const mtls_http_request *req, struct head *h)
+static void build_head(mtls_proxy *px, const mtls_http_request *req, mtls_strbuf *h)
 {
     const mtls_upstream_addr *a = px->opts.upstream;
     const char *addr = req->peer && req->peer->addr ? req->peer->addr : "unknown";
@@ -792,12 +758,12 @@ static void build_head(mtls_proxy *px, const mtls_http_request *req, struct head
          t = strtok_r(NULL, ", \t", &save))
         tokens[n_tokens++] = t;
 
-    head_str(h, req->method_name);
-    head_str(h, " ");
+    mtls_strbuf_str(h, req->method_name);
+    mtls_strbuf_str(h, " ");
     if (req->target_len > 0 && req->target[0] == '/')
-        head_add(h, a->prefix, a->prefix_len);
-    head_add(h, req->target, req->target_len);
-    head_str(h, " HTTP/1.1\r\n");
+        mtls_strbuf_add(h, a->prefix, a->prefix_len);
+    mtls_strbuf_add(h, req->target, req->target_len);
+    mtls_strbuf_str(h, " HTTP/1.1\r\n");
     for (size_t i = 0; i < req->n_headers; i++) {
         const mtls_http_header *hd = &req->headers[i];
 
@@ -805,52 +771,52 @@ static void build_head(mtls_proxy *px, const mtls_http_request *req, struct head
             continue;
         if (name_is(hd, "host"))
             has_host = 1;
-        head_add(h, hd->name, hd->name_len);
-        head_str(h, ": ");
-        head_add(h, hd->value, hd->value_len);
-        head_str(h, "\r\n");
+        mtls_strbuf_add(h, hd->name, hd->name_len);
+        mtls_strbuf_str(h, ": ");
+        mtls_strbuf_add(h, hd->value, hd->value_len);
+        mtls_strbuf_str(h, "\r\n");
     }
     if (req->upgrade) {
         /* The one hop-by-hop request the upstream must see: it answers 101 or not. */
         for (size_t i = 0; i < req->n_headers; i++) {
             if (!name_is(&req->headers[i], "upgrade"))
                 continue;
-            head_str(h, "Connection: upgrade\r\nUpgrade: ");
-            head_add(h, req->headers[i].value, req->headers[i].value_len);
-            head_str(h, "\r\n");
+            mtls_strbuf_str(h, "Connection: upgrade\r\nUpgrade: ");
+            mtls_strbuf_add(h, req->headers[i].value, req->headers[i].value_len);
+            mtls_strbuf_str(h, "\r\n");
             break;
         }
     }
     if (!has_host) {
-        head_str(h, "Host: ");
-        head_str(h, a->host_header);
-        head_str(h, "\r\n");
+        mtls_strbuf_str(h, "Host: ");
+        mtls_strbuf_str(h, a->host_header);
+        mtls_strbuf_str(h, "\r\n");
     }
-    head_str(h, "X-Forwarded-For: ");
+    mtls_strbuf_str(h, "X-Forwarded-For: ");
     joined(h, req, "x-forwarded-for", addr);
-    head_str(h, "\r\nX-Forwarded-Proto: https\r\nForwarded: ");
+    mtls_strbuf_str(h, "\r\nX-Forwarded-Proto: https\r\nForwarded: ");
     snprintf(forwarded, sizeof(forwarded),
              strchr(addr, ':') ? "for=\"[%s]\";proto=https" : "for=%s;proto=https", addr);
     joined(h, req, "forwarded", forwarded);
-    head_str(h, "\r\n");
+    mtls_strbuf_str(h, "\r\n");
     id = px->opts.identity ? px->opts.identity(req->peer, px->opts.families, &id_len) : NULL;
     if (id != NULL)
-        head_add(h, id, id_len);
+        mtls_strbuf_add(h, id, id_len);
     if (req->chunked) {
-        head_str(h, "Transfer-Encoding: chunked\r\n");
+        mtls_strbuf_str(h, "Transfer-Encoding: chunked\r\n");
     } else if (req->content_length >= 0) {
         char n[40];
 
         snprintf(n, sizeof(n), "Content-Length: %lld\r\n", (long long)req->content_length);
-        head_str(h, n);
+        mtls_strbuf_str(h, n);
     }
-    head_str(h, "\r\n");
+    mtls_strbuf_str(h, "\r\n");
 }
 
 int mtls__proxy_handle(void *ctx, mtls_http_request *req)
 {
     mtls_proxy *px = ctx;
-    struct head h = {0};
+    mtls_strbuf h = {0};
     struct upconn *up;
     uv_buf_t buf;
     int plen = req->path_len > 120 ? 120 : (int)req->path_len;
