@@ -186,22 +186,22 @@ static int name_has(const X509_NAME *name, int nid, const char *value)
     return 0;
 }
 
-/* A URI against a pattern where '*' stands for one path segment (no '/'). */
-static int uri_glob(const char *pat, const char *s, size_t len)
+/*
+ * A URI against a pattern where '*' stands for one path segment: one or more
+ * characters, none of them '/'. Each way of splitting the segment is tried,
+ * so "a*b" matches "axbxb".
+ */
+static int uri_glob(const char *pat, const char *s, const char *end)
 {
-    const char *end = s + len;
-
-    while (*pat != '\0') {
+    for (; *pat != '\0'; pat++, s++) {
         if (*pat == '*') {
-            pat++;
-            while (s < end && *s != '/' && !(*pat != '\0' && *s == *pat))
-                s++;
-            continue;
+            for (const char *p = s + 1; p <= end && p[-1] != '/'; p++)
+                if (uri_glob(pat + 1, p, end))
+                    return 1;
+            return 0;
         }
         if (s == end || *s != *pat)
             return 0;
-        s++;
-        pat++;
     }
     return s == end;
 }
@@ -220,7 +220,7 @@ static int san_has(X509 *cert, int type, const mtls_allow_rule *rule)
         s = g->d.ia5;
         if (type == GEN_URI)
             found = uri_glob(rule->value, (const char *)ASN1_STRING_get0_data(s),
-                             (size_t)ASN1_STRING_length(s));
+                             (const char *)ASN1_STRING_get0_data(s) + ASN1_STRING_length(s));
         else
             found = asn1_equals(s, rule->value, 1);
     }
