@@ -62,6 +62,7 @@ struct upconn {
     unsigned read_paused : 1; /* the client's output waits for the client */
     unsigned resp_started : 1;
     unsigned upgrade : 1; /* the client asked for an Upgrade (a WebSocket) */
+    mtls_strbuf replay;   /* a pooled connection's bodiless request head, until answered */
     unsigned tunnel : 1;  /* after the upstream's 101: bytes both ways */
     size_t write_pending;
 };
@@ -127,10 +128,15 @@ static mtls_http_request *up_detach(struct upconn *up)
  * The upstream failed: 502 or 504 with the reason when nothing was answered
  * yet, else the client's response is cut short. Then the connection closes.
  */
+static int up_retry(struct upconn *up);
+
 static void up_fail(struct upconn *up, int status, const char *reason)
 {
     mtls_http_request *req = up->req;
 
+    /* A pooled connection the upstream closed just as it was reused: once more, on a new one. */
+    if (req != NULL && status == 502 && up->replay.p != NULL && up_retry(up) == 0)
+        return;
     if (req != NULL) {
         uint64_t ms = uv_now(up->px->loop) - up->started;
 
@@ -174,6 +180,7 @@ static void up_closed(uv_handle_t *h)
     if (up->next != NULL)
         up->next->prev = up->prev;
     mtls_http_response_release(&up->resp);
+    mtls_strbuf_release(&up->replay);
     free(up);
     px_maybe_free(px);
 }
@@ -416,6 +423,7 @@ static int resp_head(void *arg, const mtls_http_response *r)
         fields_len += 21;
     }
     up->resp_started = 1;
+    mtls_strbuf_release(&up->replay); /* answered: never sent again */
     if (req != NULL) {
         mtls_http_note_upstream(req, r->status, uv_now(up->px->loop) - up->started);
         if (mtls_http_stream_start(req, r->status, r->reason[0] ? r->reason : NULL, fields,
@@ -813,27 +821,22 @@ static void build_head(mtls_proxy *px, const mtls_http_request *req, mtls_strbuf
     mtls_strbuf_str(h, "\r\n");
 }
 
-int mtls__proxy_handle(void *ctx, mtls_http_request *req)
+/*
+ * Gives up the request req and sends its head (len bytes at head). Returns 0,
+ * or -1 when the write failed (req was answered 502).
+ */
+static int up_start(struct upconn *up, mtls_http_request *req, const char *head, size_t len,
+                    uint64_t started)
 {
-    mtls_proxy *px = ctx;
-    mtls_strbuf h = {0};
-    struct upconn *up;
-    uv_buf_t buf;
+    mtls_http_response_opts ro = {.head_request = req->method == HTTP_HEAD,
+                                  .on_head = resp_head,
+                                  .on_body = resp_body,
+                                  .arg = up};
     int plen = req->path_len > 120 ? 120 : (int)req->path_len;
+    uv_buf_t buf;
 
-    build_head(px, req, &h);
-    if (h.failed) {
-        free(h.p);
-        return mtls_http_respond_error(req, 502, "bad gateway", "out of memory");
-    }
-    up = up_take(px);
-    if (up == NULL) {
-        free(h.p);
-        return mtls_http_respond_error(req, 502, "bad gateway",
-                                       "cannot open a connection to the upstream");
-    }
     up->req = req;
-    up->started = uv_now(px->loop);
+    up->started = started;
     up->resp_started = 0;
     up->upgrade = req->upgrade;
     up->tunnel = 0;
@@ -843,28 +846,62 @@ int mtls__proxy_handle(void *ctx, mtls_http_request *req)
     up->req_chunked = req->chunked;
     up->body_done = !req->chunked && req->content_length <= 0;
     snprintf(up->what, sizeof(up->what), "%s %.*s", req->method_name, plen, req->target);
-    {
-        mtls_http_response_opts ro = {.head_request = req->method == HTTP_HEAD,
-                                      .on_head = resp_head,
-                                      .on_body = resp_body,
-                                      .arg = up};
-
-        mtls_http_response_release(&up->resp);
-        mtls_http_response_init(&up->resp, &ro);
-    }
+    mtls_http_response_release(&up->resp);
+    mtls_http_response_init(&up->resp, &ro);
+    mtls_strbuf_release(&up->replay);
+    /* Without a body the request can be sent again, should a pooled connection turn out dead. */
+    if (up->reused && up->body_done && !up->upgrade)
+        mtls_strbuf_add(&up->replay, head, len);
     req->on_body = on_client_body;
     req->on_body_end = on_client_body_end;
     req->on_writable = on_client_writable;
     req->on_abort = on_client_abort;
     req->handler_ctx = up;
-    buf = uv_buf_init(h.p, (unsigned)h.len);
-    if (up_write(up, &buf, 1) != 0) {
-        free(h.p);
-        return 0; /* answered 502 */
-    }
-    free(h.p);
-    if (req->expect_continue)
-        mtls_http_send_continue(req); /* the body can come: it is streamed as it arrives */
+    buf = uv_buf_init((char *)head, (unsigned)len);
+    if (up_write(up, &buf, 1) != 0)
+        return -1;
     up_arm(up);
+    return 0;
+}
+
+static int up_retry(struct upconn *up)
+{
+    mtls_http_request *req = up->req;
+    struct upconn *fresh = up_new(up->px);
+    mtls_strbuf head = up->replay;
+
+    if (fresh == NULL)
+        return -1;
+    px_log(up, "info", "upstream_retry",
+           "%s: the upstream %s had closed a pooled connection; sent again on a new one", up->what,
+           up->px->opts.upstream->shown);
+    memset(&up->replay, 0, sizeof(up->replay));
+    up_detach(up);
+    up_close(up);
+    (void)up_start(fresh, req, head.p, head.len, up->started);
+    mtls_strbuf_release(&head);
+    return 0;
+}
+
+int mtls__proxy_handle(void *ctx, mtls_http_request *req)
+{
+    mtls_proxy *px = ctx;
+    mtls_strbuf h = {0};
+    struct upconn *up;
+
+    build_head(px, req, &h);
+    if (h.failed) {
+        mtls_strbuf_release(&h);
+        return mtls_http_respond_error(req, 502, "bad gateway", "out of memory");
+    }
+    up = up_take(px);
+    if (up == NULL) {
+        mtls_strbuf_release(&h);
+        return mtls_http_respond_error(req, 502, "bad gateway",
+                                       "cannot open a connection to the upstream");
+    }
+    if (up_start(up, req, h.p, h.len, uv_now(px->loop)) == 0 && req->expect_continue)
+        mtls_http_send_continue(req); /* the body can come: it is streamed as it arrives */
+    mtls_strbuf_release(&h);
     return 0;
 }

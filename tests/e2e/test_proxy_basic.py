@@ -312,4 +312,46 @@ def test_sigterm_lets_a_proxied_request_finish(serve, tmp_path, init_pki, upstre
     assert st == 200 and echo(body)["path"] == "/slow/1"
     assert ("Connection", "close") in headers
     c.close()
-    assert s.stop() == 0
+    # It exits by itself once drained (a second SIGTERM from stop() could race its exit).
+    assert s.proc.wait(timeout=20) == 0
+
+
+def test_a_pooled_connection_closed_by_the_upstream_is_retried(serve, tmp_path, init_pki):
+    """The upstream answers once, then closes that connection when the next request
+    comes (as one whose keep-alive timeout ran out just then): mtls sends the request
+    again on a new connection instead of answering 502."""
+    lone = socket.socket()
+    lone.bind(("127.0.0.1", 0))
+    lone.listen(4)
+    accepted = []
+
+    def upstream():
+        for n in range(2):
+            conn, _ = lone.accept()
+            accepted.append(conn)
+            for answered in range(2):
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    head += data
+                if not head or (n == 0 and answered == 1):
+                    conn.close()  # the second request on the first connection: gone
+                    break
+                body = b"conn %d" % n
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body),
+                                                                                    body))
+    t = threading.Thread(target=upstream, daemon=True)
+    t.start()
+    s = proxy(serve, tmp_path, init_pki, "http://127.0.0.1:%d" % lone.getsockname()[1])
+    c = Conn(s.port, init_pki)
+    st, _, body = c.request("GET", "/a")
+    assert st == 200 and body == b"conn 0"
+    st, _, body = c.request("GET", "/b")
+    assert st == 200 and body == b"conn 1"
+    c.close()
+    assert len(accepted) == 2
+    wait_for_text(s.system_log, "GET /b: the upstream 127.0.0.1:%d had closed a pooled "
+                  "connection; sent again on a new one" % lone.getsockname()[1])
+    lone.close()
