@@ -355,3 +355,41 @@ def test_a_pooled_connection_closed_by_the_upstream_is_retried(serve, tmp_path, 
     wait_for_text(s.system_log, "GET /b: the upstream 127.0.0.1:%d had closed a pooled "
                   "connection; sent again on a new one" % lone.getsockname()[1])
     lone.close()
+
+
+def test_a_slow_reader_holds_the_upstream_back(serve, tmp_path, init_pki, upstream):
+    import time
+    s = proxy(serve, tmp_path, init_pki, upstream.url)
+    before = rss_peak_kb(s.proc.pid)
+    total = 100 * 1024 * 1024
+    c = Conn(s.port, init_pki)
+    # HTTP/1.0: the body comes unframed until the close, so it can be counted as it streams.
+    c.send(b"GET /stream/%d HTTP/1.0\r\n\r\n" % total)
+    time.sleep(1)  # the client reads nothing: mtls must stop reading the upstream
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += c.s.recv(65536)
+    head, rest = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    h = hashlib.sha256(rest)
+    n = len(rest)
+    while True:
+        chunk = c.s.recv(1 << 20)
+        if not chunk:
+            break
+        h.update(chunk)
+        n += len(chunk)
+    assert n == total and h.hexdigest() == hashlib.sha256(pattern_bytes(total)).hexdigest()
+    c.close()
+    grown = rss_peak_kb(s.proc.pid) - before
+    if not SANITIZED:
+        assert grown < 40 * 1024, f"server peak RSS grew by {grown} KiB"
+
+
+def test_http10_client_gets_the_body_until_close(serve, tmp_path, init_pki, upstream):
+    s = proxy(serve, tmp_path, init_pki, upstream.url)
+    data = tls_request(s.port, init_pki, b"GET /stream/100000 HTTP/1.0\r\n\r\n")
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Transfer-Encoding" not in head and b"Connection: close" in head
+    assert body == pattern_bytes(100000)
