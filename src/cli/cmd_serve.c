@@ -30,14 +30,6 @@ static int allow_dry_run, check_only;
 static struct cli_config_routes routes;
 
 static const struct cli_opt opts[] = {
-    {"config", 0, CLI_STRING, &config_file, "FILE",
-     "read options from a YAML file (keys are these long options: 'upstream: http://...', "
-     "'allow: [cn=alice]'); flags given as well win",
-     0, 0},
-    {"check", 0, CLI_FLAG, &check_only, NULL,
-     "check the configuration (files, key and certificate, CAs, CRLs, address, upstream, rules) "
-     "like nginx -t: exit 0, or 2 listing every problem; nothing is served",
-     0, 0},
     {"listen", 0, CLI_STRING, &listen_addr, "ADDR:PORT",
      "where to listen: PORT, ADDR:PORT or [IPV6]:PORT (default 8443 on every address)", 0, 0},
     {"cert", 0, CLI_STRING, &cert, "FILE",
@@ -103,6 +95,14 @@ static const struct cli_opt opts[] = {
      0, 0},
     {"allow-dry-run", 0, CLI_FLAG, &allow_dry_run, NULL,
      "log what --allow would deny, and let it through (to roll out a policy)", 0, 0},
+    {"config", 0, CLI_STRING, &config_file, "FILE",
+     "read options from a YAML file (keys are these long options: 'upstream: http://...', "
+     "'allow: [cn=alice]'); flags given as well win",
+     0, 0},
+    {"check", 0, CLI_FLAG, &check_only, NULL,
+     "check the configuration (files, key and certificate, CAs, CRLs, address, upstream, rules) "
+     "like nginx -t: exit 0, or 2 listing every problem; nothing is served",
+     0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 
@@ -126,7 +126,14 @@ static const struct cli_spec spec = {
         "               with --upstream, the upstream's answer instead\n"
         "\n"
         "limits: request target 8 KiB (414), headers 16 KiB or 100 lines (431), body\n"
-        "1 MiB, read and discarded (413), malformed requests 400, slow headers 408.\n"
+        "1 MiB, read and discarded (413; a proxied body is streamed, unlimited),\n"
+        "malformed requests 400, slow headers 408.\n"
+        "\n"
+        "--upstream: 502 when the application refuses, resets or dies, 504 when it\n"
+        "is too slow, each with a reason; the access log gains upstream=STATUS\n"
+        "upstream_time=S. A --config file may add routes of their own (a path to a\n"
+        "built-in handler or another upstream, with its own allow and identity\n"
+        "headers); see the README.\n"
         "\n"
         "signals: SIGTERM and SIGINT finish in-flight requests and exit 0 (the exit\n"
         "code of a stop); SIGUSR1 reopens the log files (for logrotate); SIGHUP reloads\n"
