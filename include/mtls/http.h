@@ -332,6 +332,7 @@ typedef struct mtls_http_conn {
     int error_status; /* 413/414/431 decided inside a parser callback */
     const char *error_reason;
     int status;          /* of the current response */
+    size_t resp_at;      /* where in out the current response began */
     int upstream_status; /* for the access log (0: none answered) */
     int proxied;         /* the request went to an upstream */
     uint64_t upstream_ms;
@@ -349,6 +350,7 @@ typedef struct mtls_http_conn {
     unsigned write_high : 1;  /* output passed the high-water mark with a handler waiting */
     unsigned chunked_out : 1; /* the streamed response is chunked */
     unsigned tunnel : 1;      /* after a 101: raw bytes both ways */
+    unsigned resp_unsent : 1; /* no byte of the current response was written yet */
     unsigned head_only : 1;   /* HEAD: no response body */
     unsigned keep_alive : 1;
     unsigned running : 1; /* inside mtls_http_conn_run() */

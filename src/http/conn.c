@@ -216,6 +216,8 @@ static void respond(mtls_http_conn *c, int status, const char *content_type, con
         c->close_after_flush = 1;
         return;
     }
+    c->resp_at = c->out_len;
+    c->resp_unsent = 1;
     o = put_status(c->out + c->out_len, status, text, text_len, 1);
     if (content_type == NULL) {
         o = PUT_LIT(o, "Content-Type: application/json; charset=utf-8\r\nContent-Length: ");
@@ -405,6 +407,8 @@ int mtls_http_stream_start(mtls_http_request *req, int status, const char *reaso
     }
     c->status = status;
     c->resp_started = 1;
+    c->resp_at = c->out_len;
+    c->resp_unsent = 1;
     if (status == 101 && req->upgrade) {
         o = put_status(c->out + c->out_len, status, reason, reason_len, 1);
         o = put(o, fields, fields_len);
@@ -947,7 +951,14 @@ static void parse_error(mtls_http_conn *c, llhttp_errno_t e)
     handler_detach(c, 1);
     c->keep_alive = 0;
     c->head_only = 0;
-    if (c->resp_started) {
+    if ((c->resp_started || c->resp_done) && c->resp_unsent && c->in_request) {
+        /* Answered from the head, but nothing of it was sent: the 400 takes its place. */
+        c->out_len = c->resp_at;
+        c->resp_started = c->resp_done = 0;
+        c->chunked_out = 0;
+        c->bytes_out = 0;
+    }
+    if (c->resp_started || c->resp_done) {
         /* A response is on its way: it cannot be replaced; cut it short. */
         c->status = c->status ? c->status : status;
     } else {
@@ -1123,6 +1134,7 @@ static int run(mtls_http_conn *c)
         if (c->out_off < c->out_len) {
             n = c->io.write(c->io.ctx, c->out + c->out_off, c->out_len - c->out_off);
             if (n > 0) {
+                c->resp_unsent = 0;
                 c->out_off += (size_t)n;
                 if (c->out_off == c->out_len)
                     c->out_off = c->out_len = 0;

@@ -147,13 +147,19 @@ bad:
                         text);
 }
 
+/*
+ * --check parses the address only: unlike mtls_server_listen_check() (for
+ * `mtls doctor`) it does not bind, so that checking a configuration while
+ * the server runs on that port is not "the port is in use", as nginx -t.
+ */
 int mtls__listen_check(const char *text, mtls_err *err)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
+    struct sockaddr_storage ss[MTLS__MAX_ADDRS];
+    socklen_t len[MTLS__MAX_ADDRS];
+    unsigned n_addrs = 0;
     int everywhere;
 
-    return parse_listen(text, &ss, &len, &everywhere, err);
+    return parse_listen(text, ss, len, &n_addrs, &everywhere, err);
 }
 
 static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int everywhere,
