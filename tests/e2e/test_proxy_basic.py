@@ -393,3 +393,18 @@ def test_http10_client_gets_the_body_until_close(serve, tmp_path, init_pki, upst
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"Transfer-Encoding" not in head and b"Connection: close" in head
     assert body == pattern_bytes(100000)
+
+
+def test_a_client_that_leaves_mid_request_frees_its_upstream(serve, tmp_path, init_pki,
+                                                             upstream):
+    s = proxy(serve, tmp_path, init_pki, upstream.url)
+    for path in (b"/slow/1", b"/stream/50000000"):
+        c = Conn(s.port, init_pki)
+        c.send(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        wait_until(lambda: upstream.stats["requests"] >= 1, what="the request upstream")
+        c.s.close()  # gone before (or while) the answer comes
+    c = Conn(s.port, init_pki)
+    st, _, body = c.request("GET", "/after")
+    assert st == 200 and echo(body)["path"] == "/after"
+    c.close()
+    assert s.proc.poll() is None
