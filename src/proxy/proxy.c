@@ -105,7 +105,11 @@ static void px_log(struct upconn *up, const char *level, const char *event, cons
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    px->opts.log(px->opts.log_ctx, up->req ? up->req->peer : NULL, level, event, msg);
+    {
+        const char *kv[] = {"request", up->what, "upstream", px->opts.upstream->shown, NULL};
+
+        px->opts.log(px->opts.log_ctx, up->req ? up->req->peer : NULL, level, event, msg, kv);
+    }
 }
 
 /* Takes the request away from up; the connection is then closed or pooled. */

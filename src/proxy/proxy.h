@@ -64,9 +64,10 @@ typedef struct mtls_proxy_opts {
     unsigned families;            /* MTLS_IDH_*: which identity headers to send */
     /* The identity header lines (families) of the request's connection (borrowed). */
     const char *(*identity)(const mtls_http_peer *peer, unsigned families, size_t *len);
-    /* One system-log line (level "warn"/"error"/"info", an event key, a sentence). */
+    /* One system-log line (level "warn"/"error"/"info", an event key, a sentence, and
+       name/value pairs for JSON lines: a NULL-terminated list). */
     void (*log)(void *ctx, const mtls_http_peer *peer, const char *level, const char *event,
-                const char *message);
+                const char *message, const char *const *kv);
     void *log_ctx;
 } mtls_proxy_opts;
 

@@ -1111,12 +1111,12 @@ static const char *proxy_identity(const mtls_http_peer *peer, unsigned families,
 }
 
 static void proxy_log(void *ctx, const mtls_http_peer *peer, const char *level, const char *event,
-                      const char *message)
+                      const char *message, const char *const *kv)
 {
     struct worker *w = ctx;
     const struct conn *c = peer ? peer->conn_ctx : NULL;
 
-    mtls__syslog(w->srv, level, c ? c->peer : NULL, event, message, NULL);
+    mtls__syslog(w->srv, level, c ? c->peer : NULL, event, message, kv);
 }
 
 /* A proxy on this worker's loop for upstream, added to the route table at path. */

@@ -408,3 +408,21 @@ def test_a_client_that_leaves_mid_request_frees_its_upstream(serve, tmp_path, in
     assert st == 200 and echo(body)["path"] == "/after"
     c.close()
     assert s.proc.poll() is None
+
+
+def test_json_logs_carry_the_upstream_fields(serve, tmp_path, init_pki, upstream):
+    s = proxy(serve, tmp_path, init_pki, upstream.url, "--upstream-timeout", "0.3",
+              "--log-format", "json")
+    c = Conn(s.port, init_pki)
+    assert c.request("GET", "/slow/1")[0] == 504
+    assert c.request("GET", "/fast")[0] == 200
+    c.close()
+    wait_for_text(s.access_log, '"/fast"')
+    event = [json.loads(l) for l in read_text(s.system_log).splitlines()
+             if '"upstream_timeout"' in l][0]
+    assert event["request"] == "GET /slow/1" and event["upstream"] == f"127.0.0.1:{upstream.port}"
+    assert event["level"] == "warn" and "did not answer within 0.3 s" in event["message"]
+    lines = [json.loads(l) for l in read_text(s.access_log).splitlines()]
+    assert lines[0]["status"] == 504 and lines[0]["upstream_status"] is None
+    assert lines[0]["upstream_ms"] >= 300
+    assert lines[1]["status"] == 200 and lines[1]["upstream_status"] == 200
