@@ -15,7 +15,6 @@
  */
 #include "proxy.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,9 +25,8 @@
 
 #include "mtls/http_response.h"
 
-#define SEND_HIGH_WATER                                                                            \
-    (256 * 1024) /* request bytes waiting for the upstream: pause the client                       \
-                  */
+/* Request bytes waiting for the upstream: above the high mark the client's body pauses. */
+#define SEND_HIGH_WATER (256 * 1024)
 #define SEND_LOW_WATER (64 * 1024)
 #define READ_BUF 65536
 
@@ -62,9 +60,9 @@ struct upconn {
     unsigned read_paused : 1; /* the client's output waits for the client */
     unsigned resp_started : 1;
     unsigned upgrade : 1; /* the client asked for an Upgrade (a WebSocket) */
-    mtls_strbuf replay;   /* a pooled connection's bodiless request head, until answered */
     unsigned tunnel : 1;  /* after the upstream's 101: bytes both ways */
     size_t write_pending;
+    mtls_strbuf replay; /* a pooled connection's bodiless request head, until answered */
 };
 
 struct mtls_proxy {
@@ -97,6 +95,7 @@ static void px_log(struct upconn *up, const char *level, const char *event, cons
 static void px_log(struct upconn *up, const char *level, const char *event, const char *fmt, ...)
 {
     mtls_proxy *px = up->px;
+    const char *kv[] = {"request", up->what, "upstream", px->opts.upstream->shown, NULL};
     char msg[900];
     va_list ap;
 
@@ -105,11 +104,7 @@ static void px_log(struct upconn *up, const char *level, const char *event, cons
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    {
-        const char *kv[] = {"request", up->what, "upstream", px->opts.upstream->shown, NULL};
-
-        px->opts.log(px->opts.log_ctx, up->req ? up->req->peer : NULL, level, event, msg, kv);
-    }
+    px->opts.log(px->opts.log_ctx, up->req ? up->req->peer : NULL, level, event, msg, kv);
 }
 
 /* Takes the request away from up; the connection is then closed or pooled. */
@@ -128,12 +123,12 @@ static mtls_http_request *up_detach(struct upconn *up)
     return req;
 }
 
+static int up_retry(struct upconn *up);
+
 /*
  * The upstream failed: 502 or 504 with the reason when nothing was answered
  * yet, else the client's response is cut short. Then the connection closes.
  */
-static int up_retry(struct upconn *up);
-
 static void up_fail(struct upconn *up, int status, const char *reason)
 {
     mtls_http_request *req = up->req;
