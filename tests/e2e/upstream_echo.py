@@ -115,6 +115,12 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        # mtls closing a connection mid-answer (a client that left, a timeout) is expected.
+        import sys
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
 
 class Upstream:
     """Start with Upstream(); .port; .stats; .close()."""
