@@ -31,7 +31,7 @@ command -v valgrind >/dev/null || { echo "error: valgrind is not installed" >&2;
 
 cd "$ROOT"
 if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" --buildtype=release -Dunit_tests=false >/dev/null
+    meson setup "$BUILD" --buildtype=release -Dunit_tests=disabled >/dev/null
 fi
 ninja -C "$BUILD" mtls >/dev/null
 MTLS=$ROOT/$BUILD/mtls
