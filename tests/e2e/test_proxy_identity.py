@@ -3,6 +3,7 @@
 every identity header is removed, whatever is selected (Envoy's sanitize_set)."""
 import base64
 import hashlib
+import shutil
 import subprocess
 
 import pytest
@@ -30,7 +31,7 @@ FAMILIES = {
 }
 
 
-def der(path):
+def der_of(path):
     r = subprocess.run(["openssl", "x509", "-in", str(path), "-outform", "DER"],
                        capture_output=True, check=True)
     return r.stdout
@@ -63,7 +64,7 @@ def test_spoofed_identity_headers_never_reach_the_app(serve, tmp_path, init_pki,
 def test_default_identity_headers_say_who_the_client_is(serve, tmp_path, proxy_pki, upstream):
     headers, _ = sent(serve, tmp_path, proxy_pki, upstream, cert="alice.crt", key="alice.key")
     h = dict(headers)
-    alice = der(proxy_pki / "alice.crt")
+    alice = der_of(proxy_pki / "alice.crt")
     # RFC 9440: a structured-field byte sequence of the DER.
     assert h["client-cert"] == ":" + base64.b64encode(alice).decode() + ":"
     sha = hashlib.sha256(alice).hexdigest()
@@ -115,3 +116,44 @@ def test_unknown_family_is_a_usage_error(tmp_path, init_pki):
                  cwd=server_dir(init_pki, tmp_path))
     assert r.returncode == 2
     assert "identity header family 'nginx' is unknown" in r.stderr
+
+
+NODE_APP = r"""
+// The tutorial's app without TLS: it reads who is calling from mtls's headers.
+const http = require('http');
+const server = http.createServer((req, res) => {
+  const cert = req.headers['client-cert'] || '';
+  res.setHeader('Content-Type', 'application/json');
+  res.end(JSON.stringify({
+    message: 'Hello ' + (req.headers['x-client-subject'] || 'nobody'),
+    der_bytes: Buffer.from(cert.replace(/:/g, ''), 'base64').length,
+    xfcc: req.headers['x-forwarded-client-cert'] || null,
+  }));
+});
+server.keepAliveTimeout = 200;  // closes idle connections soon: mtls must cope
+server.listen(0, '127.0.0.1', () => console.log(server.address().port));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_a_node_app_behind_mtls_reads_the_identity(serve, tmp_path, init_pki):
+    import subprocess
+    import time
+    app = subprocess.Popen(["node", "-e", NODE_APP], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(app.stdout.readline())
+        s = proxy(serve, tmp_path, init_pki, f"http://127.0.0.1:{port}")
+        der = len(der_of(init_pki / "client.crt"))
+        for pause in (0, 0.5):  # the second request comes after the app closed the kept one
+            time.sleep(pause)
+            r = curl("--cacert", "serverca.crt", "--cert", "client.crt", "--key", "client.key",
+                     "-H", "X-Forwarded-Client-Cert: Hash=0;Subject=\"CN=admin\"",
+                     f"https://localhost:{s.port}/app", cwd=s.dir)
+            assert r.returncode == 0, r.stderr
+            body = json.loads(r.stdout)
+            assert body["message"] == "Hello CN=localclient"
+            assert body["der_bytes"] == der
+            assert "CN=admin" not in body["xfcc"] and 'Subject="CN=localclient"' in body["xfcc"]
+    finally:
+        app.kill()
+        app.wait()
