@@ -3,6 +3,9 @@
  * 4-byte header are a client's stream, delivered in reads whose sizes come
  * from the header (so every way of splitting requests gets tried), with
  * writes that sometimes block. Both log formats and the 403 path are used.
+ * With bit 8 of the header a handler like the proxy's takes every other
+ * path: it pauses the body at random, answers at once or later, whole or
+ * streamed (Content-Length, chunked, none), sometimes before the body is in.
  * Every response must start with a status line, and the connection must end.
  */
 #include <stdint.h>
@@ -72,6 +75,85 @@ static const char *fz_whoami(void *ctx, size_t *len)
     return "{}";
 }
 
+/* A handler that answers later, driven by the harness between runs. */
+struct late {
+    struct stream *s;
+    mtls_http_request *req; /* the request it owes an answer, or NULL */
+    int body_end, started;
+    int64_t left; /* streamed body bytes still to write (Content-Length) */
+};
+
+static int late_body(void *ctx, const char *data, size_t len)
+{
+    struct late *l = ctx;
+
+    (void)data;
+    (void)len;
+    return next(l->s) % 3 == 0 ? MTLS_HTTP_BODY_PAUSE : MTLS_HTTP_BODY_MORE;
+}
+
+static void late_body_end(void *ctx)
+{
+    ((struct late *)ctx)->body_end = 1;
+}
+
+static void late_abort(void *ctx)
+{
+    ((struct late *)ctx)->req = NULL;
+}
+
+static int late_handle(void *ctx, mtls_http_request *req)
+{
+    struct late *l = ctx;
+
+    if (next(l->s) % 4 == 0)
+        return mtls_http_respond(req, 200, "text/plain", "now", 3, NULL);
+    if (next(l->s) % 16 == 0)
+        return -1; /* a failing handler: 500 */
+    l->req = req;
+    l->body_end = 0;
+    l->started = 0;
+    req->on_body = late_body;
+    req->on_body_end = late_body_end;
+    req->on_abort = late_abort;
+    req->handler_ctx = l;
+    return 0;
+}
+
+/* One step of the late answer: resume the body, start, write, end or answer whole. */
+static void late_step(struct late *l)
+{
+    mtls_http_request *req = l->req;
+    uint32_t pick = next(l->s) % 8;
+
+    if (req == NULL)
+        return;
+    if (pick == 0) {
+        mtls_http_body_resume(req);
+    } else if (!l->started && (l->body_end || pick == 1)) {
+        if (pick % 2 == 0) {
+            l->req = NULL;
+            (void)mtls_http_respond(req, 502, NULL, "{}", 2, NULL);
+            return;
+        }
+        l->left = pick == 3 ? MTLS_HTTP_LEN_UNKNOWN : pick == 5 ? MTLS_HTTP_LEN_NONE : 10;
+        (void)mtls_http_stream_start(req, 201, NULL, "X-A: 1\r\n", 8, l->left);
+        l->started = 1;
+    } else if (l->started && l->left != 0 && pick < 5 && l->left != MTLS_HTTP_LEN_NONE) {
+        (void)mtls_http_stream_write(req, "01234", 5);
+        if (l->left > 0)
+            l->left -= 5;
+    } else if (l->started) {
+        l->req = NULL;
+        if (pick == 7)
+            mtls_http_stream_abort(req);
+        else
+            mtls_http_stream_end(req);
+    } else {
+        mtls_http_body_resume(req);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -82,6 +164,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                            NULL};
     mtls_http_io io = {fz_read, fz_write, NULL, &s, NULL};
     mtls_http_conn c;
+    mtls_http_routes routes = {0};
+    struct late late = {0};
+    mtls_err err;
     int r = MTLS_HTTP_WANT_READ;
 
     if (size < 4)
@@ -105,18 +190,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cfg.read_buf = lent;
         cfg.read_buf_len = sizeof(lent);
     }
-    if (mtls_http_conn_init(&c, &cfg, &peer, &io) != 0)
+    late.s = &s;
+    if (data[3] & 8) {
+        if (mtls_http_routes_add_builtin(&routes, &err) != 0 ||
+            mtls_http_routes_add(&routes, "/",
+                                 MTLS_ROUTE_PREFIX | MTLS_ROUTE_BODY | MTLS_ROUTE_UNVERIFIED, 0,
+                                 late_handle, &late, &err) != 0) {
+            mtls_http_routes_release(&routes);
+            return 0;
+        }
+        cfg.routes = &routes;
+    }
+    if (mtls_http_conn_init(&c, &cfg, &peer, &io) != 0) {
+        mtls_http_routes_release(&routes);
         return 0;
+    }
     /* Each run() makes progress or waits; the stream is finite, so this ends. */
     for (int rounds = 0; rounds < 100000; rounds++) {
         r = mtls_http_conn_run(&c);
         if (r == MTLS_HTTP_DONE || r == MTLS_HTTP_ABORT)
             break;
+        late_step(&late);
         if (rounds % 64 == 63 && mtls_http_conn_busy(&c) && s.off >= s.len)
             mtls_http_conn_timeout(&c);
     }
     if (r != MTLS_HTTP_DONE && r != MTLS_HTTP_ABORT)
         abort(); /* a connection that never ends */
     mtls_http_conn_release(&c);
+    if (late.req != NULL)
+        abort(); /* release told the handler to let go */
+    mtls_http_routes_release(&routes);
     return 0;
 }
