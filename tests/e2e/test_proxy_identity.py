@@ -157,3 +157,25 @@ def test_a_node_app_behind_mtls_reads_the_identity(serve, tmp_path, init_pki):
     finally:
         app.kill()
         app.wait()
+
+
+def test_client_cert_chain_carries_the_intermediates(serve, tmp_path, init_pki, upstream):
+    from conftest import run_mtls
+    from serve_helpers import server_dir
+    d = server_dir(init_pki, tmp_path)
+    for args in (["ca", "create", "--out", "inter", "--cn", "client-intermediate", "--parent",
+                  "clientca"],
+                 ["cert", "issue", "--ca", "inter", "--profile", "client", "--cn", "carol",
+                  "--out", "carol"]):
+        r = run_mtls(*args, cwd=d)
+        assert r.returncode == 0, r.stderr
+    s = serve(d, "--upstream", upstream.url)
+    r = curl("--cacert", "serverca.crt", "--cert", "carol.chain.crt", "--key", "carol.key",
+             f"https://localhost:{s.port}/who", cwd=d)
+    assert r.returncode == 0, r.stderr
+    h = dict((n.lower(), v) for n, v in json.loads(r.stdout)["headers"])
+    inter = base64.b64encode(der_of(os.path.join(str(d), "inter.crt"))).decode()
+    carol = base64.b64encode(der_of(os.path.join(str(d), "carol.crt"))).decode()
+    assert h["client-cert"] == f":{carol}:"
+    assert h["client-cert-chain"] == f":{inter}:"  # the leaf is Client-Cert's, not here
+    assert h["x-client-issuer"] == "CN=client-intermediate"
