@@ -520,85 +520,84 @@ Test(http, route_table_prefix_exact_and_405)
     mtls_http_routes_release(&t);
 }
 
-Test(http, handler_sees_headers_streams_the_body_and_answers_later)
-{
-    static struct mem m;
-    static struct seen s;
-    mtls_http_routes t = {0};
-    mtls_http_config c2;
+/* A connection over input whose route table has the built-ins and record() at path. */
+struct late_conn {
+    struct mem m;
+    struct seen s;
+    mtls_http_routes t;
+    mtls_http_config cfg;
     mtls_http_io io;
     mtls_http_conn c;
+};
+
+static void late_conn_start(struct late_conn *l, const char *input, const char *path,
+                            unsigned flags)
+{
     mtls_err err;
+
+    memset(l, 0, sizeof(*l));
+    l->m.in = input;
+    l->m.len = l->m.avail = strlen(input);
+    cr_assert_eq(mtls_http_routes_add_builtin(&l->t, &err), 0);
+    cr_assert_eq(mtls_http_routes_add(&l->t, path, flags, 0, record, &l->s, &err), 0);
+    l->cfg = cfg;
+    l->cfg.routes = &l->t;
+    l->io = (mtls_http_io){mem_read, mem_write, NULL, &l->m, count_kick};
+    cr_assert_eq(mtls_http_conn_init(&l->c, &l->cfg, &peer, &l->io), 0);
+    kicks = 0;
+}
+
+Test(http, handler_sees_headers_streams_the_body_and_answers_later)
+{
+    static struct late_conn l;
+    struct mem *const m = &l.m;
+    struct seen *const s = &l.s;
     int r;
 
-    memset(&m, 0, sizeof(m));
-    memset(&s, 0, sizeof(s));
-    m.in = "POST /app/x?y=1 HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-Two: 2\r\n"
-           "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
-           "GET /test HTTP/1.1\r\n\r\n";
-    m.len = m.avail = strlen(m.in);
-    cr_assert_eq(mtls_http_routes_add_builtin(&t, &err), 0);
-    cr_assert_eq(
-        mtls_http_routes_add(&t, "/app", MTLS_ROUTE_PREFIX | MTLS_ROUTE_BODY, 0, record, &s, &err),
-        0);
-    c2 = cfg;
-    c2.routes = &t;
-    io = (mtls_http_io){mem_read, mem_write, NULL, &m, count_kick};
-    cr_assert_eq(mtls_http_conn_init(&c, &c2, &peer, &io), 0);
-    kicks = 0;
-    r = mtls_http_conn_run(&c);
+    late_conn_start(&l,
+                    "POST /app/x?y=1 HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-Two: 2\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+                    "GET /test HTTP/1.1\r\n\r\n",
+                    "/app", MTLS_ROUTE_PREFIX | MTLS_ROUTE_BODY);
+    r = mtls_http_conn_run(&l.c);
     cr_assert_eq(r, MTLS_HTTP_WAIT, "the body was paused: %d", r);
-    cr_assert_str_eq(s.headers, "Host=a;X-Empty=;X-Two=2;Transfer-Encoding=chunked;");
-    cr_assert_eq(s.body_len, 3);
-    for (int i = 0; i < 10 && !s.body_end; i++) {
-        mtls_http_body_resume(s.later);
-        r = mtls_http_conn_run(&c);
+    cr_assert_str_eq(s->headers, "Host=a;X-Empty=;X-Two=2;Transfer-Encoding=chunked;");
+    cr_assert_eq(s->body_len, 3);
+    for (int i = 0; i < 10 && !s->body_end; i++) {
+        mtls_http_body_resume(s->later);
+        r = mtls_http_conn_run(&l.c);
     }
     cr_assert(kicks > 0);
-    cr_assert(s.body_end);
-    cr_assert_eq(s.body_len, 5);
-    cr_assert(memcmp(s.body, "abcde", 5) == 0);
+    cr_assert(s->body_end);
+    cr_assert_eq(s->body_len, 5);
+    cr_assert(memcmp(s->body, "abcde", 5) == 0);
     /* The pipelined GET waits for this answer. */
     cr_assert_eq(r, MTLS_HTTP_WAIT);
-    cr_assert_eq(m.out_len, 0);
-    cr_assert_eq(mtls_http_stream_start(s.later, 201, NULL, "X-A: 1\r\n", 8, MTLS_HTTP_LEN_UNKNOWN),
-                 0);
-    cr_assert_eq(mtls_http_stream_write(s.later, "hello", 5), 0);
-    mtls_http_stream_end(s.later);
+    cr_assert_eq(m->out_len, 0);
+    cr_assert_eq(
+        mtls_http_stream_start(s->later, 201, NULL, "X-A: 1\r\n", 8, MTLS_HTTP_LEN_UNKNOWN), 0);
+    cr_assert_eq(mtls_http_stream_write(s->later, "hello", 5), 0);
+    mtls_http_stream_end(s->later);
     for (int i = 0; i < 10 && r != MTLS_HTTP_WANT_READ; i++)
-        r = mtls_http_conn_run(&c);
-    m.out[m.out_len] = '\0';
-    cr_assert(strncmp(m.out, "HTTP/1.1 201 Created\r\n", 22) == 0, "%s", m.out);
-    cr_assert(strstr(m.out,
+        r = mtls_http_conn_run(&l.c);
+    m->out[m->out_len] = '\0';
+    cr_assert(strncmp(m->out, "HTTP/1.1 201 Created\r\n", 22) == 0, "%s", m->out);
+    cr_assert(strstr(m->out,
                      "X-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n") != NULL,
-              "%s", m.out);
-    cr_assert_eq(count(m.out, "HTTP/1.1 200 OK"), 1, "then the pipelined GET: %s", m.out);
-    cr_assert_not(s.aborted);
-    mtls_http_conn_release(&c);
-    mtls_http_routes_release(&t);
+              "%s", m->out);
+    cr_assert_eq(count(m->out, "HTTP/1.1 200 OK"), 1, "then the pipelined GET: %s", m->out);
+    cr_assert_not(s->aborted);
+    mtls_http_conn_release(&l.c);
+    mtls_http_routes_release(&l.t);
 }
 
 Test(http, a_closed_connection_aborts_its_handler)
 {
-    static struct mem m;
-    static struct seen s;
-    mtls_http_routes t = {0};
-    mtls_http_config c2;
-    mtls_http_io io;
-    mtls_http_conn c;
-    mtls_err err;
+    static struct late_conn l;
 
-    memset(&m, 0, sizeof(m));
-    memset(&s, 0, sizeof(s));
-    m.in = "GET /app HTTP/1.1\r\n\r\n";
-    m.len = m.avail = strlen(m.in);
-    cr_assert_eq(mtls_http_routes_add(&t, "/", MTLS_ROUTE_PREFIX, 0, record, &s, &err), 0);
-    c2 = cfg;
-    c2.routes = &t;
-    io = (mtls_http_io){mem_read, mem_write, NULL, &m, count_kick};
-    cr_assert_eq(mtls_http_conn_init(&c, &c2, &peer, &io), 0);
-    cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_WAIT);
-    mtls_http_conn_release(&c);
-    cr_assert(s.aborted);
-    mtls_http_routes_release(&t);
+    late_conn_start(&l, "GET /app HTTP/1.1\r\n\r\n", "/", MTLS_ROUTE_PREFIX);
+    cr_assert_eq(mtls_http_conn_run(&l.c), MTLS_HTTP_WAIT);
+    mtls_http_conn_release(&l.c);
+    cr_assert(l.s.aborted);
+    mtls_http_routes_release(&l.t);
 }
