@@ -5,6 +5,7 @@ openssl CLI, and clients (curl, Python ssl) that report what happened.
 Import with `from serve_helpers import *` so that pytest sees the fixtures.
 """
 import os
+import re
 import signal
 import socket
 import ssl
@@ -38,18 +39,25 @@ def wait_for_text(path, text, timeout=10):
 
 
 class Server:
-    """`mtls serve` on 127.0.0.1:PORT in folder d, started and stopped by the tests."""
+    """`mtls serve` in folder d, started and stopped by the tests.
+
+    It listens on 127.0.0.1 port 0 (the kernel picks a free port, no race with other
+    processes) and .port is the port it printed, once wait_ready() returns; port=N asks
+    for that port instead."""
+
+    _count = 0
 
     def __init__(self, d, *args, workers=1, port=None, listen=True):
         self.dir = str(d)
-        self.port = port or free_port()
-        self.out = os.path.join(self.dir, f"serve-{self.port}.out")
-        self.err = os.path.join(self.dir, f"serve-{self.port}.err")
+        self.port = port
+        Server._count += 1
+        self.out = os.path.join(self.dir, f"serve-{os.getpid()}-{Server._count}.out")
+        self.err = os.path.join(self.dir, f"serve-{os.getpid()}-{Server._count}.err")
         self.system_log = os.path.join(self.dir, "system.log")
         self.access_log = os.path.join(self.dir, "access.log")
         cmd = [MTLS, "serve"]
         if listen:
-            cmd += ["--listen", f"127.0.0.1:{self.port}"]
+            cmd += ["--listen", f"127.0.0.1:{port or 0}"]
         if workers is not None:
             cmd += ["--workers", str(workers)]
         cmd += [str(a) for a in args]
@@ -65,6 +73,10 @@ class Server:
                                      f"{read_text(self.err)}")
             return "HTTPS listening on" in read_text(self.out)
         wait_until(ready, timeout=15 * SLOW, what="HTTPS listening")
+        # "HTTPS listening on 127.0.0.1:PORT...." (or "on PORT...." for every address).
+        m = re.search(r"HTTPS listening on (?:\S*:)?(\d+)[ .]", read_text(self.out))
+        assert m, read_text(self.out)
+        self.port = int(m.group(1))
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
