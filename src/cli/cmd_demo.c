@@ -39,7 +39,7 @@ static const struct cli_opt opts[] = {
      "temporary folder, removed at the end",
      0, 0},
     {"port", 'p', CLI_INT, &port_opt, "N",
-     "server port on 127.0.0.1 (default: 8443 if free, else any free port)", 1, 65535},
+     "server port on 127.0.0.1 (default: 8443 if free, else one the kernel picks)", 1, 65535},
     {"keep", 'k', CLI_FLAG, &keep, NULL,
      "keep the temporary folder, to try the curl commands by hand", 0, 0},
     {0},
@@ -128,23 +128,6 @@ static int port_is_free(int port)
     return ok;
 }
 
-/* A port the kernel considers free right now. */
-static int any_free_port(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
-
-    if (fd < 0)
-        return -1;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
 /*
  * 1 when a socket listens on 127.0.0.1:port (or on every address). Read from
  * /proc/net/tcp rather than by connecting: a test connection would be a
@@ -218,6 +201,26 @@ static void print_output(FILE *f, int fd, const char *indent)
     }
     if (!at_line_start)
         fputc('\n', f);
+}
+
+/* The port in the server's "HTTPS listening on 127.0.0.1:PORT...." line, read
+ * from what it wrote to fd so far; 0 while the line is not there. */
+static int printed_port(int fd)
+{
+    static const char marker[] = "HTTPS listening on 127.0.0.1:";
+    char buf[4096];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    const char *at;
+    long port;
+
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    at = strstr(buf, marker);
+    if (at == NULL)
+        return 0;
+    port = strtol(at + sizeof(marker) - 1, NULL, 10);
+    return port > 0 && port <= 65535 ? (int)port : 0;
 }
 
 /* Starts `self args...` in dir with stdout and stderr to out_fd. */
@@ -467,9 +470,10 @@ static int pick_port(struct demo *d)
                              "it out to use any free port",
                              d->port);
     } else {
-        d->port = port_is_free(DEMO_PORT) ? DEMO_PORT : any_free_port();
-        if (d->port < 0)
-            return cli_failf("cannot find a free port on 127.0.0.1: %s", strerror(errno));
+        /* The tutorial's port when it is free; else port 0, and the server
+         * says which port the kernel gave it (no race with another process
+         * taking a port we picked). */
+        d->port = port_is_free(DEMO_PORT) ? DEMO_PORT : 0;
     }
     snprintf(d->listen, sizeof(d->listen), "127.0.0.1:%d", d->port);
     return 0;
@@ -526,6 +530,14 @@ static int setup_pki(const struct demo *d)
     return 0;
 }
 
+/* 1 once the server listens; with port 0 its port is the one it printed. */
+static int server_listening(struct demo *d)
+{
+    if (d->port == 0)
+        d->port = printed_port(d->out_fd);
+    return d->port != 0 && port_listening(d->port);
+}
+
 /* 2. The server, a real separate process, waited for by polling its port. */
 static int start_server(struct demo *d)
 {
@@ -547,7 +559,7 @@ static int start_server(struct demo *d)
         return cli_failf("cannot start 'mtls serve': %s", strerror(errno));
     server_pid_for_signal = d->server;
     d->started = 1;
-    while (!port_listening(d->port)) {
+    while (!server_listening(d)) {
         if (waitpid(d->server, &status, WNOHANG) == d->server) {
             char how[64];
 

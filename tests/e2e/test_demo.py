@@ -201,3 +201,25 @@ def test_ctrl_c_stops_the_server_and_removes_the_temporary_folder(tmp_path):
     assert "interrupted: the server is stopped and the temporary folder removed" in err
     assert not os.path.exists(f"/proc/{serve_pid}"), "the demo left its server running"
     assert not folder.exists()
+
+
+def test_demo_takes_a_port_from_the_kernel_when_8443_is_busy(tmp_path):
+    """Without --port and with 8443 taken, the server listens on port 0 and the demo uses
+    the port it printed (no free port picked beforehand, which could race)."""
+    busy = socket.socket()
+    busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        busy.bind(("127.0.0.1", 8443))
+    except OSError:
+        busy.close()
+        pytest.skip("port 8443 is in use by another process: cannot hold it for the test")
+    busy.listen()
+    try:
+        r = run_demo(tmpdir=tmp_path)
+    finally:
+        busy.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    port = int(r.stdout.split("listens on https://localhost:")[1].split()[0])
+    assert port not in (0, 8443)
+    assert f"https://localhost:{port}/test" in r.stdout
+    assert "3 of 3 checks behaved as the tutorial says" in r.stdout
