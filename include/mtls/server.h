@@ -59,6 +59,7 @@ typedef struct mtls_server_opts {
     unsigned idle_timeout_ms;      /* keep-alive between requests; default 60000 */
     unsigned drain_timeout_ms;     /* SIGTERM: in-flight requests get this long; default 10000 */
     unsigned max_connections;      /* all workers together; default 10000 */
+    int proxy_protocol;            /* 1: every connection starts with a PROXY protocol v2 header */
     mtls_http_config http;         /* limits (its log fields are set by the server) */
     /* The reverse proxy: every request no built-in route takes goes to
        "http://HOST:PORT[/PREFIX]" or "unix:/PATH"; NULL: none (404). */

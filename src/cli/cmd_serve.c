@@ -13,7 +13,7 @@ static const char *listen_addr, *cert, *key, *client_ca, *access_log, *system_lo
     *handshake_timeout, *header_timeout, *idle_timeout, *drain_timeout, *password_file, *user,
     *upstream, *identity_headers, *upstream_connect_timeout, *upstream_timeout, *config_file;
 /* -1 until given: mtls_server_opts_init() holds the defaults. */
-static int verify_client = -1, worker_model = -1, log_format = -1;
+static int verify_client = -1, worker_model = -1, log_format = -1, proxy_protocol;
 
 static const struct cli_choice verify_choices[] = {
     {"require", MTLS_VERIFY_REQUIRE}, {"optional", MTLS_VERIFY_OPTIONAL}, {NULL, 0}};
@@ -50,6 +50,10 @@ static const struct cli_opt opts[] = {
     {"ticket-keys", 0, CLI_LIST, &ticket_keys, "FILE",
      "80-byte session ticket keys (openssl rand 80 > FILE), the first encrypts, all decrypt: "
      "replicas with the same keys resume each other's sessions; repeatable",
+     0, 0},
+    {"proxy-protocol", 0, CLI_FLAG, &proxy_protocol, NULL,
+     "behind a TCP balancer (HAProxy send-proxy-v2): every connection must start with a PROXY "
+     "protocol v2 header, whose client address the logs and the proxy show; others are refused",
      0, 0},
     {"workers", 0, CLI_INT, &workers, "N", "worker count (default: one per CPU core)", 1, 1024},
     {"worker-model", 0, CLI_CHOICE, &model_dest, "MODEL",
@@ -143,6 +147,12 @@ static const struct cli_spec spec = {
         "resumption: every worker resumes every worker's TLS sessions (a cache in shared\n"
         "memory, emptied by SIGHUP); with --ticket-keys, stateless tickets instead, which\n"
         "every server holding the same keys accepts (replicas behind a load balancer).\n"
+        "\n"
+        "--proxy-protocol: a balancer's PROXY protocol v2 header (binary; v1 text is\n"
+        "refused) comes before the TLS handshake, within --handshake-timeout; its client\n"
+        "address replaces the balancer's wherever the peer is shown (both logs, requests).\n"
+        "A LOCAL header (health checks) keeps the balancer's address. Connections without\n"
+        "a valid header are closed and the system log says why.\n"
         "\n"
         "--user NAME: the main process stays root to reload and reopen; the workers run\n"
         "as NAME with no_new_privs. A reload or log reopen then starts new workers that\n"
@@ -239,6 +249,7 @@ int cmd_serve(int argc, char **argv)
     if (max_connections > 0)
         o.max_connections = (unsigned)max_connections;
     o.user = user;
+    o.proxy_protocol = proxy_protocol;
     if (access_log != NULL)
         o.access_log = access_log;
     if (system_log != NULL)

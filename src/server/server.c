@@ -524,8 +524,8 @@ static void log_start(mtls_server *srv)
     }
     mtls__syslogf(
         srv, "info", "start",
-        "HTTPS start: listening on %s, workers: %u (%s), verify-client %s, client CAs: %s",
-        srv->address, srv->workers,
+        "HTTPS start: listening on %s%s, workers: %u (%s), verify-client %s, client CAs: %s",
+        srv->address, srv->opts.proxy_protocol ? " (PROXY protocol v2 required)" : "", srv->workers,
         srv->opts.model == MTLS_WORKERS_THREAD ? "threads" : "processes",
         srv->opts.tls.verify == MTLS_VERIFY_OPTIONAL ? "optional" : "require", names);
 }

@@ -4,7 +4,11 @@
  * uv_poll_t; OpenSSL reads and writes the socket itself (SSL_set_fd), and
  * after the handshake src/http reads and writes through SSL_read/SSL_write.
  *
- *   accept -> HANDSHAKE -> HTTP (read request -> write response)* -> LINGER -> closed
+ *   accept -> [PROXY] -> HANDSHAKE -> HTTP (read request -> write response)* -> LINGER -> closed
+ *
+ * PROXY (--proxy-protocol) reads a balancer's PROXY protocol v2 header
+ * (proxy_protocol.c) under the handshake's deadline; the client address it
+ * names becomes the connection's peer for every log line and request.
  *
  * Timeouts are deadlines on each connection with a libuv timer each, armed
  * for the deadline when it moves earlier; a deadline that moves later (a
@@ -37,6 +41,7 @@
 #include "mtls/certinfo.h"
 #include "mtls/http.h"
 #include "mtls/tls.h"
+#include "proxy_protocol.h"
 #include "server_internal.h"
 
 #define ACCEPT_BATCH 64
@@ -44,7 +49,7 @@
 #define RETRY_MS 50 /* a paused listener (cap reached, no file descriptors) retries this often */
 #define ACCESS_BUF 32768
 
-enum conn_state { ST_HANDSHAKE, ST_HTTP, ST_LINGER };
+enum conn_state { ST_PROXY, ST_HANDSHAKE, ST_HTTP, ST_LINGER };
 
 struct worker;
 
@@ -63,9 +68,10 @@ struct conn {
     uint64_t answered;    /* requests answered when the deadline was last set */
     int closing;          /* uv_close called */
     SSL *ssl;
-    mtls_tls_verify_note *note; /* during the handshake only */
-    char addr[64];              /* "127.0.0.1" */
-    char peer[80];              /* "127.0.0.1:54321" */
+    mtls_tls_verify_note *note;       /* during the handshake only */
+    struct mtls__proxy_reader *proxy; /* --proxy-protocol: while its header is read */
+    char addr[64];                    /* "127.0.0.1" */
+    char peer[80];                    /* "127.0.0.1:54321" */
     mtls_http_peer http_peer;
     mtls_http_conn http;
     int http_ready;
@@ -468,6 +474,7 @@ static void conn_free(uv_handle_t *h)
     mtls_cert_info_release(c->info);
     free(c->info);
     free(c->note);
+    free(c->proxy);
     free(c->subject);
     free(c->denied);
     free(c->identity);
@@ -737,6 +744,47 @@ static void conn_http(struct conn *c)
     }
 }
 
+/* The peer as logs and requests show it: c->addr ("127.0.0.1") and c->peer ("127.0.0.1:54321"). */
+static void conn_set_peer(struct conn *c, const struct sockaddr_storage *ss)
+{
+    int port;
+
+    mtls__addr_format(ss, c->addr, sizeof(c->addr), &port);
+    snprintf(c->peer, sizeof(c->peer), strchr(c->addr, ':') ? "[%s]:%d" : "%s:%d", c->addr, port);
+}
+
+/*
+ * --proxy-protocol: reads the balancer's header, a piece at a time if it
+ * comes so, then hands the socket to the TLS handshake. A connection
+ * without a valid header is refused (closed), named by the address that
+ * connected.
+ */
+static void conn_proxy_header(struct conn *c)
+{
+    struct mtls__proxy_header hdr;
+    char why[256], message[400];
+    int r = mtls__proxy_read(c->proxy, c->fd, &hdr, why, sizeof(why));
+
+    if (r == MTLS__PROXY_AGAIN) {
+        conn_want(c, UV_READABLE);
+        return;
+    }
+    if (r != MTLS__PROXY_DONE) {
+        /* Like a handshake: a peer that leaves is routine; a wrong header is what to look at. */
+        snprintf(message, sizeof(message), "connection refused (--proxy-protocol): %s", why);
+        mtls__syslog(c->w->srv, r == MTLS__PROXY_INVALID ? "warn" : "info", c->peer,
+                     "proxy_header_rejected", message, NULL);
+        conn_close(c);
+        return;
+    }
+    free(c->proxy);
+    c->proxy = NULL;
+    if (!hdr.local)
+        conn_set_peer(c, &hdr.source);
+    c->state = ST_HANDSHAKE;
+    conn_handshake(c);
+}
+
 static void conn_io(uv_poll_t *h, int status, int events)
 {
     struct conn *c = h->data;
@@ -758,6 +806,9 @@ static void conn_io(uv_poll_t *h, int status, int events)
         }
     }
     switch (c->state) {
+    case ST_PROXY:
+        conn_proxy_header(c);
+        break;
     case ST_HANDSHAKE:
         conn_handshake(c);
         break;
@@ -773,7 +824,7 @@ static void conn_io(uv_poll_t *h, int status, int events)
 static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss)
 {
     struct conn *c = calloc(1, sizeof(*c));
-    int one = 1, port;
+    int one = 1;
 
     if (c == NULL) {
         close(fd);
@@ -782,19 +833,20 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss
     }
     c->w = w;
     c->fd = fd;
-    c->state = ST_HANDSHAKE;
-    mtls__addr_format(ss, c->addr, sizeof(c->addr), &port);
-    snprintf(c->peer, sizeof(c->peer), strchr(c->addr, ':') ? "[%s]:%d" : "%s:%d", c->addr, port);
+    c->state = w->srv->opts.proxy_protocol ? ST_PROXY : ST_HANDSHAKE;
+    conn_set_peer(c, ss);
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->ssl = SSL_new(w->pub->ssl_ctx);
     if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1 ||
         (c->note = calloc(1, sizeof(*c->note))) == NULL ||
         mtls_tls_note_attach(c->ssl, c->note) != 0 ||
+        (c->state == ST_PROXY && (c->proxy = calloc(1, sizeof(*c->proxy))) == NULL) ||
         uv_poll_init_socket(w->loop, &c->poll, fd) != 0) {
         ERR_clear_error();
         SSL_free(c->ssl);
         close(fd);
         free(c->note);
+        free(c->proxy);
         free(c);
         slot_give(w);
         return;
@@ -809,9 +861,13 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss
         w->conns->prev = c;
     w->conns = c;
     w->n_conns++;
+    /* With --proxy-protocol the header and the handshake share this deadline. */
     conn_deadline(c, w->srv->opts.handshake_timeout_ms);
-    /* The ClientHello often arrives with the connection: try at once. */
-    conn_handshake(c);
+    /* The ClientHello (or the PROXY header) often arrives with the connection: try at once. */
+    if (c->state == ST_PROXY)
+        conn_proxy_header(c);
+    else
+        conn_handshake(c);
 }
 
 static void on_accept(uv_poll_t *h, int status, int events)
@@ -874,6 +930,13 @@ static void conn_timeout(struct conn *c)
     struct worker *w = c->w;
 
     switch (c->state) {
+    case ST_PROXY:
+        mtls__syslog(w->srv, "info", c->peer, "proxy_header_timeout",
+                     "connection refused: no whole PROXY protocol header in time "
+                     "(--proxy-protocol; the handshake timeout)",
+                     NULL);
+        conn_close(c);
+        break;
     case ST_HANDSHAKE:
         mtls__syslog(w->srv, "info", c->peer, "handshake_timeout",
                      "handshake rejected: the client did not complete the handshake in time", NULL);
