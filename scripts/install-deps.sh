@@ -8,7 +8,8 @@
 #   build  what `make demo` needs: a C toolchain, Meson, and the libraries
 #   test   build + what `make test` needs: Criterion, pytest, the real
 #          clients (curl, Node) and servers (nginx), clang for the fuzzers,
-#          clang-format
+#          clang-format, and HAProxy with iproute2 (`ip netns`) for the
+#          replicas test (tests/e2e/test_replicas.py, run as root)
 #   bench  test + npm (Express, a benchmark peer) and valgrind
 set -eu
 
@@ -32,7 +33,7 @@ need_build() {
 need_test() {
     # libclang-rt-dev is the sanitizer and libFuzzer runtime of Debian's
     # default clang (14 on Debian 12, 19 on Debian 13).
-    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light man-db groff-base zsh"
+    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light man-db groff-base zsh haproxy iproute2"
 }
 need_bench() {
     echo "$(need_test) npm valgrind"
