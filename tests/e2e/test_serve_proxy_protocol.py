@@ -1,8 +1,9 @@
 """`mtls serve --proxy-protocol` on loopback, with a PROXY protocol v2 header
 written by hand (tests/e2e/test_replicas.py has HAProxy write it): the address
-it names is the one both logs show; LOCAL keeps the connection's own; a header
-in pieces is fine; a connection without a valid header is refused and named in
-the system log; a header that never completes meets the handshake timeout."""
+it names is the one both logs and the upstream's X-Forwarded-For and Forwarded
+show; LOCAL keeps the connection's own; a header in pieces is fine; a
+connection without a valid header is refused and named in the system log; a
+header that never completes meets the handshake timeout."""
 import ipaddress
 import json
 import os
@@ -11,6 +12,7 @@ import ssl
 import struct
 import time
 
+from proxy_helpers import upstream  # noqa: F401 (fixture)
 from serve_helpers import *  # noqa: F401,F403 (fixtures)
 from serve_helpers import SLOW, server_dir
 
@@ -92,6 +94,21 @@ def test_system_log_names_the_client(init_pki, serve, tmp_path):
     wait_for_text(s.system_log, "handshake_rejected")
     rejected = [l for l in json_lines(s.system_log) if l["event"] == "handshake_rejected"]
     assert rejected[0]["peer"] == "203.0.113.50:41000", rejected
+
+
+def test_the_upstream_sees_the_client_address(init_pki, serve, tmp_path, upstream):
+    d = server_dir(init_pki, tmp_path)
+    with open(os.path.join(d, "pp.yaml"), "w") as f:
+        f.write(f"upstream: {upstream.url}\nproxy_protocol: true\n")
+    s = serve(d, "--config", "pp.yaml")  # the flag's key in the configuration file
+    answer = request_after(s.port, d, pp2("203.0.113.9", 40000), path="/app")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    headers = json.loads(answer.split(b"\r\n\r\n", 1)[1])["headers"]
+    assert ["X-Forwarded-For", "203.0.113.9"] in headers, headers
+    assert ["Forwarded", "for=203.0.113.9;proto=https"] in headers, headers
+    answer = request_after(s.port, d, pp2("2001:db8::9", 40001), path="/app")
+    headers = json.loads(answer.split(b"\r\n\r\n", 1)[1])["headers"]
+    assert ["Forwarded", 'for="[2001:db8::9]";proto=https'] in headers, headers
 
 
 def test_local_keeps_the_connection_address(init_pki, serve, tmp_path):
