@@ -9,6 +9,7 @@ import ssl
 import pytest
 
 from serve_helpers import *  # noqa: F401,F403 (fixtures)
+from conftest import MTLS
 from serve_helpers import SLOW, server_dir
 
 
@@ -165,3 +166,28 @@ def test_lost_access_log_lines_are_said_and_counted(model, init_pki, serve, tmp_
     wait_until(lambda: lost + landed() == 5 + len(backs),
                what=f"{5 + len(backs)} requests each lost ({lost}) or in the new log")
     assert lost + landed() == 5 + len(backs)
+
+
+@pytest.mark.parametrize("model", ["process", "thread"])
+def test_sighup_as_soon_as_it_says_it_listens(model, init_pki, tmp_path):
+    """A reload sent the moment the 'listening' line appears (a test, or systemd) is taken as
+    a reload, never as SIGHUP's default action, which ends the process."""
+    import subprocess
+    import time
+    d = server_dir(init_pki, tmp_path)
+    for i in range(5):
+        p = subprocess.Popen([MTLS, "serve", "--listen", "127.0.0.1:0", "--worker-model", model,
+                              "--workers", "1"], cwd=d, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            line = p.stdout.readline()
+            assert "HTTPS listening on" in line, p.stderr.read()
+            p.send_signal(signal.SIGHUP)
+            wait_until(lambda: "SIGHUP: reloaded" in read_text(os.path.join(d, "system.log"))
+                       .split("HTTPS start")[-1] or p.poll() is not None,
+                       what="the reload")
+            assert p.poll() is None, f"run {i}: mtls serve died of SIGHUP ({p.returncode})"
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.communicate(timeout=20)
+        assert p.returncode == 0
