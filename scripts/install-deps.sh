@@ -28,12 +28,12 @@ llhttp_pkg() {
 }
 
 need_build() {
-    echo "gcc libc6-dev make pkg-config meson ninja-build libssl-dev libuv1-dev libcjson-dev libyaml-dev openssl $(llhttp_pkg)"
+    echo "gcc libc6-dev make pkg-config meson ninja-build libssl-dev libuv1-dev libcjson-dev libyaml-dev libnghttp2-dev openssl $(llhttp_pkg)"
 }
 need_test() {
     # libclang-rt-dev is the sanitizer and libFuzzer runtime of Debian's
     # default clang (14 on Debian 12, 19 on Debian 13).
-    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light man-db groff-base zsh haproxy iproute2"
+    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light man-db groff-base zsh haproxy iproute2 nghttp2-client python3-h2"
 }
 need_bench() {
     echo "$(need_test) npm valgrind"

@@ -359,6 +359,10 @@ typedef struct mtls_http_conn {
     unsigned read_done : 1; /* read once since the last wait; wait unless pending */
     uint64_t requests;      /* requests answered on this connection */
     uint64_t bytes_out;     /* response body bytes handed to write() */
+    /* HTTP/2 (private): on the connection, its session (src/http/h2.c); on
+       the per-stream request state h2 makes, the stream it belongs to. */
+    struct mtls__h2_session *h2;
+    struct mtls__h2_stream *h2_stream;
 } mtls_http_conn;
 
 /**
@@ -370,6 +374,13 @@ int mtls_http_conn_init(mtls_http_conn *c, const mtls_http_config *cfg, const mt
 
 /** Frees the buffers of c. NULL-safe, and safe on a zeroed struct. */
 void mtls_http_conn_release(mtls_http_conn *c);
+
+/**
+ * Makes c speak HTTP/2 (the handshake's ALPN chose "h2"), before its first
+ * run: every stream becomes a request for the same routes and handlers, and
+ * the functions below act on the whole session. Returns 0 or MTLS_E_NOMEM.
+ */
+int mtls_http_conn_use_h2(mtls_http_conn *c);
 
 /**
  * Makes progress: writes what is pending, reads, parses every complete

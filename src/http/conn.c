@@ -69,7 +69,7 @@ static void kick(mtls_http_conn *c)
 
 /* ---- responses -------------------------------------------------------- */
 
-static const char *status_text(int status)
+const char *mtls__http_status_text(int status)
 {
     switch (status) {
     case 100:
@@ -202,7 +202,7 @@ static char *put_connection(mtls_http_conn *c, char *o)
 static void respond(mtls_http_conn *c, int status, const char *content_type, const char *body,
                     size_t body_len, const char *extra_headers)
 {
-    const char *text = status_text(status);
+    const char *text = mtls__http_status_text(status);
     size_t extra_len = extra_headers ? strlen(extra_headers) : 0;
     size_t text_len = strlen(text);
     size_t type_len = content_type ? strlen(content_type) : 0;
@@ -210,6 +210,10 @@ static void respond(mtls_http_conn *c, int status, const char *content_type, con
     size_t most = 200 + text_len + type_len + extra_len + (c->head_only ? 0 : body_len);
     char *o;
 
+    if (c->h2_stream != NULL) {
+        mtls__h2_respond(c, status, content_type, body, body_len, extra_headers);
+        return;
+    }
     c->status = status;
     if (out_reserve(c, most) != 0) {
         c->closing = 1;
@@ -296,7 +300,7 @@ static void log_request(mtls_http_conn *c, int status, int parsed)
 }
 
 /* Takes the request away from its handler (which is told, if it asked). */
-static void handler_detach(mtls_http_conn *c, int abort)
+void mtls__http_handler_detach(mtls_http_conn *c, int abort)
 {
     void (*on_abort)(void *) = c->req.on_abort;
     void *ctx = c->req.handler_ctx;
@@ -316,7 +320,7 @@ static void handler_detach(mtls_http_conn *c, int abort)
 }
 
 /* Both the request and its response are complete: log it, ready the next. */
-static void finish_request(mtls_http_conn *c)
+void mtls__http_finish_request(mtls_http_conn *c)
 {
     log_request(c, c->status, 1);
     c->requests++;
@@ -337,12 +341,12 @@ static void finish_request(mtls_http_conn *c)
 }
 
 /* The response is complete (the handler is done with the request). */
-static void response_done(mtls_http_conn *c)
+void mtls__http_response_done(mtls_http_conn *c)
 {
     c->resp_done = 1;
-    handler_detach(c, 0);
+    mtls__http_handler_detach(c, 0);
     if (c->msg_done)
-        finish_request(c);
+        mtls__http_finish_request(c);
     kick(c);
 }
 
@@ -361,7 +365,7 @@ int mtls_http_respond(mtls_http_request *req, int status, const char *content_ty
     if (!request_open(req) || c->resp_started)
         return MTLS_E_INVALID;
     respond(c, status, content_type, body, len, extra_headers);
-    response_done(c);
+    mtls__http_response_done(c);
     return 0;
 }
 
@@ -382,6 +386,10 @@ void mtls_http_send_continue(mtls_http_request *req)
     if (!request_open(req) || c->resp_started || !req->expect_continue || is_http10(c))
         return;
     req->expect_continue = 0; /* once */
+    if (c->h2_stream != NULL) {
+        mtls__h2_send_continue(c);
+        return;
+    }
     if (out_reserve(c, sizeof(cont)) != 0)
         return;
     memcpy(c->out + c->out_len, cont, sizeof(cont) - 1);
@@ -398,8 +406,10 @@ int mtls_http_stream_start(mtls_http_request *req, int status, const char *reaso
 
     if (!request_open(req) || c->resp_started)
         return MTLS_E_INVALID;
+    if (c->h2_stream != NULL)
+        return mtls__h2_stream_start(c, status, fields, fields_len, length);
     if (reason == NULL)
-        reason = status_text(status);
+        reason = mtls__http_status_text(status);
     reason_len = strlen(reason);
     if (out_reserve(c, 160 + reason_len + fields_len) != 0) {
         mtls_http_stream_abort(req);
@@ -447,6 +457,8 @@ int mtls_http_stream_write(mtls_http_request *req, const char *data, size_t len)
 
     if (!request_open(req) || !c->resp_started || c->head_only)
         return 0;
+    if (c->h2_stream != NULL)
+        return mtls__h2_stream_write(c, data, len);
     if (len > 0) {
         if (out_reserve(c, len + 32) != 0) {
             mtls_http_stream_abort(req);
@@ -486,10 +498,14 @@ void mtls_http_stream_end(mtls_http_request *req)
 
     if (!request_open(req) || !c->resp_started)
         return;
+    if (c->h2_stream != NULL) {
+        mtls__h2_stream_end(c);
+        return;
+    }
     if (c->tunnel) {
         /* A tunnel ends with its connection. */
         c->msg_done = 1;
-        response_done(c);
+        mtls__http_response_done(c);
         c->close_after_flush = 1;
         return;
     }
@@ -498,7 +514,7 @@ void mtls_http_stream_end(mtls_http_request *req)
         c->out_len += 5;
     }
     c->chunked_out = 0;
-    response_done(c);
+    mtls__http_response_done(c);
 }
 
 void mtls_http_stream_abort(mtls_http_request *req)
@@ -507,6 +523,10 @@ void mtls_http_stream_abort(mtls_http_request *req)
 
     if (!request_open(req))
         return;
+    if (c->h2_stream != NULL) {
+        mtls__h2_stream_abort(c);
+        return;
+    }
     c->chunked_out = 0;
     c->keep_alive = 0;
     c->closing = 1;
@@ -514,7 +534,7 @@ void mtls_http_stream_abort(mtls_http_request *req)
         c->status = 502;
     /* Log it now: the rest of the request will not be read. */
     c->msg_done = 1;
-    response_done(c);
+    mtls__http_response_done(c);
     c->close_after_flush = 1;
 }
 
@@ -524,6 +544,10 @@ void mtls_http_body_resume(mtls_http_request *req)
 
     if (c == NULL || !c->body_paused)
         return;
+    if (c->h2_stream != NULL) {
+        mtls__h2_body_resume(c);
+        return;
+    }
     c->body_paused = 0;
     kick(c);
 }
@@ -567,7 +591,7 @@ static size_t allow_header(uint64_t methods, char *buf, size_t size)
 }
 
 /* The route table's word on this request, or a refusal it answers itself. */
-static int dispatch(mtls_http_conn *c)
+int mtls__http_dispatch(mtls_http_conn *c)
 {
     mtls_http_request *req = &c->req;
     const mtls_http_routes *t = c->cfg->routes ? c->cfg->routes : mtls__http_builtin_routes();
@@ -619,7 +643,7 @@ static int dispatch(mtls_http_conn *c)
     req->route_path = route->path;
     c->handler_active = 1;
     if (route->handler(route->ctx, req) < 0 && !c->resp_started && !c->resp_done) {
-        handler_detach(c, 1);
+        mtls__http_handler_detach(c, 1);
         respond_error(c, 500, "internal error", NULL, NULL);
         c->resp_done = 1;
     }
@@ -806,7 +830,7 @@ static int on_headers_complete(llhttp_t *p)
         return fail(c, 400, "the request head did not arrive whole"); /* cannot happen */
     c->in_head = 0;
     request_fill(c);
-    if (dispatch(c) != 0)
+    if (mtls__http_dispatch(c) != 0)
         return fail(c, 413, "request body too large");
     /* The spans are valid during the handler call only. */
     c->req.headers = NULL;
@@ -838,7 +862,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
             return fail(c, 413, "request body too large");
         c->keep_alive = 0;
         c->msg_done = 1;
-        finish_request(c); /* answered already: log it and close */
+        mtls__http_finish_request(c); /* answered already: log it and close */
         return HPE_PAUSED;
     }
     return 0;
@@ -853,7 +877,7 @@ static int on_message_complete(llhttp_t *p)
     if (c->handler_active && c->req.on_body_end != NULL)
         c->req.on_body_end(c->req.handler_ctx); /* it may answer now */
     if (c->resp_done && c->in_request)
-        finish_request(c);
+        mtls__http_finish_request(c);
     /* Pause after every message: the next head is checked for wholeness first. */
     return HPE_PAUSED;
 }
@@ -891,7 +915,9 @@ void mtls_http_conn_release(mtls_http_conn *c)
 {
     if (c == NULL)
         return;
-    handler_detach(c, 1);
+    if (c->h2 != NULL)
+        mtls__h2_release(c);
+    mtls__http_handler_detach(c, 1);
     free(c->in);
     free(c->out);
     free(c->own_headers);
@@ -948,7 +974,7 @@ static void parse_error(mtls_http_conn *c, llhttp_errno_t e)
                         : status == 500 ? "internal error"
                                         : "request headers too large";
 
-    handler_detach(c, 1);
+    mtls__http_handler_detach(c, 1);
     c->keep_alive = 0;
     c->head_only = 0;
     if ((c->resp_started || c->resp_done) && c->resp_unsent && c->in_request) {
@@ -1219,6 +1245,8 @@ int mtls_http_conn_run(mtls_http_conn *c)
 {
     int r;
 
+    if (c->h2 != NULL)
+        return mtls__h2_run(c);
     c->running = 1;
     r = run(c);
     c->running = 0;
@@ -1228,21 +1256,29 @@ int mtls_http_conn_run(mtls_http_conn *c)
 void mtls_http_conn_drain(mtls_http_conn *c)
 {
     c->closing = 1;
+    if (c->h2 != NULL) {
+        mtls__h2_drain(c);
+        return;
+    }
     if (!c->in_request && !head_pending(c))
         c->close_after_flush = 1;
 }
 
 void mtls_http_conn_timeout(mtls_http_conn *c)
 {
+    if (c->h2 != NULL) {
+        mtls__h2_timeout(c);
+        return;
+    }
     if ((c->in_request || head_pending(c)) && !c->close_after_flush && !c->resp_started) {
-        handler_detach(c, 1);
+        mtls__http_handler_detach(c, 1);
         c->keep_alive = 0;
         c->head_only = 0;
         respond_error(c, 408, "request timeout", NULL, NULL);
         log_request(c, 408, 0);
         c->in_request = 0;
     }
-    handler_detach(c, 1);
+    mtls__http_handler_detach(c, 1);
     c->in_off = c->in_len = 0;
     c->closing = 1;
     c->close_after_flush = 1;
@@ -1250,10 +1286,14 @@ void mtls_http_conn_timeout(mtls_http_conn *c)
 
 int mtls_http_conn_busy(const mtls_http_conn *c)
 {
+    if (c->h2 != NULL)
+        return mtls__h2_busy(c);
     return c->in_request || head_pending(c) || c->out_off < c->out_len;
 }
 
 int mtls_http_conn_in_head(const mtls_http_conn *c)
 {
+    if (c->h2 != NULL)
+        return 0; /* frames, not a head: the idle timeout covers a stalled peer */
     return (c->in_request && c->in_head) || head_pending(c);
 }

@@ -23,4 +23,37 @@ size_t mtls__http_log_line(const mtls_http_conn *c, int status, int parsed, char
 /** The built-in route table (/test and /whoami) for configs that name none. */
 const mtls_http_routes *mtls__http_builtin_routes(void);
 
+/* ---- shared by conn.c (HTTP/1.x) and h2.c (HTTP/2) ---- */
+
+/** Routes c->req (filled by the caller) to its handler, or answers a refusal. -1: 413. */
+int mtls__http_dispatch(mtls_http_conn *c);
+
+/** Logs c's request and readies c for the next one (request and response complete). */
+void mtls__http_finish_request(mtls_http_conn *c);
+
+/** Takes the request away from its handler (on_abort called when abort is set). */
+void mtls__http_handler_detach(mtls_http_conn *c, int abort);
+
+/** The response is complete: detach the handler, log when the request is complete too. */
+void mtls__http_response_done(mtls_http_conn *c);
+
+/** The standard reason phrase of status ("Not Found"). */
+const char *mtls__http_status_text(int status);
+
+/* h2.c: what conn.c forwards when c->h2 (a session) or c->h2_stream (a stream) is set. */
+int mtls__h2_run(mtls_http_conn *c);
+void mtls__h2_drain(mtls_http_conn *c);
+void mtls__h2_timeout(mtls_http_conn *c);
+int mtls__h2_busy(const mtls_http_conn *c);
+void mtls__h2_release(mtls_http_conn *c);
+void mtls__h2_respond(mtls_http_conn *c, int status, const char *content_type, const char *body,
+                      size_t body_len, const char *extra_headers);
+int mtls__h2_stream_start(mtls_http_conn *c, int status, const char *fields, size_t fields_len,
+                          int64_t length);
+int mtls__h2_stream_write(mtls_http_conn *c, const char *data, size_t len);
+void mtls__h2_stream_end(mtls_http_conn *c);
+void mtls__h2_stream_abort(mtls_http_conn *c);
+void mtls__h2_body_resume(mtls_http_conn *c);
+void mtls__h2_send_continue(mtls_http_conn *c);
+
 #endif

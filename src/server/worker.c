@@ -562,6 +562,16 @@ static void log_rejected(struct conn *c, const char *reason, const char *alert, 
 
 static void conn_http(struct conn *c);
 
+/* The handshake's ALPN chose HTTP/2. */
+static int alpn_is_h2(const SSL *ssl)
+{
+    const unsigned char *proto = NULL;
+    unsigned int len = 0;
+
+    SSL_get0_alpn_selected(ssl, &proto, &len);
+    return len == 2 && memcmp(proto, "h2", 2) == 0;
+}
+
 static void handshake_done(struct conn *c)
 {
     struct worker *w = c->w;
@@ -625,6 +635,10 @@ static void handshake_done(struct conn *c)
     c->http_peer.whoami_ctx = c;
     c->http_peer.conn_ctx = c;
     if (mtls_http_conn_init(&c->http, &w->http_cfg, &c->http_peer, &io) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (alpn_is_h2(c->ssl) && mtls_http_conn_use_h2(&c->http) != 0) {
         conn_close(c);
         return;
     }

@@ -116,6 +116,26 @@ static int session_new(SSL *ssl, SSL_SESSION *session)
     return mtls__srv_session_cache_put(ssl, session);
 }
 
+/*
+ * ALPN: HTTP/2 when the client offers it, else HTTP/1.1; a client that
+ * offers neither (or no ALPN at all) goes on without one and speaks
+ * HTTP/1.1. The worker reads the choice after the handshake.
+ */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char ours[] = "\x02h2\x08http/1.1";
+    unsigned char *chosen = NULL;
+
+    (void)ssl;
+    (void)arg;
+    if (SSL_select_next_proto(&chosen, outlen, ours, sizeof(ours) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = chosen;
+    return SSL_TLSEXT_ERR_OK;
+}
+
 /* Keeps OpenSSL from prompting on a terminal for an encrypted key. */
 static int no_password(char *buf, int size, int rwflag, void *u)
 {
@@ -494,6 +514,7 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     /* One read(2) per TLS record instead of header + body. */
     SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
 
