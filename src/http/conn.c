@@ -936,9 +936,9 @@ static const char *parse_error_reason(llhttp_errno_t e)
 {
     switch (e) {
     case HPE_PAUSED_H2_UPGRADE:
-        return "HTTP/2 with prior knowledge (PRI * HTTP/2.0) is not spoken here: this server "
-               "speaks HTTP/1.1 over TLS; let the client choose the protocol with ALPN (curl "
-               "without --http2-prior-knowledge)";
+        return "HTTP/2 with prior knowledge (PRI * HTTP/2.0) is not spoken here: HTTP/2 is "
+               "chosen with ALPN in the TLS handshake (curl --http2, without "
+               "--http2-prior-knowledge)";
     case HPE_INVALID_METHOD:
         return "invalid request method";
     case HPE_INVALID_URL:

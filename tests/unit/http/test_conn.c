@@ -319,7 +319,7 @@ Test(http, http2_prior_knowledge_gets_a_reason_a_person_understands)
 
     feed(&m, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1 << 20, NULL);
     cr_assert(strncmp(m.out, "HTTP/1.1 400 ", 13) == 0, "%s", m.out);
-    cr_assert(strstr(m.out, "speaks HTTP/1.1 over TLS") != NULL, "%s", m.out);
+    cr_assert(strstr(m.out, "chosen with ALPN") != NULL, "%s", m.out);
     cr_assert(strstr(m.out, "ALPN") != NULL, "%s", m.out);
     cr_assert_null(strstr(m.out, "Pause"), "%s", m.out);
 }
