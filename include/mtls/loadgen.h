@@ -41,6 +41,8 @@ typedef struct mtls_loadgen_opts {
     uint64_t requests;          /* stop after this many request attempts; 0: no limit */
     int resume;                 /* reuse the session (TLS 1.3 ticket) of an earlier handshake */
     int idle;                   /* handshake, then hold the connection open and send nothing */
+    int http2;                  /* HTTP/2 (ALPN h2): streams requests at once per connection */
+    unsigned streams;           /* HTTP/2: requests in flight per connection; default 10 */
     const pid_t *server_pids;   /* processes whose CPU time and RSS are read; may be NULL */
     size_t n_server_pids;
     /* Called about once a second from the loop with the figures so far; may be NULL. */

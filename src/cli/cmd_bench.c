@@ -13,8 +13,8 @@
 #include "pki_common.h"
 
 static const char *cacert, *cert, *key, *password_file, *duration_s, *timeout_s;
-static long connections = 16, requests_per_conn = 0, requests = 0;
-static int resume, idle, json;
+static long connections = 16, requests_per_conn = 0, requests = 0, streams = 10;
+static int resume, idle, json, http2;
 static struct cli_list server_pids;
 
 static const struct cli_opt opts[] = {
@@ -40,6 +40,12 @@ static const struct cli_opt opts[] = {
      "stop after N request attempts, answered or failed (default: none)", 0, 1000000000000},
     {"idle", 0, CLI_FLAG, &idle, NULL, "handshake, then hold the connections open, sending nothing",
      0, 0},
+    {"http2", 0, CLI_FLAG, &http2, NULL,
+     "HTTP/2 (ALPN h2): --streams requests in flight on each connection", 0, 0},
+    {"streams", 0, CLI_INT, &streams, "N",
+     "with --http2: requests in flight per connection "
+     "(default 10)",
+     1, 1000},
     {"timeout", 0, CLI_STRING, &timeout_s, "S",
      "seconds for a connect, a handshake or a response (default 10)", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
@@ -49,7 +55,8 @@ static const struct cli_spec spec = {
     .name = "bench",
     .usage = "URL --cacert FILE --cert FILE --key FILE [--password-file FILE]\n"
              "       [--connections N] [--duration S]\n"
-             "       [--requests-per-conn N] [--resume] [--server-pid PID]... [--json]",
+             "       [--requests-per-conn N] [--resume] [--http2 [--streams N]]\n"
+             "       [--server-pid PID]... [--json]",
     .summary = "load an HTTPS server with mutual-TLS clients and measure it",
     .description =
         "Opens --connections connections to URL (https://HOST[:PORT][/PATH]), each presenting\n"
@@ -65,6 +72,8 @@ static const struct cli_spec spec = {
         "latency percentiles, and this process's own CPU time. With --server-pid it also\n"
         "reads the server's CPU time (user + system, all threads, summed over the PIDs)\n"
         "and resident memory from /proc, and divides the CPU by handshakes and requests.\n"
+        "With --http2 each connection speaks HTTP/2 and keeps --streams requests in flight\n"
+        "(a new stream as soon as one is answered).\n"
         "With --idle the connections send nothing after the handshake: the server's memory\n"
         "growth divided by the connections held is its memory per idle connection.\n"
         "A progress line is shown on stderr when it is a terminal.",
@@ -127,6 +136,8 @@ static const char *mode_name(const mtls_loadgen_opts *o)
         return "idle";
     if (o->requests_per_conn == 1)
         return o->resume ? "resumed handshake per request" : "full handshake per request";
+    if (o->http2 && o->requests_per_conn == 0)
+        return "HTTP/2 streams";
     if (o->requests_per_conn == 0)
         return "keep-alive";
     return o->resume ? "requests per connection, resumed" : "requests per connection";
@@ -222,6 +233,9 @@ static int print_json(const mtls_loadgen_opts *o, const mtls_loadgen_result *r)
     cJSON_AddNumberToObject(root, "connections", o->connections);
     cJSON_AddNumberToObject(root, "requests_per_conn", (double)o->requests_per_conn);
     cJSON_AddBoolToObject(root, "resume", o->resume);
+    cJSON_AddBoolToObject(root, "http2", o->http2);
+    if (o->http2)
+        cJSON_AddNumberToObject(root, "streams", o->streams);
     cJSON_AddNumberToObject(root, "elapsed_s", rounded(r->elapsed, 1000));
     cJSON_AddNumberToObject(root, "handshakes", (double)r->handshakes);
     cJSON_AddNumberToObject(root, "handshakes_resumed", (double)r->resumed);
@@ -321,6 +335,8 @@ int cmd_bench(int argc, char **argv)
     o.requests = (uint64_t)requests;
     o.resume = resume;
     o.idle = idle;
+    o.http2 = http2;
+    o.streams = (unsigned)streams;
     if ((duration_s != NULL && parse_seconds(duration_s, "duration", &o.duration) != 0) ||
         (timeout_s != NULL && parse_seconds(timeout_s, "timeout", &o.timeout) != 0)) {
         rc = EXIT_USAGE;

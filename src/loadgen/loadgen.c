@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,6 +176,19 @@ struct conn {
     int req_len;
     /* response being read (the body is parsed and dropped) */
     mtls_http_response resp;
+    /* HTTP/2: the session, its bytes to write, and a start time per stream in flight */
+    nghttp2_session *h2;
+    char *h2_out;
+    size_t h2_out_len, h2_out_off, h2_out_cap;
+    struct h2_slot *slots;
+    unsigned inflight;
+    uint64_t submitted;
+    int h2_close; /* a callback asked for the close: 1 restart, 2 stay free */
+};
+
+struct h2_slot {
+    uint64_t t; /* when the request was submitted (ns); 0: free */
+    int status;
 };
 
 struct loadgen {
@@ -214,11 +228,14 @@ static void conn_fail(struct conn *c, int in_handshake);
 static void conn_write(struct conn *c);
 static void conn_read(struct conn *c);
 static void loadgen_stop(struct loadgen *lg);
+static void h2_begin(struct conn *c);
+static void h2_io(struct conn *c);
 
 void mtls_loadgen_opts_init(mtls_loadgen_opts *opts)
 {
     memset(opts, 0, sizeof(*opts));
     opts->connections = 16;
+    opts->streams = 10;
     opts->duration = 10;
     opts->timeout = 10;
     opts->requests_per_conn = 0;
@@ -385,11 +402,17 @@ static void on_poll(uv_poll_t *handle, int status, int events)
         conn_handshake(c);
         return;
     case C_WRITING:
-        conn_write(c);
+        if (c->h2 != NULL)
+            h2_io(c);
+        else
+            conn_write(c);
         return;
     case C_READING:
     case C_HOLD:
-        conn_read(c);
+        if (c->h2 != NULL)
+            h2_io(c);
+        else
+            conn_read(c);
         return;
     default:
         return;
@@ -575,6 +598,10 @@ static void conn_handshake(struct conn *c)
             conn_read(c);
             return;
         }
+        if (lg->opts->http2) {
+            h2_begin(c);
+            return;
+        }
         start_request(c, 1);
         return;
     }
@@ -708,6 +735,17 @@ static void conn_close(struct conn *c, int restart, uint64_t delay_ns)
     if (c->reserved > c->started)
         lg->attempts -= c->reserved - c->started;
     c->reserved = c->started = 0;
+    if (c->h2 != NULL) {
+        nghttp2_session_del(c->h2);
+        c->h2 = NULL;
+    }
+    free(c->slots);
+    free(c->h2_out);
+    c->slots = NULL;
+    c->h2_out = NULL;
+    c->h2_out_len = c->h2_out_off = c->h2_out_cap = 0;
+    c->inflight = 0;
+    c->h2_close = 0;
     if (c->ssl != NULL) {
         /* A healthy connection says goodbye; the result does not matter. */
         if (!c->broken && (c->state == C_READING || c->state == C_WRITING || c->state == C_HOLD))
@@ -723,6 +761,228 @@ static void conn_close(struct conn *c, int restart, uint64_t delay_ns)
     c->restart = restart;
     c->restart_at = uv_hrtime() + delay_ns;
     uv_close((uv_handle_t *)&c->poll, on_closed);
+}
+
+/* ---- HTTP/2 ------------------------------------------------------------- */
+
+/* Whether another stream may start on c (--requests, --requests-per-conn, the end). */
+static int h2_may_submit(struct conn *c)
+{
+    struct loadgen *lg = c->lg;
+    const mtls_loadgen_opts *o = lg->opts;
+
+    if (lg->stopping || c->inflight >= o->streams)
+        return 0;
+    if (o->requests_per_conn != 0 && c->submitted >= o->requests_per_conn)
+        return 0;
+    if (c->submitted == 0)
+        return 1; /* conn_start reserved the first */
+    if (o->requests) {
+        if (lg->attempts >= o->requests)
+            return 0;
+        lg->attempts++;
+        c->reserved++;
+        c->started++;
+    }
+    return 1;
+}
+
+/* Starts streams until o->streams are in flight. */
+static void h2_submit(struct conn *c)
+{
+    struct loadgen *lg = c->lg;
+    const mtls_url *u = &lg->url;
+    char authority[300];
+    int v6 = strchr(u->host, ':') != NULL;
+    int n = snprintf(authority, sizeof(authority), "%s%s%s:%d", v6 ? "[" : "", u->host,
+                     v6 ? "]" : "", u->port);
+
+    while (h2_may_submit(c)) {
+        nghttp2_nv nv[] = {
+            {(uint8_t *)":method", (uint8_t *)"GET", 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME},
+            {(uint8_t *)":path", (uint8_t *)u->path, 5, strlen(u->path), 0},
+            {(uint8_t *)":scheme", (uint8_t *)"https", 7, 5, 0},
+            {(uint8_t *)":authority", (uint8_t *)authority, 10, (size_t)n, 0},
+            {(uint8_t *)"user-agent", (uint8_t *)"mtls-bench", 10, 10, 0},
+        };
+        unsigned i = 0;
+        int32_t id;
+
+        while (c->slots[i].t != 0)
+            i++;
+        c->slots[i].t = uv_hrtime();
+        c->slots[i].status = 0;
+        id =
+            nghttp2_submit_request(c->h2, NULL, nv, sizeof(nv) / sizeof(nv[0]), NULL, &c->slots[i]);
+        if (id < 0) {
+            c->slots[i].t = 0;
+            break;
+        }
+        c->inflight++;
+        c->submitted++;
+    }
+    if (c->inflight == 0)
+        c->h2_close = lg->stopping || lg->opts->requests_per_conn == 0 ? 2 : 1;
+}
+
+static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                        void *user)
+{
+    struct h2_slot *slot;
+
+    (void)flags, (void)user;
+    if (f->hd.type != NGHTTP2_HEADERS || namelen != 7 || memcmp(name, ":status", 7) != 0)
+        return 0;
+    slot = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (slot != NULL && valuelen == 3)
+        slot->status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+    return 0;
+}
+
+static int h2_on_close(nghttp2_session *s, int32_t id, uint32_t error, void *user)
+{
+    struct conn *c = user;
+    struct loadgen *lg = c->lg;
+    mtls_loadgen_result *res = lg->res;
+    struct h2_slot *slot = nghttp2_session_get_stream_user_data(s, id);
+
+    if (slot == NULL || slot->t == 0)
+        return 0;
+    c->inflight--;
+    if (error != NGHTTP2_NO_ERROR || slot->status == 0) {
+        res->err_closed++;
+    } else {
+        hist_add(&lg->lat, uv_hrtime() - slot->t);
+        res->responses++;
+        c->n_requests++;
+        c->got_response_bytes = 1;
+        if (slot->status == 200) {
+            res->requests++;
+        } else {
+            char code[16];
+
+            snprintf(code, sizeof(code), "%d", slot->status);
+            res->err_status++;
+            add_reason(res->status_reasons, &res->n_status_reasons, code);
+        }
+    }
+    slot->t = 0;
+    c->deadline = uv_hrtime() + (uint64_t)(lg->opts->timeout * 1e9);
+    h2_submit(c);
+    return 0;
+}
+
+static nghttp2_session_callbacks *h2_callbacks(void)
+{
+    nghttp2_session_callbacks *cb;
+
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return NULL;
+    nghttp2_session_callbacks_set_on_header_callback(cb, h2_on_header);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, h2_on_close);
+    return cb;
+}
+
+/* The handshake is done: check that h2 was chosen, then start the streams. */
+static void h2_begin(struct conn *c)
+{
+    struct loadgen *lg = c->lg;
+    const unsigned char *proto = NULL;
+    unsigned int len = 0;
+    nghttp2_session_callbacks *cb;
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+
+    SSL_get0_alpn_selected(c->ssl, &proto, &len);
+    if (len != 2 || memcmp(proto, "h2", 2) != 0) {
+        lg->res->err_protocol++;
+        add_reason(lg->res->status_reasons, &lg->res->n_status_reasons,
+                   "the server did not choose h2 (ALPN)");
+        conn_close(c, 1, RETRY_DELAY_NS);
+        return;
+    }
+    cb = h2_callbacks();
+    c->slots = calloc(lg->opts->streams, sizeof(*c->slots));
+    if (cb == NULL || c->slots == NULL || nghttp2_session_client_new(&c->h2, cb, c) != 0 ||
+        nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 1) != 0) {
+        nghttp2_session_callbacks_del(cb);
+        conn_fail(c, 0);
+        return;
+    }
+    nghttp2_session_callbacks_del(cb);
+    c->submitted = 0;
+    c->deadline = uv_hrtime() + (uint64_t)(lg->opts->timeout * 1e9);
+    c->state = C_READING;
+    h2_submit(c);
+    h2_io(c);
+}
+
+/* Writes what the session has to send, reads what came, until the socket would block. */
+static void h2_io(struct conn *c)
+{
+    struct loadgen *lg = c->lg;
+
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n;
+        int r;
+
+        while (c->h2_out_len - c->h2_out_off < SCRATCH_SIZE &&
+               (n = nghttp2_session_mem_send(c->h2, &data)) != 0) {
+            if (n < 0) {
+                lg->res->err_protocol++;
+                conn_close(c, 1, RETRY_DELAY_NS);
+                return;
+            }
+            if (c->h2_out_len + (size_t)n > c->h2_out_cap) {
+                size_t cap = c->h2_out_cap ? c->h2_out_cap * 2 : SCRATCH_SIZE;
+                char *grown;
+
+                while (cap < c->h2_out_len + (size_t)n)
+                    cap *= 2;
+                grown = realloc(c->h2_out, cap);
+                if (grown == NULL) {
+                    conn_fail(c, 0);
+                    return;
+                }
+                c->h2_out = grown;
+                c->h2_out_cap = cap;
+            }
+            memcpy(c->h2_out + c->h2_out_len, data, (size_t)n);
+            c->h2_out_len += (size_t)n;
+        }
+        if (c->h2_out_off < c->h2_out_len) {
+            r = SSL_write(c->ssl, c->h2_out + c->h2_out_off, (int)(c->h2_out_len - c->h2_out_off));
+            if (r <= 0) {
+                if (wait_for_ssl(c, r) != SSL_ERROR_NONE)
+                    conn_fail(c, 0);
+                return;
+            }
+            c->h2_out_off += (size_t)r;
+            if (c->h2_out_off == c->h2_out_len)
+                c->h2_out_off = c->h2_out_len = 0;
+            continue;
+        }
+        if (c->h2_close) {
+            conn_close(c, c->h2_close == 1, 0);
+            return;
+        }
+        if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) {
+            conn_close(c, 1, 0); /* the server sent GOAWAY */
+            return;
+        }
+        r = SSL_read(c->ssl, lg->scratch, (int)sizeof(lg->scratch));
+        if (r <= 0) {
+            if (wait_for_ssl(c, r) != SSL_ERROR_NONE)
+                conn_fail(c, 0);
+            return;
+        }
+        if (nghttp2_session_mem_recv(c->h2, (const uint8_t *)lg->scratch, (size_t)r) < 0) {
+            lg->res->err_protocol++;
+            conn_close(c, 1, RETRY_DELAY_NS);
+            return;
+        }
+    }
 }
 
 /* Starts a new connection in slot c (reserving its first request attempt). */
@@ -944,6 +1204,8 @@ static int make_ctx(struct loadgen *lg, mtls_err *err)
                                    SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(lg->ctx, on_new_session);
     SSL_CTX_set_info_callback(lg->ctx, on_info);
+    if (o->http2 && SSL_CTX_set_alpn_protos(lg->ctx, (const unsigned char *)"\x02h2", 3) != 0)
+        return mtls_err_set(err, MTLS_E_NOMEM, "cannot offer h2 (ALPN)");
     return 0;
 }
 
@@ -1003,6 +1265,8 @@ static int check_opts(const mtls_loadgen_opts *o, mtls_err *err)
     if (o->idle && (o->requests || o->requests_per_conn))
         return mtls_err_set(err, MTLS_E_INVALID,
                             "idle connections send no requests: drop the request limits");
+    if (o->http2 && (o->streams == 0 || o->streams > 1000))
+        return mtls_err_set(err, MTLS_E_INVALID, "streams must be between 1 and 1000");
     return 0;
 }
 
