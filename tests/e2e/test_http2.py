@@ -14,6 +14,7 @@ import time
 import pytest
 
 from proxy_helpers import *  # noqa: F401,F403
+from conftest import run_mtls
 from serve_helpers import SLOW, _context
 
 h2 = pytest.importorskip("h2", reason="python3-h2 is not installed")
@@ -325,3 +326,18 @@ def test_proxied_request_reaches_the_upstream_as_http_1_1_with_identity(serve, t
     log = wait_for_text(s.access_log, "/stream/300000 HTTP/2.0")
     assert '"GET /app/x?y=1 HTTP/2.0" 200' in log and "upstream=200" in log
     c.close()
+
+
+def test_bench_http2_keeps_streams_in_flight_on_one_connection(serve, tmp_path, init_pki):
+    s = start(serve, tmp_path, init_pki)
+    r = run_mtls("bench", f"https://localhost:{s.port}/test", "--cacert", "serverca.crt",
+                 "--cert", "client.crt", "--key", "client.key", "--http2", "--streams", "8",
+                 "--connections", "1", "--requests", "200", "--json", cwd=s.dir, timeout=60)
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["http2"] is True and j["streams"] == 8 and j["mode"] == "HTTP/2 streams"
+    assert j["requests"] == 200 and j["handshakes"] == 1, j
+    log = wait_for_text(s.access_log, "HTTP/2.0")
+    wait_until(lambda: read_text(s.access_log).count('"GET /test HTTP/2.0" 200') == 200,
+               what="200 access-log lines")
+    assert "mtls-bench" in log
