@@ -180,6 +180,8 @@ for workers in $WORKERS; do
         for server in $SERVERS; do
             cases=""
             case " $KEYS " in *" $KEY "*) cases="full resumed keepalive" ;; esac
+            # HTTP/2: mtls and nginx (http2 on); the tutorial's Express server has none.
+            case " $KEYS " in *" $KEY "*) [ "$server" = express ] || cases="$cases h2" ;; esac
             case " $IDLE_KEYS " in *" $KEY "*) cases="$cases idle" ;; esac
             say "$server, $workers worker(s), $KEY:$cases"
             start_server "$server" "$KEY" "$workers"
@@ -193,6 +195,7 @@ for workers in $WORKERS; do
                 resumed) measure "$base-resumed.json" -c "$CONNS" -d "$DURATION" \
                     --requests-per-conn 1 --resume ;;
                 keepalive) measure "$base-keepalive.json" -c "$CONNS" -d "$DURATION" ;;
+                h2) measure "$base-h2.json" -c "$CONNS" -d "$DURATION" --http2 --streams 10 ;;
                 idle) measure "$base-idle.json" -c "$IDLE_CONNS" -d "$IDLE_DURATION" --idle ;;
                 esac
             done
