@@ -70,7 +70,7 @@ trap 'exit 130' INT TERM
 
 # ---- build and peers ------------------------------------------------------------
 if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" --buildtype=release -Dunit_tests=false >/dev/null
+    meson setup "$BUILD" --buildtype=release -Dunit_tests=disabled >/dev/null
 fi
 ninja -C "$BUILD" mtls >/dev/null || die "cannot build mtls in $BUILD"
 MTLS=$ROOT/$BUILD/mtls
