@@ -530,12 +530,55 @@ static void keep(char *dst, size_t *dst_len, const char *v, size_t len)
     *dst_len = n;
 }
 
+/*
+ * HTTP/2 may split Cookie into one field per crumb; HTTP/1.1 (an upstream)
+ * wants one line joined with "; " (RFC 9113 8.2.3). Joins them into *joined
+ * (the caller frees it) in the first cookie field's place; returns the new count.
+ */
+static size_t join_cookies(mtls_http_header *h, size_t n, char **joined)
+{
+    size_t total = 0, count = 0, first = 0, o = 0, w = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (h[i].name_len == 6 && memcmp(h[i].name, "cookie", 6) == 0) {
+            if (count++ == 0)
+                first = i;
+            total += h[i].value_len + 2;
+        }
+    }
+    if (count < 2 || (*joined = malloc(total)) == NULL)
+        return n;
+    for (size_t i = 0; i < n; i++) {
+        if (!(h[i].name_len == 6 && memcmp(h[i].name, "cookie", 6) == 0)) {
+            h[w++] = h[i];
+            continue;
+        }
+        if (o > 0) {
+            memcpy(*joined + o, "; ", 2);
+            o += 2;
+        }
+        memcpy(*joined + o, h[i].value, h[i].value_len);
+        o += h[i].value_len;
+        if (i == first)
+            h[w++] = h[i];
+    }
+    for (size_t i = 0; i < w; i++) {
+        if (h[i].name_len == 6 && memcmp(h[i].name, "cookie", 6) == 0) {
+            h[i].value = *joined;
+            h[i].value_len = o;
+            break;
+        }
+    }
+    return w;
+}
+
 /* The header block is complete: fill the request object and route it. */
 static void request_begin(h2_stream *st, int end_stream)
 {
     mtls_http_conn *c = &st->c;
     mtls_http_request *req = &c->req;
     mtls_http_header *h = NULL;
+    char *cookie = NULL;
     const char *method = NULL, *path = NULL, *authority = NULL;
     size_t path_len = 0, authority_len = 0, n = 0, i;
     int has_host = 0, m;
@@ -579,6 +622,7 @@ static void request_begin(h2_stream *st, int end_stream)
     }
     if (!has_host && authority != NULL) /* handlers and upstreams look for Host */
         h[n++] = (mtls_http_header){"host", 4, authority, authority_len};
+    n = join_cookies(h, n, &cookie);
     if (path == NULL)
         path = "/", path_len = 1; /* CONNECT: nghttp2 checked the pseudo-headers */
     m = method ? method_of(method) : -1;
@@ -620,6 +664,7 @@ static void request_begin(h2_stream *st, int end_stream)
     if (req->path_len > req->target_len)
         req->path_len = req->target_len;
     free(h);
+    free(cookie);
     free(st->hbuf);
     st->hbuf = NULL;
     st->hlen = st->hcap = 0;

@@ -142,6 +142,14 @@ def test_curl_http2_gets_hello_with_the_client_certificate(serve, tmp_path, init
     assert '"GET /test HTTP/2.0" 200 24' in log and "CN=localclient" in log
 
 
+def test_head_over_h2_has_the_length_and_no_body(serve, tmp_path, init_pki):
+    s = start(serve, tmp_path, init_pki)
+    r = curl_h2(s.port, s.dir, "-I", f"https://localhost:{s.port}/test")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("HTTP/2 200") and "content-length: 24" in r.stdout, r.stdout
+    assert r.stdout.endswith("\n2\n")
+
+
 def test_a_client_without_h2_gets_http_1_1(serve, tmp_path, init_pki):
     s = start(serve, tmp_path, init_pki)
     r = curl("--http1.1", "--cacert", "serverca.crt", "--cert", "client.crt", "--key",
@@ -292,7 +300,8 @@ def test_proxied_request_reaches_the_upstream_as_http_1_1_with_identity(serve, t
     s = start(serve, tmp_path, init_pki, "--upstream", upstream.url, "--identity-headers",
               "rfc9440,plain")
     c = H2(s.port, init_pki)
-    get = c.headers("/app/x?y=1", extra=[("x-app", "kept"), ("x-client-subject", "CN=admin")])
+    get = c.headers("/app/x?y=1", extra=[("x-app", "kept"), ("x-client-subject", "CN=admin"),
+                                         ("cookie", "a=1"), ("x-mid", "m"), ("cookie", "b=2")])
     post = c.headers("/upload", method="POST", end=False)
     body = pattern_bytes(150000)
     sent = 0
@@ -317,6 +326,8 @@ def test_proxied_request_reaches_the_upstream_as_http_1_1_with_identity(serve, t
     h = [(n.lower(), v) for n, v in e["headers"]]
     hd = dict(h)
     assert hd["host"] == "localhost" and hd["x-app"] == "kept"
+    # Cookie crumbs become one HTTP/1.1 line (RFC 9113 8.2.3).
+    assert [v for n, v in h if n == "cookie"] == ["a=1; b=2"]
     assert hd["x-client-subject"] == "CN=localclient"  # the spoofed copy is gone
     assert [v for n, v in h if n == "x-client-subject"] == ["CN=localclient"]
     assert hd["client-cert"].startswith(":") and len(hd["client-cert"]) > 100
