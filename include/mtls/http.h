@@ -93,6 +93,10 @@ typedef struct mtls_http_config {
     /* System-log lines for denied requests; NULL: none. */
     mtls_http_event_fn event;
     void *event_ctx;
+    /* HTTP/2: a connection whose open streams make no progress (no stream
+       opened, no body byte in or out) for this long ends with GOAWAY, even
+       while the client keeps it busy with PINGs (0: never). */
+    uint64_t h2_stall_ms;
 } mtls_http_config;
 
 /** Fills cfg with the defaults above and no access log. */

@@ -48,6 +48,7 @@ struct mtls__h2_session {
     h2_stream *streams;   /* every stream with a request, newest first */
     size_t n_streams;
     uint64_t reset_window_start; /* ms */
+    uint64_t progress_ms;        /* when a stream last opened, or a body byte moved */
     unsigned resets;
     unsigned continuations;
     int running;
@@ -199,6 +200,7 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     (void)id;
     (void)user;
     if (n > 0) {
+        st->s->progress_ms = now_ms();
         memcpy(buf, c->out + c->out_off, n);
         c->out_off += n;
         if (c->out_off == c->out_len)
@@ -698,6 +700,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     if (s->goaway)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     st = stream_new(s, frame->hd.stream_id);
+    s->progress_ms = now_ms();
     if (st == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, st);
@@ -802,6 +805,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
 
     (void)ng;
     (void)flags;
+    s->progress_ms = now_ms();
     if (st == NULL || !st->dispatched) {
         consume(s, id, len);
         return 0;
@@ -850,7 +854,7 @@ int mtls_http_conn_use_h2(mtls_http_conn *c)
     if (nghttp2_session_server_new2(&s->ng, cb, s, opt) != 0)
         goto out;
     s->conn = c;
-    s->reset_window_start = now_ms();
+    s->reset_window_start = s->progress_ms = now_ms();
     if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0) {
         nghttp2_session_del(s->ng);
         goto out;
@@ -926,6 +930,23 @@ static void writable(struct mtls__h2_session *s)
     }
 }
 
+/*
+ * Open streams that made no progress for cfg->h2_stall_ms (a window that
+ * never opens, a client that only PINGs): GOAWAY and close. The worker's
+ * idle timeout catches a silent client; this catches a chatty one.
+ */
+static int stalled(struct mtls__h2_session *s)
+{
+    uint64_t limit = s->conn->cfg->h2_stall_ms;
+
+    if (limit == 0 || s->n_streams == 0 || s->failed || now_ms() - s->progress_ms < limit)
+        return 0;
+    s->failed = 1;
+    s->goaway = 1;
+    nghttp2_session_terminate_session(s->ng, NGHTTP2_NO_ERROR);
+    return 1;
+}
+
 static int run(struct mtls__h2_session *s)
 {
     mtls_http_conn *c = s->conn;
@@ -959,6 +980,8 @@ static int run(struct mtls__h2_session *s)
             return MTLS_HTTP_DONE;
         if (s->goaway && s->n_streams == 0)
             return MTLS_HTTP_DONE;
+        if (stalled(s))
+            continue; /* GOAWAY queued: flush it, then done */
         {
             long n = c->io.read(c->io.ctx, buf, cap);
             ssize_t used;

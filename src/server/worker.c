@@ -1308,6 +1308,7 @@ int mtls__worker_run(struct mtls__worker *pub)
     w->http_cfg.header_buf = w->header_buf;
     w->http_cfg.header_buf_len = w->http_cfg.max_headers + 1;
     w->http_cfg.routes = &w->routes;
+    w->http_cfg.h2_stall_ms = srv->opts.idle_timeout_ms;
     w->http_cfg.event = http_event;
     w->http_cfg.event_ctx = w;
     uv_idle_init(w->loop, &w->kicker);

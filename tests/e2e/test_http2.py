@@ -295,6 +295,29 @@ def test_a_window_that_never_opens_is_closed_by_the_idle_timeout(serve, tmp_path
     c.close()
 
 
+def test_a_stalled_stream_is_closed_even_while_the_client_pings(serve, tmp_path, init_pki,
+                                                                upstream):
+    s = start(serve, tmp_path, init_pki, "--upstream", upstream.url, "--idle-timeout", "1")
+    c = H2(s.port, init_pki, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    c.headers("/stream/200000")
+    c.flush()
+    c.until(lambda: any(isinstance(e, h2.events.ResponseReceived) for e in c.events), "headers")
+    t0 = time.monotonic()
+    c.s.settimeout(0.3)
+    while not c.closed and c.goaway() is None:
+        assert time.monotonic() - t0 < 15 * SLOW, "still open after 15 s of PINGs"
+        c.c.ping(b"12345678")
+        try:
+            c.flush()
+            c.pump()
+        except socket.timeout:
+            pass
+        except (ConnectionError, ssl.SSLError):
+            break
+    assert time.monotonic() - t0 >= 0.5
+    c.close()
+
+
 def test_proxied_request_reaches_the_upstream_as_http_1_1_with_identity(serve, tmp_path,
                                                                         init_pki, upstream):
     s = start(serve, tmp_path, init_pki, "--upstream", upstream.url, "--identity-headers",
