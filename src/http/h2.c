@@ -648,10 +648,13 @@ static void request_begin(h2_stream *st, int end_stream)
     req->keep_alive = 1;
     c->keep_alive = 1;
     c->head_only = c->parser.method == HTTP_HEAD;
-    if (m < 0) {
-        mtls_http_respond_error(req, 501, "not implemented", "unknown method");
+    if (m < 0 || m == HTTP_CONNECT) {
+        mtls_http_respond_error(req, 501, "not implemented",
+                                m < 0 ? "unknown method" : "CONNECT is not supported");
+    } else if (path_len > c->cfg->max_url) {
+        mtls_http_respond_error(req, 414, "request target too long", NULL);
     } else if (st->refused) {
-        mtls_http_respond_error(req, 431, "request header fields too large", NULL);
+        mtls_http_respond_error(req, 431, "request headers too large", NULL);
     } else if (mtls__http_dispatch(c) != 0) {
         st->refused = 1;
         mtls_http_respond_error(req, 413, "request body too large", NULL);

@@ -229,9 +229,12 @@ def test_oversized_header_list_gets_431(serve, tmp_path, init_pki):
     big = c.headers("/test", extra=[("x-big", "a" * 12000), ("x-big2", "b" * 12000)])
     many = c.headers("/test", extra=[(f"x-h{i}", "v") for i in range(150)])
     ok = c.headers("/test")
+    long_target = c.headers("/test?" + "q" * 9000)
     c.flush()
-    got = c.responses([big, many, ok])
+    got = c.responses([big, many, ok, long_target])
+    assert got[long_target][0] == 414
     assert got[big][0] == 431 and got[many][0] == 431
+    assert json.loads(got[big][2]) == {"error": "request headers too large"}
     assert got[ok][0] == 200  # the connection goes on
     assert '"GET /test HTTP/2.0" 431' in wait_for_text(s.access_log, " 431 ")
     c.close()
