@@ -160,8 +160,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct stream s;
     mtls_http_config cfg;
-    mtls_http_peer peer = {"127.0.0.1", "CN=fuzz, O=\"x\"", "01", NULL, fz_whoami, NULL, 0, NULL,
-                           NULL};
+    mtls_http_peer peer = {
+        .addr = "127.0.0.1", .user = "CN=fuzz, O=\"x\"", .serial = "01", .whoami = fz_whoami};
     mtls_http_io io = {fz_read, fz_write, NULL, &s, NULL};
     mtls_http_conn c;
     mtls_http_routes routes = {0};

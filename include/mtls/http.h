@@ -124,6 +124,11 @@ typedef struct mtls_http_peer {
     /* Any other fact a handler needs from the connection (the proxy's
        identity headers): the server's ctx, given back to handlers. */
     void *conn_ctx;
+    /* For the refusal pages of clients that are refused (denied, or a
+       policy bit set): the CAs whose client certificates this server
+       accepts, in words ("CN=client-example-ca"; several joined by "; "),
+       or NULL. */
+    const char *accepted_ca;
 } mtls_http_peer;
 
 /* ---- requests, routes and handlers --------------------------------------- */

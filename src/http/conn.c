@@ -223,15 +223,20 @@ static void respond(mtls_http_conn *c, int status, const char *content_type, con
     c->resp_at = c->out_len;
     c->resp_unsent = 1;
     o = put_status(c->out + c->out_len, status, text, text_len, 1);
-    if (content_type == NULL) {
+    if (status == 204) {
+        /* No content: neither a type nor a length (RFC 9110 8.6). */
+        body_len = 0;
+    } else if (content_type == NULL) {
         o = PUT_LIT(o, "Content-Type: application/json; charset=utf-8\r\nContent-Length: ");
     } else {
         o = PUT_LIT(o, "Content-Type: ");
         o = put(o, content_type, type_len);
         o = PUT_LIT(o, "\r\nContent-Length: ");
     }
-    o += mtls__http_u64(o, body_len);
-    o = PUT_LIT(o, "\r\n");
+    if (status != 204) {
+        o += mtls__http_u64(o, body_len);
+        o = PUT_LIT(o, "\r\n");
+    }
     if (extra_len > 0)
         o = put(o, extra_headers, extra_len);
     o = put_connection(c, o);
@@ -590,6 +595,50 @@ static size_t allow_header(uint64_t methods, char *buf, size_t size)
     return o + 2;
 }
 
+/* GET or HEAD /favicon.ico: browsers ask on every page. */
+static int is_favicon(const mtls_http_request *req)
+{
+    return (req->method == HTTP_GET || req->method == HTTP_HEAD) && req->path_len == 12 &&
+           memcmp(req->target, "/favicon.ico", 12) == 0;
+}
+
+/*
+ * Answers a refusal of the route table (403, 404, 405): an HTML page when
+ * Accept prefers it (pages.c), the JSON error otherwise; both vary on
+ * Accept. A favicon that would be refused is 204 instead, so that a page
+ * load costs no error line. allow is the 405's "Allow: ...\r\n" line or NULL.
+ */
+static void refuse(mtls_http_conn *c, int status, const char *error, const char *reason,
+                   const char *allow)
+{
+    static const char vary[] = "Vary: Accept\r\n";
+    const mtls_http_request *req = &c->req;
+    char extra[256];
+    mtls_strbuf page = {0};
+
+    c->resp_done = 1;
+    if (is_favicon(req)) {
+        respond(c, 204, NULL, "", 0, "Cache-Control: max-age=86400\r\n");
+        return;
+    }
+    if (mtls__http_prefers_html(req->headers, req->n_headers)) {
+        char methods[200] = "";
+
+        if (allow != NULL && strlen(allow) > 9)
+            snprintf(methods, sizeof(methods), "%.*s", (int)(strlen(allow) - 9), allow + 7);
+        snprintf(extra, sizeof(extra), "%s%s", allow ? allow : "", MTLS__HTTP_HTML_HEADERS);
+        if (mtls__http_page_refusal(&page, status, error, reason, req, allow ? methods : NULL) ==
+            0) {
+            respond(c, status, MTLS__HTTP_HTML_TYPE, page.p, page.len, extra);
+            mtls_strbuf_release(&page);
+            return;
+        }
+        mtls_strbuf_release(&page);
+    }
+    snprintf(extra, sizeof(extra), "%s%s", allow ? allow : "", vary);
+    respond_error(c, status, error, reason, extra);
+}
+
 /* The route table's word on this request, or a refusal it answers itself. */
 int mtls__http_dispatch(mtls_http_conn *c)
 {
@@ -603,8 +652,7 @@ int mtls__http_dispatch(mtls_http_conn *c)
     route = mtls_http_routes_match(t, req->method, req->target, req->path_len, &allow);
     if (peer != NULL && peer->denied != NULL &&
         (route == NULL || !(route->flags & MTLS_ROUTE_UNVERIFIED))) {
-        respond_error(c, 403, "client certificate required", peer->denied, NULL);
-        c->resp_done = 1;
+        refuse(c, 403, "client certificate required", peer->denied, NULL);
         return 0;
     }
     if ((route == NULL || !(route->flags & MTLS_ROUTE_BODY)) &&
@@ -612,10 +660,9 @@ int mtls__http_dispatch(mtls_http_conn *c)
         return -1; /* 413 before anything is answered */
     if (route == NULL) {
         if (allow != 0 && allow_header(allow, extra, sizeof(extra)) > 0)
-            respond_error(c, 405, "method not allowed", NULL, extra);
+            refuse(c, 405, "method not allowed", NULL, extra);
         else
-            respond_error(c, 404, "not found", NULL, NULL);
-        c->resp_done = 1;
+            refuse(c, 404, "not found", NULL, NULL);
         return 0;
     }
     if (route->policy >= 0 && peer != NULL && (peer->policy_denied >> route->policy) & 1) {
@@ -624,6 +671,11 @@ int mtls__http_dispatch(mtls_http_conn *c)
                                 ? t->policy_text[route->policy]
                                 : "none";
         int plen = req->path_len > 200 ? 200 : (int)req->path_len;
+
+        if (is_favicon(req) && !t->dry_run) {
+            refuse(c, 403, "forbidden", NULL, NULL); /* 204, and no system-log line */
+            return 0;
+        }
 
         snprintf(reason, sizeof(reason), "%s is not allowed on %.*s; allowed: %s",
                  peer->who ? peer->who : "this client", plen, req->target, rules);
@@ -634,8 +686,7 @@ int mtls__http_dispatch(mtls_http_conn *c)
             c->cfg->event(c->cfg->event_ctx, peer, "request_denied", msg);
         }
         if (!t->dry_run) {
-            respond_error(c, 403, "forbidden", reason, NULL);
-            c->resp_done = 1;
+            refuse(c, 403, "forbidden", reason, NULL);
             return 0;
         }
     }

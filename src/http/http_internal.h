@@ -55,5 +55,39 @@ void mtls__h2_stream_end(mtls_http_conn *c);
 void mtls__h2_stream_abort(mtls_http_conn *c);
 void mtls__h2_body_resume(mtls_http_conn *c);
 void mtls__h2_send_continue(mtls_http_conn *c);
+/* ---- pages.c: HTML for people in browsers ---- */
+
+/* The header lines of every HTML answer: a strict Content-Security-Policy
+   (no script, no external asset, the inline style only), nosniff, no
+   caching of identity pages, Vary: Accept. */
+#define MTLS__HTTP_HTML_TYPE "text/html; charset=utf-8"
+#define MTLS__HTTP_HTML_HEADERS                                                                    \
+    "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "    \
+    "form-action 'none'; frame-ancestors 'none'\r\n"                                               \
+    "X-Content-Type-Options: nosniff\r\n"                                                          \
+    "Referrer-Policy: no-referrer\r\n"                                                             \
+    "Cache-Control: no-store\r\n"                                                                  \
+    "Vary: Accept\r\n"
+
+/**
+ * 1 when the Accept header lines among h[0, n) prefer text/html to
+ * application/json (q-values, the most specific range deciding for each);
+ * no Accept, a tie or "*" "/" "*" alone: 0 (JSON).
+ */
+int mtls__http_prefers_html(const mtls_http_header *h, size_t n);
+
+/** Appends s (n bytes) to b as HTML text: & < > " ' as references, control bytes as \xNN. */
+void mtls__html_text(mtls_strbuf *b, const char *s, size_t n);
+
+/** Appends the identity page made from the /whoami JSON to b. Returns 0 or -1. */
+int mtls__http_page_whoami(mtls_strbuf *b, const char *json, size_t len);
+
+/**
+ * Appends the page of a refusal (403, 404, 405, or another status with its
+ * error and reason) for req to b; allow is the 405's method list or NULL.
+ * Returns 0 or -1 (out of memory).
+ */
+int mtls__http_page_refusal(mtls_strbuf *b, int status, const char *error, const char *reason,
+                            const mtls_http_request *req, const char *allow);
 
 #endif

@@ -106,7 +106,10 @@ static int handle_test(void *ctx, mtls_http_request *req)
     return mtls_http_respond(req, 200, NULL, BODY_TEST, sizeof(BODY_TEST) - 1, NULL);
 }
 
-/* GET /whoami: the verified client certificate and the TLS session, as JSON. */
+/*
+ * GET /whoami and GET /: the verified client certificate and the TLS
+ * session, as JSON, or as a page for a browser (Accept prefers text/html).
+ */
 static int handle_whoami(void *ctx, mtls_http_request *req)
 {
     const mtls_http_peer *peer = req->peer;
@@ -118,7 +121,17 @@ static int handle_whoami(void *ctx, mtls_http_request *req)
         json = peer->whoami(peer->whoami_ctx, &len);
     if (json == NULL)
         return mtls_http_respond_error(req, 500, "no client identity", NULL);
-    return mtls_http_respond(req, 200, NULL, json, len, NULL);
+    if (mtls__http_prefers_html(req->headers, req->n_headers)) {
+        mtls_strbuf page = {0};
+        int rc = -1;
+
+        if (mtls__http_page_whoami(&page, json, len) == 0)
+            rc = mtls_http_respond(req, 200, MTLS__HTTP_HTML_TYPE, page.p, page.len,
+                                   MTLS__HTTP_HTML_HEADERS);
+        mtls_strbuf_release(&page);
+        return rc;
+    }
+    return mtls_http_respond(req, 200, NULL, json, len, "Vary: Accept\r\n");
 }
 
 #define GET_HEAD (MTLS_METHOD(HTTP_GET) | MTLS_METHOD(HTTP_HEAD))
@@ -141,12 +154,13 @@ int mtls_http_routes_add_builtin(mtls_http_routes *t, mtls_err *err)
     return rc;
 }
 
-static char test_path[] = "/test", whoami_path[] = "/whoami";
+static char test_path[] = "/test", whoami_path[] = "/whoami", root_path[] = "/";
 static mtls_http_route builtin[] = {
     {test_path, 5, 0, GET_HEAD, handle_test, NULL, -1},
     {whoami_path, 7, 0, GET_HEAD, handle_whoami, NULL, -1},
+    {root_path, 1, 0, GET_HEAD, handle_whoami, NULL, -1},
 };
-static const mtls_http_routes builtin_routes = {builtin, 2, NULL, 0, 0};
+static const mtls_http_routes builtin_routes = {builtin, 3, NULL, 0, 0};
 
 const mtls_http_routes *mtls__http_builtin_routes(void)
 {

@@ -40,6 +40,7 @@
 
 #include "mtls/certinfo.h"
 #include "mtls/http.h"
+#include "mtls/pki.h"
 #include "mtls/tls.h"
 #include "proxy_protocol.h"
 #include "server_internal.h"
@@ -88,6 +89,7 @@ struct conn {
     size_t identity_len;
     unsigned identity_families; /* the families they were made for */
     char *who;                  /* "CN=bob", for a 403 of the --allow rules (only when they deny) */
+    char *accepted_ca;          /* the client CAs in words, for refused clients' pages */
 };
 
 /* One listening socket of the worker (one per address it listens on). */
@@ -396,11 +398,30 @@ static void conn_kick(void *ctx)
 
 /* ---- /whoami --------------------------------------------------------------- */
 
+/* The CA names of the CertificateRequest, "CN=a; CN=b" (malloc'd), or NULL. */
+static char *client_ca_words(SSL *ssl)
+{
+    STACK_OF(X509_NAME) *cas = SSL_get_client_CA_list(ssl);
+    char names[2048] = "";
+    size_t used = 0;
+
+    for (int i = 0; i < sk_X509_NAME_num(cas) && used + 1 < sizeof(names); i++) {
+        char one[MTLS_NAME_MAX];
+        int n;
+
+        mtls_name_oneline(sk_X509_NAME_value(cas, i), one, sizeof(one));
+        n = snprintf(names + used, sizeof(names) - used, "%s%s", i > 0 ? "; " : "", one);
+        used = n > 0 ? used + (size_t)n : used;
+    }
+    return names[0] != '\0' ? strdup(names) : NULL;
+}
+
 /* Built on the first /whoami of a connection and kept for the next ones. */
 static const char *whoami_json(void *ctx, size_t *len)
 {
     struct conn *c = ctx;
     cJSON *root = NULL, *tls = NULL, *client = NULL;
+    char words[64];
 
     if (c->whoami != NULL)
         goto out;
@@ -422,10 +443,13 @@ static const char *whoami_json(void *ctx, size_t *len)
     if (root == NULL || tls == NULL || client == NULL)
         goto fail;
     cJSON_AddBoolToObject(root, "verified", 1);
+    cJSON_AddStringToObject(
+        client, "expires", mtls_expiry_words(c->info->not_after, time(NULL), words, sizeof(words)));
     cJSON_AddItemToObject(root, "client", client);
     client = NULL;
     cJSON_AddStringToObject(tls, "version", SSL_get_version(c->ssl));
     cJSON_AddStringToObject(tls, "cipher", SSL_get_cipher_name(c->ssl));
+    cJSON_AddBoolToObject(tls, "resumed", SSL_session_reused(c->ssl));
     cJSON_AddItemToObject(root, "tls", tls);
     tls = NULL;
     c->whoami = cJSON_PrintUnformatted(root);
@@ -479,6 +503,7 @@ static void conn_free(uv_handle_t *h)
     free(c->denied);
     free(c->identity);
     free(c->who);
+    free(c->accepted_ca);
     cJSON_free(c->whoami);
     free(c);
     listener_resume(w);
@@ -626,6 +651,11 @@ static void handshake_done(struct conn *c)
             return;
         }
         c->http_peer.who = c->who;
+    }
+    /* Refused clients get a page that names the CAs they need a certificate from. */
+    if (c->http_peer.denied != NULL || c->http_peer.policy_denied != 0) {
+        c->accepted_ca = client_ca_words(c->ssl);
+        c->http_peer.accepted_ca = c->accepted_ca;
     }
     /* The verify note has served its purpose. */
     (void)mtls_tls_note_attach(c->ssl, NULL);
@@ -1237,6 +1267,24 @@ static void close_proxies(struct worker *w)
 }
 
 /*
+ * GET / is who you are (the /whoami handler: a page for browsers), unless a
+ * route already takes "/" (a prefix to an upstream, a config route).
+ */
+static int add_root(struct worker *w, int policy, mtls_err *err)
+{
+    uint64_t allow = 0;
+    int rc;
+
+    if (mtls_http_routes_match(&w->routes, HTTP_GET, "/", 1, &allow) != NULL || allow != 0)
+        return 0;
+    rc = mtls_http_routes_add(&w->routes, "/", 0, MTLS_METHOD(HTTP_GET) | MTLS_METHOD(HTTP_HEAD),
+                              mtls_http_builtin_handler("whoami"), NULL, err);
+    if (rc == 0)
+        w->routes.v[w->routes.n - 1].policy = policy;
+    return rc;
+}
+
+/*
  * The worker's route table: the configuration file's routes, the built-in
  * handlers, then (--upstream) the proxy for every other path and method.
  * Each route carries its policy: its own rules, or --allow's.
@@ -1272,6 +1320,8 @@ static int worker_routes(struct worker *w)
     if (rc == 0 && srv->has_upstream)
         rc = add_proxy(w, &srv->upstream, srv->identity_families, "/", MTLS_ROUTE_PREFIX,
                        srv->server_policy, &err);
+    if (rc == 0 && !srv->has_upstream)
+        rc = add_root(w, srv->server_policy, &err);
     for (unsigned i = 0; i < srv->n_policies; i++)
         w->policy_text[i] = srv->policies[i].text;
     w->routes.policy_text = w->policy_text;

@@ -65,8 +65,8 @@ static const char *whoami(void *ctx, size_t *len)
 }
 
 static mtls_http_config cfg;
-static mtls_http_peer peer = {"127.0.0.1", "CN=localclient", "0A", NULL, whoami, NULL, 0, NULL,
-                              NULL};
+static mtls_http_peer peer = {
+    .addr = "127.0.0.1", .user = "CN=localclient", .serial = "0A", .whoami = whoami};
 
 /* Runs a connection over input split once at `split`; returns the last run() result. */
 static int feed(struct mem *m, const char *input, size_t split, const mtls_http_peer *p)
@@ -228,8 +228,7 @@ Test(http, small_bodies_are_read_and_discarded)
 
 Test(http, denied_clients_get_403_with_the_reason)
 {
-    mtls_http_peer denied = {"10.0.0.1", NULL, NULL, "no client certificate was sent", NULL, NULL,
-                             0,          NULL, NULL};
+    mtls_http_peer denied = {.addr = "10.0.0.1", .denied = "no client certificate was sent"};
     struct mem m;
 
     feed(&m, "GET /test HTTP/1.1\r\n\r\n", 1 << 20, &denied);
@@ -284,7 +283,7 @@ Test(http, timeout_mid_request_answers_408)
 Test(http, access_log_combined_and_json)
 {
     mtls_http_peer p = {
-        "127.0.0.1", "C=JP, O=Ex \"Co\", CN=localclient", "1F", NULL, NULL, NULL, 0, NULL, NULL};
+        .addr = "127.0.0.1", .user = "C=JP, O=Ex \"Co\", CN=localclient", .serial = "1F"};
     struct mem m;
 
     feed(&m, "GET /test?a=\"b\" HTTP/1.1\r\nReferer: r\r\nUser-Agent: curl/7.88.1\r\n\r\n", 1 << 20,
