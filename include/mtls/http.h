@@ -88,7 +88,7 @@ typedef struct mtls_http_config {
        each connection allocates its own on its first request). */
     struct mtls_http_header *header_buf;
     size_t header_buf_len;
-    /* Where requests go (borrowed); NULL: the built-in /test and /whoami. */
+    /* Where requests go (borrowed); NULL: the built-in /test, /whoami and /. */
     const struct mtls_http_routes *routes;
     /* System-log lines for denied requests; NULL: none. */
     mtls_http_event_fn event;

@@ -20,7 +20,7 @@ const char *mtls__http_date(void);
  */
 size_t mtls__http_log_line(const mtls_http_conn *c, int status, int parsed, char *buf, size_t size);
 
-/** The built-in route table (/test and /whoami) for configs that name none. */
+/** The built-in route table (/test, /whoami, and / as /whoami) for configs that name none. */
 const mtls_http_routes *mtls__http_builtin_routes(void);
 
 /* ---- shared by conn.c (HTTP/1.x) and h2.c (HTTP/2) ---- */

@@ -17,6 +17,7 @@ import subprocess
 
 import pytest
 
+from proxy_helpers import Conn, proxy, upstream  # noqa: F401 (a fixture)
 from serve_helpers import *  # noqa: F401,F403 (fixtures)
 from serve_helpers import SLOW, curl, read_text, run_mtls, server_dir, wait_for_text
 
@@ -278,3 +279,15 @@ def test_refused_and_denied_clients_get_pages_that_explain(init_pki, serve, tmp_
     assert json.loads(body)["error"] == "forbidden"
     log = wait_for_text(s.system_log, "CN=localclient is not allowed on /whoami")
     assert "favicon" not in log, log
+
+
+def test_behind_a_proxy_the_application_keeps_its_home_page_and_icon(serve, tmp_path, init_pki,
+                                                                     upstream):
+    s = proxy(serve, tmp_path, init_pki, upstream.url)
+    c = Conn(s.port, init_pki)
+    for path in ("/", "/favicon.ico"):
+        status, _, body = c.request("GET", path, headers=[("Accept", BROWSER_ACCEPT)])
+        assert status == 200 and json.loads(body)["path"] == path, body
+    status, headers, body = c.request("GET", "/whoami", headers=[("Accept", BROWSER_ACCEPT)])
+    assert status == 200 and b"You are <strong>CN=localclient</strong>" in body
+    c.close()
