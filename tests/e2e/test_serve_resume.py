@@ -295,3 +295,12 @@ def test_bad_ticket_key_files_are_refused(pki, serve):
     log = wait_for_text(s.system_log, "reload refused")
     assert "ticket key file 'ticket.key' holds 81 bytes" in log
     assert whoami(client_ctx(d), s.port)[2]["subject"] == "CN=localclient"
+
+
+def test_whoami_says_whether_the_session_was_resumed(pki, serve):
+    s = serve(pki)
+    ctx = client_ctx(pki)
+    reused, session, first = whoami(ctx, s.port, raw_body=True)
+    assert not reused and json.loads(first.split(b" ", 3)[3])["tls"]["resumed"] is False
+    reused, _, again = whoami(ctx, s.port, session, raw_body=True)
+    assert reused and json.loads(again.split(b" ", 3)[3])["tls"]["resumed"] is True, again
