@@ -608,24 +608,28 @@ static int is_favicon(const mtls_http_request *req)
  * Accept. A favicon that would be refused is 204 instead, so that a page
  * load costs no error line. allow is the 405's "Allow: ...\r\n" line or NULL.
  */
-static void refuse(mtls_http_conn *c, int status, const char *error, const char *reason,
-                   const char *allow)
+static void refuse_answer(mtls_http_conn *c, int status, const char *error, const char *reason,
+                          const char *allow)
 {
-    static const char vary[] = "Vary: Accept\r\n";
     const mtls_http_request *req = &c->req;
-    char extra[256];
+    size_t allow_len = allow ? strlen(allow) : 0;
+    /* the Allow line (at most 200 bytes, allow_header) and the HTML headers */
+    char extra[200 + sizeof(MTLS__HTTP_HTML_HEADERS)];
     mtls_strbuf page = {0};
 
-    c->resp_done = 1;
     if (is_favicon(req)) {
         respond(c, 204, NULL, "", 0, "Cache-Control: max-age=86400\r\n");
         return;
     }
+    if (allow_len >= 200) { /* cannot happen: allow_header() writes less */
+        allow = NULL;
+        allow_len = 0;
+    }
     if (mtls__http_prefers_html(req->headers, req->n_headers)) {
         char methods[200] = "";
 
-        if (allow != NULL && strlen(allow) > 9)
-            snprintf(methods, sizeof(methods), "%.*s", (int)(strlen(allow) - 9), allow + 7);
+        if (allow_len > 9) /* "Allow: " ... "\r\n" */
+            snprintf(methods, sizeof(methods), "%.*s", (int)(allow_len - 9), allow + 7);
         snprintf(extra, sizeof(extra), "%s%s", allow ? allow : "", MTLS__HTTP_HTML_HEADERS);
         if (mtls__http_page_refusal(&page, status, error, reason, req, allow ? methods : NULL) ==
             0) {
@@ -633,10 +637,17 @@ static void refuse(mtls_http_conn *c, int status, const char *error, const char 
             mtls_strbuf_release(&page);
             return;
         }
-        mtls_strbuf_release(&page);
+        mtls_strbuf_release(&page); /* out of memory: the JSON then */
     }
-    snprintf(extra, sizeof(extra), "%s%s", allow ? allow : "", vary);
+    snprintf(extra, sizeof(extra), "%sVary: Accept\r\n", allow ? allow : "");
     respond_error(c, status, error, reason, extra);
+}
+
+static void refuse(mtls_http_conn *c, int status, const char *error, const char *reason,
+                   const char *allow)
+{
+    refuse_answer(c, status, error, reason, allow);
+    c->resp_done = 1;
 }
 
 /* The route table's word on this request, or a refusal it answers itself. */

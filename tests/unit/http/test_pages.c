@@ -138,13 +138,15 @@ static const char *whoami(void *ctx, size_t *len)
     return WHOAMI;
 }
 
-static void run(struct mem *m, const char *input, const mtls_http_peer *peer)
+static void run_routes(struct mem *m, const char *input, const mtls_http_peer *peer,
+                       const mtls_http_routes *routes)
 {
     mtls_http_config cfg;
     mtls_http_io io = {mem_read, mem_write, NULL, m, NULL};
     mtls_http_conn c;
 
     mtls_http_config_init(&cfg);
+    cfg.routes = routes;
     memset(m, 0, sizeof(*m));
     m->in = input;
     m->len = strlen(input);
@@ -152,6 +154,11 @@ static void run(struct mem *m, const char *input, const mtls_http_peer *peer)
     for (int i = 0; i < 100 && mtls_http_conn_run(&c) == MTLS_HTTP_WANT_READ; i++)
         ;
     mtls_http_conn_release(&c);
+}
+
+static void run(struct mem *m, const char *input, const mtls_http_peer *peer)
+{
+    run_routes(m, input, peer, NULL);
 }
 
 #define BROWSER "Accept: text/html,application/xhtml+xml,*/*;q=0.8\r\n"
@@ -244,4 +251,31 @@ Test(pages, favicon_is_204_even_for_a_refused_client)
     run(&m, "GET /favicon.ico HTTP/1.1\r\n\r\nGET /test HTTP/1.1\r\n\r\n", &refused);
     cr_assert(strncmp(m.out, "HTTP/1.1 204 No Content\r\n", 25) == 0, "%s", m.out);
     cr_assert(strstr(m.out, "HTTP/1.1 403 Forbidden\r\n") != NULL, "%s", m.out);
+}
+
+static int answer_ok(void *ctx, mtls_http_request *req)
+{
+    (void)ctx;
+    return mtls_http_respond(req, 200, NULL, "{}", 2, NULL);
+}
+
+Test(pages, a_long_allow_line_keeps_every_html_header)
+{
+    mtls_http_peer peer = {.addr = "127.0.0.1", .user = "CN=me", .whoami = whoami};
+    mtls_http_routes routes = {0};
+    uint64_t many = 0;
+    struct mem m;
+
+    for (int method = HTTP_GET; method <= HTTP_UNLOCK; method++)
+        many |= MTLS_METHOD(method);
+    many &= ~MTLS_METHOD(HTTP_DELETE);
+    cr_assert_eq(mtls_http_routes_add(&routes, "/x", 0, many, answer_ok, NULL, NULL), 0);
+    run_routes(&m, "DELETE /x HTTP/1.1\r\n" BROWSER "\r\n", &peer, &routes);
+    cr_assert(strncmp(m.out, "HTTP/1.1 405 Method Not Allowed\r\n", 33) == 0, "%s", m.out);
+    cr_assert(strstr(m.out, "Allow: GET, HEAD, POST, PUT, CONNECT, OPTIONS, TRACE, COPY, LOCK, ") !=
+                  NULL,
+              "%s", m.out);
+    assert_html_headers(m.out);
+    cr_assert(strstr(m.out, "\r\n\r\n<!DOCTYPE html>") != NULL, "%s", m.out);
+    mtls_http_routes_release(&routes);
 }
