@@ -145,8 +145,7 @@ struct h2_fixture {
     nghttp2_session *client;
 };
 
-static const mtls_http_peer peer = {"127.0.0.1", "CN=localclient", "0A", NULL, NULL, NULL, 0, NULL,
-                                    NULL};
+static const mtls_http_peer peer = {.addr = "127.0.0.1", .user = "CN=localclient", .serial = "0A"};
 
 static void start(struct h2_fixture *f)
 {
