@@ -37,6 +37,13 @@ REPLICAS = 3
 PORT = 8443
 
 
+def in_ns(name):
+    """The command prefix that runs a program in network namespace name. nsenter enters the
+    network namespace alone; 'ip netns exec' and 'ip -n' also remount /sys in a private mount
+    namespace, which fails where / is no mount point (a chroot, as fresh-debian's)."""
+    return ["nsenter", f"--net=/run/netns/{name}"]
+
+
 def _why_skip():
     if os.geteuid() != 0:
         return "needs root (ip netns add)"
@@ -138,15 +145,15 @@ class Cluster:
     def netns(self, name):
         sh("ip", "netns", "add", name)
         self.namespaces.append(name)
-        sh("ip", "-n", name, "link", "set", "lo", "up")
+        sh(*in_ns(name), "ip", "link", "set", "lo", "up")
 
     def link(self, ns_a, addr_a, ns_b, dev_b, addr_b):
         """A veth pair: veth0 in ns_a, dev_b in ns_b, a /24 on each end."""
         sh("ip", "link", "add", "veth0", "netns", ns_a, "type", "veth", "peer", "name", dev_b,
            "netns", ns_b)
         for ns, dev, addr in ((ns_a, "veth0", addr_a), (ns_b, dev_b, addr_b)):
-            sh("ip", "-n", ns, "addr", "add", addr + "/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh(*in_ns(ns), "ip", "addr", "add", addr + "/24", "dev", dev)
+            sh(*in_ns(ns), "ip", "link", "set", dev, "up")
 
     def make_network(self):
         for name in [self.ns_client, self.ns_lb, *self.ns_replica]:
@@ -157,7 +164,7 @@ class Cluster:
 
     def start(self, ns, args, log):
         out = open(log, "w")
-        p = subprocess.Popen(["ip", "netns", "exec", ns, *map(str, args)], stdout=out,
+        p = subprocess.Popen([*in_ns(ns), *map(str, args)], stdout=out,
                              stderr=subprocess.STDOUT, start_new_session=True, cwd=self.pki)
         out.close()
         self.procs.append(p)
@@ -193,7 +200,7 @@ class Cluster:
 
     def start_client(self):
         self.client = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns_client, sys.executable,
+            [*in_ns(self.ns_client), sys.executable,
              os.path.join(HERE, "replicas_client.py"), self.pki, "10.77.0.1", str(PORT)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
         self.procs.append(self.client)
