@@ -97,6 +97,11 @@ typedef struct mtls_http_config {
        opened, no body byte in or out) for this long ends with GOAWAY, even
        while the client keeps it busy with PINGs (0: never). */
     uint64_t h2_stall_ms;
+    /* Each answered request, for metrics: route is the index into routes->v
+       of the route that took it, or -1 (none did: 404, a bad request); ns the
+       CLOCK_MONOTONIC nanoseconds from its first byte to its logging. NULL: none. */
+    void (*request_done)(void *ctx, long route, int status, uint64_t ns);
+    void *request_done_ctx;
 } mtls_http_config;
 
 /** Fills cfg with the defaults above and no access log. */
@@ -345,6 +350,7 @@ typedef struct mtls_http_conn {
     int upstream_status; /* for the access log (0: none answered) */
     int proxied;         /* the request went to an upstream */
     uint64_t upstream_ms;
+    uint64_t started_ns; /* CLOCK_MONOTONIC at its first byte (only with cfg->request_done) */
     unsigned exec_count, exec_begin; /* llhttp_execute calls: the head came in one */
 
     unsigned in_request : 1; /* bytes of an unfinished request were parsed, or it is answered */

@@ -452,6 +452,36 @@ char *mtls_verify_words(const mtls_verify_failure *f, char *buf, size_t size);
  */
 const char *mtls_verify_alert(int code, int tls13);
 
+/** Verification failures grouped for counting (metrics): a small, fixed set. */
+enum mtls_verify_reason {
+    MTLS_VERIFY_R_NO_CERTIFICATE = 0,
+    MTLS_VERIFY_R_UNKNOWN_CA,
+    MTLS_VERIFY_R_EXPIRED,
+    MTLS_VERIFY_R_NOT_YET_VALID,
+    MTLS_VERIFY_R_WRONG_PURPOSE,
+    MTLS_VERIFY_R_REVOKED,
+    MTLS_VERIFY_R_BAD_SIGNATURE,
+    MTLS_VERIFY_R_NAME_MISMATCH,
+    MTLS_VERIFY_R_CRL_MISSING,
+    MTLS_VERIFY_R_CRL_EXPIRED,
+    MTLS_VERIFY_R_CRL_NOT_YET_VALID,
+    MTLS_VERIFY_R_CRL_INVALID,
+    MTLS_VERIFY_R_WEAK,
+    MTLS_VERIFY_R_REJECTED,
+    MTLS_VERIFY_R_INTERNAL,
+    MTLS_VERIFY_R_OTHER,
+    MTLS_VERIFY_REASONS
+};
+
+/**
+ * The group of a verify code (X509_V_ERR_*, MTLS_VERIFY_NO_CERT), from the
+ * same table as the words and the alert.
+ */
+enum mtls_verify_reason mtls_verify_reason_of(int code);
+
+/** The group's label: "no_certificate", "unknown_ca", "expired", "revoked", ... Static. */
+const char *mtls_verify_reason_label(enum mtls_verify_reason reason);
+
 /**
  * The plain sentence for a failed X509_STORE_CTX (best called from a
  * verify callback, where the CRL involved is still known: the revoked

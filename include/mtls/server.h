@@ -78,6 +78,11 @@ typedef struct mtls_server_opts {
        ones and the catch-all upstream; exact paths, then the longest prefix. */
     const mtls_route_opts *routes;
     size_t n_routes;
+    /* Metrics: "ADDR:PORT" for Prometheus text at http://ADDR:PORT/metrics (plain
+       HTTP, served by worker 0); NULL: none. A non-loopback address is refused
+       unless metrics_public is set. */
+    const char *metrics_listen;
+    int metrics_public;
     mtls_server_notice_fn warn; /* configuration warnings (also written to the system log) */
     void *warn_ctx;
 } mtls_server_opts;

@@ -174,6 +174,14 @@ char *mtls_tls_handshake_reason(SSL *ssl, const mtls_tls_verify_note *note, int 
                                 int sys_errno, const char **alert, char *buf, size_t size);
 
 /**
+ * The verify code of a refused client certificate (a failed handshake for
+ * which mtls_tls_handshake_reason() gave an alert, or a denied one):
+ * note's, else MTLS_VERIFY_NO_CERT when none was sent, else the SSL's
+ * verify result. Decide by it (mtls_verify_reason_of()), never by words.
+ */
+int mtls_tls_refused_code(SSL *ssl, const mtls_tls_verify_note *note);
+
+/**
  * For MTLS_VERIFY_OPTIONAL: why a completed handshake has no acceptable
  * client certificate (into buf), or NULL when the client is verified.
  */

@@ -27,7 +27,8 @@ static struct cli_choices model_dest = {model_choices, &worker_model};
 static struct cli_choices format_dest = {format_choices, &log_format};
 static long workers, max_connections;
 static struct cli_list crls, ticket_keys, allow;
-static int allow_dry_run, check_only;
+static int allow_dry_run, check_only, metrics_public;
+static const char *metrics_listen;
 static struct cli_config_routes routes;
 
 static const struct cli_opt opts[] = {
@@ -100,6 +101,12 @@ static const struct cli_opt opts[] = {
      0, 0},
     {"allow-dry-run", 0, CLI_FLAG, &allow_dry_run, NULL,
      "log what --allow would deny, and let it through (to roll out a policy)", 0, 0},
+    {"metrics-listen", 0, CLI_STRING, &metrics_listen, "ADDR:PORT",
+     "serve Prometheus metrics at http://ADDR:PORT/metrics (plain HTTP; loopback addresses "
+     "only unless --metrics-listen-public)",
+     0, 0},
+    {"metrics-listen-public", 0, CLI_FLAG, &metrics_public, NULL,
+     "allow --metrics-listen on an address other hosts can reach (protect it yourself)", 0, 0},
     {"config", 0, CLI_STRING, &config_file, "FILE",
      "read options from a YAML file (keys are these long options: 'upstream: http://...', "
      "'allow: [cn=alice]'); flags given as well win",
@@ -287,6 +294,8 @@ int cmd_serve(int argc, char **argv)
     o.allow = allow.items;
     o.n_allow = allow.n;
     o.allow_dry_run = allow_dry_run;
+    o.metrics_listen = metrics_listen;
+    o.metrics_public = metrics_public;
     o.routes = routes.v;
     o.n_routes = routes.n;
     o.warn = print_warning;

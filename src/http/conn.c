@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <llhttp.h>
 
@@ -292,11 +293,27 @@ const char *mtls_http_plain_http_answer(size_t *len)
 
 /* ---- the request's life ------------------------------------------------- */
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void log_request(mtls_http_conn *c, int status, int parsed)
 {
     char line[16384];
     size_t len;
 
+    if (c->cfg->request_done != NULL) {
+        uint64_t now = now_ns();
+        long route = c->route != NULL && c->cfg->routes != NULL ? c->route - c->cfg->routes->v : -1;
+
+        c->cfg->request_done(c->cfg->request_done_ctx, route, status,
+                             c->started_ns != 0 && now > c->started_ns ? now - c->started_ns : 0);
+        c->started_ns = 0;
+    }
     if (c->cfg->access_log == NULL)
         return;
     len = mtls__http_log_line(c, status, parsed, line, sizeof(line));
@@ -763,6 +780,8 @@ static int on_message_begin(llhttp_t *p)
     c->upstream_status = 0;
     c->upstream_ms = 0;
     c->proxied = 0;
+    if (c->cfg->request_done != NULL)
+        c->started_ns = now_ns();
     return 0;
 }
 

@@ -37,6 +37,7 @@ struct reason_row {
     enum need need;
     const char *alert; /* the alert OpenSSL sends (ssl_x509err2alert) */
     const char *words;
+    enum mtls_verify_reason reason; /* the short label (metrics) */
 };
 
 #define UNTRUSTED_WORDS                                                                            \
@@ -46,74 +47,100 @@ struct reason_row {
     "here (same name, another key)"
 
 static const struct reason_row rows[] = {
-    {MTLS_VERIFY_NO_CERT, NEED_NOTHING, "certificate_required", "no client certificate was sent"},
-    {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, NEED_NAMESAKE, "unknown_ca", NAMESAKE_WORDS},
-    {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, NEED_NOTHING, "unknown_ca", UNTRUSTED_WORDS},
-    {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, NEED_NAMESAKE, "unknown_ca", NAMESAKE_WORDS},
-    {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, NEED_NOTHING, "unknown_ca", UNTRUSTED_WORDS},
-    {X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, NEED_NAMESAKE, "unknown_ca", NAMESAKE_WORDS},
-    {X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, NEED_NOTHING, "unknown_ca", UNTRUSTED_WORDS},
-    {X509_V_ERR_CERT_UNTRUSTED, NEED_NOTHING, "bad_certificate", UNTRUSTED_WORDS},
+    {MTLS_VERIFY_NO_CERT, NEED_NOTHING, "certificate_required", "no client certificate was sent",
+     MTLS_VERIFY_R_NO_CERTIFICATE},
+    {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, NEED_NAMESAKE, "unknown_ca", NAMESAKE_WORDS,
+     MTLS_VERIFY_R_UNKNOWN_CA},
+    {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, NEED_NOTHING, "unknown_ca", UNTRUSTED_WORDS,
+     MTLS_VERIFY_R_UNKNOWN_CA},
+    {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, NEED_NAMESAKE, "unknown_ca", NAMESAKE_WORDS,
+     MTLS_VERIFY_R_UNKNOWN_CA},
+    {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, NEED_NOTHING, "unknown_ca", UNTRUSTED_WORDS,
+     MTLS_VERIFY_R_UNKNOWN_CA},
+    {X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, NEED_NAMESAKE, "unknown_ca", NAMESAKE_WORDS,
+     MTLS_VERIFY_R_UNKNOWN_CA},
+    {X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, NEED_NOTHING, "unknown_ca", UNTRUSTED_WORDS,
+     MTLS_VERIFY_R_UNKNOWN_CA},
+    {X509_V_ERR_CERT_UNTRUSTED, NEED_NOTHING, "bad_certificate", UNTRUSTED_WORDS,
+     MTLS_VERIFY_R_UNKNOWN_CA},
     {X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, NEED_NOTHING, "unknown_ca",
      "issuer not trusted: {cert} is self-signed and not a trusted CA (a name alone proves "
-     "nothing)"},
+     "nothing)",
+     MTLS_VERIFY_R_UNKNOWN_CA},
     {X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, NEED_NOTHING, "unknown_ca",
-     "issuer not trusted: the chain ends at {cert}, which is not a trusted CA"},
+     "issuer not trusted: the chain ends at {cert}, which is not a trusted CA",
+     MTLS_VERIFY_R_UNKNOWN_CA},
     {X509_V_ERR_INVALID_CA, NEED_NOTHING, "unknown_ca",
-     "issuer not trusted: {cert} is not a CA (no basicConstraints CA:TRUE)"},
+     "issuer not trusted: {cert} is not a CA (no basicConstraints CA:TRUE)",
+     MTLS_VERIFY_R_UNKNOWN_CA},
     {X509_V_ERR_PATH_LENGTH_EXCEEDED, NEED_NOTHING, "unknown_ca",
-     "issuer not trusted: the chain is longer than the path length {cert} allows"},
+     "issuer not trusted: the chain is longer than the path length {cert} allows",
+     MTLS_VERIFY_R_UNKNOWN_CA},
     {X509_V_ERR_CERT_CHAIN_TOO_LONG, NEED_NOTHING, "unknown_ca",
-     "issuer not trusted: the chain to {cert} is longer than the allowed depth"},
+     "issuer not trusted: the chain to {cert} is longer than the allowed depth",
+     MTLS_VERIFY_R_UNKNOWN_CA},
     {X509_V_ERR_CERT_HAS_EXPIRED, NEED_NOTHING, "certificate_expired",
-     "{cert} expired on {not_after}"},
+     "{cert} expired on {not_after}", MTLS_VERIFY_R_EXPIRED},
     {X509_V_ERR_CERT_NOT_YET_VALID, NEED_NOTHING, "bad_certificate",
-     "{cert} is not valid yet: not until {not_before}"},
+     "{cert} is not valid yet: not until {not_before}", MTLS_VERIFY_R_NOT_YET_VALID},
     {X509_V_ERR_INVALID_PURPOSE, NEED_USAGE, "unsupported_certificate",
-     "wrong purpose: {cert} is not for {purpose} (its extended key usage: {usage})"},
+     "wrong purpose: {cert} is not for {purpose} (its extended key usage: {usage})",
+     MTLS_VERIFY_R_WRONG_PURPOSE},
     {X509_V_ERR_INVALID_PURPOSE, NEED_USAGE_NONE, "unsupported_certificate",
-     "wrong purpose: {cert} is not for {purpose} (its key usage forbids it)"},
+     "wrong purpose: {cert} is not for {purpose} (its key usage forbids it)",
+     MTLS_VERIFY_R_WRONG_PURPOSE},
     {X509_V_ERR_INVALID_PURPOSE, NEED_NOTHING, "unsupported_certificate",
-     "wrong purpose: {cert} is not for {purpose}"},
+     "wrong purpose: {cert} is not for {purpose}", MTLS_VERIFY_R_WRONG_PURPOSE},
     {X509_V_ERR_HOSTNAME_MISMATCH, NEED_SANS, "bad_certificate",
-     "host name '{host}' is not in the SANs of {cert} ({sans}){hint}"},
+     "host name '{host}' is not in the SANs of {cert} ({sans}){hint}", MTLS_VERIFY_R_NAME_MISMATCH},
     {X509_V_ERR_HOSTNAME_MISMATCH, NEED_NOTHING, "bad_certificate",
-     "host name '{host}' is not in the SANs of {cert} (it has none){hint}"},
+     "host name '{host}' is not in the SANs of {cert} (it has none){hint}",
+     MTLS_VERIFY_R_NAME_MISMATCH},
     {X509_V_ERR_IP_ADDRESS_MISMATCH, NEED_SANS, "bad_certificate",
-     "host name '{host}' is not in the SANs of {cert} ({sans}){hint}"},
+     "host name '{host}' is not in the SANs of {cert} ({sans}){hint}", MTLS_VERIFY_R_NAME_MISMATCH},
     {X509_V_ERR_IP_ADDRESS_MISMATCH, NEED_NOTHING, "bad_certificate",
-     "host name '{host}' is not in the SANs of {cert} (it has none){hint}"},
+     "host name '{host}' is not in the SANs of {cert} (it has none){hint}",
+     MTLS_VERIFY_R_NAME_MISMATCH},
     {X509_V_ERR_CERT_SIGNATURE_FAILURE, NEED_NOTHING, "decrypt_error",
      "signature invalid: {cert} is not signed by the key of its issuer '{issuer}' (altered, or "
-     "issued by another CA of the same name)"},
+     "issued by another CA of the same name)",
+     MTLS_VERIFY_R_BAD_SIGNATURE},
     {X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE, NEED_NOTHING, "bad_certificate",
      "signature invalid: {cert} is not signed by the key of its issuer '{issuer}' (altered, or "
-     "issued by another CA of the same name)"},
+     "issued by another CA of the same name)",
+     MTLS_VERIFY_R_BAD_SIGNATURE},
     {X509_V_ERR_CERT_REVOKED, NEED_REVOKED_AT, "certificate_revoked",
-     "{cert} (serial {serial}) was revoked by its CA '{issuer}' on {revoked_at} ({revoked_why})"},
+     "{cert} (serial {serial}) was revoked by its CA '{issuer}' on {revoked_at} ({revoked_why})",
+     MTLS_VERIFY_R_REVOKED},
     {X509_V_ERR_CERT_REVOKED, NEED_NOTHING, "certificate_revoked",
-     "{cert} (serial {serial}) has been revoked by its CA '{issuer}'"},
+     "{cert} (serial {serial}) has been revoked by its CA '{issuer}'", MTLS_VERIFY_R_REVOKED},
     {X509_V_ERR_UNABLE_TO_GET_CRL, NEED_NOTHING, "unknown_ca",
      "no CRL of '{issuer}' is loaded, so {cert} cannot be checked for revocation: pass that CA's "
-     "CRL too"},
+     "CRL too",
+     MTLS_VERIFY_R_CRL_MISSING},
     {X509_V_ERR_CRL_HAS_EXPIRED, NEED_CRL_ISSUER, "certificate_expired",
      "the CRL of '{crl_issuer}' expired on {crl_next} (its next update), so {cert} cannot be "
-     "checked: publish a new one with 'mtls crl create'"},
+     "checked: publish a new one with 'mtls crl create'",
+     MTLS_VERIFY_R_CRL_EXPIRED},
     {X509_V_ERR_CRL_HAS_EXPIRED, NEED_NOTHING, "certificate_expired",
      "the CRL of '{issuer}' has expired, so {cert} cannot be checked: publish a new one with "
-     "'mtls crl create'"},
+     "'mtls crl create'",
+     MTLS_VERIFY_R_CRL_EXPIRED},
     {X509_V_ERR_CRL_NOT_YET_VALID, NEED_CRL_ISSUER, "bad_certificate",
-     "the CRL of '{crl_issuer}' is not valid yet: not until {crl_last}"},
+     "the CRL of '{crl_issuer}' is not valid yet: not until {crl_last}",
+     MTLS_VERIFY_R_CRL_NOT_YET_VALID},
     {X509_V_ERR_CRL_NOT_YET_VALID, NEED_NOTHING, "bad_certificate",
-     "the CRL of '{issuer}' is not valid yet"},
+     "the CRL of '{issuer}' is not valid yet", MTLS_VERIFY_R_CRL_NOT_YET_VALID},
     {X509_V_ERR_CRL_SIGNATURE_FAILURE, NEED_NOTHING, "decrypt_error",
-     "the CRL of '{issuer}' has a bad signature: it was altered or not made by that CA"},
+     "the CRL of '{issuer}' has a bad signature: it was altered or not made by that CA",
+     MTLS_VERIFY_R_CRL_INVALID},
     {X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER, NEED_NOTHING, "unknown_ca",
-     "the CRL for {cert} cannot be checked: its issuer is not a trusted CA"},
+     "the CRL for {cert} cannot be checked: its issuer is not a trusted CA",
+     MTLS_VERIFY_R_CRL_INVALID},
     {X509_V_ERR_APPLICATION_VERIFICATION, NEED_NOTHING, "handshake_failure",
-     "{cert} was refused by the application's own check"},
+     "{cert} was refused by the application's own check", MTLS_VERIFY_R_REJECTED},
     {X509_V_ERR_OUT_OF_MEM, NEED_NOTHING, "internal_error",
-     "{cert} could not be checked: out of memory"},
+     "{cert} could not be checked: out of memory", MTLS_VERIFY_R_INTERNAL},
 };
 
 /* Codes without a row of their own: OpenSSL's words, and the alert it sends for them. */
@@ -121,6 +148,7 @@ static const struct {
     int code;
     const char *alert;
 } other_alerts[] = {
+    /* Counted as MTLS_VERIFY_R_OTHER, except the weak keys and digests. */
     {X509_V_ERR_CA_KEY_TOO_SMALL, "bad_certificate"},
     {X509_V_ERR_CA_MD_TOO_WEAK, "bad_certificate"},
     {X509_V_ERR_CERT_REJECTED, "bad_certificate"},
@@ -260,4 +288,44 @@ const char *mtls_verify_alert(int code, int tls13)
             return other_alerts[i].alert;
     }
     return "certificate_unknown";
+}
+
+static const char *const reason_labels[MTLS_VERIFY_REASONS] = {
+    [MTLS_VERIFY_R_NO_CERTIFICATE] = "no_certificate",
+    [MTLS_VERIFY_R_UNKNOWN_CA] = "unknown_ca",
+    [MTLS_VERIFY_R_EXPIRED] = "expired",
+    [MTLS_VERIFY_R_NOT_YET_VALID] = "not_yet_valid",
+    [MTLS_VERIFY_R_WRONG_PURPOSE] = "wrong_purpose",
+    [MTLS_VERIFY_R_REVOKED] = "revoked",
+    [MTLS_VERIFY_R_BAD_SIGNATURE] = "bad_signature",
+    [MTLS_VERIFY_R_NAME_MISMATCH] = "name_mismatch",
+    [MTLS_VERIFY_R_CRL_MISSING] = "crl_missing",
+    [MTLS_VERIFY_R_CRL_EXPIRED] = "crl_expired",
+    [MTLS_VERIFY_R_CRL_NOT_YET_VALID] = "crl_not_yet_valid",
+    [MTLS_VERIFY_R_CRL_INVALID] = "crl_invalid",
+    [MTLS_VERIFY_R_WEAK] = "weak",
+    [MTLS_VERIFY_R_REJECTED] = "rejected",
+    [MTLS_VERIFY_R_INTERNAL] = "internal",
+    [MTLS_VERIFY_R_OTHER] = "other",
+};
+
+enum mtls_verify_reason mtls_verify_reason_of(int code)
+{
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        if (rows[i].code == code)
+            return rows[i].reason;
+    }
+    switch (code) {
+    case X509_V_ERR_CA_KEY_TOO_SMALL:
+    case X509_V_ERR_CA_MD_TOO_WEAK:
+    case X509_V_ERR_EE_KEY_TOO_SMALL:
+        return MTLS_VERIFY_R_WEAK;
+    default:
+        return MTLS_VERIFY_R_OTHER;
+    }
+}
+
+const char *mtls_verify_reason_label(enum mtls_verify_reason reason)
+{
+    return (unsigned)reason < MTLS_VERIFY_REASONS ? reason_labels[reason] : "other";
 }

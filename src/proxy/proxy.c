@@ -125,11 +125,19 @@ static mtls_http_request *up_detach(struct upconn *up)
 
 static int up_retry(struct upconn *up);
 
+const char *mtls__upstream_cause_label(int cause)
+{
+    static const char *const labels[MTLS_UPSTREAM_CAUSES] = {
+        "connect", "send", "closed", "reset", "invalid_response", "timeout", "internal"};
+
+    return cause >= 0 && cause < MTLS_UPSTREAM_CAUSES ? labels[cause] : "internal";
+}
+
 /*
  * The upstream failed: 502 or 504 with the reason when nothing was answered
  * yet, else the client's response is cut short. Then the connection closes.
  */
-static void up_fail(struct upconn *up, int status, const char *reason)
+static void up_fail(struct upconn *up, int status, int cause, const char *reason)
 {
     mtls_http_request *req = up->req;
 
@@ -138,6 +146,9 @@ static void up_fail(struct upconn *up, int status, const char *reason)
         return;
     if (req != NULL) {
         uint64_t ms = uv_now(up->px->loop) - up->started;
+
+        if (up->px->opts.failed != NULL)
+            up->px->opts.failed(up->px->opts.log_ctx, status, cause);
 
         px_log(up, "warn", status == 504 ? "upstream_timeout" : "upstream_error", "%s %s: %s",
                up->what,
@@ -225,7 +236,7 @@ static void on_write(uv_write_t *w, int status)
 
         snprintf(why, sizeof(why), "the upstream %s failed while the request was sent (%s)",
                  up->px->opts.upstream->shown, uv_strerror(status));
-        up_fail(up, 502, why);
+        up_fail(up, 502, MTLS_UPSTREAM_SEND, why);
         return;
     }
     if (up->body_paused && up->write_pending < SEND_LOW_WATER && up->req != NULL) {
@@ -247,7 +258,7 @@ static int up_write(struct upconn *up, const uv_buf_t *pieces, int n)
         len += pieces[i].len;
     wr = malloc(sizeof(*wr) + len);
     if (wr == NULL) {
-        up_fail(up, 502, "out of memory");
+        up_fail(up, 502, MTLS_UPSTREAM_INTERNAL, "out of memory");
         return -1;
     }
     wr->up = up;
@@ -265,7 +276,7 @@ static int up_write(struct upconn *up, const uv_buf_t *pieces, int n)
         free(wr);
         snprintf(why, sizeof(why), "cannot send to the upstream %s (%s)",
                  up->px->opts.upstream->shown, uv_strerror(r));
-        up_fail(up, 502, why);
+        up_fail(up, 502, MTLS_UPSTREAM_SEND, why);
         return -1;
     }
     up->write_pending += len;
@@ -322,7 +333,7 @@ static void on_client_writable(void *ctx)
     if (up->read_paused && up->state == UP_BUSY) {
         up->read_paused = 0;
         if (uv_read_start(&up->h.stream, on_alloc, on_read) != 0) {
-            up_fail(up, 502, "cannot read from the upstream");
+            up_fail(up, 502, MTLS_UPSTREAM_INTERNAL, "cannot read from the upstream");
             return;
         }
         up_arm(up);
@@ -518,7 +529,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         else
             snprintf(why, sizeof(why), "the upstream %s connection failed (%s)", shown,
                      uv_strerror((int)nread));
-        up_fail(up, 502, why);
+        up_fail(up, 502, nread == UV_EOF ? MTLS_UPSTREAM_CLOSED : MTLS_UPSTREAM_RESET, why);
         return;
     }
     rc = mtls_http_response_feed(&up->resp, buf->base, (size_t)nread, &used);
@@ -527,7 +538,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (rc < 0) {
         snprintf(why, sizeof(why), "the upstream %s sent an invalid response (%s)", shown,
                  up->resp.error);
-        up_fail(up, 502, why);
+        up_fail(up, 502, MTLS_UPSTREAM_INVALID, why);
         return;
     }
     if (rc == MTLS_HTTP_RESPONSE_DONE && up->tunnel) {
@@ -561,7 +572,7 @@ static void on_timer(uv_timer_t *t)
     else
         snprintf(why, sizeof(why), "the upstream %s stopped sending its response for %.1f s",
                  o->upstream->shown, o->response_timeout_ms / 1000.0);
-    up_fail(up, 504, why);
+    up_fail(up, 504, MTLS_UPSTREAM_TIMEOUT, why);
 }
 
 /* The response timer runs while we wait on the upstream, not on the client. */
@@ -605,12 +616,12 @@ static void on_connect(uv_connect_t *creq, int status)
     if (status < 0) {
         snprintf(why, sizeof(why), "cannot connect to the upstream %s (%s)",
                  up->px->opts.upstream->shown, uv_strerror(status));
-        up_fail(up, 502, why);
+        up_fail(up, 502, MTLS_UPSTREAM_CONNECT, why);
         return;
     }
     up->state = UP_BUSY;
     if (uv_read_start(&up->h.stream, on_alloc, on_read) != 0) {
-        up_fail(up, 502, "cannot read from the upstream");
+        up_fail(up, 502, MTLS_UPSTREAM_INTERNAL, "cannot read from the upstream");
         return;
     }
     up_arm(up);

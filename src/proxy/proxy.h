@@ -56,6 +56,21 @@ int mtls__identity_headers(X509 *cert, STACK_OF(X509) * chain, const char *faile
 int mtls__identity_header_name(const char *name, size_t len);
 
 /** What the proxy needs from the server. */
+/** Why an upstream failed (a metrics label each: mtls__upstream_cause_label()). */
+enum {
+    MTLS_UPSTREAM_CONNECT = 0, /* cannot connect (refused, unreachable) */
+    MTLS_UPSTREAM_SEND,        /* the request could not be sent */
+    MTLS_UPSTREAM_CLOSED,      /* closed without (the rest of) its answer */
+    MTLS_UPSTREAM_RESET,       /* the connection failed while reading */
+    MTLS_UPSTREAM_INVALID,     /* an invalid response */
+    MTLS_UPSTREAM_TIMEOUT,     /* 504: no answer in time */
+    MTLS_UPSTREAM_INTERNAL,    /* out of memory, a failed read start */
+    MTLS_UPSTREAM_CAUSES
+};
+
+/** "connect", "send", ... for a MTLS_UPSTREAM_* cause. */
+const char *mtls__upstream_cause_label(int cause);
+
 typedef struct mtls_proxy_opts {
     const mtls_upstream_addr *upstream;
     unsigned connect_timeout_ms;  /* to connect to the upstream */
@@ -69,6 +84,9 @@ typedef struct mtls_proxy_opts {
     void (*log)(void *ctx, const mtls_http_peer *peer, const char *level, const char *event,
                 const char *message, const char *const *kv);
     void *log_ctx;
+    /* An upstream failure answered 502/504 or cut short (status, MTLS_UPSTREAM_*), for
+       metrics; log_ctx is its ctx. NULL: not counted. */
+    void (*failed)(void *ctx, int status, int cause);
 } mtls_proxy_opts;
 
 typedef struct mtls_proxy mtls_proxy;

@@ -202,6 +202,65 @@ static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int eve
     return 0;
 }
 
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+/*
+ * --metrics-listen: plain HTTP, so loopback only unless --metrics-listen-public
+ * says otherwise (the counts tell who is refused and why). One socket per
+ * address, made here (before --user drops root); worker 0 serves them.
+ */
+static int bind_metrics(mtls_server *srv, mtls_err *err)
+{
+    struct sockaddr_storage ss[MTLS__MAX_ADDRS];
+    socklen_t len[MTLS__MAX_ADDRS];
+    unsigned n_addrs = 0;
+    int everywhere, rc;
+    const char *text = srv->opts.metrics_listen;
+
+    rc = parse_listen(text, ss, len, &n_addrs, &everywhere, err);
+    if (rc != 0)
+        return mtls_err_set(err, MTLS_E_INVALID, "bad --metrics-listen: %s", err->msg);
+    for (unsigned i = 0; i < n_addrs && !srv->opts.metrics_public; i++) {
+        if (everywhere || !is_loopback(&ss[i]))
+            return mtls_err_set(err, MTLS_E_INVALID,
+                                "--metrics-listen '%s' is not a loopback address: metrics are "
+                                "plain HTTP; add --metrics-listen-public to serve them there",
+                                text);
+    }
+    for (unsigned i = 0; i < n_addrs && i < MTLS__METRICS_MAX_FDS; i++) {
+        char addr[64];
+        int port;
+        size_t used = strlen(srv->metrics_address);
+
+        rc = open_socket(&ss[i], len[i], everywhere, 0, text, &srv->metrics_fds[i], err);
+        if (rc != 0)
+            return rc;
+        srv->n_metrics_fds++;
+        {
+            struct sockaddr_storage bound;
+            socklen_t blen = sizeof(bound);
+
+            if (getsockname(srv->metrics_fds[i], (struct sockaddr *)&bound, &blen) != 0)
+                bound = ss[i];
+            mtls__addr_format(&bound, addr, sizeof(addr), &port);
+        }
+        snprintf(srv->metrics_address + used, sizeof(srv->metrics_address) - used,
+                 strchr(addr, ':') ? "%shttp://[%s]:%d/metrics" : "%shttp://%s:%d/metrics",
+                 used > 0 ? ", " : "", addr, port);
+    }
+    return 0;
+}
+
 static void set_port(struct sockaddr_storage *ss, int port)
 {
     if (ss->ss_family == AF_INET)
@@ -379,6 +438,14 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
     rc = bind_listeners(srv, err);
     if (rc != 0)
         goto out;
+    if (opts->metrics_listen != NULL) {
+        /* Route rows: the worker's table (mtls__worker_routes_count()), then "none". */
+        rc = mtls__metrics_new(srv->n_slots, mtls__worker_routes_count(srv), &srv->metrics, err);
+        if (rc == 0)
+            rc = bind_metrics(srv, err);
+        if (rc != 0)
+            goto out;
+    }
     *out = srv;
     srv = NULL;
 out:
@@ -397,6 +464,9 @@ void mtls_server_free(mtls_server *srv)
             close(srv->listen_fds[i]);
     }
     free(srv->listen_fds);
+    for (unsigned i = 0; i < srv->n_metrics_fds; i++)
+        close(srv->metrics_fds[i]);
+    mtls__metrics_free(srv->metrics);
     SSL_CTX_free(srv->ssl_ctx);
     mtls__server_proxy_release(srv);
     mtls__log_close(&srv->access_log);
@@ -480,6 +550,7 @@ static SSL_CTX *reload(mtls_server *srv)
     if (mtls_tls_server_ctx_new(&srv->opts.tls, reload_warning, srv, &ctx, &err) != 0) {
         mtls__syslogf(srv, "error", "reload_refused",
                       "SIGHUP: reload refused, the old certificates stay in force: %s", err.msg);
+        mtls__metrics_reload(srv->metrics, 0);
         return NULL;
     }
     SSL_CTX_free(srv->ssl_ctx);
@@ -497,6 +568,7 @@ static SSL_CTX *reload(mtls_server *srv)
                   srv->opts.tls.cert_file, srv->opts.tls.key_file, srv->opts.tls.client_ca_file,
                   srv->opts.tls.n_crl_files);
     crl_watch(srv);
+    mtls__metrics_reload(srv->metrics, 1);
     return ctx;
 }
 
@@ -528,6 +600,9 @@ static void log_start(mtls_server *srv)
         srv->address, srv->opts.proxy_protocol ? " (PROXY protocol v2 required)" : "", srv->workers,
         srv->opts.model == MTLS_WORKERS_THREAD ? "threads" : "processes",
         srv->opts.tls.verify == MTLS_VERIFY_OPTIONAL ? "optional" : "require", names);
+    if (srv->n_metrics_fds > 0)
+        mtls__syslogf(srv, "info", "metrics_start", "metrics: %s (plain HTTP, Prometheus text)",
+                      srv->metrics_address);
 }
 
 /*
@@ -783,6 +858,7 @@ static int run_processes(mtls_server *srv, mtls_err *err)
              */
             if (srv->user.set && !generation_room(srv, &p, "SIGHUP")) {
                 /* The old set stays: nothing was loaded. */
+                mtls__metrics_reload(srv->metrics, 0);
             } else if (reload(srv) != NULL) {
                 if (srv->user.set) {
                     new_generation(srv, &p, err);

@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "metrics.h"
 #include "mtls/identity.h"
 #include "mtls/server.h"
 #include "proxy/proxy.h"
@@ -176,6 +177,10 @@ struct mtls_server {
     int server_policy;          /* index of --allow's, or -1 when it has no rules */
     struct mtls__route *routes; /* opts.routes, checked */
     size_t n_routes;
+    struct mtls__metrics *metrics; /* --metrics-listen: the counters (MAP_SHARED), else NULL */
+    int metrics_fds[MTLS__METRICS_MAX_FDS];
+    unsigned n_metrics_fds;
+    char metrics_address[MTLS__METRICS_MAX_FDS * 56];
 };
 
 /** Checks a --listen value as the start would parse it (nothing is bound). */
@@ -216,6 +221,9 @@ struct mtls__worker {
  */
 int mtls__worker_init(struct mtls__worker *w, mtls_server *srv, unsigned id, SSL_CTX *ctx,
                       const int *listen_fds, unsigned n_listen_fds, int own_signals, mtls_err *err);
+
+/** How many routes a worker's table has (the counters' route rows). */
+size_t mtls__worker_routes_count(const mtls_server *srv);
 
 /** Runs w until it has drained (every connection closed). Returns 0 or MTLS_E_NOMEM. */
 int mtls__worker_run(struct mtls__worker *w);

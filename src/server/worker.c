@@ -127,6 +127,9 @@ struct worker {
     mtls_proxy **proxies; /* one per upstream route: this worker's upstream connections */
     size_t n_proxies;
     const char *policy_text[MTLS__MAX_POLICIES];
+    struct mtls__metrics_slot *metrics;      /* this worker's counters, or NULL: none kept */
+    struct mtls__metrics_http *metrics_http; /* worker 0 serves /metrics */
+    struct mtls__metrics_view metrics_view;
 };
 
 static void conn_io(uv_poll_t *h, int status, int events);
@@ -607,6 +610,10 @@ static void handshake_done(struct conn *c)
     char subject[MTLS_NAME_MAX];
 
     c->http_peer.addr = c->addr;
+    if (w->metrics != NULL)
+        mtls__metrics_handshake(w->metrics, denied ? MTLS__HS_UNVERIFIED : MTLS__HS_OK,
+                                SSL_session_reused(c->ssl),
+                                denied ? mtls_tls_refused_code(c->ssl, c->note) : 0);
     if (denied != NULL) {
         const char *kv[] = {"subject", c->note->error ? c->note->subject : NULL, "issuer",
                             c->note->error ? c->note->issuer : NULL, NULL};
@@ -727,6 +734,9 @@ static void conn_handshake(struct conn *c)
     }
     plain_http = e == SSL_ERROR_SSL && is_plain_http(ERR_peek_last_error());
     mtls_tls_handshake_reason(c->ssl, c->note, e, sys_errno, &alert, reason, sizeof(reason));
+    if (c->w->metrics != NULL)
+        mtls__metrics_handshake(c->w->metrics, alert ? MTLS__HS_REJECTED : MTLS__HS_FAILED, 0,
+                                alert ? mtls_tls_refused_code(c->ssl, c->note) : 0);
     log_rejected(c, reason, alert, e);
     if (plain_http)
         answer_plain_http(c);
@@ -984,6 +994,8 @@ static void conn_timeout(struct conn *c)
     case ST_HANDSHAKE:
         mtls__syslog(w->srv, "info", c->peer, "handshake_timeout",
                      "handshake rejected: the client did not complete the handshake in time", NULL);
+        if (w->metrics != NULL)
+            mtls__metrics_handshake(w->metrics, MTLS__HS_FAILED, 0, 0);
         conn_close(c);
         break;
     case ST_HTTP:
@@ -1027,6 +1039,8 @@ static void worker_drain(struct worker *w)
     w->draining = 1;
     uv_timer_start(&w->drain_timer, on_drain_timeout, w->srv->opts.drain_timeout_ms, 0);
     uv_timer_stop(&w->retry);
+    mtls__metrics_http_stop(w->metrics_http);
+    w->metrics_http = NULL;
     listener_pause(w);
     if (w->listener_open) {
         for (unsigned i = 0; i < w->n_listeners; i++)
@@ -1190,7 +1204,24 @@ static void http_event(void *ctx, const mtls_http_peer *peer, const char *event,
     struct worker *w = ctx;
     const struct conn *c = peer ? peer->conn_ctx : NULL;
 
+    if (w->metrics != NULL && strcmp(event, "request_denied") == 0)
+        mtls__metrics_denial(w->metrics);
     mtls__syslog(w->srv, "warn", c ? c->peer : NULL, event, message, NULL);
+}
+
+static void request_done(void *ctx, long route, int status, uint64_t ns)
+{
+    struct worker *w = ctx;
+
+    mtls__metrics_request(w->metrics, w->srv->metrics, route, status, ns);
+}
+
+static void upstream_failed(void *ctx, int status, int cause)
+{
+    struct worker *w = ctx;
+
+    if (w->metrics != NULL)
+        mtls__metrics_upstream_error(w->metrics, status, cause);
 }
 
 /* The upstream's identity header lines for a connection, made once (per family set). */
@@ -1239,6 +1270,7 @@ static int add_proxy(struct worker *w, const mtls_upstream_addr *upstream, unsig
         .identity = proxy_identity,
         .log = proxy_log,
         .log_ctx = w,
+        .failed = upstream_failed,
     };
     mtls_proxy **grown = realloc(w->proxies, (w->n_proxies + 1) * sizeof(*w->proxies));
     int rc;
@@ -1289,6 +1321,12 @@ static int add_root(struct worker *w, int policy, mtls_err *err)
  * handlers, then (--upstream) the proxy for every other path and method.
  * Each route carries its policy: its own rules, or --allow's.
  */
+size_t mtls__worker_routes_count(const mtls_server *srv)
+{
+    /* Keep in step with worker_routes(): the file's, the 2 built-in, the catch-all proxy. */
+    return srv->n_routes + 2 + (srv->has_upstream ? 1 : 0);
+}
+
 static int worker_routes(struct worker *w)
 {
     mtls_server *srv = w->srv;
@@ -1361,6 +1399,11 @@ int mtls__worker_run(struct mtls__worker *pub)
     w->http_cfg.h2_stall_ms = srv->opts.idle_timeout_ms;
     w->http_cfg.event = http_event;
     w->http_cfg.event_ctx = w;
+    w->metrics = mtls__metrics_slot(srv->metrics, pub->slot);
+    if (w->metrics != NULL) {
+        w->http_cfg.request_done = request_done;
+        w->http_cfg.request_done_ctx = w;
+    }
     uv_idle_init(w->loop, &w->kicker);
     w->kicker.data = w;
     for (unsigned i = 0; i < pub->n_listen_fds && i < MTLS__MAX_ADDRS; i++) {
@@ -1381,6 +1424,17 @@ int mtls__worker_run(struct mtls__worker *pub)
     w->drain_timer.data = w;
     uv_unref((uv_handle_t *)&w->drain_timer);
     listener_resume(w);
+    if (pub->id == 0 && srv->n_metrics_fds > 0) {
+        w->metrics_view.m = srv->metrics;
+        w->metrics_view.open_conns = &srv->shared->open_conns;
+        w->metrics_view.ssl_ctx = &pub->ssl_ctx;
+        w->metrics_view.routes = &w->routes;
+        w->metrics_view.dry_run = srv->opts.allow_dry_run;
+        if (mtls__metrics_http_start(w->loop, srv->metrics_fds, srv->n_metrics_fds,
+                                     &w->metrics_view, &w->metrics_http) != 0)
+            mtls__syslogf(srv, "error", "metrics_failed", "worker 0 cannot serve /metrics: %s",
+                          "out of memory");
+    }
     uv_check_init(w->loop, &w->flush);
     w->flush.data = w;
     uv_check_start(&w->flush, on_flush);

@@ -189,3 +189,15 @@ const char *mtls_tls_denied_reason(SSL *ssl, const mtls_tls_verify_note *note, c
     }
     return NULL;
 }
+
+int mtls_tls_refused_code(SSL *ssl, const mtls_tls_verify_note *note)
+{
+    long result;
+
+    if (note != NULL && note->error != 0)
+        return note->error;
+    if (ssl == NULL || SSL_get0_peer_certificate(ssl) == NULL)
+        return MTLS_VERIFY_NO_CERT;
+    result = SSL_get_verify_result(ssl);
+    return result != X509_V_OK ? (int)result : X509_V_ERR_UNSPECIFIED;
+}
