@@ -12,7 +12,8 @@
 # (mtls only: N worker threads in the one process, default 1; with N > 1 a
 # returning client may land on another worker than the one that made its
 # session, as with worker processes), TICKET_KEYS=FILE (mtls only: serve with
-# --ticket-keys FILE).
+# --ticket-keys FILE), METRICS=1 (mtls only: count metrics, --metrics-listen on
+# a free loopback port).
 #
 # The server runs under callgrind with 1 worker (mtls: --worker-model thread,
 # nginx: master_process off, so one process holds everything); 50 operations
@@ -54,6 +55,7 @@ trap 'exit 130' INT TERM
 "$MTLS" init --dir "$WORK/pki" --key-type "$KEY" >/dev/null
 PKI=$WORK/pki
 PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+METRICS_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 case $CASE in
 full) LOAD=(--requests-per-conn 1 -c 4) ;;
@@ -73,7 +75,8 @@ run() {
         (cd "$WORK/srv" && exec setsid valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
             "$SERVE_BIN" serve --listen "127.0.0.1:$PORT" --workers "${WORKERS:-1}" --worker-model thread \
             --cert "$PKI/server.crt" --key "$PKI/server.key" --client-ca "$PKI/clientca.crt" \
-            ${TICKET_KEYS:+--ticket-keys "$TICKET_KEYS"}) \
+            ${TICKET_KEYS:+--ticket-keys "$TICKET_KEYS"} \
+            ${METRICS:+--metrics-listen "127.0.0.1:$METRICS_PORT"}) \
             >"$WORK/server.log" 2>&1 &
         ;;
     nginx)

@@ -32,9 +32,13 @@ need_build() {
 }
 need_test() {
     # libclang-rt-dev is the sanitizer and libFuzzer runtime of Debian's
-    # default clang (14 on Debian 12, 19 on Debian 13).
-    # chromium and libnss3-tools: tests/e2e/test_browser.py (a real browser with the .p12).
-    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light man-db groff-base zsh haproxy iproute2 nghttp2-client python3-h2 chromium libnss3-tools"
+    # default clang (14 on Debian 12, 19 on Debian 13). The rest are real
+    # peers and consumers of what mtls emits: nginx-light (probe), man-db,
+    # groff-base, zsh (man pages, completion), haproxy, iproute2 (replicas in
+    # network namespaces), nghttp2-client, python3-h2 (HTTP/2), chromium,
+    # libnss3-tools (a real browser with the .p12), prometheus (promtool
+    # checks what /metrics serves).
+    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light man-db groff-base zsh haproxy iproute2 nghttp2-client python3-h2 chromium libnss3-tools prometheus"
 }
 need_bench() {
     echo "$(need_test) npm valgrind"
