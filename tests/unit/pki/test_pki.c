@@ -478,3 +478,31 @@ Test(pki, verify_words_from_the_table)
     mtls_verify_words(&f, buf, 10);
     cr_assert_str_eq(buf, "CA certif");
 }
+
+/* Metrics group refusals by verify code from the same table: a small, fixed set of labels. */
+Test(pki, verify_reason_labels_from_the_table)
+{
+    cr_assert_str_eq(mtls_verify_reason_label(mtls_verify_reason_of(MTLS_VERIFY_NO_CERT)),
+                     "no_certificate");
+    cr_assert_str_eq(mtls_verify_reason_label(mtls_verify_reason_of(X509_V_ERR_CERT_HAS_EXPIRED)),
+                     "expired");
+    cr_assert_str_eq(mtls_verify_reason_label(mtls_verify_reason_of(X509_V_ERR_CERT_REVOKED)),
+                     "revoked");
+    cr_assert_str_eq(mtls_verify_reason_label(mtls_verify_reason_of(X509_V_ERR_INVALID_PURPOSE)),
+                     "wrong_purpose");
+    cr_assert_str_eq(mtls_verify_reason_label(
+                         mtls_verify_reason_of(X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY)),
+                     "unknown_ca");
+    cr_assert_str_eq(mtls_verify_reason_label(mtls_verify_reason_of(X509_V_ERR_EE_KEY_TOO_SMALL)),
+                     "weak");
+    cr_assert_str_eq(
+        mtls_verify_reason_label(mtls_verify_reason_of(X509_V_ERR_KEYUSAGE_NO_CERTSIGN)), "other");
+    /* Every label is distinct and a valid Prometheus label value without escaping. */
+    for (int i = 0; i < MTLS_VERIFY_REASONS; i++) {
+        const char *a = mtls_verify_reason_label((enum mtls_verify_reason)i);
+
+        cr_assert(a[0] != '\0' && strspn(a, "abcdefghijklmnopqrstuvwxyz_") == strlen(a), "%s", a);
+        for (int k = 0; k < i; k++)
+            cr_assert_str_neq(a, mtls_verify_reason_label((enum mtls_verify_reason)k));
+    }
+}
