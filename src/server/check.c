@@ -69,6 +69,9 @@ int mtls_server_check(const mtls_server_opts *opts, void (*problem)(void *ctx, c
     mtls_err_clear(&err);
     if (mtls__listen_check(opts->listen, &err) != 0)
         report(&ck, &err);
+    mtls_err_clear(&err);
+    if (mtls__metrics_listen_check(opts->metrics_listen, opts->metrics_public, &err) != 0)
+        report(&ck, &err);
     check_log(&ck, "access log", opts->access_log);
     check_log(&ck, "system log", opts->system_log);
     if (opts->handshake_timeout_ms == 0 || opts->header_timeout_ms == 0 ||

@@ -219,6 +219,33 @@ static int is_loopback(const struct sockaddr_storage *ss)
  * says otherwise (the counts tell who is refused and why). One socket per
  * address, made here (before --user drops root); worker 0 serves them.
  */
+static int metrics_addrs(const char *text, int public, struct sockaddr_storage *ss, socklen_t *len,
+                         unsigned *n_addrs, int *everywhere, mtls_err *err)
+{
+    int rc = parse_listen(text, ss, len, n_addrs, everywhere, err);
+
+    if (rc != 0)
+        return mtls_err_set(err, MTLS_E_INVALID, "bad --metrics-listen: %s", err->msg);
+    for (unsigned i = 0; i < *n_addrs && !public; i++) {
+        if (*everywhere || !is_loopback(&ss[i]))
+            return mtls_err_set(err, MTLS_E_INVALID,
+                                "--metrics-listen '%s' is not a loopback address: metrics are "
+                                "plain HTTP; add --metrics-listen-public to serve them there",
+                                text);
+    }
+    return 0;
+}
+
+int mtls__metrics_listen_check(const char *text, int public, mtls_err *err)
+{
+    struct sockaddr_storage ss[MTLS__MAX_ADDRS];
+    socklen_t len[MTLS__MAX_ADDRS];
+    unsigned n_addrs = 0;
+    int everywhere;
+
+    return text == NULL ? 0 : metrics_addrs(text, public, ss, len, &n_addrs, &everywhere, err);
+}
+
 static int bind_metrics(mtls_server *srv, mtls_err *err)
 {
     struct sockaddr_storage ss[MTLS__MAX_ADDRS];
@@ -227,16 +254,9 @@ static int bind_metrics(mtls_server *srv, mtls_err *err)
     int everywhere, rc;
     const char *text = srv->opts.metrics_listen;
 
-    rc = parse_listen(text, ss, len, &n_addrs, &everywhere, err);
+    rc = metrics_addrs(text, srv->opts.metrics_public, ss, len, &n_addrs, &everywhere, err);
     if (rc != 0)
-        return mtls_err_set(err, MTLS_E_INVALID, "bad --metrics-listen: %s", err->msg);
-    for (unsigned i = 0; i < n_addrs && !srv->opts.metrics_public; i++) {
-        if (everywhere || !is_loopback(&ss[i]))
-            return mtls_err_set(err, MTLS_E_INVALID,
-                                "--metrics-listen '%s' is not a loopback address: metrics are "
-                                "plain HTTP; add --metrics-listen-public to serve them there",
-                                text);
-    }
+        return rc;
     for (unsigned i = 0; i < n_addrs && i < MTLS__METRICS_MAX_FDS; i++) {
         char addr[64];
         int port;

@@ -183,6 +183,9 @@ struct mtls_server {
     char metrics_address[MTLS__METRICS_MAX_FDS * 56];
 };
 
+/** Checks --metrics-listen (NULL: none) as the start would: parsed, loopback unless public. */
+int mtls__metrics_listen_check(const char *text, int public, mtls_err *err);
+
 /** Checks a --listen value as the start would parse it (nothing is bound). */
 int mtls__listen_check(const char *text, mtls_err *err);
 

@@ -175,3 +175,21 @@ def test_without_the_flag_nothing_is_served(init_pki, serve, tmp_path):
     s = serve(d)
     assert "metrics:" not in read_text(s.system_log)
     assert MTLS and "--metrics-listen" in run_mtls("serve", "--help").stdout
+
+
+def test_check_reports_a_public_metrics_address(init_pki, tmp_path):
+    d = server_dir(init_pki, tmp_path)
+    r = run_mtls("serve", "--check", "--metrics-listen", "10.1.2.3:9100", cwd=d)
+    assert r.returncode == 2 and "not a loopback address" in r.stderr, r.stderr
+    r = run_mtls("serve", "--check", "--metrics-listen", "10.1.2.3:9100",
+                 "--metrics-listen-public", cwd=d)
+    assert r.returncode == 0, r.stderr
+
+
+def test_thread_workers_sum_into_the_same_counts(init_pki, serve, tmp_path):
+    d = server_dir(init_pki, tmp_path)
+    s, m = start(serve, d, "--worker-model", "thread", workers=2)
+    for _ in range(10):
+        assert b" 200 OK" in get(s.port, "/whoami", d)
+    wait_value(m, 'mtls_requests_total{route="/whoami",status="200"}', 10)
+    promtool_check(scrape(m))
