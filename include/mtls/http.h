@@ -333,7 +333,8 @@ typedef struct mtls_http_conn {
     /* The request being parsed, and the handler answering it. */
     mtls_http_request req;
     const mtls_http_route *route;
-    const char *url_at; /* the target's span in the buffer being parsed */
+    const mtls_http_route *matched; /* the route its path matched, even when refused (metrics) */
+    const char *url_at;             /* the target's span in the buffer being parsed */
     char url[MTLS_HTTP_URL_KEEP + 1];
     size_t url_len; /* bytes seen, may exceed what url keeps */
     char user_agent[MTLS_HTTP_FIELD_KEEP + 1];

@@ -308,11 +308,13 @@ static void log_request(mtls_http_conn *c, int status, int parsed)
 
     if (c->cfg->request_done != NULL) {
         uint64_t now = now_ns();
-        long route = c->route != NULL && c->cfg->routes != NULL ? c->route - c->cfg->routes->v : -1;
+        long route =
+            c->matched != NULL && c->cfg->routes != NULL ? c->matched - c->cfg->routes->v : -1;
 
         c->cfg->request_done(c->cfg->request_done_ctx, route, status,
                              c->started_ns != 0 && now > c->started_ns ? now - c->started_ns : 0);
         c->started_ns = 0;
+        c->matched = NULL;
     }
     if (c->cfg->access_log == NULL)
         return;
@@ -678,6 +680,7 @@ int mtls__http_dispatch(mtls_http_conn *c)
     char extra[200];
 
     route = mtls_http_routes_match(t, req->method, req->target, req->path_len, &allow);
+    c->matched = route;
     if (peer != NULL && peer->denied != NULL &&
         (route == NULL || !(route->flags & MTLS_ROUTE_UNVERIFIED))) {
         refuse(c, 403, "client certificate required", peer->denied, NULL);
@@ -780,6 +783,7 @@ static int on_message_begin(llhttp_t *p)
     c->upstream_status = 0;
     c->upstream_ms = 0;
     c->proxied = 0;
+    c->matched = NULL;
     if (c->cfg->request_done != NULL)
         c->started_ns = now_ns();
     return 0;

@@ -193,3 +193,30 @@ def test_thread_workers_sum_into_the_same_counts(init_pki, serve, tmp_path):
         assert b" 200 OK" in get(s.port, "/whoami", d)
     wait_value(m, 'mtls_requests_total{route="/whoami",status="200"}', 10)
     promtool_check(scrape(m))
+
+
+def test_resumed_handshakes_and_denials_are_counted(init_pki, serve, tmp_path):
+    d = server_dir(init_pki, tmp_path)
+    s, m = start(serve, d, "--allow", "cn=nobody-has-this-name")
+    ctx = ssl.create_default_context(cafile=os.path.join(d, "serverca.crt"))
+    ctx.load_cert_chain(os.path.join(d, "client.crt"), os.path.join(d, "client.key"))
+
+    def once(session=None):
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=10 * SLOW)
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as c:
+            c.sendall(b"GET /test HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return c.session_reused, c.session, data
+                data += chunk
+
+    reused, session, data = once()
+    assert not reused and b" 403 " in data
+    reused, _, data = once(session)
+    assert reused and b" 403 " in data
+    wait_value(m, "mtls_handshakes_resumed_total", 1)
+    wait_value(m, 'mtls_authz_denials_total{mode="enforced"}', 2)
+    # Counted under the route it was denied on.
+    assert value(m, 'mtls_requests_total{route="/test",status="403"}') == 2
