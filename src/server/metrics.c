@@ -260,8 +260,8 @@ static const char *route_label(const struct mtls__metrics_view *v, size_t r, cha
     const mtls_http_route *route;
     char path[600];
 
-    if (v->routes == NULL || r >= v->routes->n)
-        return "none";
+    if (v->routes == NULL || r >= v->routes->n || r >= v->m->n_routes)
+        return label("none", buf, size);
     route = &v->routes->v[r];
     /* A prefix route is labelled as a pattern, so that "/api" exact and prefix stay apart. */
     snprintf(path, sizeof(path), "%s%s", route->path,
@@ -271,12 +271,103 @@ static const char *route_label(const struct mtls__metrics_view *v, size_t r, cha
     return label(path, buf, size);
 }
 
+/*
+ * Route rows by label: two routes may share one ("/x" in a file and built
+ * in), and a label may appear once. canon[r] is the first row with r's label.
+ */
+struct route_rows {
+    size_t n;
+    char (*label)[700];
+    size_t *canon;
+};
+
+static int route_rows_init(struct route_rows *rr, const struct mtls__metrics_view *v)
+{
+    rr->n = v->m->n_routes + 1;
+    rr->label = calloc(rr->n, sizeof(*rr->label));
+    rr->canon = calloc(rr->n, sizeof(*rr->canon));
+    if (rr->label == NULL || rr->canon == NULL)
+        return MTLS_E_NOMEM;
+    for (size_t r = 0; r < rr->n; r++) {
+        route_label(v, r, rr->label[r], sizeof(rr->label[r]));
+        rr->canon[r] = r;
+        for (size_t k = 0; k < r; k++) {
+            if (strcmp(rr->label[k], rr->label[r]) == 0) {
+                rr->canon[r] = k;
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+static void route_rows_release(struct route_rows *rr)
+{
+    free(rr->label);
+    free(rr->canon);
+}
+
+/* Column col summed over every slot and every row with row r's label. */
+static unsigned long long label_sum(const struct mtls__metrics *m, const struct route_rows *rr,
+                                    size_t r, size_t col)
+{
+    const struct mtls__metrics_slot *s0 = slot_at(m, 0);
+    unsigned long long total = 0;
+
+    for (size_t k = r; k < rr->n; k++)
+        if (rr->canon[k] == r)
+            total += sum(m, &s0->rows[k * ROW_LEN + col]);
+    return total;
+}
+
+static void format_routes(const struct mtls__metrics_view *v, struct out *o)
+{
+    const struct mtls__metrics *m = v->m;
+    struct route_rows rr = {0, NULL, NULL};
+    char b[32];
+
+    if (route_rows_init(&rr, v) != 0) {
+        o->failed = 1;
+        goto out;
+    }
+    help(o, "mtls_requests_total", "counter", "Answered requests by route pattern and status.");
+    for (size_t r = 0; r < rr.n; r++) {
+        if (rr.canon[r] != r)
+            continue;
+        for (size_t st = 0; st < N_STATUS; st++) {
+            unsigned long long n = label_sum(m, &rr, r, ROW_STATUS + st);
+
+            if (n == 0)
+                continue;
+            status_label(st, b, sizeof(b));
+            put(o, "mtls_requests_total{route=\"%s\",status=\"%s\"} %llu\n", rr.label[r], b, n);
+        }
+    }
+    help(o, "mtls_request_duration_seconds", "histogram",
+         "Time from a request's first byte to its response being logged, by route pattern.");
+    for (size_t r = 0; r < rr.n; r++) {
+        unsigned long long cum = 0;
+
+        if (rr.canon[r] != r)
+            continue;
+        for (size_t k = 0; k <= N_BUCKETS; k++) {
+            cum += label_sum(m, &rr, r, ROW_BUCKETS + k);
+            put(o, "mtls_request_duration_seconds_bucket{route=\"%s\",le=\"%s\"} %llu\n",
+                rr.label[r], k < N_BUCKETS ? bucket_le[k] : "+Inf", cum);
+        }
+        put(o, "mtls_request_duration_seconds_sum{route=\"%s\"} %.9f\n", rr.label[r],
+            (double)label_sum(m, &rr, r, ROW_SUM) / 1e9);
+        put(o, "mtls_request_duration_seconds_count{route=\"%s\"} %llu\n", rr.label[r], cum);
+    }
+out:
+    route_rows_release(&rr);
+}
+
 static void format_counters(const struct mtls__metrics_view *v, struct out *o)
 {
     const struct mtls__metrics *m = v->m;
     const struct mtls__metrics_slot *s0 = slot_at(m, 0);
     static const char *const results[MTLS__HS_RESULTS] = {"ok", "unverified", "rejected", "failed"};
-    char a[700], b[32];
 
     help(o, "mtls_handshakes_total", "counter",
          "TLS handshakes by result (ok, unverified, rejected, failed).");
@@ -294,33 +385,7 @@ static void format_counters(const struct mtls__metrics_view *v, struct out *o)
     put(o, "mtls_connections_open %u\n",
         v->open_conns ? atomic_load_explicit(v->open_conns, memory_order_relaxed) : 0u);
 
-    help(o, "mtls_requests_total", "counter", "Answered requests by route pattern and status.");
-    for (size_t r = 0; r <= m->n_routes; r++) {
-        for (size_t st = 0; st < N_STATUS; st++) {
-            unsigned long long n = sum(m, &s0->rows[r * ROW_LEN + ROW_STATUS + st]);
-
-            if (n == 0)
-                continue;
-            status_label(st, b, sizeof(b));
-            put(o, "mtls_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
-                r < m->n_routes ? route_label(v, r, a, sizeof(a)) : "none", b, n);
-        }
-    }
-    help(o, "mtls_request_duration_seconds", "histogram",
-         "Time from a request's first byte to its response being logged, by route pattern.");
-    for (size_t r = 0; r <= m->n_routes; r++) {
-        const char *rl = r < m->n_routes ? route_label(v, r, a, sizeof(a)) : "none";
-        unsigned long long cum = 0;
-
-        for (size_t k = 0; k <= N_BUCKETS; k++) {
-            cum += sum(m, &s0->rows[r * ROW_LEN + ROW_BUCKETS + k]);
-            put(o, "mtls_request_duration_seconds_bucket{route=\"%s\",le=\"%s\"} %llu\n", rl,
-                k < N_BUCKETS ? bucket_le[k] : "+Inf", cum);
-        }
-        put(o, "mtls_request_duration_seconds_sum{route=\"%s\"} %.9f\n", rl,
-            (double)sum(m, &s0->rows[r * ROW_LEN + ROW_SUM]) / 1e9);
-        put(o, "mtls_request_duration_seconds_count{route=\"%s\"} %llu\n", rl, cum);
-    }
+    format_routes(v, o);
     help(o, "mtls_upstream_errors_total", "counter",
          "Reverse-proxy failures answered 502/504 (or cut short), by status and cause.");
     for (int st = 0; st < 2; st++)

@@ -220,3 +220,21 @@ def test_resumed_handshakes_and_denials_are_counted(init_pki, serve, tmp_path):
     wait_value(m, 'mtls_authz_denials_total{mode="enforced"}', 2)
     # Counted under the route it was denied on.
     assert value(m, 'mtls_requests_total{route="/test",status="403"}') == 2
+
+
+def test_routes_of_a_configuration_file_are_labels_once(init_pki, serve, tmp_path):
+    d = server_dir(init_pki, tmp_path)
+    # A file route with the built-in /test's own pattern, and a prefix route.
+    with open(os.path.join(d, "mtls.yaml"), "w") as f:
+        f.write("routes:\n"
+                "  - path: /test\n    exact: true\n    handler: test\n"
+                "  - path: /api\n    handler: whoami\n")
+    s, m = start(serve, d, "--config", "mtls.yaml")
+    assert b"Hello mtls" in get(s.port, "/test", d)
+    assert b" 200 " in get(s.port, "/api/v1/users/42", d)
+    wait_value(m, 'mtls_requests_total{route="/api*",status="200"}', 1)
+    text = scrape(m)
+    assert samples(text)['mtls_requests_total{route="/test",status="200"}'] == 1
+    assert text.count('mtls_request_duration_seconds_count{route="/test"}') == 1
+    assert "/api/v1" not in text
+    promtool_check(text)
