@@ -238,3 +238,21 @@ def test_routes_of_a_configuration_file_are_labels_once(init_pki, serve, tmp_pat
     assert text.count('mtls_request_duration_seconds_count{route="/test"}') == 1
     assert "/api/v1" not in text
     promtool_check(text)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--user needs root")
+def test_counts_survive_new_generations_under_user(init_pki, serve, tmp_path):
+    d = server_dir(init_pki, tmp_path)
+    s, m = start(serve, d, "--user", "nobody", workers=2)
+    for _ in range(5):
+        assert b"Hello mtls" in get(s.port, "/test", d)
+    key = 'mtls_requests_total{route="/test",status="200"}'
+    wait_value(m, key, 5)
+    # SIGHUP under --user: a new generation of workers in other slots; the old one drains.
+    s.proc.send_signal(signal.SIGHUP)
+    wait_value(m, 'mtls_reloads_total{outcome="ok"}', 1)
+    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    for _ in range(5):
+        assert b"Hello mtls" in get(s.port, "/test", d)
+    wait_value(m, key, 10)
+    assert value(m, 'mtls_handshakes_total{result="ok"}') == 10
