@@ -1316,17 +1316,18 @@ static int add_root(struct worker *w, int policy, mtls_err *err)
     return rc;
 }
 
+size_t mtls__worker_routes_count(const mtls_server *srv)
+{
+    /* Keep in step with worker_routes(): the file's, the 2 built-in, the catch-all
+     * proxy, and "/" (add_root(), unless a route already takes it: at most). */
+    return srv->n_routes + 2 + (srv->has_upstream ? 1 : 0) + 1;
+}
+
 /*
  * The worker's route table: the configuration file's routes, the built-in
  * handlers, then (--upstream) the proxy for every other path and method.
  * Each route carries its policy: its own rules, or --allow's.
  */
-size_t mtls__worker_routes_count(const mtls_server *srv)
-{
-    /* Keep in step with worker_routes(): the file's, the 2 built-in, the catch-all proxy. */
-    return srv->n_routes + 2 + (srv->has_upstream ? 1 : 0);
-}
-
 static int worker_routes(struct worker *w)
 {
     mtls_server *srv = w->srv;
@@ -1432,8 +1433,8 @@ int mtls__worker_run(struct mtls__worker *pub)
         w->metrics_view.dry_run = srv->opts.allow_dry_run;
         if (mtls__metrics_http_start(w->loop, srv->metrics_fds, srv->n_metrics_fds,
                                      &w->metrics_view, &w->metrics_http) != 0)
-            mtls__syslogf(srv, "error", "metrics_failed", "worker 0 cannot serve /metrics: %s",
-                          "out of memory");
+            mtls__syslogf(srv, "error", "metrics_failed",
+                          "worker 0 cannot serve /metrics: out of memory");
     }
     uv_check_init(w->loop, &w->flush);
     w->flush.data = w;
