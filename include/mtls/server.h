@@ -120,6 +120,13 @@ int mtls_server_port(const mtls_server *srv);
 /** The listening address as "[::]:8443" or "127.0.0.1:8443" (borrowed). */
 const char *mtls_server_address(const mtls_server *srv);
 
+/**
+ * Where --metrics-listen serves, as "http://127.0.0.1:9100/metrics" (the
+ * port the kernel picked for port 0; ", "-separated when a name stands for
+ * several addresses), or NULL without metrics (borrowed).
+ */
+const char *mtls_server_metrics_address(const mtls_server *srv);
+
 /** 1 when the server listens on every address (the default). */
 int mtls_server_listens_everywhere(const mtls_server *srv);
 

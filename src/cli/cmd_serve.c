@@ -329,6 +329,8 @@ int cmd_serve(int argc, char **argv)
         printf("HTTPS listening on %d....\n", mtls_server_port(srv));
     else
         printf("HTTPS listening on %s....\n", mtls_server_address(srv));
+    if (mtls_server_metrics_address(srv) != NULL)
+        printf("metrics on %s\n", mtls_server_metrics_address(srv));
     fflush(stdout);
     mtls_err_clear(&err);
     rc = mtls_server_run(srv, &err) == 0 ? EXIT_OK : cli_fail(&err);

@@ -507,6 +507,11 @@ const char *mtls_server_address(const mtls_server *srv)
     return srv->address;
 }
 
+const char *mtls_server_metrics_address(const mtls_server *srv)
+{
+    return srv->n_metrics_fds > 0 ? srv->metrics_address : NULL;
+}
+
 int mtls_server_listens_everywhere(const mtls_server *srv)
 {
     return srv->everywhere;

@@ -56,15 +56,17 @@ def get(port, path, d):
 
 
 def start(serve, d, *args, workers=1):
-    mport = free_port()
-    s = serve(d, "--metrics-listen", f"127.0.0.1:{mport}", *args, workers=workers)
-    wait_for_text(s.system_log, f"metrics: http://127.0.0.1:{mport}/metrics")
-    return s, mport
+    """serve with --metrics-listen on 127.0.0.1 port 0: (the Server, the metrics port it printed)."""
+    s = serve(d, "--metrics-listen", "127.0.0.1:0", *args, workers=workers)
+    m = re.search(r"^metrics on http://127\.0\.0\.1:(\d+)/metrics$", read_text(s.out), re.M)
+    assert m, read_text(s.out)
+    wait_for_text(s.system_log, f"metrics: http://127.0.0.1:{m.group(1)}/metrics")
+    return s, int(m.group(1))
 
 
 def test_counts_requests_refusals_and_upstream_errors(init_pki, serve, tmp_path):
     d = server_dir(init_pki, tmp_path)
-    down = free_port()  # nothing listens there: the proxy answers 502
+    down = free_port()  # nothing listens there (a port free a moment ago): the proxy answers 502
     s, m = start(serve, d, "--upstream", f"http://127.0.0.1:{down}")
     assert value(m, 'mtls_handshakes_total{result="ok"}') == 0
     assert b"Hello mtls" in get(s.port, "/test", d)
@@ -164,8 +166,8 @@ def test_crl_next_update_is_a_gauge(init_pki, serve, tmp_path):
 
 def test_a_public_metrics_address_needs_the_explicit_flag(init_pki, tmp_path):
     d = server_dir(init_pki, tmp_path)
-    r = run_mtls("serve", "--listen", f"127.0.0.1:{free_port()}", "--metrics-listen",
-                 f"0.0.0.0:{free_port()}", cwd=d, timeout=30)
+    r = run_mtls("serve", "--listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0", cwd=d,
+                 timeout=30)
     assert r.returncode != 0
     assert "not a loopback address" in r.stderr and "--metrics-listen-public" in r.stderr, r.stderr
 
