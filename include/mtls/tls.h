@@ -130,6 +130,18 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
                             SSL_CTX **out, mtls_err *err);
 
 /**
+ * What mtls_tls_server_ctx_new() would refuse in opts, every problem at
+ * once: the certificate and key, the client CAs, the CRLs (when the CAs
+ * load) and the ticket keys are each checked on their own, each problem
+ * passed to problem() as one sentence naming the file (borrowed, valid
+ * during the call); when all load, the whole context is built once for the
+ * checks that need all of them. Warnings are not reported. Returns the
+ * number of problems (0: the server would start with these files).
+ */
+int mtls_tls_server_check(const mtls_tls_server_opts *opts,
+                          void (*problem)(void *ctx, const char *msg), void *problem_ctx);
+
+/**
  * The earliest nextUpdate of the CRLs in ctx's trust store, or 0 when it
  * holds none; issuer (may be NULL) receives that CRL's issuer name. The one
  * place this is computed: the server's CRL watch and the session and

@@ -45,27 +45,17 @@ static void check_log(struct checker *ck, const char *what, const char *path)
         report(ck, &err);
 }
 
-static void ignore_warning(void *ctx, const char *msg)
-{
-    (void)ctx;
-    (void)msg;
-}
-
 int mtls_server_check(const mtls_server_opts *opts, void (*problem)(void *ctx, const char *msg),
                       void *ctx)
 {
     struct checker ck = {problem, ctx, 0};
     mtls_server srv;
-    SSL_CTX *ssl_ctx = NULL;
     mtls_err err;
     size_t i;
 
     memset(&srv, 0, sizeof(srv));
     srv.opts = *opts;
-    mtls_err_clear(&err);
-    if (mtls_tls_server_ctx_new(&opts->tls, ignore_warning, NULL, &ssl_ctx, &err) != 0)
-        report(&ck, &err);
-    SSL_CTX_free(ssl_ctx);
+    ck.n += mtls_tls_server_check(&opts->tls, problem, ctx);
     mtls_err_clear(&err);
     if (mtls__listen_check(opts->listen, &err) != 0)
         report(&ck, &err);

@@ -147,3 +147,21 @@ def test_bad_routes_are_named(tmp_path, init_pki):
         cfg = write(d, f"routes:\n  - {route}\n")
         r = run_mtls("serve", "--config", cfg, "--check", cwd=d)
         assert r.returncode == 2 and why in r.stderr, (route, r.stderr)
+
+
+def test_check_lists_every_bad_tls_file(tmp_path, init_pki):
+    """A bad certificate does not hide a bad client CA or CRL: each file is checked alone."""
+    d = server_dir(init_pki, tmp_path)
+    r = run_mtls("serve", "--check", "--cert", "missing.crt", "--client-ca", "client.key",
+                 "--crl", "missing.crl", cwd=d)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 2, r.stderr  # the CRLs are checked once the client CAs load
+    assert "cannot read 'missing.crt'" in lines[0] and "'client.key' holds a private key" in lines[1]
+    r = run_mtls("serve", "--check", "--cert", "missing.crt", "--crl", "missing.crl", cwd=d)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert r.returncode == 2 and len(lines) == 2, r.stderr
+    assert "cannot read 'missing.crl'" in lines[1]
+    # Each part fine, the whole not: a key that does not go with the certificate.
+    r = run_mtls("serve", "--check", "--key", "client.key", cwd=d)
+    assert r.returncode == 2 and "does not match" in r.stderr, r.stderr
