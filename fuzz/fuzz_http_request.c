@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mtls/app.h"
 #include "mtls/http.h"
 
 struct stream {
@@ -73,6 +74,14 @@ static const char *fz_whoami(void *ctx, size_t *len)
     (void)ctx;
     *len = 2;
     return "{}";
+}
+
+static const mtls_identity *fz_identity(void *ctx)
+{
+    static const mtls_identity id = {.subject = "CN=fuzz", .json = "{}"};
+
+    (void)ctx;
+    return &id;
 }
 
 /* A handler that answers later, driven by the harness between runs. */
@@ -160,8 +169,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct stream s;
     mtls_http_config cfg;
-    mtls_http_peer peer = {
-        .addr = "127.0.0.1", .user = "CN=fuzz, O=\"x\"", .serial = "01", .whoami = fz_whoami};
+    mtls_http_peer peer = {.addr = "127.0.0.1",
+                           .user = "CN=fuzz, O=\"x\"",
+                           .serial = "01",
+                           .whoami = fz_whoami,
+                           .identity = fz_identity};
     mtls_http_io io = {fz_read, fz_write, NULL, &s, NULL};
     mtls_http_conn c;
     mtls_http_routes routes = {0};

@@ -134,6 +134,9 @@ typedef struct mtls_http_peer {
        accepts, in words ("CN=client-example-ca"; several joined by "; "),
        or NULL. */
     const char *accepted_ca;
+    /* The verified client for mtls_request_identity() (mtls/app.h), built
+       on first use and cached by the server (borrowed); NULL when none. */
+    const struct mtls_identity *(*identity)(void *ctx);
 } mtls_http_peer;
 
 /* ---- requests, routes and handlers --------------------------------------- */
@@ -192,6 +195,7 @@ enum {
     MTLS_ROUTE_BODY = 2,       /* the handler reads the body (no max_body limit) */
     MTLS_ROUTE_UNVERIFIED = 4, /* verify-client optional: clients without a verified
                                   certificate reach the handler instead of a 403 */
+    MTLS_ROUTE_PARAMS = 8,     /* the path has ":name" segments ("/users/:id"); set by add */
 };
 
 /** A method set for routes: MTLS_METHOD(HTTP_GET) | MTLS_METHOD(HTTP_HEAD); 0: every method. */
@@ -209,7 +213,9 @@ typedef struct mtls_http_route {
 } mtls_http_route;
 
 /**
- * The route table of a server: exact paths first, then the longest prefix;
+ * The route table of a server: exact paths first, then paths with
+ * parameters ("/users/:id", one segment each; the first added wins), then
+ * the longest prefix;
  * a path that matches but not its method is 405 with Allow; nothing is 404.
  * Caller-owned storage: zero it, add, then mtls_http_routes_release().
  */

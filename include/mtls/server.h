@@ -42,6 +42,12 @@ typedef struct mtls_route_opts {
     const char *identity_headers; /* NULL: the server's */
     const char *const *allow;     /* this route's rules; NULL: the server's */
     size_t n_allow;
+    /* A handler of its own (mtls/app.h) instead of handler and upstream:
+       called with fn_ctx for the methods given (MTLS_METHOD bits, 0: all);
+       "/users/:id" paths have parameters. */
+    mtls_http_handler_fn fn;
+    void *fn_ctx;
+    uint64_t methods;
 } mtls_route_opts;
 
 /** Everything a server is made of. Fill with mtls_server_opts_init(); strings are borrowed. */
@@ -85,6 +91,10 @@ typedef struct mtls_server_opts {
     int metrics_public;
     mtls_server_notice_fn warn; /* configuration warnings (also written to the system log) */
     void *warn_ctx;
+    /* Why a worker process could not start, called in that child just
+       before it exits (mtls_server_run() never returns there); NULL: none. */
+    mtls_server_notice_fn worker_error;
+    void *worker_error_ctx;
 } mtls_server_opts;
 
 /** Fills opts with the defaults of `mtls serve`. */
@@ -132,7 +142,9 @@ int mtls_server_listens_everywhere(const mtls_server *srv);
 
 /**
  * Starts the workers and serves until SIGTERM or SIGINT, then lets
- * in-flight requests finish (up to drain_timeout_ms) and returns 0.
+ * in-flight requests finish (up to drain_timeout_ms) and returns 0. In a
+ * forked worker it never returns: the child _exit()s (0 after draining, 1
+ * when it could not start, after opts.worker_error).
  * SIGUSR1 reopens the log files. Blocks those signals in the calling
  * thread. Returns MTLS_E_* with err set when the workers cannot start.
  */

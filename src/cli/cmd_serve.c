@@ -225,6 +225,16 @@ static void print_warning(void *ctx, const char *msg)
     cli_warnf("%s", msg);
 }
 
+/* In a worker process that could not start, just before it exits. */
+static void print_worker_error(void *ctx, const char *msg)
+{
+    mtls_err err;
+
+    (void)ctx;
+    mtls_err_set(&err, MTLS_E_IO, "%s", msg);
+    (void)cli_fail(&err);
+}
+
 static void print_problem(void *ctx, const char *msg)
 {
     (void)ctx;
@@ -299,6 +309,7 @@ int cmd_serve(int argc, char **argv)
     o.routes = routes.v;
     o.n_routes = routes.n;
     o.warn = print_warning;
+    o.worker_error = print_worker_error;
     if (pki_password(password_file, &password) != 0) {
         rc = EXIT_USAGE; /* an unreadable password file is bad configuration */
         goto out;

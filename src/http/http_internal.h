@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mtls/app.h"
 #include "mtls/http.h"
 
 /** Writes v in decimal (at most 20 digits, no NUL) at out; returns the digit count. */
@@ -89,5 +90,22 @@ int mtls__http_page_whoami(mtls_strbuf *b, const char *json, size_t len);
  */
 int mtls__http_page_refusal(mtls_strbuf *b, int status, const char *error, const char *reason,
                             const mtls_http_request *req, const char *allow);
+
+/**
+ * 1 when path (len bytes) matches pattern (plen bytes, with ":name"
+ * segments); then, when name is one of them, *value and *value_len get its
+ * span in path.
+ */
+int mtls__http_params_match(const char *pattern, size_t plen, const char *path, size_t len,
+                            const char *name, const char **value, size_t *value_len);
+
+/* An mtls/app.h handler on the route table: the ctx of mtls__api_dispatch(). */
+struct mtls__api_route {
+    mtls_handler_fn fn;
+    void *ctx;
+};
+
+/** The route table's handler for every mtls/app.h handler (ctx: a struct mtls__api_route). */
+int mtls__api_dispatch(void *ctx, mtls_http_request *req);
 
 #endif

@@ -8,6 +8,7 @@
 #include <llhttp.h>
 
 #include "http_internal.h"
+#include "mtls/app.h"
 #include "mtls/http.h"
 
 int mtls_http_routes_add(mtls_http_routes *t, const char *path, unsigned flags, uint64_t methods,
@@ -28,6 +29,8 @@ int mtls_http_routes_add(mtls_http_routes *t, const char *path, unsigned flags, 
     if (r->path == NULL)
         return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
     r->path_len = strlen(path);
+    if (strstr(path, "/:") != NULL)
+        flags |= MTLS_ROUTE_PARAMS;
     r->flags = flags;
     r->methods = methods;
     r->handler = handler;
@@ -62,6 +65,37 @@ static int prefix_matches(const mtls_http_route *r, const char *path, size_t len
     return len == r->path_len || r->path[r->path_len - 1] == '/' || path[r->path_len] == '/';
 }
 
+int mtls__http_params_match(const char *pattern, size_t plen, const char *path, size_t len,
+                            const char *name, const char **value, size_t *value_len)
+{
+    size_t i = 0, j = 0;
+
+    while (i < plen && j < len) {
+        if (pattern[i] == ':' && pattern[i - 1] == '/') {
+            size_t ns = i + 1, ne = ns, vs = j;
+
+            while (ne < plen && pattern[ne] != '/')
+                ne++;
+            while (j < len && path[j] != '/')
+                j++;
+            if (j == vs)
+                return 0; /* a parameter is never empty */
+            if (name != NULL && strlen(name) == ne - ns &&
+                memcmp(name, pattern + ns, ne - ns) == 0) {
+                *value = path + vs;
+                *value_len = j - vs;
+            }
+            i = ne;
+            continue;
+        }
+        if (pattern[i] != path[j])
+            return 0;
+        i++;
+        j++;
+    }
+    return i == plen && j == len;
+}
+
 const mtls_http_route *mtls_http_routes_match(const mtls_http_routes *t, int method,
                                               const char *path, size_t len, uint64_t *allow)
 {
@@ -73,7 +107,19 @@ const mtls_http_route *mtls_http_routes_match(const mtls_http_routes *t, int met
     for (size_t i = 0; i < t->n; i++) {
         const mtls_http_route *r = &t->v[i];
 
-        if ((r->flags & MTLS_ROUTE_PREFIX) || r->path_len != len || memcmp(r->path, path, len) != 0)
+        if ((r->flags & (MTLS_ROUTE_PREFIX | MTLS_ROUTE_PARAMS)) || r->path_len != len ||
+            memcmp(r->path, path, len) != 0)
+            continue;
+        if (r->methods == 0 || (r->methods & bit))
+            return r;
+        *allow |= r->methods;
+    }
+    /* Then paths with parameters, in the order added. */
+    for (size_t i = 0; i < t->n; i++) {
+        const mtls_http_route *r = &t->v[i];
+
+        if (!(r->flags & MTLS_ROUTE_PARAMS) || (r->flags & MTLS_ROUTE_PREFIX) ||
+            !mtls__http_params_match(r->path, r->path_len, path, len, NULL, NULL, NULL))
             continue;
         if (r->methods == 0 || (r->methods & bit))
             return r;
@@ -97,41 +143,82 @@ const mtls_http_route *mtls_http_routes_match(const mtls_http_routes *t, int met
 
 /* ---- built-in handlers -------------------------------------------------- */
 
-static const char BODY_TEST[] = "{\"message\":\"Hello mtls\"}";
+/*
+ * /test and /whoami are written with the public API of mtls/app.h alone, as
+ * an application's handlers would be; handle_* adapt them to the table.
+ */
 
 /* GET /test: the article's answer. */
-static int handle_test(void *ctx, mtls_http_request *req)
+static int api_test(mtls_request *req, mtls_response *res, void *ctx)
 {
+    (void)req;
     (void)ctx;
-    return mtls_http_respond(req, 200, NULL, BODY_TEST, sizeof(BODY_TEST) - 1, NULL);
+    return mtls_response_send_json(res, 200, "{\"message\":\"Hello mtls\"}");
+}
+
+/* Sets the header lines "Name: value\r\n..." on res. Returns 0 or -1. */
+static int set_header_lines(mtls_response *res, const char *lines)
+{
+    char name[64], value[512];
+
+    while (*lines != '\0') {
+        const char *colon = strchr(lines, ':'), *end = strstr(lines, "\r\n");
+
+        if (colon == NULL || end == NULL || colon > end ||
+            (size_t)(colon - lines) >= sizeof(name) || (size_t)(end - colon) > sizeof(value))
+            return -1;
+        memcpy(name, lines, (size_t)(colon - lines));
+        name[colon - lines] = '\0';
+        memcpy(value, colon + 2, (size_t)(end - colon - 2));
+        value[end - colon - 2] = '\0';
+        if (mtls_response_set_header(res, name, value) != 0)
+            return -1;
+        lines = end + 2;
+    }
+    return 0;
 }
 
 /*
  * GET /whoami and GET /: the verified client certificate and the TLS
- * session, as JSON, or as a page for a browser (Accept prefers text/html).
+ * session, as JSON, or as a page for a browser (Accept prefers text/html;
+ * the page is pages.c's).
  */
-static int handle_whoami(void *ctx, mtls_http_request *req)
+static int api_whoami(mtls_request *req, mtls_response *res, void *ctx)
 {
-    const mtls_http_peer *peer = req->peer;
-    const char *json = NULL;
-    size_t len = 0;
+    const mtls_identity *id = mtls_request_identity(req);
 
     (void)ctx;
-    if (peer != NULL && peer->whoami != NULL)
-        json = peer->whoami(peer->whoami_ctx, &len);
-    if (json == NULL)
-        return mtls_http_respond_error(req, 500, "no client identity", NULL);
+    if (id == NULL || id->json == NULL)
+        return mtls_response_send_json(res, 500, "{\"error\":\"no client identity\"}");
     if (mtls__http_prefers_html(req->headers, req->n_headers)) {
         mtls_strbuf page = {0};
         int rc = -1;
 
-        if (mtls__http_page_whoami(&page, json, len) == 0)
-            rc = mtls_http_respond(req, 200, MTLS__HTTP_HTML_TYPE, page.p, page.len,
-                                   MTLS__HTTP_HTML_HEADERS);
+        if (mtls__http_page_whoami(&page, id->json, strlen(id->json)) == 0 &&
+            mtls_response_set_header(res, "Content-Type", MTLS__HTTP_HTML_TYPE) == 0 &&
+            set_header_lines(res, MTLS__HTTP_HTML_HEADERS) == 0)
+            rc = mtls_response_send(res, page.p, page.len);
         mtls_strbuf_release(&page);
         return rc;
     }
-    return mtls_http_respond(req, 200, NULL, json, len, "Vary: Accept\r\n");
+    if (mtls_response_set_header(res, "Vary", "Accept") != 0)
+        return -1;
+    return mtls_response_send_json(res, 200, id->json);
+}
+
+static const struct mtls__api_route test_api = {api_test, NULL};
+static const struct mtls__api_route whoami_api = {api_whoami, NULL};
+
+static int handle_test(void *ctx, mtls_http_request *req)
+{
+    (void)ctx;
+    return mtls__api_dispatch((void *)&test_api, req);
+}
+
+static int handle_whoami(void *ctx, mtls_http_request *req)
+{
+    (void)ctx;
+    return mtls__api_dispatch((void *)&whoami_api, req);
 }
 
 #define GET_HEAD (MTLS_METHOD(HTTP_GET) | MTLS_METHOD(HTTP_HEAD))

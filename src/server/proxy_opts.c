@@ -39,7 +39,9 @@ static int route_init(mtls_server *srv, const mtls_route_opts *ro, struct mtls__
     if (ro->path == NULL || ro->path[0] != '/')
         return mtls_err_set(err, MTLS_E_INVALID, "route '%s': a path must start with '/'",
                             ro->path ? ro->path : "");
-    if (ro->handler != NULL) {
+    if (ro->fn != NULL) {
+        r->builtin = 1;
+    } else if (ro->handler != NULL) {
         if (mtls_http_builtin_handler(ro->handler) == NULL)
             return mtls_err_set(err, MTLS_E_INVALID,
                                 "route '%s': unknown handler '%s' (built-in: test, whoami)",

@@ -930,8 +930,12 @@ out:
     free(p.pid);
     free(p.id);
     free(p.current);
-    if (p.in_child)
-        return p.child_rc;
+    if (p.in_child) {
+        /* A worker child never returns into the caller's program. */
+        if (p.child_rc != 0 && srv->opts.worker_error != NULL)
+            srv->opts.worker_error(srv->opts.worker_error_ctx, err->msg);
+        _exit(p.child_rc == 0 ? 0 : 1);
+    }
     return rc;
 }
 

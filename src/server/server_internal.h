@@ -200,6 +200,9 @@ void mtls__server_proxy_release(mtls_server *srv);
 
 /* ---- workers ------------------------------------------------------------ */
 
+/** The loop mtls_worker_loop() returns on this thread (app.c); NULL: none. */
+void mtls__worker_loop_set(uv_loop_t *loop);
+
 enum { WORKER_CMD_DRAIN = 1, WORKER_CMD_REOPEN = 2, WORKER_CMD_RELOAD = 4 };
 
 /** One worker: an event loop with its own listener. */

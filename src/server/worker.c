@@ -38,6 +38,7 @@
 #include <cjson/cJSON.h>
 #include <uv.h>
 
+#include "mtls/app.h"
 #include "mtls/certinfo.h"
 #include "mtls/http.h"
 #include "mtls/pki.h"
@@ -90,6 +91,15 @@ struct conn {
     unsigned identity_families; /* the families they were made for */
     char *who;                  /* "CN=bob", for a 403 of the --allow rules (only when they deny) */
     char *accepted_ca;          /* the client CAs in words, for refused clients' pages */
+    struct conn_identity *ident; /* mtls_request_identity(), made on first use */
+};
+
+/* What mtls_request_identity() returns, and the strings it points to. */
+struct conn_identity {
+    mtls_identity pub;
+    char spki[65];
+    char **sans;
+    size_t n_sans;
 };
 
 /* One listening socket of the worker (one per address it listens on). */
@@ -470,6 +480,68 @@ fail:
     return NULL;
 }
 
+/* ---- mtls_request_identity() ------------------------------------------------ */
+
+static void identity_free(struct conn_identity *id)
+{
+    if (id == NULL)
+        return;
+    for (size_t i = 0; i < id->n_sans; i++)
+        free(id->sans[i]);
+    free(id->sans);
+    free(id);
+}
+
+/* Built from the /whoami facts on first use, kept for the connection. */
+static const mtls_identity *conn_identity(void *ctx)
+{
+    struct conn *c = ctx;
+    struct conn_identity *id;
+    const mtls_cert_info *info;
+    unsigned char md[32];
+    unsigned md_len = 0;
+    size_t len;
+
+    if (c->ident != NULL)
+        return &c->ident->pub;
+    if (whoami_json(c, &len) == NULL || (id = calloc(1, sizeof(*id))) == NULL)
+        return NULL;
+    info = c->info;
+    id->sans = calloc(info->n_sans + 1, sizeof(*id->sans));
+    if (id->sans == NULL)
+        goto fail;
+    for (size_t i = 0; i < info->n_sans; i++) {
+        size_t n = strlen(info->sans[i].type) + strlen(info->sans[i].value) + 2;
+
+        id->sans[i] = malloc(n);
+        if (id->sans[i] == NULL)
+            goto fail;
+        snprintf(id->sans[i], n, "%s:%s", info->sans[i].type, info->sans[i].value);
+        id->n_sans++;
+    }
+    if (X509_pubkey_digest(c->cert, EVP_sha256(), md, &md_len) == 1)
+        for (unsigned i = 0; i < md_len && i < 32; i++)
+            snprintf(id->spki + 2 * i, 3, "%02x", md[i]);
+    id->pub.subject = info->subject;
+    id->pub.issuer = info->issuer;
+    id->pub.serial = info->serial_hex;
+    id->pub.sans = (const char *const *)id->sans;
+    id->pub.n_sans = id->n_sans;
+    id->pub.sha256 = info->sha256;
+    id->pub.spki_sha256 = id->spki;
+    id->pub.not_before = info->not_before_iso;
+    id->pub.not_after = info->not_after_iso;
+    id->pub.tls_version = SSL_get_version(c->ssl);
+    id->pub.cipher = SSL_get_cipher_name(c->ssl);
+    id->pub.resumed = SSL_session_reused(c->ssl);
+    id->pub.json = c->whoami;
+    c->ident = id;
+    return &id->pub;
+fail:
+    identity_free(id);
+    return NULL;
+}
+
 /* ---- connections ---------------------------------------------------------- */
 
 static void conn_free(uv_handle_t *h)
@@ -508,6 +580,7 @@ static void conn_free(uv_handle_t *h)
     free(c->who);
     free(c->accepted_ca);
     cJSON_free(c->whoami);
+    identity_free(c->ident);
     free(c);
     listener_resume(w);
     worker_maybe_exit(w);
@@ -671,6 +744,7 @@ static void handshake_done(struct conn *c)
     c->http_peer.whoami = whoami_json;
     c->http_peer.whoami_ctx = c;
     c->http_peer.conn_ctx = c;
+    c->http_peer.identity = conn_identity;
     if (mtls_http_conn_init(&c->http, &w->http_cfg, &c->http_peer, &io) != 0) {
         conn_close(c);
         return;
@@ -1339,7 +1413,12 @@ static int worker_routes(struct worker *w)
         const struct mtls__route *r = &srv->routes[i];
         unsigned flags = r->opts->exact ? 0 : MTLS_ROUTE_PREFIX;
 
-        if (r->builtin) {
+        if (r->opts->fn != NULL) {
+            rc = mtls_http_routes_add(&w->routes, r->opts->path, flags, r->opts->methods,
+                                      r->opts->fn, r->opts->fn_ctx, &err);
+            if (rc == 0)
+                w->routes.v[w->routes.n - 1].policy = r->policy;
+        } else if (r->builtin) {
             rc = mtls_http_routes_add(&w->routes, r->opts->path, flags,
                                       MTLS_METHOD(HTTP_GET) | MTLS_METHOD(HTTP_HEAD),
                                       mtls_http_builtin_handler(r->opts->handler), NULL, &err);
@@ -1459,12 +1538,14 @@ int mtls__worker_run(struct mtls__worker *pub)
         pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     }
 
+    mtls__worker_loop_set(w->loop); /* mtls_worker_loop(), mtls_timer_start() */
     uv_run(w->loop, UV_RUN_DEFAULT);
     access_flush(w);
     /* Let the closed handles' callbacks run; the async handle stays for release. */
     uv_walk(w->loop, worker_close_handles, pub);
     close_proxies(w);
     uv_run(w->loop, UV_RUN_NOWAIT);
+    mtls__worker_loop_set(NULL);
     mtls_http_routes_release(&w->routes);
     free(w->header_buf);
     free(w);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mtls/app.h"
 #include "mtls/http.h"
 
 /* A transport over memory: the first `avail` bytes of `in` can be read. */
@@ -64,9 +65,21 @@ static const char *whoami(void *ctx, size_t *len)
     return "{\"who\":1}";
 }
 
+/* What mtls_request_identity() gives /whoami (mtls/app.h). */
+static const mtls_identity *identity(void *ctx)
+{
+    static const mtls_identity id = {.subject = "CN=localclient", .json = "{\"who\":1}"};
+
+    (void)ctx;
+    return &id;
+}
+
 static mtls_http_config cfg;
-static mtls_http_peer peer = {
-    .addr = "127.0.0.1", .user = "CN=localclient", .serial = "0A", .whoami = whoami};
+static mtls_http_peer peer = {.addr = "127.0.0.1",
+                              .user = "CN=localclient",
+                              .serial = "0A",
+                              .whoami = whoami,
+                              .identity = identity};
 
 /* Runs a connection over input split once at `split`; returns the last run() result. */
 static int feed(struct mem *m, const char *input, size_t split, const mtls_http_peer *p)
