@@ -193,3 +193,70 @@ def test_async_answers_after_its_timer(examples):
     again = get(ex, "/slow?ms=10")
     assert again.stdout.endswith("\n200"), again.stdout
     assert ex.stop() == 0, read_text(ex.err)
+
+
+EMBED = r"""
+#include <stdio.h>
+#include <unistd.h>
+#include <mtls/app.h>
+
+static int pid(mtls_request *req, mtls_response *res, void *ctx)
+{
+    char body[64];
+    int n = snprintf(body, sizeof(body), "{\"pid\":%d}", (int)getpid());
+
+    (void)req;
+    (void)ctx;
+    return mtls_response_send(res, body, (size_t)n);
+}
+
+int main(void)
+{
+    mtls_app *app = NULL;
+    mtls_err err = {0};
+    int rc = -1;
+
+    if (MTLS_VERSION_NUMBER != mtls_version_number())
+        return 3;
+    if (mtls_app_new(&app, &err) == 0 && mtls_app_set(app, "listen", "127.0.0.1:0", &err) == 0 &&
+        mtls_app_set(app, "workers", "2", &err) == 0 &&
+        mtls_app_route(app, "GET", "/pid", pid, NULL, &err) >= 0 &&
+        mtls_app_start(app, &err) == 0) {
+        printf("HTTPS listening on %d....\n", mtls_app_port(app));
+        fflush(stdout);
+        rc = mtls_app_run(app, &err);
+    }
+    printf("run returned %d in %d: %s\n", rc, (int)getpid(), err.msg);
+    fflush(stdout);
+    mtls_app_free(app);
+    return rc == 0 ? 0 : 1;
+}
+"""
+
+
+def test_run_returns_once_in_the_parent_never_in_a_worker(installed, init_pki, tmp_path):
+    """Two process workers: after SIGTERM, mtls_app_run() returns in the program
+    itself and nowhere else (a worker child exits instead)."""
+    server_dir(init_pki, tmp_path)
+    (tmp_path / "embed.c").write_text(EMBED)
+    exe = tmp_path / "embed"
+    r = subprocess.run(["cc", "-std=c17", "-Wall", "-Werror", str(tmp_path / "embed.c"), "-o",
+                        str(exe), *installed["flags"]], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ex = Example(str(exe), str(tmp_path), installed)
+    ex.dir = str(tmp_path)
+    try:
+        pids = set()
+        for _ in range(20):
+            g = get(ex, "/pid")
+            assert g.stdout.endswith("\n200"), g.stdout
+            pids.add(json.loads(g.stdout.rsplit("\n", 1)[0])["pid"])
+        assert ex.proc.pid not in pids
+        assert get(ex, "/test").stdout.startswith('{"message":"Hello mtls"}')  # the built-ins stay
+        assert ex.stop() == 0, read_text(ex.err)
+    finally:
+        if ex.proc.poll() is None:
+            ex.proc.kill()
+            ex.proc.wait()
+    lines = [line for line in read_text(ex.out).splitlines() if line.startswith("run returned")]
+    assert lines == [f"run returned 0 in {ex.proc.pid}: "], read_text(ex.out)
