@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "mtls/http.h"
+#include "http/http_conn.h"
 
 #define MAX_LATE 32
 

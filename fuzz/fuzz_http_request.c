@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/http_conn.h"
 #include "mtls/app.h"
 #include "mtls/http.h"
 

@@ -23,6 +23,7 @@
 #include <llhttp.h>
 
 #include "mtls/base.h"
+#include "mtls/http_header.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -41,17 +42,6 @@ typedef enum mtls_http_framing {
     MTLS_HTTP_FRAMING_CHUNKED,  /* Transfer-Encoding: chunked */
     MTLS_HTTP_FRAMING_CLOSE,    /* everything until the server closes */
 } mtls_http_framing;
-
-/**
- * One header line. The response parser's are NUL-terminated copies it owns;
- * a request's (mtls/http.h) are spans into the read buffer.
- */
-typedef struct mtls_http_header {
-    const char *name; /* as sent ("Content-Type") */
-    size_t name_len;
-    const char *value; /* without the surrounding blanks */
-    size_t value_len;
-} mtls_http_header;
 
 typedef struct mtls_http_response mtls_http_response;
 

@@ -10,6 +10,7 @@
 
 #include <llhttp.h>
 
+#include "http/http_conn.h"
 #include "http_internal.h"
 #include "mtls/http.h"
 

@@ -18,6 +18,7 @@
 
 #include <llhttp.h>
 
+#include "http/http_conn.h"
 #include "http_internal.h"
 #include "mtls/http.h"
 

@@ -29,6 +29,7 @@
 
 #include "http_internal.h"
 #include "mtls/http.h"
+#include "http/http_conn.h"
 
 #define MAX_STREAMS 100
 #define MAX_CONTINUATIONS 8   /* CONTINUATION frames in one header block */

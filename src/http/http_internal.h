@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http/http_conn.h"
 #include "mtls/app.h"
 #include "mtls/http.h"
 

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "http/http_conn.h"
 #include "metrics.h"
 
 #define IDLE_MS 10000

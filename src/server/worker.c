@@ -38,6 +38,7 @@
 #include <cjson/cJSON.h>
 #include <uv.h>
 
+#include "http/http_conn.h"
 #include "mtls/app.h"
 #include "mtls/certinfo.h"
 #include "mtls/http.h"

@@ -260,3 +260,14 @@ def test_run_returns_once_in_the_parent_never_in_a_worker(installed, init_pki, t
             ex.proc.wait()
     lines = [line for line in read_text(ex.out).splitlines() if line.startswith("run returned")]
     assert lines == [f"run returned 0 in {ex.proc.pid}: "], read_text(ex.out)
+
+
+@pytest.mark.parametrize("header", ["http.h", "http_header.h", "server.h"])
+def test_layer_headers_need_no_llhttp(header):
+    """The request side of src/http carries no llhttp type (the parser lives in
+    src/http/http_conn.h): http.h compiles with the tree's include/ alone, and
+    server.h needs OpenSSL's headers (tls.h) but not llhttp's."""
+    r = subprocess.run(["cc", "-x", "c", "-std=c17", "-Wall", "-Werror", "-fsyntax-only", "-I",
+                        os.path.join(ROOT, "include"), "-"], input=f"#include <mtls/{header}>\n",
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

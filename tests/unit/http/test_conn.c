@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "http/http_conn.h"
 #include "mtls/app.h"
 #include "mtls/http.h"
 

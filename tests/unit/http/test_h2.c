@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "mtls/http.h"
+#include "http/http_conn.h"
 
 /* Both directions over memory. */
 struct pipe {

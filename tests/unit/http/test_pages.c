@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "http/http_conn.h"
 #include "http/http_internal.h"
+#include "mtls/app.h"
 #include "mtls/http.h"
 
 static int html(const char *accept)
@@ -138,6 +140,15 @@ static const char *whoami(void *ctx, size_t *len)
     return WHOAMI;
 }
 
+/* What mtls_request_identity() gives /whoami (mtls/app.h). */
+static const mtls_identity *identity(void *ctx)
+{
+    static const mtls_identity id = {.subject = "CN=<i>me</i>", .json = WHOAMI};
+
+    (void)ctx;
+    return &id;
+}
+
 static void run_routes(struct mem *m, const char *input, const mtls_http_peer *peer,
                        const mtls_http_routes *routes)
 {
@@ -175,7 +186,8 @@ static void assert_html_headers(const char *out)
 
 Test(pages, root_and_whoami_answer_a_page_to_browsers_and_json_to_programs)
 {
-    mtls_http_peer peer = {.addr = "127.0.0.1", .user = "CN=me", .whoami = whoami};
+    mtls_http_peer peer = {
+        .addr = "127.0.0.1", .user = "CN=me", .whoami = whoami, .identity = identity};
     struct mem m;
 
     run(&m, "GET / HTTP/1.1\r\n" BROWSER "\r\n", &peer);
@@ -219,7 +231,8 @@ Test(pages, refusal_page_says_what_was_wrong_and_which_ca)
 
 Test(pages, not_found_and_method_pages_escape_the_path)
 {
-    mtls_http_peer peer = {.addr = "127.0.0.1", .user = "CN=me", .whoami = whoami};
+    mtls_http_peer peer = {
+        .addr = "127.0.0.1", .user = "CN=me", .whoami = whoami, .identity = identity};
     struct mem m;
 
     run(&m, "GET /<script>'\" HTTP/1.1\r\n" BROWSER "\r\n", &peer);
@@ -261,7 +274,8 @@ static int answer_ok(void *ctx, mtls_http_request *req)
 
 Test(pages, a_long_allow_line_keeps_every_html_header)
 {
-    mtls_http_peer peer = {.addr = "127.0.0.1", .user = "CN=me", .whoami = whoami};
+    mtls_http_peer peer = {
+        .addr = "127.0.0.1", .user = "CN=me", .whoami = whoami, .identity = identity};
     mtls_http_routes routes = {0};
     uint64_t many = 0;
     struct mem m;
