@@ -146,12 +146,17 @@ int mtls_app_port(const mtls_app *app);
  */
 int mtls_app_run(mtls_app *app, mtls_err *err);
 
-/** Asks a running mtls_app_run() to stop (async-signal-safe). Returns 0 or MTLS_E_INVALID. */
+/**
+ * Asks a running mtls_app_run() to stop, as SIGTERM does: from another
+ * thread, a signal handler (async-signal-safe) or a handler in any worker.
+ * Returns 0 or MTLS_E_INVALID (not running).
+ */
 int mtls_app_stop(mtls_app *app);
 
 /**
  * Asks a running mtls_app_run() to reload the certificate, key, client CA
- * and CRLs, as SIGHUP does (async-signal-safe). Returns 0 or MTLS_E_INVALID.
+ * and CRLs, as SIGHUP does (from where mtls_app_stop() may be called).
+ * Returns 0 or MTLS_E_INVALID.
  */
 int mtls_app_reload(mtls_app *app);
 

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <llhttp.h>
 #include <uv.h>
@@ -43,6 +44,7 @@ struct mtls_app {
     mtls_route_opts *route_opts;
     mtls_server *srv;
     pthread_t runner;
+    pid_t runner_pid; /* the process that called mtls_app_run() */
     atomic_int running;
 };
 
@@ -301,16 +303,21 @@ int mtls_app_run(mtls_app *app, mtls_err *err)
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
         signal(SIGPIPE, SIG_IGN);
     app->runner = pthread_self();
+    app->runner_pid = getpid();
     atomic_store(&app->running, 1);
     rc = mtls_server_run(app->srv, err);
     atomic_store(&app->running, 0);
     return rc;
 }
 
+/* The running mtls_app_run() takes sig: from its own process, on its thread;
+   from a worker process (a handler), by the main process's pid. */
 static int signal_runner(mtls_app *app, int sig)
 {
     if (!atomic_load(&app->running))
         return MTLS_E_INVALID;
+    if (getpid() != app->runner_pid)
+        return kill(app->runner_pid, sig) == 0 ? 0 : MTLS_E_INVALID;
     return pthread_kill(app->runner, sig) == 0 ? 0 : MTLS_E_INVALID;
 }
 

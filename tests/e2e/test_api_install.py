@@ -134,8 +134,8 @@ def examples(installed, init_pki, tmp_path):
             ex.proc.wait()
 
 
-def get(ex, path, cert=True):
-    args = ["--cacert", "serverca.crt"]
+def get(ex, path, *extra, cert=True):
+    args = ["--cacert", "serverca.crt", *extra]
     if cert:
         args += ["--cert", "client.crt", "--key", "client.key"]
     return curl(*args, "-w", "\n%{http_code}", f"https://localhost:{ex.port}{path}", cwd=ex.dir)
@@ -197,6 +197,7 @@ def test_async_answers_after_its_timer(examples):
 
 EMBED = r"""
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 #include <mtls/app.h>
 
@@ -210,6 +211,17 @@ static int pid(mtls_request *req, mtls_response *res, void *ctx)
     return mtls_response_send(res, body, (size_t)n);
 }
 
+/* /reload and /stop: the server asked from inside a handler, in any worker. */
+static int control(mtls_request *req, mtls_response *res, void *ctx)
+{
+    size_t len;
+    const char *what = mtls_request_param(req, "what", &len);
+    int rc = len == 4 ? mtls_app_stop(ctx) : mtls_app_reload(ctx);
+
+    (void)what;
+    return mtls_response_send_json(res, rc == 0 ? 200 : 500, "{}");
+}
+
 int main(void)
 {
     mtls_app *app = NULL;
@@ -220,7 +232,9 @@ int main(void)
         return 3;
     if (mtls_app_new(&app, &err) == 0 && mtls_app_set(app, "listen", "127.0.0.1:0", &err) == 0 &&
         mtls_app_set(app, "workers", "2", &err) == 0 &&
+        mtls_app_set(app, "worker-model", getenv("MODEL"), &err) == 0 &&
         mtls_app_route(app, "GET", "/pid", pid, NULL, &err) >= 0 &&
+        mtls_app_route(app, "POST", "/ctl/:what", control, app, &err) >= 0 &&
         mtls_app_start(app, &err) == 0) {
         printf("HTTPS listening on %d....\n", mtls_app_port(app));
         fflush(stdout);
@@ -234,26 +248,37 @@ int main(void)
 """
 
 
-def test_run_returns_once_in_the_parent_never_in_a_worker(installed, init_pki, tmp_path):
-    """Two process workers: after SIGTERM, mtls_app_run() returns in the program
-    itself and nowhere else (a worker child exits instead)."""
+@pytest.mark.parametrize("model", ["process", "thread"])
+def test_embedding_run_reload_stop(model, installed, init_pki, tmp_path, monkeypatch):
+    """Two workers: handlers run in the worker processes (or threads of the
+    program); mtls_app_reload() and mtls_app_stop() work from a handler; after
+    the stop mtls_app_run() returns once, in the program itself, and nowhere
+    else (a worker child exits instead)."""
     server_dir(init_pki, tmp_path)
     (tmp_path / "embed.c").write_text(EMBED)
     exe = tmp_path / "embed"
     r = subprocess.run(["cc", "-std=c17", "-Wall", "-Werror", str(tmp_path / "embed.c"), "-o",
                         str(exe), *installed["flags"]], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("MODEL", model)
     ex = Example(str(exe), str(tmp_path), installed)
     ex.dir = str(tmp_path)
     try:
         pids = set()
-        for _ in range(20):
+        for _ in range(10):
             g = get(ex, "/pid")
             assert g.stdout.endswith("\n200"), g.stdout
             pids.add(json.loads(g.stdout.rsplit("\n", 1)[0])["pid"])
-        assert ex.proc.pid not in pids
+        if model == "process":
+            assert ex.proc.pid not in pids
+        else:
+            assert pids == {ex.proc.pid}
         assert get(ex, "/test").stdout.startswith('{"message":"Hello mtls"}')  # the built-ins stay
-        assert ex.stop() == 0, read_text(ex.err)
+        assert get(ex, "/ctl/reload", "-X", "POST").stdout.endswith("\n200")
+        wait_until(lambda: "SIGHUP: reloaded" in read_text(os.path.join(ex.dir, "system.log")),
+                   what="the reload in system.log")
+        assert get(ex, "/ctl/stop", "-X", "POST").stdout.endswith("\n200")
+        assert ex.proc.wait(timeout=20) == 0, read_text(ex.err)
     finally:
         if ex.proc.poll() is None:
             ex.proc.kill()
