@@ -198,6 +198,7 @@ def test_async_answers_after_its_timer(examples):
 EMBED = r"""
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <mtls/app.h>
 
@@ -222,6 +223,54 @@ static int control(mtls_request *req, mtls_response *res, void *ctx)
     return mtls_response_send_json(res, rc == 0 ? 200 : 500, "{}");
 }
 
+/* POST /echo: the body back, once it is all in, with a header of the request. */
+struct echo {
+    mtls_response *res;
+    char buf[4096];
+    size_t len;
+};
+
+static void echo_data(void *ctx, const char *data, size_t len)
+{
+    struct echo *e = ctx;
+
+    if (len > sizeof(e->buf) - e->len)
+        len = sizeof(e->buf) - e->len;
+    memcpy(e->buf + e->len, data, len);
+    e->len += len;
+}
+
+static void echo_end(void *ctx)
+{
+    struct echo *e = ctx;
+
+    mtls_response_send(e->res, e->buf, e->len);
+    free(e);
+}
+
+static void echo_gone(void *ctx)
+{
+    free(ctx);
+}
+
+static int echo(mtls_request *req, mtls_response *res, void *ctx)
+{
+    struct echo *e = calloc(1, sizeof(*e));
+    size_t len;
+    const char *tag = mtls_request_header(req, "x-tag", &len);
+
+    (void)ctx;
+    if (e == NULL || tag == NULL || len > 100)
+        return -1;
+    e->res = res;
+    mtls_response_set_status(res, 201);
+    if (mtls_response_set_header(res, "X-Tag", "seen") != 0 ||
+        mtls_response_set_header(res, "Content-Type", "application/octet-stream") != 0)
+        return -1;
+    mtls_response_on_abort(res, echo_gone, e);
+    return mtls_request_read_body(req, echo_data, echo_end, e);
+}
+
 int main(void)
 {
     mtls_app *app = NULL;
@@ -234,6 +283,7 @@ int main(void)
         mtls_app_set(app, "workers", "2", &err) == 0 &&
         mtls_app_set(app, "worker-model", getenv("MODEL"), &err) == 0 &&
         mtls_app_route(app, "GET", "/pid", pid, NULL, &err) >= 0 &&
+        mtls_app_route(app, "POST", "/echo", echo, NULL, &err) >= 0 &&
         mtls_app_route(app, "POST", "/ctl/:what", control, app, &err) >= 0 &&
         mtls_app_start(app, &err) == 0) {
         printf("HTTPS listening on %d....\n", mtls_app_port(app));
@@ -274,6 +324,13 @@ def test_embedding_run_reload_stop(model, installed, init_pki, tmp_path, monkeyp
         else:
             assert pids == {ex.proc.pid}
         assert get(ex, "/test").stdout.startswith('{"message":"Hello mtls"}')  # the built-ins stay
+        e = get(ex, "/echo", "-i", "-H", "X-Tag: t", "--data-binary", "x" * 3000)
+        assert e.stdout.startswith("HTTP/1.1 201"), e.stdout[:300]
+        head = e.stdout.split("\n\n", 1)[0]  # curl's text: line ends are "\n" here
+        assert "\nX-Tag: seen\n" in head + "\n", head
+        assert "\nContent-Type: application/octet-stream\n" in head, head
+        assert e.stdout.endswith("\n\n" + "x" * 3000 + "\n201"), e.stdout[-100:]
+        assert get(ex, "/echo", "-X", "GET").stdout.endswith("\n405")
         assert get(ex, "/ctl/reload", "-X", "POST").stdout.endswith("\n200")
         wait_until(lambda: "SIGHUP: reloaded" in read_text(os.path.join(ex.dir, "system.log")),
                    what="the reload in system.log")
