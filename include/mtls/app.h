@@ -221,8 +221,9 @@ typedef struct mtls_identity {
 
 /**
  * The client's verified identity (built on first use, cached for the
- * connection), or NULL when the client has no verified certificate
- * (verify-client optional).
+ * connection), or NULL when it cannot be built (out of memory). Handlers
+ * only see verified clients: with verify-client optional, a client without
+ * a verified certificate gets 403 before any handler runs.
  */
 const mtls_identity *mtls_request_identity(const mtls_request *req);
 
