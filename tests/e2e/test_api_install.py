@@ -271,6 +271,37 @@ static int echo(mtls_request *req, mtls_response *res, void *ctx)
     return mtls_request_read_body(req, echo_data, echo_end, e);
 }
 
+/* GET /stream: a body of unknown length (chunked), one piece now and the
+   rest from a timer on the worker's loop. */
+static void stream_rest(void *ctx)
+{
+    mtls_response *res = ctx;
+
+    mtls_response_write(res, "-two", 4);
+    mtls_response_end(res);
+}
+
+static void stream_gone(void *ctx)
+{
+    mtls_timer_cancel(ctx);
+}
+
+static int stream(mtls_request *req, mtls_response *res, void *ctx)
+{
+    mtls_timer *t;
+
+    (void)req;
+    (void)ctx;
+    if (mtls_worker_loop() == NULL || mtls_response_start(res, -1) != 0 ||
+        mtls_response_write(res, "one", 3) < 0)
+        return -1;
+    t = mtls_timer_start(50, stream_rest, res);
+    if (t == NULL)
+        return -1;
+    mtls_response_on_abort(res, stream_gone, t);
+    return 0;
+}
+
 int main(void)
 {
     mtls_app *app = NULL;
@@ -284,6 +315,7 @@ int main(void)
         mtls_app_set(app, "worker-model", getenv("MODEL"), &err) == 0 &&
         mtls_app_route(app, "GET", "/pid", pid, NULL, &err) >= 0 &&
         mtls_app_route(app, "POST", "/echo", echo, NULL, &err) >= 0 &&
+        mtls_app_route(app, "GET", "/stream", stream, NULL, &err) >= 0 &&
         mtls_app_route(app, "POST", "/ctl/:what", control, app, &err) >= 0 &&
         mtls_app_start(app, &err) == 0) {
         printf("HTTPS listening on %d....\n", mtls_app_port(app));
@@ -331,6 +363,9 @@ def test_embedding_run_reload_stop(model, installed, init_pki, tmp_path, monkeyp
         assert "\nContent-Type: application/octet-stream\n" in head, head
         assert e.stdout.endswith("\n\n" + "x" * 3000 + "\n201"), e.stdout[-100:]
         assert get(ex, "/echo", "-X", "GET").stdout.endswith("\n405")
+        st = get(ex, "/stream", "-i")
+        assert "\nTransfer-Encoding: chunked\n" in st.stdout, st.stdout
+        assert st.stdout.endswith("\n\none-two\n200"), st.stdout
         assert get(ex, "/ctl/reload", "-X", "POST").stdout.endswith("\n200")
         wait_until(lambda: "SIGHUP: reloaded" in read_text(os.path.join(ex.dir, "system.log")),
                    what="the reload in system.log")
