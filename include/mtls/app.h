@@ -26,7 +26,7 @@
  *   start) without running atexit handlers of your program.
  * - "thread" workers are threads of your process: handlers of different
  *   workers run at the same time and share every global and ctx, so the
- *   state they change needs a lock (or atomics). Handlers never block: a
+ *   state they change needs a lock (or atomics). Handlers must not block: a
  *   handler that waits (a lock held long, a synchronous call) stalls every
  *   connection of its worker.
  *
@@ -36,14 +36,14 @@
  * connections refused, in-flight requests get drain-timeout to finish, then
  * mtls_app_run() returns 0), SIGHUP reloads the certificate, key, client CA
  * and CRLs, SIGUSR1 reopens the log files. Block these signals in every
- * other thread of your program (create threads after mtls_app_run() started
- * or with them blocked), or use mtls_app_stop()/mtls_app_reload(), which
- * direct the signal at the running thread. SIGPIPE: TLS writes to a client
- * that went away would raise it, so mtls_app_run() sets SIGPIPE to SIG_IGN
- * when it is at its default (a handler of your own stays); sockets of your
- * own then get EPIPE. Each worker's event loop is a libuv
- * loop: mtls_worker_loop() hands it to code that speaks libuv; mtls_timer_*
- * need none.
+ * other thread of your program (pthread_sigmask() before creating it), or a
+ * SIGTERM sent to the process may reach that thread instead;
+ * mtls_app_stop() and mtls_app_reload() direct the signal at the running
+ * thread. SIGPIPE: TLS writes to a client that went away would raise it,
+ * so mtls_app_run() sets SIGPIPE to SIG_IGN when it is at its default (a
+ * handler of your own stays); sockets of your own then get EPIPE. Each
+ * worker's event loop is a libuv loop: mtls_worker_loop() hands it to code
+ * that speaks libuv; mtls_timer_* need none.
  *
  * ## Lifetimes
  * Strings given to mtls_app_* are copied. A request's method, path, query,
