@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mtls/http.h"
 #include "http/http_conn.h"
+#include "mtls/http.h"
 
 #define MAX_LATE 32
 

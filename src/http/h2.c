@@ -27,9 +27,9 @@
 
 #include <llhttp.h>
 
+#include "http/http_conn.h"
 #include "http_internal.h"
 #include "mtls/http.h"
-#include "http/http_conn.h"
 
 #define MAX_STREAMS 100
 #define MAX_CONTINUATIONS 8   /* CONTINUATION frames in one header block */

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mtls/http.h"
 #include "http/http_conn.h"
+#include "mtls/http.h"
 
 /* Both directions over memory. */
 struct pipe {
