@@ -162,8 +162,7 @@ static void sink(void *ctx, const char *line, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const mtls_http_peer peer = {"127.0.0.1", "CN=fuzz", "01", NULL, NULL,
-                                        NULL,        0,         NULL, NULL, NULL};
+    static const mtls_http_peer peer = {.addr = "127.0.0.1", .user = "CN=fuzz", .serial = "01"};
     struct stream s = {0};
     mtls_http_routes t = {0};
     mtls_http_config cfg;
