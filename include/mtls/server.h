@@ -95,7 +95,24 @@ typedef struct mtls_server_opts {
        before it exits (mtls_server_run() never returns there); NULL: none. */
     mtls_server_notice_fn worker_error;
     void *worker_error_ctx;
+    /* SIGHUP, process model: reads the configuration again (a file) into
+       *next, a copy of the options in force to change (upstream, identity
+       headers, allow rules, dry run, routes); returns the number of problems,
+       each passed to problem ("FILE:LINE:COLUMN: ..."). The server then checks
+       next as at start; reload_done says whether it took next (1) or kept the
+       old options (0), so that the caller frees the strings no longer in use.
+       NULL: SIGHUP reloads the certificates only. */
+    int (*reload_config)(void *ctx, struct mtls_server_opts *next, mtls_server_notice_fn problem,
+                         void *problem_ctx);
+    void (*reload_done)(void *ctx, int taken);
+    void *reload_ctx;
 } mtls_server_opts;
+
+/** Checks an --upstream URL as the start would (resolved). Returns 0 or MTLS_E_INVALID. */
+int mtls_server_upstream_check(const char *url, mtls_err *err);
+
+/** Checks an --identity-headers list. Returns 0 or MTLS_E_INVALID. */
+int mtls_server_identity_headers_check(const char *list, mtls_err *err);
 
 /** Fills opts with the defaults of `mtls serve`. */
 void mtls_server_opts_init(mtls_server_opts *opts);

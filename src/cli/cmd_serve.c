@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "mtls/identity.h"
 #include "mtls/server.h"
 #include "pki_common.h"
 
@@ -241,6 +242,131 @@ static void print_problem(void *ctx, const char *msg)
     (void)cli_failf("%s", msg);
 }
 
+/* The problems of values said with their line and column, not to be said again by --check. */
+static char **said;
+static size_t n_said;
+
+static void remember(const char *msg)
+{
+    char **grown = realloc(said, (n_said + 1) * sizeof(*said));
+
+    if (grown == NULL)
+        return;
+    said = grown;
+    if ((said[n_said] = strdup(msg)) != NULL)
+        n_said++;
+}
+
+static void forget_said(void)
+{
+    for (size_t i = 0; i < n_said; i++)
+        free(said[i]);
+    free(said);
+    said = NULL;
+    n_said = 0;
+}
+
+/* --check after a file with problems: what the file's lines said already is not repeated. */
+static void print_new_problem(void *ctx, const char *msg)
+{
+    int *repeated = ctx;
+
+    for (size_t i = 0; i < n_said; i++) {
+        if (strcmp(said[i], msg) == 0) {
+            ++*repeated;
+            return;
+        }
+    }
+    (void)cli_failf("%s", msg);
+}
+
+/* A value of the configuration file checked where it stands (line and column). */
+static int check_value(void *ctx, const char *name, const char *value, char *why, size_t size)
+{
+    mtls_allow_policy one = {0};
+    mtls_err err;
+    int rc = 0;
+
+    (void)ctx;
+    mtls_err_clear(&err);
+    if (strcmp(name, "allow") == 0) {
+        rc = mtls_allow_policy_add(&one, value, &err);
+        mtls_allow_policy_release(&one);
+    } else if (strcmp(name, "upstream") == 0) {
+        rc = mtls_server_upstream_check(value, &err);
+    } else if (strcmp(name, "identity-headers") == 0) {
+        rc = mtls_server_identity_headers_check(value, &err);
+    } else if (strcmp(name, "handler") == 0 && mtls_http_builtin_handler(value) == NULL) {
+        rc = mtls_err_set(&err, MTLS_E_INVALID, "unknown handler '%s' (built-in: test, whoami)",
+                          value);
+    }
+    if (rc != 0) {
+        snprintf(why, size, "%s", err.msg);
+        remember(err.msg);
+    }
+    return rc;
+}
+
+/*
+ * SIGHUP: the file again. What the command line said still wins; the
+ * options the file set at start are read anew where they can change while
+ * running (upstream, identity headers, allow rules, dry run, routes), and
+ * kept as they were otherwise (a restart applies them).
+ */
+static const char *const not_in_file[] = {"config", "check", NULL};
+static const char *cmdline_upstream, *cmdline_identity_headers;
+static int cmdline_allow, cmdline_dry_run;
+static struct cli_list old_allow;
+static struct cli_config_routes old_routes;
+static size_t file_mark, reload_mark;
+
+static int reload_config(void *ctx, mtls_server_opts *next, mtls_server_notice_fn problem,
+                         void *problem_ctx)
+{
+    int problems;
+
+    (void)ctx;
+    forget_said();
+    reload_mark = cli_config_mark();
+    old_routes = routes;
+    memset(&routes, 0, sizeof(routes));
+    upstream = cmdline_upstream;
+    identity_headers = cmdline_identity_headers;
+    allow_dry_run = cmdline_dry_run;
+    old_allow = allow;
+    if (!cmdline_allow)
+        memset(&allow, 0, sizeof(allow));
+    problems =
+        cli_config_load(config_file, opts, not_in_file, &routes, problem, check_value, problem_ctx);
+    next->upstream = upstream;
+    next->identity_headers = identity_headers;
+    next->allow = allow.items;
+    next->n_allow = allow.n;
+    next->allow_dry_run = allow_dry_run;
+    next->routes = routes.v;
+    next->n_routes = routes.n;
+    return problems;
+}
+
+static void reload_done(void *ctx, int taken)
+{
+    size_t now = cli_config_mark();
+
+    (void)ctx;
+    if (taken) {
+        cli_config_forget(file_mark, reload_mark); /* the older file's values */
+        if (!cmdline_allow)
+            cli_list_release(&old_allow);
+        return;
+    }
+    cli_config_forget(reload_mark, now);
+    if (!cmdline_allow) {
+        cli_list_release(&allow);
+        allow = old_allow;
+    }
+    routes = old_routes;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct cli_args args = {0};
@@ -248,7 +374,7 @@ int cmd_serve(int argc, char **argv)
     mtls_server *srv = NULL;
     char *password = NULL;
     mtls_err err;
-    int rc;
+    int rc, file_problems = 0;
 
     mtls_server_opts_init(&o);
     rc = cli_parse(&spec, argc, argv, &args);
@@ -258,9 +384,14 @@ int cmd_serve(int argc, char **argv)
     }
     rc = EXIT_USAGE;
     if (config_file != NULL) {
-        static const char *const not_in_file[] = {"config", "check", NULL};
-
-        if (cli_config_load(config_file, opts, not_in_file, &routes, print_problem, NULL) != 0)
+        cmdline_upstream = upstream;
+        cmdline_identity_headers = identity_headers;
+        cmdline_allow = allow.n > 0;
+        cmdline_dry_run = allow_dry_run;
+        file_mark = cli_config_mark();
+        file_problems = cli_config_load(config_file, opts, not_in_file, &routes, print_problem,
+                                        check_value, NULL);
+        if (file_problems != 0 && !check_only)
             goto out;
     }
     if (listen_addr != NULL)
@@ -310,14 +441,20 @@ int cmd_serve(int argc, char **argv)
     o.n_routes = routes.n;
     o.warn = print_warning;
     o.worker_error = print_worker_error;
+    if (config_file != NULL) {
+        o.reload_config = reload_config;
+        o.reload_done = reload_done;
+    }
     if (pki_password(password_file, &password) != 0) {
         rc = EXIT_USAGE; /* an unreadable password file is bad configuration */
         goto out;
     }
     o.tls.key_password = password;
     if (check_only) {
-        int problems = mtls_server_check(&o, print_problem, NULL);
+        int repeated = 0;
+        int problems = mtls_server_check(&o, print_new_problem, &repeated);
 
+        problems += file_problems - repeated;
         if (problems == 0)
             printf("configuration OK: %s, %s, %s\n", o.tls.cert_file, o.tls.client_ca_file,
                    o.upstream ? o.upstream : "no upstream");
@@ -352,6 +489,7 @@ out:
     cli_list_release(&ticket_keys);
     cli_list_release(&allow);
     cli_config_release();
+    forget_said();
     cli_args_release(&args);
     return rc;
 }

@@ -43,9 +43,27 @@ void cli_config_release(void)
     n_owned = 0;
 }
 
+size_t cli_config_mark(void)
+{
+    return n_owned;
+}
+
+void cli_config_forget(size_t from, size_t to)
+{
+    if (to > n_owned)
+        to = n_owned;
+    if (from >= to)
+        return;
+    for (size_t i = from; i < to; i++)
+        free(owned[i]);
+    memmove(owned + from, owned + to, (n_owned - to) * sizeof(*owned));
+    n_owned -= to - from;
+}
+
 struct loader {
     const char *path;
     cli_config_problem_fn problem;
+    cli_config_check_fn check;
     void *ctx;
     int problems;
 };
@@ -71,6 +89,18 @@ static void say(struct loader *l, const yaml_node_t *at, const char *fmt, ...)
     va_end(ap);
     l->problems++;
     l->problem(l->ctx, msg);
+}
+
+/* The caller's check of a value (a rule, an URL), said with the node's line and column. */
+static void check_value(struct loader *l, const yaml_node_t *at, const char *key, const char *value)
+{
+    char why[600];
+
+    if (l->check == NULL || value == NULL)
+        return;
+    why[0] = '\0';
+    if (l->check(l->ctx, key, value, why, sizeof(why)) != 0)
+        say(l, at, "%s", why);
 }
 
 static const char *scalar(const yaml_node_t *node)
@@ -134,6 +164,7 @@ static void set_list(struct loader *l, yaml_document_t *doc, const struct cli_op
             free(items);
             return;
         }
+        check_value(l, value, o->name, items[0]);
         list->items = items;
         list->n = 1;
         return;
@@ -163,6 +194,7 @@ static void set_list(struct loader *l, yaml_document_t *doc, const struct cli_op
             free(items);
             return;
         }
+        check_value(l, item, o->name, items[n]);
         n++;
     }
     list->items = items;
@@ -185,6 +217,7 @@ static void set_scalar(struct loader *l, const struct cli_opt *o, yaml_node_t *v
         *(const char **)o->dest = keep(strdup(v));
         if (*(const char **)o->dest == NULL)
             say(l, value, "out of memory");
+        check_value(l, value, o->name, *(const char **)o->dest);
         return;
     case CLI_INT: {
         char *end;
@@ -284,6 +317,7 @@ static void load_route(struct loader *l, yaml_document_t *doc, yaml_node_t *node
         }
         if (strcmp(key, "identity_headers") == 0 || strcmp(key, "identity-headers") == 0) {
             r->identity_headers = joined(l, doc, v, key);
+            check_value(l, v, "identity-headers", r->identity_headers);
             continue;
         }
         if (v->type != YAML_SCALAR_NODE) {
@@ -292,11 +326,13 @@ static void load_route(struct loader *l, yaml_document_t *doc, yaml_node_t *node
         }
         if (strcmp(key, "path") == 0)
             r->path = keep(strdup(scalar(v)));
-        else if (strcmp(key, "handler") == 0)
+        else if (strcmp(key, "handler") == 0) {
             r->handler = keep(strdup(scalar(v)));
-        else if (strcmp(key, "upstream") == 0)
+            check_value(l, v, "handler", r->handler);
+        } else if (strcmp(key, "upstream") == 0) {
             r->upstream = keep(strdup(scalar(v)));
-        else if (strcmp(key, "exact") == 0) {
+            check_value(l, v, "upstream", r->upstream);
+        } else if (strcmp(key, "exact") == 0) {
             struct cli_opt o = {"exact", 0, CLI_FLAG, &r->exact, NULL, NULL, 0, 0};
 
             set_scalar(l, &o, v, key);
@@ -332,9 +368,10 @@ static void load_routes(struct loader *l, yaml_document_t *doc, yaml_node_t *v,
 }
 
 int cli_config_load(const char *path, const struct cli_opt *opts, const char *const *skip,
-                    struct cli_config_routes *routes, cli_config_problem_fn problem, void *ctx)
+                    struct cli_config_routes *routes, cli_config_problem_fn problem,
+                    cli_config_check_fn check, void *ctx)
 {
-    struct loader l = {path, problem, ctx, 0};
+    struct loader l = {path, problem, check, ctx, 0};
     yaml_parser_t parser;
     yaml_document_t doc;
     yaml_node_t *root;

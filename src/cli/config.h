@@ -15,6 +15,14 @@ struct cli_config_routes {
 typedef void (*cli_config_problem_fn)(void *ctx, const char *msg);
 
 /**
+ * Checks one value of key (the long option's name, or a route's key:
+ * "upstream", "allow", "identity-headers", "handler"); returns 0, or not 0
+ * with why set (the problem is then said with the value's line and column).
+ */
+typedef int (*cli_config_check_fn)(void *ctx, const char *key, const char *value, char *why,
+                                   size_t size);
+
+/**
  * Reads the YAML mapping in path and sets every option of opts that the
  * command line left unset (flags override the file). Keys are the long
  * option names, with '_' or '-'; values are scalars, or sequences for
@@ -23,13 +31,21 @@ typedef void (*cli_config_problem_fn)(void *ctx, const char *msg);
  * are problems naming the line and column; every one is passed to problem.
  * routes (NULL: the key is refused) receives the `routes:` list: each a
  * mapping of path, exact, handler, upstream, identity_headers, allow.
+ * check (may be NULL) checks each value; ctx goes to problem and check.
  * Returns the number of problems (0: all set). The values stay valid until
- * cli_config_release().
+ * cli_config_release() or cli_config_forget().
  */
 int cli_config_load(const char *path, const struct cli_opt *opts, const char *const *skip,
-                    struct cli_config_routes *routes, cli_config_problem_fn problem, void *ctx);
+                    struct cli_config_routes *routes, cli_config_problem_fn problem,
+                    cli_config_check_fn check, void *ctx);
 
-/** Frees the values the last cli_config_load() set. */
+/** Frees every value cli_config_load() set. */
 void cli_config_release(void);
+
+/** Where the values of the next cli_config_load() will begin (for a reload). */
+size_t cli_config_mark(void);
+
+/** Frees the values set between two marks: the older file's after a reload, or a refused one's. */
+void cli_config_forget(size_t from, size_t to);
 
 #endif

@@ -124,3 +124,90 @@ void mtls__server_proxy_release(mtls_server *srv)
     srv->routes = NULL;
     srv->n_routes = 0;
 }
+
+int mtls_server_upstream_check(const char *url, mtls_err *err)
+{
+    mtls_upstream_addr addr;
+
+    return mtls__upstream_parse(url, &addr, err);
+}
+
+int mtls_server_identity_headers_check(const char *list, mtls_err *err)
+{
+    unsigned families;
+
+    return mtls__identity_families_parse(list, &families, err);
+}
+
+/* The proxy part of next, checked as at start, takes the place of srv's. */
+static int proxy_swap(mtls_server *srv, const mtls_server_opts *next, mtls_err *err)
+{
+    mtls_server *tmp = calloc(1, sizeof(*tmp));
+    int rc;
+
+    if (tmp == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    tmp->opts = *next;
+    rc = mtls__server_proxy_init(tmp, err);
+    if (rc != 0) {
+        mtls__server_proxy_release(tmp);
+        free(tmp);
+        return rc;
+    }
+    mtls__server_proxy_release(srv);
+    srv->opts.upstream = next->upstream;
+    srv->opts.identity_headers = next->identity_headers;
+    srv->opts.allow = next->allow;
+    srv->opts.n_allow = next->n_allow;
+    srv->opts.allow_dry_run = next->allow_dry_run;
+    srv->opts.routes = next->routes;
+    srv->opts.n_routes = next->n_routes;
+    srv->has_upstream = tmp->has_upstream;
+    srv->upstream = tmp->upstream;
+    srv->identity_families = tmp->identity_families;
+    memcpy(srv->policies, tmp->policies, sizeof(srv->policies));
+    srv->n_policies = tmp->n_policies;
+    srv->server_policy = tmp->server_policy;
+    srv->routes = tmp->routes;
+    srv->n_routes = tmp->n_routes;
+    for (size_t i = 0; i < srv->n_routes; i++)
+        srv->routes[i].opts = &next->routes[i];
+    free(tmp);
+    return 0;
+}
+
+static void reload_problem(void *ctx, const char *msg)
+{
+    mtls__syslogf(ctx, "error", "reload_refused", "SIGHUP: %s", msg);
+}
+
+int mtls__server_reload_config(mtls_server *srv)
+{
+    mtls_server_opts next = srv->opts;
+    mtls_err err;
+    int problems;
+
+    if (srv->opts.reload_config == NULL)
+        return 0;
+    problems = srv->opts.reload_config(srv->opts.reload_ctx, &next, reload_problem, srv);
+    mtls_err_clear(&err);
+    if (problems == 0 && proxy_swap(srv, &next, &err) != 0) {
+        reload_problem(srv, err.msg);
+        problems = 1;
+    }
+    if (srv->opts.reload_done != NULL)
+        srv->opts.reload_done(srv->opts.reload_ctx, problems == 0);
+    if (problems > 0) {
+        mtls__syslogf(srv, "error", "reload_refused",
+                      "SIGHUP: the configuration file has %d problem(s) (above); the old routes, "
+                      "upstreams and rules stay in force",
+                      problems);
+        return -1;
+    }
+    mtls__syslogf(srv, "info", "reload_config",
+                  "SIGHUP: configuration reloaded (%zu route(s), upstream %s, %zu allow rule(s)); "
+                  "new connections use it, open ones finish on the old",
+                  srv->n_routes, srv->opts.upstream ? srv->opts.upstream : "none",
+                  srv->opts.n_allow);
+    return 1;
+}

@@ -417,7 +417,10 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
                           "another user than the process that reloads the key");
         goto out;
     }
-    srv->n_slots = srv->user.set ? srv->workers * MTLS__GENERATIONS : srv->workers;
+    srv->n_slots =
+        srv->user.set || (opts->reload_config != NULL && opts->model == MTLS_WORKERS_PROCESS)
+            ? srv->workers * MTLS__GENERATIONS
+            : srv->workers;
     srv->shared_size = sizeof(*srv->shared) + srv->n_slots * sizeof(srv->shared->worker[0]);
     srv->shared =
         mmap(NULL, srv->shared_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -875,21 +878,32 @@ static int run_processes(mtls_server *srv, mtls_err *err)
                 kill_all(srv, &p, SIGUSR1);
             }
         } else if (sig == SIGHUP && !stopping) {
+            /* --user, or a configuration file: workers of a new generation take the reload. */
+            int by_generation = srv->user.set || srv->opts.reload_config != NULL;
+
             (void)mtls__sd_notify_reloading();
             /*
-             * Checked here first; each worker then loads the same files, or
-             * with --user (workers that may not read the key) a new
-             * generation inherits the new SSL_CTX.
+             * Checked here first. The workers then load the same certificate
+             * files, unless they may not (--user) or the configuration file
+             * changed (routes live in every worker's table): then a new
+             * generation inherits the new SSL_CTX and routes, and the old
+             * one drains.
              */
-            if (srv->user.set && !generation_room(srv, &p, "SIGHUP")) {
+            if (by_generation && !generation_room(srv, &p, "SIGHUP")) {
                 /* The old set stays: nothing was loaded. */
                 mtls__metrics_reload(srv->metrics, 0);
-            } else if (reload(srv) != NULL) {
-                if (srv->user.set) {
+            } else {
+                /* A configuration file with a problem: nothing is reloaded. */
+                int config = mtls__server_reload_config(srv);
+                SSL_CTX *ctx = config < 0 ? NULL : reload(srv);
+
+                if (config < 0)
+                    mtls__metrics_reload(srv->metrics, 0);
+                if (config > 0 || (srv->user.set && ctx != NULL)) {
                     new_generation(srv, &p, err);
                     if (p.in_child)
                         goto out;
-                } else {
+                } else if (ctx != NULL) {
                     for (unsigned id = 0; id < srv->workers; id++) {
                         if (p.pid[p.current[id]] > 0)
                             kill(p.pid[p.current[id]], SIGHUP);
@@ -1021,6 +1035,10 @@ static int run_threads(mtls_server *srv, mtls_err *err)
                 mtls__worker_notify(&ws[i], WORKER_CMD_REOPEN);
         } else if (sig == SIGHUP) {
             (void)mtls__sd_notify_reloading();
+            if (srv->opts.reload_config != NULL)
+                mtls__syslogf(srv, "warn", "reload_config_skipped",
+                              "SIGHUP: the configuration file is reloaded with --worker-model "
+                              "process only; its changes need a restart");
             if (reload(srv) != NULL)
                 reload_threads(srv, ws, started);
             (void)mtls__sd_notify("READY=1\nSTATUS=serving");

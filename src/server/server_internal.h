@@ -198,6 +198,15 @@ int mtls__server_proxy_init(mtls_server *srv, mtls_err *err);
 
 void mtls__server_proxy_release(mtls_server *srv);
 
+/**
+ * SIGHUP: reads the configuration again (opts.reload_config) and checks it
+ * as at start; when all is well its proxy part (upstream, identity headers,
+ * rules, routes) takes the old one's place in srv, for workers started from
+ * now on. Returns 1 (taken), 0 (no reload_config) or -1 (refused, the old
+ * one stays; the system log says why, naming lines and columns).
+ */
+int mtls__server_reload_config(mtls_server *srv);
+
 /* ---- workers ------------------------------------------------------------ */
 
 /** The loop mtls_worker_loop() returns on this thread (app.c); NULL: none. */
