@@ -428,9 +428,13 @@ int cli_config_load(const char *path, const struct cli_opt *opts, const char *co
         }
         if (already_set(o))
             continue; /* the command line wins */
-        if (o->kind == CLI_LIST)
+        if (o->kind == CLI_LIST) {
             set_list(&l, &doc, o, v, key);
-        else if (v->type != YAML_SCALAR_NODE)
+        } else if (v->type == YAML_SEQUENCE_NODE && strcmp(o->name, "identity-headers") == 0) {
+            /* identity_headers: [rfc9440, plain], as in a route */
+            *(const char **)o->dest = joined(&l, &doc, v, key);
+            check_value(&l, v, o->name, *(const char **)o->dest);
+        } else if (v->type != YAML_SCALAR_NODE)
             say(&l, v, "'%s' takes one value", key);
         else
             set_scalar(&l, o, v, key);
