@@ -6,7 +6,8 @@ the machine's description, to RESULTS/<date>-<host>.md.
 usage: report.py RUN_DIR RESULTS_DIR MTLS_BIN NGINX_BIN
 
 RUN_DIR holds SERVER-KEY-WORKERS-CASE.json files written by `mtls bench --json`
-(SERVER: mtls, nginx, express; KEY: ec, rsa; CASE: full, resumed, keepalive, h2, idle).
+(SERVER: mtls, nginx, express; KEY: ec, rsa; CASE: full, resumed, keepalive, h2, idle,
+proxied: keep-alive GET /app through the server as a reverse proxy).
 """
 import datetime
 import json
@@ -23,7 +24,8 @@ KEY_NAMES = {"ec": "ECDSA P-256", "rsa": "RSA-2048"}
 def load(run_dir):
     runs = {}
     for name in os.listdir(run_dir):
-        m = re.fullmatch(r"(\w+)-(ec|rsa)-(\d+)-(full|resumed|keepalive|h2|idle)\.json", name)
+        m = re.fullmatch(r"(\w+)-(ec|rsa)-(\d+)-(full|resumed|keepalive|h2|idle|proxied)\.json",
+                         name)
         if not m:
             continue
         with open(os.path.join(run_dir, name)) as f:
@@ -157,6 +159,11 @@ def table(runs):
                 row(f"HTTP/2 GET /test (10 streams each), {tag}", "server CPU µs / request", "h2",
                     key, w, "cpu_req", 1)
                 row(f"HTTP/2 GET /test (10 streams each), {tag}", "requests / s", "h2", key, w,
+                    "req_s")
+            if any(k[1:] == (key, w, "proxied") for k in runs):
+                row(f"proxied keep-alive GET /app, {tag}", "server CPU µs / request", "proxied",
+                    key, w, "cpu_req", 1)
+                row(f"proxied keep-alive GET /app, {tag}", "requests / s", "proxied", key, w,
                     "req_s")
             if any(k[1:] == (key, w, "idle") for k in runs):
                 row(f"idle mTLS connections, {tag}", "server RSS kB / connection", "idle", key, w,

@@ -18,6 +18,13 @@
 #   BENCH_BUILD          build folder for an optimized mtls [build-release]
 #   BENCH_RESULTS        where the table is written [bench/results]
 #   BENCH_KEEP_RAW       a folder to copy every JSON report of `mtls bench` into [none]
+#   BENCH_CASES          which cases ["full resumed keepalive h2 proxied"] (idle: BENCH_IDLE_KEYS)
+#
+# The proxied case: keep-alive GET /app through `mtls serve --upstream` and
+# through nginx's proxy_pass (bench/nginx-proxy.conf.in: HTTP/1.1 upstream
+# keep-alive, shared session cache) to the same upstream, nginx answering 200
+# on a plain port (bench/upstream.conf.in, 1 process, not counted as server
+# CPU). Express has no proxy here: its column stays empty.
 #
 # With 1 worker the server is pinned to CPU 0 and the load generator to CPU 1
 # (when there are two CPUs or more), so that each has a core of its own; with
@@ -36,6 +43,7 @@ IDLE_DURATION=${BENCH_IDLE_DURATION:-8}
 SERVERS=${BENCH_SERVERS:-mtls nginx express}
 KEYS=${BENCH_KEYS:-ec rsa}
 IDLE_KEYS=${BENCH_IDLE_KEYS-ec}
+CASES=${BENCH_CASES:-full resumed keepalive h2 proxied}
 if [ "$CORES" -gt 1 ]; then WORKERS=${BENCH_WORKERS:-1 $CORES}; else WORKERS=${BENCH_WORKERS:-1}; fi
 BUILD=${BENCH_BUILD:-build-release}
 RESULTS=${BENCH_RESULTS:-bench/results}
@@ -48,6 +56,7 @@ die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 # ---- everything started here is stopped on the way out -----------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtls-bench.XXXXXX")
 SERVER_PGID=""
+UPSTREAM_PGID=""
 stop_server() {
     if [ -n "$SERVER_PGID" ]; then
         kill -TERM -- "-$SERVER_PGID" 2>/dev/null || true
@@ -62,6 +71,9 @@ stop_server() {
 cleanup() {
     local rc=$?
     stop_server
+    if [ -n "$UPSTREAM_PGID" ]; then
+        kill -TERM -- "-$UPSTREAM_PGID" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
     exit $rc
 }
@@ -80,7 +92,8 @@ if want mtls && ! "$MTLS" serve --help >/dev/null 2>&1; then
     say "this mtls has no 'serve' command yet: measuring the peers only"
     SERVERS=$(echo " $SERVERS " | sed 's/ mtls / /')
 fi
-if want nginx && [ ! -x "$NGINX" ]; then
+has_case() { case " $CASES " in *" $1 "*) return 0 ;; esac; return 1; }
+if { want nginx || has_case proxied; } && [ ! -x "$NGINX" ]; then
     die "nginx not found: run 'scripts/install-deps.sh bench' as root"
 fi
 if want express && [ ! -d bench/express/node_modules/express ]; then
@@ -106,24 +119,51 @@ family() {
 }
 
 
-# start_server NAME KEYTYPE WORKERS: starts it on $PORT in its own process
-# group and waits until it answers GET /test with 200.
+# The proxied case's upstream: nginx on a plain port, in its own process
+# group (with the load generator's CPU pinning: its CPU is not the server's).
+start_upstream() {
+    local dir=$WORK/upstream
+    mkdir -p "$dir"
+    UPSTREAM_PORT=$(free_port)
+    sed -e "s|@PREFIX@|$dir|g; s|@PORT@|$UPSTREAM_PORT|" bench/upstream.conf.in >"$dir/nginx.conf"
+    local pin=()
+    if [ "$CORES" -gt 1 ]; then pin=(taskset -c $((CORES - 1))); fi
+    setsid "${pin[@]}" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" \
+        >"$dir/out.log" 2>&1 &
+    UPSTREAM_PGID=$!
+    for _ in $(seq 100); do
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$UPSTREAM_PORT/" && return 0
+        sleep 0.1
+    done
+    cat "$dir/error.log" >&2 || true
+    die "the upstream (nginx on a plain port) did not start"
+}
+
+# start_server NAME KEYTYPE WORKERS [proxy]: starts it on $PORT in its own
+# process group and waits until it answers GET /test with 200; with proxy,
+# as a reverse proxy to the upstream.
 start_server() {
-    local name=$1 key=$2 workers=$3 pki=$WORK/pki-$2 dir=$WORK/run-$1-$2-$3
+    local name=$1 key=$2 workers=$3 mode=${4:-} pki=$WORK/pki-$2 dir=$WORK/run-$1-$2-$3${4:+-$4}
+    local conf=bench/nginx.conf.in proxy_args=()
     mkdir -p "$dir"
     PORT=$(free_port)
+    if [ "$mode" = proxy ]; then
+        conf=bench/nginx-proxy.conf.in
+        proxy_args=(--upstream "http://127.0.0.1:$UPSTREAM_PORT")
+    fi
     case $name in
     mtls)
         # Logs as the others: access.log and system.log in its folder.
         (cd "$dir" && exec setsid "${PIN_SERVER[@]}" "$MTLS" serve --listen "127.0.0.1:$PORT" \
             --cert "$pki/server.crt" --key "$pki/server.key" --client-ca "$pki/clientca.crt" \
-            --workers "$workers") >"$dir/out.log" 2>&1 &
+            --workers "$workers" "${proxy_args[@]}") >"$dir/out.log" 2>&1 &
         ;;
     nginx)
         sed -e "s|@WORKERS@|$workers|; s|@PREFIX@|$dir|g; s|@PORT@|$PORT|" \
             -e "s|@SERVER_CERT@|$pki/server.crt|; s|@SERVER_KEY@|$pki/server.key|" \
             -e "s|@CLIENT_CA@|$pki/clientca.crt|; s|@ACCESS_LOG@|$dir/access.log|" \
-            bench/nginx.conf.in >"$dir/nginx.conf"
+            -e "s|@UPSTREAM_PORT@|${UPSTREAM_PORT:-0}|" \
+            "$conf" >"$dir/nginx.conf"
         setsid "${PIN_SERVER[@]}" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" \
             >"$dir/out.log" 2>&1 &
         ;;
@@ -150,12 +190,14 @@ start_server() {
     die "$name did not start (workers $workers, $key)"
 }
 
-# measure FILE ARGS...: one mtls bench run against the server, JSON into FILE.
+# measure FILE ARGS...: one mtls bench run against the server ($MEASURE_PATH,
+# default /test), JSON into FILE.
 measure() {
     local out=$1 pki=$WORK/pki-$KEY pidargs=() p
     shift
     for p in $PIDS; do pidargs+=(--server-pid "$p"); done
-    "${PIN_CLIENT[@]}" "$MTLS" bench "https://localhost:$PORT/test" --cacert "$pki/serverca.crt" \
+    "${PIN_CLIENT[@]}" "$MTLS" bench "https://localhost:$PORT${MEASURE_PATH:-/test}" \
+        --cacert "$pki/serverca.crt" \
         --cert "$pki/client.crt" --key "$pki/client.key" "${pidargs[@]}" --json "$@" \
         >"$out" 2>"$out.err" || true
     [ -s "$out" ] || { cat "$out.err" >&2; die "mtls bench failed: $*"; }
@@ -168,6 +210,9 @@ done
 
 RES=$WORK/results
 mkdir -p "$RES"
+if has_case proxied; then
+    start_upstream
+fi
 for workers in $WORKERS; do
     if [ "$workers" = 1 ] && [ "$CORES" -gt 1 ]; then
         PIN_SERVER=(taskset -c 0)
@@ -179,13 +224,16 @@ for workers in $WORKERS; do
     for KEY in $(echo "$KEYS $IDLE_KEYS" | tr ' ' '\n' | sort -u); do
         for server in $SERVERS; do
             cases=""
-            case " $KEYS " in *" $KEY "*) cases="full resumed keepalive" ;; esac
-            # HTTP/2: mtls and nginx (http2 on); the tutorial's Express server has none.
-            case " $KEYS " in *" $KEY "*) [ "$server" = express ] || cases="$cases h2" ;; esac
+            case " $KEYS " in *" $KEY "*)
+                for c in full resumed keepalive; do has_case $c && cases="$cases $c"; done
+                # HTTP/2: mtls and nginx (http2 on); the tutorial's Express server has none.
+                if has_case h2 && [ "$server" != express ]; then cases="$cases h2"; fi ;;
+            esac
             case " $IDLE_KEYS " in *" $KEY "*) cases="$cases idle" ;; esac
+            base=$RES/$server-$KEY-$workers
+            if [ -n "$cases" ]; then
             say "$server, $workers worker(s), $KEY:$cases"
             start_server "$server" "$KEY" "$workers"
-            base=$RES/$server-$KEY-$workers
             if [ "$WARMUP" != 0 ]; then
                 measure "$base-warmup.json" -c "$CONNS" -d "$WARMUP" --requests-per-conn 1
             fi
@@ -200,6 +248,19 @@ for workers in $WORKERS; do
                 esac
             done
             stop_server
+            fi
+            # Proxied keep-alive requests (not Express: no proxy of its own here).
+            if has_case proxied && [ "$server" != express ] && case " $KEYS " in *" $KEY "*) true ;; *) false ;; esac; then
+                say "$server as a reverse proxy, $workers worker(s), $KEY: proxied"
+                start_server "$server" "$KEY" "$workers" proxy
+                MEASURE_PATH=/app
+                if [ "$WARMUP" != 0 ]; then
+                    measure "$base-proxied-warmup.json" -c "$CONNS" -d "$WARMUP"
+                fi
+                measure "$base-proxied.json" -c "$CONNS" -d "$DURATION"
+                MEASURE_PATH=
+                stop_server
+            fi
         done
     done
 done
