@@ -3,7 +3,7 @@
 # request, with valgrind's callgrind: exact and repeatable where CPU time on a
 # shared machine is not (docs/PERFORMANCE.md uses both).
 #
-# usage: bench/instructions.sh mtls|nginx full|resumed|keepalive [N] [KEYTYPE]
+# usage: bench/instructions.sh mtls|nginx full|resumed|keepalive|proxied [N] [KEYTYPE]
 #   N        operations measured (default 200 handshakes, or 10000 requests)
 #   KEYTYPE  ec (default) or rsa
 # Environment: BENCH_BUILD (default build-release), MTLS_SERVER (another mtls
@@ -20,13 +20,19 @@
 # warm it up, then the counters are zeroed, N operations run, and the counters
 # are dumped. Keep-alive requests are counted as the difference between a run
 # of N and a run of N/5 requests, so that the 4 handshakes drop out.
+#
+# proxied: keep-alive GET /app through the server as a reverse proxy (mtls
+# --upstream; nginx with bench/nginx-proxy.conf.in) to nginx answering on a
+# plain port (bench/upstream.conf.in, not under callgrind). Only user-space
+# instructions count: the proxy's extra system calls (a write and a read to
+# the upstream per request) are kernel time, which `make bench` measures.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SERVER=${1:?usage: $0 mtls|nginx full|resumed|keepalive [N] [ec|rsa]}
-CASE=${2:?usage: $0 mtls|nginx full|resumed|keepalive [N] [ec|rsa]}
+SERVER=${1:?usage: $0 mtls|nginx full|resumed|keepalive|proxied [N] [ec|rsa]}
+CASE=${2:?usage: $0 mtls|nginx full|resumed|keepalive|proxied [N] [ec|rsa]}
 KEY=${4:-ec}
-if [ "$CASE" = keepalive ]; then N=${3:-10000}; else N=${3:-200}; fi
+case $CASE in keepalive | proxied) N=${3:-10000} ;; *) N=${3:-200} ;; esac
 BUILD=${BENCH_BUILD:-build-release}
 command -v valgrind >/dev/null || { echo "error: valgrind is not installed" >&2; exit 1; }
 
@@ -41,6 +47,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtls-instr.XXXXXX")
 PGID=""
+UPSTREAM_PGID=""
 stop() {
     if [ -n "$PGID" ]; then
         kill -TERM -- "-$PGID" 2>/dev/null || true
@@ -49,7 +56,7 @@ stop() {
         PGID=""
     fi
 }
-trap 'stop; rm -rf "$WORK"' EXIT
+trap 'stop; [ -z "$UPSTREAM_PGID" ] || kill -TERM -- "-$UPSTREAM_PGID" 2>/dev/null; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
 "$MTLS" init --dir "$WORK/pki" --key-type "$KEY" >/dev/null
@@ -61,8 +68,29 @@ case $CASE in
 full) LOAD=(--requests-per-conn 1 -c 4) ;;
 resumed) LOAD=(--requests-per-conn 1 --resume -c 4) ;;
 keepalive) LOAD=(-c 4) ;;
+proxied) LOAD=(-c 4) ;;
 *) echo "error: unknown case '$CASE'" >&2; exit 2 ;;
 esac
+URL_PATH=/test
+PROXY_ARGS=()
+NGINX_CONF=bench/nginx.conf.in
+UPSTREAM_PORT=0
+if [ "$CASE" = proxied ]; then
+    URL_PATH=/app
+    NGINX_CONF=bench/nginx-proxy.conf.in
+    UPSTREAM_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mkdir -p "$WORK/upstream"
+    sed -e "s|@PREFIX@|$WORK/upstream|g; s|@PORT@|$UPSTREAM_PORT|" bench/upstream.conf.in \
+        >"$WORK/upstream.conf"
+    setsid "$NGINX" -p "$WORK/upstream" -c "$WORK/upstream.conf" -e "$WORK/upstream/error.log" \
+        >"$WORK/upstream.log" 2>&1 &
+    UPSTREAM_PGID=$!
+    for _ in $(seq 100); do
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$UPSTREAM_PORT/" && break
+        sleep 0.1
+    done
+    PROXY_ARGS=(--upstream "http://127.0.0.1:$UPSTREAM_PORT")
+fi
 
 # run N: one measured run of N operations; writes "instructions operations
 # resumed" to $WORK/result.
@@ -75,7 +103,7 @@ run() {
         (cd "$WORK/srv" && exec setsid valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
             "$SERVE_BIN" serve --listen "127.0.0.1:$PORT" --workers "${WORKERS:-1}" --worker-model thread \
             --cert "$PKI/server.crt" --key "$PKI/server.key" --client-ca "$PKI/clientca.crt" \
-            ${TICKET_KEYS:+--ticket-keys "$TICKET_KEYS"} \
+            ${TICKET_KEYS:+--ticket-keys "$TICKET_KEYS"} "${PROXY_ARGS[@]}" \
             ${METRICS:+--metrics-listen "127.0.0.1:$METRICS_PORT"}) \
             >"$WORK/server.log" 2>&1 &
         ;;
@@ -84,7 +112,8 @@ run() {
             -e "s|@SERVER_CERT@|$PKI/server.crt|; s|@SERVER_KEY@|$PKI/server.key|" \
             -e "s|@CLIENT_CA@|$PKI/clientca.crt|; s|@ACCESS_LOG@|$WORK/srv/access.log|" \
             -e "s|master_process on;|master_process off;|; s| reuseport||" \
-            bench/nginx.conf.in >"$WORK/nginx.conf"
+            -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|" \
+            "$NGINX_CONF" >"$WORK/nginx.conf"
         setsid valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$NGINX" -p "$WORK/srv" \
             -c "$WORK/nginx.conf" -e "$WORK/srv/error.log" >"$WORK/server.log" 2>&1 &
         ;;
@@ -96,7 +125,7 @@ run() {
             --key "$PKI/client.key" "https://localhost:$PORT/test" && break
         sleep 0.2
     done
-    local bench=("$MTLS" bench "https://localhost:$PORT/test" --cacert "$PKI/serverca.crt"
+    local bench=("$MTLS" bench "https://localhost:$PORT$URL_PATH" --cacert "$PKI/serverca.crt"
         --cert "$PKI/client.crt" --key "$PKI/client.key" "${LOAD[@]}" -d 600)
     "${bench[@]}" -n 50 >/dev/null || true
     # callgrind takes commands when the program next runs: the load itself
@@ -120,13 +149,13 @@ run() {
     /usr/bin/python3 -c "
 import json, sys
 r = json.load(open('$WORK/bench.json'))
-ops = r['responses'] if '$CASE' == 'keepalive' else r['handshakes']
+ops = r['responses'] if '$CASE' in ('keepalive', 'proxied') else r['handshakes']
 if r['errors']['total']:
     sys.exit('error: %d errors during the run' % r['errors']['total'])
 print($ir, ops, r['handshakes_resumed'])" >"$WORK/result"
 }
 
-if [ "$CASE" = keepalive ]; then
+if [ "$CASE" = keepalive ] || [ "$CASE" = proxied ]; then
     run $((N / 5))
     read -r ir_small ops_small _ <"$WORK/result"
     run "$N"

@@ -87,6 +87,7 @@ struct conn {
     char *denied;           /* verify-client optional: the 403's reason */
     struct conn *kick_next; /* in the worker's list of connections to run again */
     int kicked;
+    int waiting;    /* a handler answers later: the first event while waiting stops the poll */
     char *identity; /* the upstream's identity header lines, made on first use */
     size_t identity_len;
     unsigned identity_families; /* the families they were made for */
@@ -829,14 +830,21 @@ static void conn_http(struct conn *c)
 
     if (c->closing)
         return;
+    c->waiting = 0;
     switch (r) {
     case MTLS_HTTP_WAIT:
-        /* A handler answers later and keeps its own time (the proxy's timeouts). */
+        /*
+         * A handler answers later and keeps its own time (the proxy's
+         * timeouts). The poll stays as it is: the client rarely sends
+         * anything while it waits, and stopping it now and starting it
+         * again with the answer would cost two or three epoll_ctl calls per
+         * proxied request. conn_io() stops it at the first event instead.
+         */
         uv_timer_stop(&c->timer);
         c->timer_due = 0;
         c->deadline = UINT64_MAX;
         c->request_deadline = 0;
-        conn_want(c, 0);
+        c->waiting = 1;
         return;
     case MTLS_HTTP_WANT_READ:
     case MTLS_HTTP_WANT_WRITE:
@@ -933,6 +941,11 @@ static void conn_io(uv_poll_t *h, int status, int events)
             conn_close(c);
             return;
         }
+    }
+    if (c->waiting) {
+        /* Nothing to do until the handler answers (on_kick runs it then). */
+        conn_want(c, 0);
+        return;
     }
     switch (c->state) {
     case ST_PROXY:
