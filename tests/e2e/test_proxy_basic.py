@@ -2,6 +2,7 @@
 hop-by-hop headers stay behind, forwarding headers are added, and a dead,
 dying or slow upstream gives 502 or 504 with a reason and a log line."""
 import hashlib
+import shutil
 import re
 import socket
 import threading
@@ -426,3 +427,43 @@ def test_json_logs_carry_the_upstream_fields(serve, tmp_path, init_pki, upstream
     assert lines[0]["status"] == 504 and lines[0]["upstream_status"] is None
     assert lines[0]["upstream_ms"] >= 300
     assert lines[1]["status"] == 200 and lines[1]["upstream_status"] == 200
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_proxied_keepalive_request_costs_no_epoll_ctl(tmp_path, init_pki, upstream):
+    """The client's poll stays while the upstream answers, and upstream writes
+    go out at once: no epoll_ctl per request (there were 4; docs/PERFORMANCE.md)."""
+    import signal
+    import subprocess
+    from conftest import MTLS
+    from serve_helpers import read_text, server_dir, wait_until
+    d = server_dir(init_pki, tmp_path)
+    trace = os.path.join(d, "trace")
+    out = open(os.path.join(d, "out"), "w")
+    p = subprocess.Popen(["strace", "-f", "-e", "trace=epoll_ctl", "-o", trace, MTLS, "serve",
+                          "--listen", "127.0.0.1:0", "--workers", "1", "--worker-model", "thread",
+                          "--upstream", upstream.url], cwd=d, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "HTTPS listening on" in read_text(os.path.join(d, "out")),
+                   timeout=30, what="mtls serve under strace")
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", read_text(os.path.join(d, "out"))).group(1))
+        c = Conn(port, init_pki)
+        for _ in range(3):  # the handshake and the first upstream connection
+            assert c.request("GET", "/app")[0] == 200
+        before = read_text(trace).count("epoll_ctl(")
+        for _ in range(100):
+            assert c.request("GET", "/app")[0] == 200
+        after = read_text(trace).count("epoll_ctl(")
+        c.close()
+        assert after - before < 10, f"{after - before} epoll_ctl calls for 100 proxied requests"
+    finally:
+        # mtls stops on SIGTERM; strace, which would only detach, then exits with it.
+        with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+            for pid in f.read().split():
+                os.kill(int(pid), signal.SIGTERM)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        out.close()
