@@ -3,7 +3,9 @@
 # request, with valgrind's callgrind: exact and repeatable where CPU time on a
 # shared machine is not (docs/PERFORMANCE.md uses both).
 #
-# usage: bench/instructions.sh mtls|nginx full|resumed|keepalive|proxied [N] [KEYTYPE]
+# usage: bench/instructions.sh mtls|nginx|nginx-tuned full|resumed|keepalive|proxied [N] [KEYTYPE]
+#   nginx-tuned: nginx with Mozilla's recommendation (ssl_session_cache
+#            shared:SSL:10m; ssl_session_tickets off;), nginx: as installed
 #   N        operations measured (default 200 handshakes, or 10000 requests)
 #   KEYTYPE  ec (default) or rsa
 # Environment: BENCH_BUILD (default build-release), MTLS_SERVER (another mtls
@@ -29,8 +31,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SERVER=${1:?usage: $0 mtls|nginx full|resumed|keepalive|proxied [N] [ec|rsa]}
-CASE=${2:?usage: $0 mtls|nginx full|resumed|keepalive|proxied [N] [ec|rsa]}
+SERVER=${1:?usage: $0 mtls|nginx|nginx-tuned full|resumed|keepalive|proxied [N] [ec|rsa]}
+CASE=${2:?usage: $0 mtls|nginx|nginx-tuned full|resumed|keepalive|proxied [N] [ec|rsa]}
 KEY=${4:-ec}
 case $CASE in keepalive | proxied) N=${3:-10000} ;; *) N=${3:-200} ;; esac
 BUILD=${BENCH_BUILD:-build-release}
@@ -107,8 +109,10 @@ run() {
             ${METRICS:+--metrics-listen "127.0.0.1:$METRICS_PORT"}) \
             >"$WORK/server.log" 2>&1 &
         ;;
-    nginx)
-        sed -e "s|@WORKERS@|1|; s|@PREFIX@|$WORK/srv|g; s|@PORT@|$PORT|" \
+    nginx | nginx-tuned)
+        local tuning=""
+        [ "$SERVER" = nginx-tuned ] && tuning="ssl_session_cache shared:SSL:10m; ssl_session_tickets off;"
+        sed -e "s|@WORKERS@|1|; s|@PREFIX@|$WORK/srv|g; s|@PORT@|$PORT|; s|@TUNING@|$tuning|" \
             -e "s|@SERVER_CERT@|$PKI/server.crt|; s|@SERVER_KEY@|$PKI/server.key|" \
             -e "s|@CLIENT_CA@|$PKI/clientca.crt|; s|@ACCESS_LOG@|$WORK/srv/access.log|" \
             -e "s|master_process on;|master_process off;|; s| reuseport||" \

@@ -3,7 +3,11 @@
 # Express server, one after the other on this machine, with the same
 # certificates and the same load from `mtls bench`; prints one table with the
 # raw figures and the ratios mtls/nginx and mtls/Express, and writes it with
-# the machine's description to bench/results/<date>-<host>.md.
+# the machine's description to bench/results/<date>-<host>.md. nginx runs
+# twice: as installed (nginx: no session cache, two stateless tickets per
+# handshake) and as operators are told to configure it (nginx-tuned, Mozilla's
+# recommendation: ssl_session_cache shared:SSL:10m; ssl_session_tickets off;);
+# mtls is compared with the cheaper of the two for each case.
 #
 # Environment (defaults in brackets):
 #   BENCH_DURATION       seconds per measurement [4]
@@ -11,7 +15,7 @@
 #   BENCH_CONNECTIONS    concurrent connections of the handshake and keep-alive cases [32]
 #   BENCH_IDLE_CONNS     connections held open for the memory case [2000]
 #   BENCH_IDLE_DURATION  seconds the idle connections are opened and held [8]
-#   BENCH_SERVERS        which servers ["mtls nginx express"]
+#   BENCH_SERVERS        which servers ["mtls nginx nginx-tuned express"]
 #   BENCH_KEYS           certificate types: ec (ECDSA P-256), rsa (RSA-2048) ["ec rsa"]
 #   BENCH_IDLE_KEYS      certificate types for the idle-memory case, empty for none ["ec"]
 #   BENCH_WORKERS        worker counts ["1 <cores>"]
@@ -40,7 +44,7 @@ WARMUP=${BENCH_WARMUP:-1}
 CONNS=${BENCH_CONNECTIONS:-32}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-2000}
 IDLE_DURATION=${BENCH_IDLE_DURATION:-8}
-SERVERS=${BENCH_SERVERS:-mtls nginx express}
+SERVERS=${BENCH_SERVERS:-mtls nginx nginx-tuned express}
 KEYS=${BENCH_KEYS:-ec rsa}
 IDLE_KEYS=${BENCH_IDLE_KEYS-ec}
 CASES=${BENCH_CASES:-full resumed keepalive h2 proxied}
@@ -93,7 +97,7 @@ if want mtls && ! "$MTLS" serve --help >/dev/null 2>&1; then
     SERVERS=$(echo " $SERVERS " | sed 's/ mtls / /')
 fi
 has_case() { case " $CASES " in *" $1 "*) return 0 ;; esac; return 1; }
-if { want nginx || has_case proxied; } && [ ! -x "$NGINX" ]; then
+if { want nginx || want nginx-tuned || has_case proxied; } && [ ! -x "$NGINX" ]; then
     die "nginx not found: run 'scripts/install-deps.sh bench' as root"
 fi
 if want express && [ ! -d bench/express/node_modules/express ]; then
@@ -105,6 +109,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 PIN_SERVER=()
 PIN_CLIENT=()
+# nginx-tuned: Mozilla's server-side TLS recommendation for nginx.
+NGINX_TUNING="ssl_session_cache shared:SSL:10m; ssl_session_tickets off;"
 
 # A TCP port that was free a moment ago.
 free_port() {
@@ -158,8 +164,10 @@ start_server() {
             --cert "$pki/server.crt" --key "$pki/server.key" --client-ca "$pki/clientca.crt" \
             --workers "$workers" "${proxy_args[@]}") >"$dir/out.log" 2>&1 &
         ;;
-    nginx)
-        sed -e "s|@WORKERS@|$workers|; s|@PREFIX@|$dir|g; s|@PORT@|$PORT|" \
+    nginx | nginx-tuned)
+        local tuning=""
+        [ "$name" = nginx-tuned ] && tuning=$NGINX_TUNING
+        sed -e "s|@WORKERS@|$workers|; s|@PREFIX@|$dir|g; s|@PORT@|$PORT|; s|@TUNING@|$tuning|" \
             -e "s|@SERVER_CERT@|$pki/server.crt|; s|@SERVER_KEY@|$pki/server.key|" \
             -e "s|@CLIENT_CA@|$pki/clientca.crt|; s|@ACCESS_LOG@|$dir/access.log|" \
             -e "s|@UPSTREAM_PORT@|${UPSTREAM_PORT:-0}|" \
