@@ -1199,6 +1199,10 @@ static void worker_reload_files(struct worker *w)
     }
     SSL_CTX_free(w->pub->ssl_ctx);
     w->pub->ssl_ctx = ctx;
+    /* The main process said "reloaded" when it had checked the files; this
+     * is when this worker's new handshakes use them. */
+    mtls__syslogf(w->srv, "info", "worker_reload", "worker %u now uses the new certificates",
+                  w->pub->id);
 }
 
 static void on_signal(uv_signal_t *h, int signum)

@@ -55,6 +55,8 @@ class Server:
         self.err = os.path.join(self.dir, f"serve-{os.getpid()}-{Server._count}.err")
         self.system_log = os.path.join(self.dir, "system.log")
         self.access_log = os.path.join(self.dir, "access.log")
+        self.args = [str(a) for a in args]
+        self.workers = workers
         cmd = [MTLS, "serve"]
         if listen:
             cmd += ["--listen", f"127.0.0.1:{port or 0}"]
@@ -78,6 +80,21 @@ class Server:
         assert m, read_text(self.out)
         self.port = int(m.group(1))
         return self
+
+    def wait_reloaded(self, count=1):
+        """Waits for the count-th "SIGHUP: reloaded" of the main process and, with process
+        workers that reload themselves (not thread workers, not --user's new generations),
+        for each worker to say it uses the new certificates: only then do all new
+        handshakes use them."""
+        wait_until(lambda: read_text(self.system_log).count("SIGHUP: reloaded") >= count,
+                   timeout=10 * SLOW, what=f"reload {count} in {self.system_log}")
+        threads = "thread" in self.args or "threads" in self.args
+        if threads or "--user" in self.args or "--config" in self.args:
+            return read_text(self.system_log)
+        n = count * (self.workers or 1)
+        wait_until(lambda: read_text(self.system_log).count("now uses the new certificates") >= n,
+                   timeout=10 * SLOW, what=f"{n} worker reloads in {self.system_log}")
+        return read_text(self.system_log)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc.poll() is None:

@@ -139,7 +139,7 @@ def test_serve_refuses_a_revoked_intermediate_with_certificate_revoked(chain_pki
     assert r.returncode == 0 and "Hello mtls" in r.stdout, r.stderr
     revoke_intermediate(d)
     s.proc.send_signal(signal.SIGHUP)
-    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    s.wait_reloaded()
     wait_until(lambda: "certificate revoked" in s_client(d, s.port), timeout=10 * SLOW,
                what="s_client to see the alert certificate_revoked")
     r = curl("--cacert", "serverca.crt", "--cert", "carol.chain.crt", "--key", "carol.key",

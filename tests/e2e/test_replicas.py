@@ -373,13 +373,15 @@ def test_a_revocation_reaches_every_replica_with_one_reload_each(cluster):
     assert run("ca", "revoke", "--ca", "clientca", "revokee.crt").returncode == 0
     assert run("crl", "create", "--ca", "clientca", "--out", "clients.crl",
                "--force").returncode == 0
-    reloads = [sum(1 for l in cluster.system(i) if l["event"] == "reload")
+    # The main process logs "reload" once it has checked the files; its worker logs
+    # "worker_reload" when its new handshakes use them (each replica runs one worker).
+    reloads = [sum(1 for l in cluster.system(i) if l["event"] == "worker_reload")
                for i in range(REPLICAS)]
     for i in range(REPLICAS):
         cluster.replicas[i].send_signal(signal.SIGHUP)
     for i in range(REPLICAS):
-        wait_until(lambda: sum(1 for l in cluster.system(i) if l["event"] == "reload")
-                   > reloads[i], timeout=10 * SLOW, what=f"replica {i + 1} to reload")
+        wait_until(lambda: sum(1 for l in cluster.system(i) if l["event"] == "worker_reload")
+                   > reloads[i], timeout=10 * SLOW, what=f"replica {i + 1}'s worker to reload")
 
     def refused_by(i):
         return [l for l in cluster.system(i) if l["event"] == "handshake_rejected"

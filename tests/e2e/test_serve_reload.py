@@ -73,7 +73,7 @@ def test_revoke_then_sighup_refuses_that_client_only(model, pki, serve):
     mtls_ok("ca", "revoke", "--ca", "clientca", "bob.crt", "--reason", "keyCompromise", cwd=d)
     mtls_ok("crl", "create", "--ca", "clientca", "--out", "clients.crl", "--force", cwd=d)
     s.proc.send_signal(signal.SIGHUP)
-    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    s.wait_reloaded()
     # Workers load the checked files right after; new handshakes use them.
     wait_until(lambda: refused(s.port, d, "bob.crt", "bob.key"), timeout=10 * SLOW,
                what="bob refused after the reload")
@@ -197,7 +197,7 @@ def test_resumed_sessions_keep_the_identity_until_a_reload(model, pki, serve):
     wait_until(lambda: read_text(s.access_log).count("127.0.0.1 - CN=localclient [") == 7,
                what="7 access-log lines with the client's subject")
     s.proc.send_signal(signal.SIGHUP)
-    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    s.wait_reloaded()
     # A new context, an empty cache: the old session no longer resumes (a full handshake).
     wait_until(lambda: not _resume_once(s.port, d, session)[0], timeout=10 * SLOW,
                what="the old ticket to be refused")

@@ -149,7 +149,7 @@ def test_a_revoked_client_never_resumes_after_the_reload(pki, serve):
     mtls_ok("ca", "revoke", "--ca", "clientca", "bob.crt", "--reason", "keyCompromise", cwd=d)
     mtls_ok("crl", "create", "--ca", "clientca", "--out", "clients.crl", "--force", cwd=d)
     s.proc.send_signal(signal.SIGHUP)
-    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    s.wait_reloaded()
     # From the moment the reload is logged, no worker resumes a session from before it;
     # a worker that has not loaded the new CRL yet may still do a full handshake.
     wait_until(lambda: tls_error(s.port, d, cert="bob.crt", key="bob.key") != "",
@@ -171,7 +171,7 @@ def test_a_reload_empties_the_cache_for_every_worker(model, pki, serve):
     _, old, _ = whoami(ctx, s.port)
     assert resumed_share(ctx, s.port, old, 10)[0] == 10
     s.proc.send_signal(signal.SIGHUP)
-    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    s.wait_reloaded()
     for _ in range(20):
         reused, _, who = whoami(ctx, s.port, old)
         assert not reused, "a session from before the reload resumed"
@@ -237,7 +237,7 @@ def test_ticket_keys_rotate_on_sighup(pki, serve):
     with open(os.path.join(d, "ticket.key"), "wb") as f:
         f.write(os.urandom(80) + old_key)
     s.proc.send_signal(signal.SIGHUP)
-    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    s.wait_reloaded()
     reused, renewed, who = whoami(ctx, s.port, old_ticket)
     assert reused and who["subject"] == "CN=localclient"
     # The ticket it issued now is under the new key, which old_only does not hold.
@@ -247,8 +247,7 @@ def test_ticket_keys_rotate_on_sighup(pki, serve):
     with open(os.path.join(d, "ticket.key"), "wb") as f:
         f.write(os.urandom(80))
     s.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: read_text(s.system_log).count("SIGHUP: reloaded") == 2, timeout=10 * SLOW,
-               what="the second reload")
+    s.wait_reloaded(2)
     wait_until(lambda: not whoami(ctx, s.port, old_ticket)[0], timeout=10 * SLOW,
                what="the old key's tickets refused")
 
@@ -264,7 +263,7 @@ def test_a_revoked_clients_ticket_does_not_resume_after_the_crl_reload(pki, serv
     mtls_ok("ca", "revoke", "--ca", "clientca", "bob.crt", "--reason", "keyCompromise", cwd=d)
     mtls_ok("crl", "create", "--ca", "clientca", "--out", "clients.crl", "--force", cwd=d)
     s.proc.send_signal(signal.SIGHUP)
-    wait_for_text(s.system_log, "SIGHUP: reloaded")
+    s.wait_reloaded()
     # The ticket still decrypts (same key), but it was verified under the old CRL.
     wait_until(lambda: tls_error(s.port, d, cert="bob.crt", key="bob.key") != "",
                timeout=10 * SLOW, what="bob refused after the reload")
