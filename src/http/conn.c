@@ -10,6 +10,7 @@
  * contiguous and valid during its call; the parser pauses after every
  * message so that the next head is checked the same way.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 #include <llhttp.h>
 
+#include "grow.h"
 #include "http/http_conn.h"
 #include "http_internal.h"
 #include "mtls/http.h"
@@ -39,27 +41,9 @@ void mtls_http_config_init(mtls_http_config *cfg)
 
 /* ---- output buffer ---------------------------------------------------- */
 
-/* Makes *buf hold need bytes, doubling from first. Returns 0 or -1 (out of memory). */
-static int grow(char **buf, size_t *cap, size_t need, size_t first)
-{
-    size_t size = *cap ? *cap : first;
-    char *grown;
-
-    if (need <= *cap)
-        return 0;
-    while (size < need)
-        size *= 2;
-    grown = realloc(*buf, size);
-    if (grown == NULL)
-        return -1;
-    *buf = grown;
-    *cap = size;
-    return 0;
-}
-
 static int out_reserve(mtls_http_conn *c, size_t more)
 {
-    return grow(&c->out, &c->out_cap, c->out_len + more, OUT_INITIAL);
+    return mtls__http_grow(&c->out, &c->out_cap, c->out_len + more, OUT_INITIAL, SIZE_MAX);
 }
 
 /* Asks the owner to run c again: at once when inside run (the loop goes on). */
@@ -1223,7 +1207,7 @@ static int in_make_room(mtls_http_conn *c)
         c->in_len -= c->in_off;
         c->in_off = 0;
     }
-    return grow(&c->in, &c->in_cap, c->in_len + 1, IN_CAP);
+    return mtls__http_grow(&c->in, &c->in_cap, c->in_len + 1, IN_CAP, SIZE_MAX);
 }
 
 /* After a write: a streaming handler that waited for room may go on. */

@@ -27,6 +27,7 @@
 
 #include <llhttp.h>
 
+#include "grow.h"
 #include "http/http_conn.h"
 #include "http_internal.h"
 #include "mtls/http.h"
@@ -84,23 +85,6 @@ static uint64_t now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int grow(char **buf, size_t *cap, size_t need)
-{
-    size_t size = *cap ? *cap : 1024;
-    char *grown;
-
-    if (need <= *cap)
-        return 0;
-    while (size < need)
-        size *= 2;
-    grown = realloc(*buf, size);
-    if (grown == NULL)
-        return -1;
-    *buf = grown;
-    *cap = size;
-    return 0;
 }
 
 /* ---- streams ------------------------------------------------------------ */
@@ -332,7 +316,7 @@ void mtls__h2_respond(mtls_http_conn *c, int status, const char *content_type, c
     c->bytes_out = 0;
     st->out_ended = 1;
     if (!no_body(c, status) && body_len > 0) {
-        if (grow(&c->out, &c->out_cap, c->out_len + body_len) != 0) {
+        if (mtls__http_grow(&c->out, &c->out_cap, c->out_len + body_len, 1024, SIZE_MAX) != 0) {
             nghttp2_submit_rst_stream(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
             return;
         }
@@ -383,7 +367,7 @@ int mtls__h2_stream_write(mtls_http_conn *c, const char *data, size_t len)
     if (!st->data_started || st->out_ended)
         return 0;
     if (len > 0) {
-        if (grow(&c->out, &c->out_cap, c->out_len + len) != 0) {
+        if (mtls__http_grow(&c->out, &c->out_cap, c->out_len + len, 1024, SIZE_MAX) != 0) {
             mtls__h2_stream_abort(c);
             return 0;
         }
@@ -471,7 +455,8 @@ static void body_in(h2_stream *st, const uint8_t *data, size_t len)
     if (c->handler_active && c->req.on_body != NULL) {
         if (c->body_paused || st->pend_len > 0) {
             /* Bounded by the stream's window: nothing is consumed until delivered. */
-            if (grow(&st->pend, &st->pend_cap, st->pend_len + len) != 0) {
+            if (mtls__http_grow(&st->pend, &st->pend_cap, st->pend_len + len, 1024, SIZE_MAX) !=
+                0) {
                 nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
                 return;
             }
@@ -737,7 +722,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
         if (namelen == 0 || name[0] != ':')
             return 0;
     }
-    if (grow(&st->hbuf, &st->hcap, st->hlen + namelen + valuelen + 2) != 0)
+    if (mtls__http_grow(&st->hbuf, &st->hcap, st->hlen + namelen + valuelen + 2, 1024, SIZE_MAX) !=
+        0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     memcpy(st->hbuf + st->hlen, name, namelen);
     st->hlen += namelen;
@@ -899,7 +885,7 @@ static int gather(struct mtls__h2_session *s)
             break;
         if (c->out_off > 0 && c->out_off == c->out_len)
             c->out_off = c->out_len = 0;
-        if (grow(&c->out, &c->out_cap, c->out_len + (size_t)n) != 0)
+        if (mtls__http_grow(&c->out, &c->out_cap, c->out_len + (size_t)n, 1024, SIZE_MAX) != 0)
             return -1;
         memcpy(c->out + c->out_len, data, (size_t)n);
         c->out_len += (size_t)n;

@@ -9,11 +9,13 @@
  * that the caller learns where the next one starts.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "grow.h"
 #include "mtls/http_response.h"
 
 #define DEFAULT_MAX_HEAD (64u * 1024u)
@@ -41,36 +43,13 @@ static int fail(mtls_http_response *r, int code, const char *fmt, ...)
     return HPE_USER;
 }
 
-/*
- * Makes *buf hold at least need bytes: doubling from first, never beyond max
- * (need <= max). Returns 0, or -1 when out of memory (*buf unchanged).
- */
-static int grow(char **buf, size_t *cap, size_t need, size_t first, size_t max)
-{
-    size_t size = *cap ? *cap : first;
-    char *grown;
-
-    if (need <= *cap)
-        return 0;
-    while (size < need)
-        size *= 2;
-    if (size > max)
-        size = max;
-    grown = realloc(*buf, size);
-    if (grown == NULL)
-        return -1;
-    *buf = grown;
-    *cap = size;
-    return 0;
-}
-
 /* Appends len bytes (and nothing else) to the head buffer, within max_head. */
 static int head_append(mtls_http_response *r, const char *at, size_t len)
 {
     if (r->buf_len + len + 1 > r->opts.max_head)
         return fail(r, MTLS_E_INVALID, "the response head is larger than %zu bytes",
                     r->opts.max_head);
-    if (grow(&r->buf, &r->buf_cap, r->buf_len + len + 1, 1024, r->opts.max_head) != 0)
+    if (mtls__http_grow(&r->buf, &r->buf_cap, r->buf_len + len + 1, 1024, r->opts.max_head) != 0)
         return fail(r, MTLS_E_NOMEM, "out of memory");
     memcpy(r->buf + r->buf_len, at, len);
     r->buf_len += len;
@@ -253,7 +232,8 @@ static int keep_body(mtls_http_response *r, const char *at, size_t len)
         r->body_truncated = 1;
     if (n == 0)
         return 0;
-    if (grow(&r->body, &r->body_cap, r->body_len + n + 1, 4096, r->opts.keep_body + 1) != 0)
+    if (mtls__http_grow(&r->body, &r->body_cap, r->body_len + n + 1, 4096, r->opts.keep_body + 1) !=
+        0)
         return fail(r, MTLS_E_NOMEM, "out of memory");
     memcpy(r->body + r->body_len, at, n);
     r->body_len += n;
