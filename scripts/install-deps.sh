@@ -37,8 +37,9 @@ need_test() {
     # groff-base, zsh (man pages, completion), haproxy, iproute2 (replicas in
     # network namespaces), nghttp2-client, python3-h2 (HTTP/2), chromium,
     # libnss3-tools (a real browser with the .p12), prometheus (promtool
-    # checks what /metrics serves).
-    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light man-db groff-base zsh haproxy iproute2 nghttp2-client python3-h2 chromium libnss3-tools prometheus"
+    # checks what /metrics serves), strace (counts a proxied request's system
+    # calls), npm (the Express example behind the proxy).
+    echo "$(need_build) libcriterion-dev clang-format git python3 python3-pytest curl clang libclang-rt-dev nodejs nginx-light man-db groff-base zsh haproxy iproute2 nghttp2-client python3-h2 chromium libnss3-tools prometheus strace npm"
 }
 need_bench() {
     echo "$(need_test) npm valgrind"

@@ -44,6 +44,16 @@ def in_ns(name):
     return ["nsenter", f"--net=/run/netns/{name}"]
 
 
+# `ip netns add` makes /run/netns a mount point of its own; put it back as it was, so that a
+# root made for the tests (fresh-debian's chroot) can be removed afterwards.
+_NETNS_DIR_WAS_MOUNTED = os.path.ismount("/run/netns")
+
+
+def _release_netns_dir():
+    if not _NETNS_DIR_WAS_MOUNTED and os.path.ismount("/run/netns"):
+        subprocess.run(["umount", "/run/netns"], capture_output=True)
+
+
 def _why_skip():
     if os.geteuid() != 0:
         return "needs root (ip netns add)"
@@ -56,6 +66,7 @@ def _why_skip():
     if r.returncode != 0:
         return f"cannot create a network namespace: {r.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    _release_netns_dir()
     return None
 
 
@@ -278,6 +289,7 @@ class Cluster:
                 errors.append(str(e))
         for name in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        _release_netns_dir()
         assert not errors, "\n".join(errors)
 
 
