@@ -772,8 +772,11 @@ static int worker_died(mtls_server *srv, struct procs *p, unsigned s, pid_t pid,
 {
     unsigned i = p->id[s];
 
-    if (!atomic_load(&srv->shared->worker[s].running)) {
-        /* It said why (stderr, system log); restarting would say it again. */
+    if (!atomic_load(&srv->shared->worker[s].running) && WIFEXITED(status)) {
+        /* It exited before its loop ran and said why (stderr, system log):
+         * restarting would say it again. One killed by a signal before it
+         * was ready (the OOM killer, an operator) is restarted below, within
+         * the crash-loop limit. */
         mtls__syslogf(srv, "error", "worker_start_failed",
                       "worker %u could not start; stopping the server", i);
         *rc = mtls_err_set(err, MTLS_E_IO,
