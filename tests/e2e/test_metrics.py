@@ -6,6 +6,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -37,8 +38,16 @@ def value(port, key):
 
 
 def wait_value(port, key, want):
-    wait_until(lambda: value(port, key) == want, timeout=10 * SLOW,
-               what=f"{key} == {want} (now {value(port, key)})")
+    """Polls until key == want. A scrape that meets worker 0 while it is replaced (a
+    reload's new generation under --user) may be refused or reset: polled again, as
+    Prometheus scrapes again."""
+    def current():
+        try:
+            return value(port, key)
+        except (ConnectionError, urllib.error.URLError):
+            return None
+    wait_until(lambda: current() == want, timeout=10 * SLOW,
+               what=f"{key} == {want} (now {current()})")
 
 
 def promtool_check(text):
