@@ -95,6 +95,11 @@ def test_revoke_then_sighup_refuses_that_client_only(model, pki, serve):
 def test_a_bad_reload_keeps_the_old_set(model, pki, serve):
     d = pki
     s = serve(d, "--crl", "clients.crl", "--worker-model", model, workers=2)
+    # Served once first: this test is about a bad reload, not about a SIGHUP during start-up,
+    # which test_sighup_as_soon_as_it_says_it_listens covers. (Twice, on a fresh Debian 12
+    # under ASan, a SIGHUP sent at once to thread workers with --crl got no answer; not
+    # reproduced here: an open question, written down in docs/ARCHITECTURE.md.)
+    assert b"Hello mtls" in tls_request(s.port, d)
     shutil.copy(os.path.join(d, "server.key"), os.path.join(d, "server.key.good"))
     shutil.copy(os.path.join(d, "client.key"), os.path.join(d, "server.key"))  # wrong key
     s.proc.send_signal(signal.SIGHUP)
