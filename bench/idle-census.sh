@@ -1,0 +1,155 @@
+#!/bin/bash
+# bench/idle-census.sh [SERVER] [CONNECTIONS]: what one idle mTLS connection
+# keeps on the heap, by block size, for mtls or nginx-tuned (Mozilla's
+# configuration: shared session cache, no tickets), 1 worker, ECDSA P-256.
+#
+# The server runs with bench/alloc_census.so preloaded. Once it answers, a
+# first census is taken; then `mtls bench --idle` opens CONNECTIONS [1000]
+# mTLS connections and holds them; when the server's worker has them all
+# established (counted with ss), a second census is taken. The difference,
+# divided by CONNECTIONS, is what each held connection keeps: blocks and
+# usable bytes by size class, plus glibc's 8-byte chunk header per block
+# (malloc's own bookkeeping, which counts in RSS too).
+#
+#   bench/idle-census.sh mtls 1000
+#   bench/idle-census.sh nginx-tuned 1000
+#
+# Needs a release build in build-release (made if missing), nginx for
+# nginx-tuned, gcc, ss (iproute2). Uses the OpenSSL the system has: run it on
+# Debian 12 and on Debian 13 to compare OpenSSL 3.0 and 3.5.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+SERVER=${1:-mtls}
+CONNS=${2:-1000}
+BUILD=${BENCH_BUILD:-build-release}
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtls-census.XXXXXX")
+PGID=""
+
+die() { printf 'idle-census: error: %s\n' "$*" >&2; exit 1; }
+cleanup() {
+    [ -n "$PGID" ] && kill -TERM -- "-$PGID" 2>/dev/null
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+case $SERVER in mtls | nginx-tuned) ;; *) die "SERVER is mtls or nginx-tuned, not '$SERVER'" ;; esac
+if [ ! -f "$BUILD/build.ninja" ]; then
+    meson setup "$BUILD" --buildtype=release -Dunit_tests=disabled >/dev/null
+fi
+ninja -C "$BUILD" mtls >/dev/null || die "cannot build mtls in $BUILD"
+MTLS=$ROOT/$BUILD/mtls
+gcc -O2 -Wall -Werror -shared -fPIC -o "$WORK/alloc_census.so" bench/alloc_census.c -ldl ||
+    die "cannot build bench/alloc_census.c"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+PKI=$WORK/pki
+"$MTLS" init --dir "$PKI" --key-type ec >/dev/null
+PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$WORK/run"
+case $SERVER in
+mtls)
+    (cd "$WORK/run" && LD_PRELOAD=$WORK/alloc_census.so exec setsid "$MTLS" serve \
+        --listen "127.0.0.1:$PORT" --cert "$PKI/server.crt" --key "$PKI/server.key" \
+        --client-ca "$PKI/clientca.crt" --workers 1 --idle-timeout 600) >"$WORK/out.log" 2>&1 &
+    ;;
+nginx-tuned)
+    sed -e "s|@WORKERS@|1|; s|@PREFIX@|$WORK/run|g; s|@PORT@|$PORT|" \
+        -e "s|@TUNING@|ssl_session_cache shared:SSL:10m; ssl_session_tickets off;|" \
+        -e "s|@SERVER_CERT@|$PKI/server.crt|; s|@SERVER_KEY@|$PKI/server.key|" \
+        -e "s|@CLIENT_CA@|$PKI/clientca.crt|; s|@ACCESS_LOG@|$WORK/run/access.log|" \
+        -e "s|keepalive_timeout 120s|keepalive_timeout 600s|" \
+        bench/nginx.conf.in >"$WORK/run/nginx.conf"
+    LD_PRELOAD=$WORK/alloc_census.so setsid "$NGINX" -p "$WORK/run" -c "$WORK/run/nginx.conf" \
+        -e "$WORK/run/error.log" >"$WORK/out.log" 2>&1 &
+    ;;
+esac
+PGID=$!
+curl_args=(-s -o /dev/null --max-time 2 --cacert "$PKI/serverca.crt" --cert "$PKI/client.crt"
+    --key "$PKI/client.key" "https://localhost:$PORT/test")
+for _ in $(seq 100); do
+    curl "${curl_args[@]}" && break
+    kill -0 "$PGID" 2>/dev/null || { cat "$WORK/out.log" >&2; die "$SERVER did not start"; }
+    sleep 0.1
+done
+# The worker: the one child of the main process (both servers fork one).
+WORKER=""
+for _ in $(seq 100); do
+    WORKER=$(pgrep -P "$PGID" | head -1 || true)
+    [ -n "$WORKER" ] && break
+    sleep 0.1
+done
+[ -n "$WORKER" ] || die "$SERVER has no worker process"
+# Warm up as make bench does before its idle case: a few hundred handshakes.
+"$MTLS" bench "https://localhost:$PORT/test" --cacert "$PKI/serverca.crt" --cert "$PKI/client.crt" \
+    --key "$PKI/client.key" -c 8 -n 400 --json >/dev/null 2>&1 || die "warm-up failed"
+
+# The census lines the worker has written so far (nginx's go to its error log).
+census_lines() {
+    cat "$WORK/out.log" "$WORK/run/error.log" 2>/dev/null | grep "^census $WORKER " || true
+}
+census() {
+    # Ask for a census and wait until its total line has been written.
+    local before now
+    before=$(census_lines | grep -c " total " || true)
+    kill -s RTMIN+3 "$WORKER"
+    for _ in $(seq 100); do
+        now=$(census_lines | grep -c " total " || true)
+        [ "$now" -gt "$before" ] && return 0
+        sleep 0.05
+    done
+    die "the worker wrote no census (is bench/alloc_census.so preloaded?)"
+}
+established() {
+    ss -Htn state established "( sport = :$PORT )" | wc -l
+}
+
+census
+"$MTLS" bench "https://localhost:$PORT/test" --cacert "$PKI/serverca.crt" --cert "$PKI/client.crt" \
+    --key "$PKI/client.key" -c "$CONNS" -d 30 --idle --json >"$WORK/idle.json" 2>&1 &
+BENCH=$!
+for _ in $(seq 600); do
+    [ "$(established)" -ge "$CONNS" ] && break
+    kill -0 "$BENCH" 2>/dev/null || break
+    sleep 0.05
+done
+[ "$(established)" -ge "$CONNS" ] || die "only $(established) of $CONNS connections were established"
+# Established in the kernel is not yet handshaken in the server: wait until
+# the live block count stops growing between two censuses.
+prev=-1
+for _ in $(seq 50); do
+    census
+    cur=$(census_lines | grep " total " | tail -1 | awk '{print $4}')
+    [ "$cur" = "$prev" ] && break
+    prev=$cur
+    sleep 0.2
+done
+kill "$BENCH" 2>/dev/null || true
+
+census_lines | /usr/bin/python3 -c '
+import sys, collections
+conns = int(sys.argv[1]); server = sys.argv[2]
+censuses = []; cur = {}
+for line in sys.stdin:
+    _, _, cls, blocks, size = line.split()
+    if cls == "total":
+        censuses.append(cur); cur = {}
+    else:
+        cur[int(cls)] = (int(blocks), int(size))
+first, last = censuses[0], censuses[-1]
+print(f"{server}: heap kept per idle mTLS connection ({conns} held, 1 worker)")
+print("%14s %8s %8s" % ("block size <=", "blocks", "bytes"))
+tb = tn = 0
+for cls in sorted(set(first) | set(last)):
+    b = (last.get(cls, (0, 0))[0] - first.get(cls, (0, 0))[0]) / conns
+    n = (last.get(cls, (0, 0))[1] - first.get(cls, (0, 0))[1]) / conns
+    if abs(b) < 0.05:
+        continue
+    tb += b; tn += n
+    print(f"{cls:>14} {b:8.1f} {n:8.0f}")
+print("%14s %8.1f %8.0f" % ("total", tb, tn))
+print("%14s %8s %8.0f  (with 8 bytes of glibc chunk header per block)" % ("total", "", tn + 8 * tb))
+' "$CONNS" "$SERVER"
