@@ -1,5 +1,5 @@
 """The client of tests/e2e/test_replicas.py, run inside the client's network
-namespace (`ip netns exec NS python3 replicas_client.py PKI HOST PORT`). It
+namespace (`nsenter --net=/proc/PID/ns/net python3 replicas_client.py PKI HOST PORT`). It
 reads one JSON command per line on stdin and answers one JSON line on
 stdout, so that TLS sessions (which cannot leave a process) live across
 commands:

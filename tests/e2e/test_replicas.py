@@ -15,7 +15,7 @@ HAProxy configuration is the one docs/DEPLOYMENT.md explains.
   (d) a revocation reaches every replica with one SIGHUP each: the revoked
       client, offering its old ticket, is refused by all three
 
-Needs root, `ip netns` and haproxy (scripts/install-deps.sh test); skipped
+Needs root, iproute2, util-linux's unshare and nsenter, and haproxy (scripts/install-deps.sh test); skipped
 otherwise, saying which is missing.
 """
 import json
@@ -37,40 +37,44 @@ REPLICAS = 3
 PORT = 8443
 
 
-def in_ns(name):
-    """The command prefix that runs a program in network namespace name. nsenter enters the
-    network namespace alone; 'ip netns exec' and 'ip -n' also remount /sys in a private mount
-    namespace, which fails where / is no mount point (a chroot, as fresh-debian's)."""
-    return ["nsenter", f"--net=/run/netns/{name}"]
+# Each namespace is held by a process of its own (`unshare --net sleep`) and
+# named by its /proc path: no `ip netns add`, so nothing is mounted on
+# /run/netns, and a namespace goes away with its last process. (In a chroot
+# such as fresh-debian's, `ip netns add` left mounts that outlived the test.)
+def _netns_holder():
+    """A process in a new network namespace, once it is there."""
+    p = subprocess.Popen(["unshare", "--net", "--", "sleep", "infinity"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    own = os.readlink("/proc/self/ns/net")
+
+    def entered():
+        if p.poll() is not None:
+            raise AssertionError(f"unshare --net failed: {p.stderr.read().decode().strip()}")
+        try:
+            return os.readlink(f"/proc/{p.pid}/ns/net") != own
+        except OSError:
+            return False
+    wait_until(entered, timeout=10, what="a network namespace")
+    return p
 
 
-# `ip netns add` makes /run/netns a mount point of its own; put it back as it was, so that a
-# root made for the tests (fresh-debian's chroot) can be removed afterwards.
-_NETNS_DIR_WAS_MOUNTED = os.path.ismount("/run/netns")
-
-
-def _release_netns_dir():
-    # In a chroot `ip` may stack one bind mount per namespace it made: take them all off.
-    for _ in range(64):
-        if _NETNS_DIR_WAS_MOUNTED or not os.path.ismount("/run/netns"):
-            break
-        if subprocess.run(["umount", "/run/netns"], capture_output=True).returncode != 0:
-            break
+def _stop(p):
+    if p.poll() is None:
+        p.kill()
+    p.wait()
 
 
 def _why_skip():
     if os.geteuid() != 0:
-        return "needs root (ip netns add)"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (ip netns): scripts/install-deps.sh test"
-    if shutil.which("haproxy") is None:
-        return "needs haproxy: scripts/install-deps.sh test"
-    probe = f"mtlsprobe{os.getpid()}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"cannot create a network namespace: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    _release_netns_dir()
+        return "needs root (network namespaces)"
+    for tool, pkg in (("ip", "iproute2"), ("unshare", "util-linux"), ("nsenter", "util-linux"),
+                      ("haproxy", "haproxy")):
+        if shutil.which(tool) is None:
+            return f"needs {tool} ({pkg}): scripts/install-deps.sh test"
+    try:
+        _stop(_netns_holder())
+    except AssertionError as e:
+        return f"cannot create a network namespace: {e}"
     return None
 
 
@@ -132,7 +136,7 @@ class Cluster:
         tag = f"mtls{os.getpid() % 100000}"
         self.ns_client, self.ns_lb = f"{tag}-client", f"{tag}-lb"
         self.ns_replica = [f"{tag}-r{i}" for i in range(1, REPLICAS + 1)]
-        self.namespaces = []
+        self.namespaces = {}  # name -> the process that holds it
         self.replicas = [None] * REPLICAS
         self.procs = []
         self.haproxy = self.client = None
@@ -157,18 +161,23 @@ class Cluster:
             for name in ("client.crt", "client.key"):
                 f.write(read_text(os.path.join(self.pki, name)))
 
+    def in_ns(self, name):
+        """The command prefix that runs a program in namespace name. nsenter enters the
+        network namespace alone; 'ip netns exec' also remounts /sys in a private mount
+        namespace, which fails where / is no mount point (a chroot, as fresh-debian's)."""
+        return ["nsenter", f"--net=/proc/{self.namespaces[name].pid}/ns/net"]
+
     def netns(self, name):
-        sh("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        sh(*in_ns(name), "ip", "link", "set", "lo", "up")
+        self.namespaces[name] = _netns_holder()
+        sh(*self.in_ns(name), "ip", "link", "set", "lo", "up")
 
     def link(self, ns_a, addr_a, ns_b, dev_b, addr_b):
         """A veth pair: veth0 in ns_a, dev_b in ns_b, a /24 on each end."""
-        sh("ip", "link", "add", "veth0", "netns", ns_a, "type", "veth", "peer", "name", dev_b,
-           "netns", ns_b)
+        sh("ip", "link", "add", "veth0", "netns", str(self.namespaces[ns_a].pid), "type", "veth",
+           "peer", "name", dev_b, "netns", str(self.namespaces[ns_b].pid))
         for ns, dev, addr in ((ns_a, "veth0", addr_a), (ns_b, dev_b, addr_b)):
-            sh(*in_ns(ns), "ip", "addr", "add", addr + "/24", "dev", dev)
-            sh(*in_ns(ns), "ip", "link", "set", dev, "up")
+            sh(*self.in_ns(ns), "ip", "addr", "add", addr + "/24", "dev", dev)
+            sh(*self.in_ns(ns), "ip", "link", "set", dev, "up")
 
     def make_network(self):
         for name in [self.ns_client, self.ns_lb, *self.ns_replica]:
@@ -179,7 +188,7 @@ class Cluster:
 
     def start(self, ns, args, log):
         out = open(log, "w")
-        p = subprocess.Popen([*in_ns(ns), *map(str, args)], stdout=out,
+        p = subprocess.Popen([*self.in_ns(ns), *map(str, args)], stdout=out,
                              stderr=subprocess.STDOUT, start_new_session=True, cwd=self.pki)
         out.close()
         self.procs.append(p)
@@ -215,7 +224,7 @@ class Cluster:
 
     def start_client(self):
         self.client = subprocess.Popen(
-            [*in_ns(self.ns_client), sys.executable,
+            [*self.in_ns(self.ns_client), sys.executable,
              os.path.join(HERE, "replicas_client.py"), self.pki, "10.77.0.1", str(PORT)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
         self.procs.append(self.client)
@@ -291,9 +300,8 @@ class Cluster:
                                                                   "serve.out")))
             except AssertionError as e:
                 errors.append(str(e))
-        for name in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        _release_netns_dir()
+        for holder in self.namespaces.values():
+            _stop(holder)
         assert not errors, "\n".join(errors)
 
 
