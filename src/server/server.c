@@ -5,15 +5,12 @@
  * threads, and a main process or thread that only waits for signals.
  */
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,7 +26,6 @@
 #include "mtls/server.h"
 #include "server_internal.h"
 
-#define BACKLOG 511
 #define RESPAWN_WINDOW 10 /* seconds */
 #define RESPAWN_MAX 10    /* worker deaths per window before giving up */
 /* The shared session cache: ~28,000 sessions of a P-256 client (nginx's 10m: ~40,000). */
@@ -56,326 +52,6 @@ void mtls_server_opts_init(mtls_server_opts *opts)
     opts->upstream_timeout_ms = 60000;
     opts->max_connections = 10000;
     mtls_http_config_init(&opts->http);
-}
-
-/* ---- listening sockets --------------------------------------------------- */
-
-/*
- * Parses "8443", ":8443", "*:8443", "127.0.0.1:8443", "[::1]:8443",
- * "localhost:8443" into up to MTLS__MAX_ADDRS addresses: a name stands for
- * every address it resolves to (localhost: ::1 and 127.0.0.1), as a client
- * such as curl tries each of them.
- */
-static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len,
-                        unsigned *n_addrs, int *everywhere, mtls_err *err)
-{
-    char host[256] = "";
-    const char *port_s = text;
-    const char *colon;
-    struct addrinfo hints, *res = NULL;
-    char *end;
-    long port;
-    int r;
-
-    *everywhere = 0;
-    *n_addrs = 1;
-    if (text == NULL || *text == '\0')
-        text = port_s = "8443";
-    if (text[0] == '[') {
-        const char *close = strchr(text, ']');
-
-        if (close == NULL || close[1] != ':' || (size_t)(close - text - 1) >= sizeof(host))
-            goto bad;
-        memcpy(host, text + 1, (size_t)(close - text - 1));
-        host[close - text - 1] = '\0';
-        port_s = close + 2;
-    } else if ((colon = strrchr(text, ':')) != NULL) {
-        if ((size_t)(colon - text) >= sizeof(host))
-            goto bad;
-        memcpy(host, text, (size_t)(colon - text));
-        host[colon - text] = '\0';
-        port_s = colon + 1;
-    }
-    errno = 0;
-    port = strtol(port_s, &end, 10);
-    if (*port_s == '\0' || *end != '\0' || errno != 0 || port < 0 || port > 65535)
-        goto bad;
-    memset(ss, 0, sizeof(*ss));
-    if (host[0] == '\0' || strcmp(host, "*") == 0) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-
-        /* All addresses: IPv6 and IPv4 on one dual-stack socket (like Node). */
-        in6->sin6_family = AF_INET6;
-        in6->sin6_addr = in6addr_any;
-        in6->sin6_port = htons((uint16_t)port);
-        len[0] = sizeof(*in6);
-        *everywhere = 1;
-        return 0;
-    }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    r = getaddrinfo(host, port_s, &hints, &res);
-    if (r != 0 || res == NULL)
-        return mtls_err_set(err, MTLS_E_INVALID, "cannot listen on '%s': %s", text,
-                            r != 0 ? gai_strerror(r) : "no address");
-    *n_addrs = 0;
-    for (const struct addrinfo *ai = res; ai != NULL && *n_addrs < MTLS__MAX_ADDRS;
-         ai = ai->ai_next) {
-        unsigned k;
-
-        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-            continue;
-        for (k = 0; k < *n_addrs; k++) {
-            if (len[k] == ai->ai_addrlen && memcmp(&ss[k], ai->ai_addr, ai->ai_addrlen) == 0)
-                break; /* getaddrinfo repeats an address per protocol */
-        }
-        if (k < *n_addrs)
-            continue;
-        memset(&ss[*n_addrs], 0, sizeof(ss[0]));
-        memcpy(&ss[*n_addrs], ai->ai_addr, ai->ai_addrlen);
-        len[*n_addrs] = ai->ai_addrlen;
-        (*n_addrs)++;
-    }
-    freeaddrinfo(res);
-    if (*n_addrs == 0)
-        return mtls_err_set(err, MTLS_E_INVALID, "cannot listen on '%s': no IP address", text);
-    return 0;
-bad:
-    return mtls_err_set(err, MTLS_E_INVALID,
-                        "bad --listen '%s': use PORT, ADDR:PORT or [IPV6]:PORT (port 0-65535)",
-                        text);
-}
-
-/*
- * --check parses the address only: unlike mtls_server_listen_check() (for
- * `mtls doctor`) it does not bind, so that checking a configuration while
- * the server runs on that port is not "the port is in use", as nginx -t.
- */
-int mtls__listen_check(const char *text, mtls_err *err)
-{
-    struct sockaddr_storage ss[MTLS__MAX_ADDRS];
-    socklen_t len[MTLS__MAX_ADDRS];
-    unsigned n_addrs = 0;
-    int everywhere;
-
-    return parse_listen(text, ss, len, &n_addrs, &everywhere, err);
-}
-
-static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int everywhere,
-                       int reuseport, const char *shown, int *out, mtls_err *err)
-{
-    int one = 1, zero = 0;
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int e;
-
-    *out = -1;
-    if (fd < 0)
-        return mtls_err_sys(err, MTLS_E_IO, errno, "cannot listen on '%s'", shown);
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-        e = errno;
-        close(fd);
-        return mtls_err_sys(err, MTLS_E_IO, e, "cannot listen on '%s': SO_REUSEPORT", shown);
-    }
-    if (everywhere && ss->ss_family == AF_INET6)
-        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-    if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, BACKLOG) != 0) {
-        e = errno;
-        close(fd);
-        if (e == EADDRINUSE)
-            return mtls_err_set(err, MTLS_E_BUSY,
-                                "cannot listen on '%s': the port is in use (another server is "
-                                "running there; stop it or pick another --listen)",
-                                shown);
-        if (e == EACCES)
-            return mtls_err_set(err, MTLS_E_IO,
-                                "cannot listen on '%s': permission denied (ports below 1024 "
-                                "need root or CAP_NET_BIND_SERVICE)",
-                                shown);
-        if (e == EADDRNOTAVAIL)
-            return mtls_err_set(err, MTLS_E_INVALID,
-                                "cannot listen on '%s': no such address on this machine", shown);
-        return mtls_err_sys(err, MTLS_E_IO, e, "cannot listen on '%s'", shown);
-    }
-    *out = fd;
-    return 0;
-}
-
-static int is_loopback(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-    if (ss->ss_family == AF_INET6) {
-        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-
-        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-    }
-    return 0;
-}
-
-/*
- * --metrics-listen: plain HTTP, so loopback only unless --metrics-listen-public
- * says otherwise (the counts tell who is refused and why). One socket per
- * address, made here (before --user drops root); worker 0 serves them.
- */
-static int metrics_addrs(const char *text, int public, struct sockaddr_storage *ss, socklen_t *len,
-                         unsigned *n_addrs, int *everywhere, mtls_err *err)
-{
-    int rc = parse_listen(text, ss, len, n_addrs, everywhere, err);
-
-    if (rc != 0)
-        return mtls_err_set(err, MTLS_E_INVALID, "bad --metrics-listen: %s", err->msg);
-    for (unsigned i = 0; i < *n_addrs && !public; i++) {
-        if (*everywhere || !is_loopback(&ss[i]))
-            return mtls_err_set(err, MTLS_E_INVALID,
-                                "--metrics-listen '%s' is not a loopback address: metrics are "
-                                "plain HTTP; add --metrics-listen-public to serve them there",
-                                text);
-    }
-    return 0;
-}
-
-int mtls__metrics_listen_check(const char *text, int public, mtls_err *err)
-{
-    struct sockaddr_storage ss[MTLS__MAX_ADDRS];
-    socklen_t len[MTLS__MAX_ADDRS];
-    unsigned n_addrs = 0;
-    int everywhere;
-
-    return text == NULL ? 0 : metrics_addrs(text, public, ss, len, &n_addrs, &everywhere, err);
-}
-
-static int bind_metrics(mtls_server *srv, mtls_err *err)
-{
-    struct sockaddr_storage ss[MTLS__MAX_ADDRS];
-    socklen_t len[MTLS__MAX_ADDRS];
-    unsigned n_addrs = 0;
-    int everywhere, rc;
-    const char *text = srv->opts.metrics_listen;
-
-    rc = metrics_addrs(text, srv->opts.metrics_public, ss, len, &n_addrs, &everywhere, err);
-    if (rc != 0)
-        return rc;
-    for (unsigned i = 0; i < n_addrs && i < MTLS__METRICS_MAX_FDS; i++) {
-        char addr[64];
-        int port;
-        size_t used = strlen(srv->metrics_address);
-
-        rc = open_socket(&ss[i], len[i], everywhere, 0, text, &srv->metrics_fds[i], err);
-        if (rc != 0)
-            return rc;
-        srv->n_metrics_fds++;
-        {
-            struct sockaddr_storage bound;
-            socklen_t blen = sizeof(bound);
-
-            if (getsockname(srv->metrics_fds[i], (struct sockaddr *)&bound, &blen) != 0)
-                bound = ss[i];
-            mtls__addr_format(&bound, addr, sizeof(addr), &port);
-        }
-        snprintf(srv->metrics_address + used, sizeof(srv->metrics_address) - used,
-                 strchr(addr, ':') ? "%shttp://[%s]:%d/metrics" : "%shttp://%s:%d/metrics",
-                 used > 0 ? ", " : "", addr, port);
-    }
-    return 0;
-}
-
-static void set_port(struct sockaddr_storage *ss, int port)
-{
-    if (ss->ss_family == AF_INET)
-        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
-    else
-        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
-}
-
-/*
- * Binds one SO_REUSEPORT socket per worker and address: listen_fds[worker *
- * n_addrs + address]. Port 0: every address gets the port the kernel picked
- * for the first.
- */
-static int bind_listeners(mtls_server *srv, mtls_err *err)
-{
-    struct sockaddr_storage ss[MTLS__MAX_ADDRS];
-    socklen_t len[MTLS__MAX_ADDRS];
-    unsigned n_addrs = 0;
-    int everywhere, rc, port;
-    char addr[64];
-    const char *shown = srv->opts.listen ? srv->opts.listen : "8443";
-
-    rc = parse_listen(srv->opts.listen, ss, len, &n_addrs, &everywhere, err);
-    if (rc != 0)
-        return rc;
-    srv->listen_fds = calloc((size_t)srv->workers * n_addrs, sizeof(int));
-    if (srv->listen_fds == NULL)
-        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
-    for (unsigned i = 0; i < srv->workers * n_addrs; i++)
-        srv->listen_fds[i] = -1;
-    srv->n_addrs = n_addrs;
-    if (everywhere) {
-        /* No IPv6 on this machine: every IPv4 address instead. */
-        int v6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        if (v6 >= 0) {
-            close(v6);
-        } else if (errno == EAFNOSUPPORT) {
-            struct sockaddr_in *in = (struct sockaddr_in *)&ss[0];
-            uint16_t p = ((struct sockaddr_in6 *)&ss[0])->sin6_port;
-
-            memset(&ss[0], 0, sizeof(ss[0]));
-            in->sin_family = AF_INET;
-            in->sin_addr.s_addr = htonl(INADDR_ANY);
-            in->sin_port = p;
-            len[0] = sizeof(*in);
-        }
-    }
-    mtls__addr_format(&ss[0], addr, sizeof(addr), &port);
-    for (unsigned a = 0; port != 0 && a < n_addrs; a++) {
-        int probe;
-
-        /*
-         * SO_REUSEPORT would let us share the port with another server of
-         * the same user without a word; a plain bind first finds it.
-         */
-        rc = open_socket(&ss[a], len[a], everywhere, 0, shown, &probe, err);
-        if (rc != 0)
-            return rc;
-        close(probe);
-    }
-    for (unsigned i = 0; i < srv->workers * n_addrs; i++) {
-        unsigned a = i % n_addrs;
-
-        rc = open_socket(&ss[a], len[a], everywhere, 1, shown, &srv->listen_fds[i], err);
-        if (rc != 0)
-            return rc;
-        srv->n_listen = i + 1;
-        if (i == 0 && port == 0) {
-            /* Port 0: the others join the port the kernel picked. */
-            struct sockaddr_storage got;
-            socklen_t got_len = sizeof(got);
-            char ignored[64];
-
-            if (getsockname(srv->listen_fds[0], (struct sockaddr *)&got, &got_len) == 0) {
-                mtls__addr_format(&got, ignored, sizeof(ignored), &port);
-                for (unsigned k = 0; k < n_addrs; k++)
-                    set_port(&ss[k], port);
-            }
-        }
-    }
-    srv->port = port;
-    srv->everywhere = everywhere;
-    srv->address[0] = '\0';
-    if (everywhere)
-        snprintf(srv->address, sizeof(srv->address), "*:%d", port);
-    for (unsigned a = 0; !everywhere && a < n_addrs; a++) {
-        size_t used = strlen(srv->address);
-        int p;
-
-        mtls__addr_format(&ss[a], addr, sizeof(addr), &p);
-        snprintf(srv->address + used, sizeof(srv->address) - used,
-                 strchr(addr, ':') ? "%s[%s]:%d" : "%s%s:%d", a == 0 ? "" : " and ", addr, port);
-    }
-    return 0;
 }
 
 /* ---- new / free ------------------------------------------------------------ */
@@ -458,14 +134,14 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
     rc = mtls__server_proxy_init(srv, err);
     if (rc != 0)
         goto out;
-    rc = bind_listeners(srv, err);
+    rc = mtls__listeners_bind(&srv->listeners, srv->opts.listen, srv->workers, err);
     if (rc != 0)
         goto out;
     if (opts->metrics_listen != NULL) {
         /* Route rows: the worker's table (mtls__worker_routes_count()), then "none". */
         rc = mtls__metrics_new(srv->n_slots, mtls__worker_routes_count(srv), &srv->metrics, err);
         if (rc == 0)
-            rc = bind_metrics(srv, err);
+            rc = mtls__metrics_bind(srv, err);
         if (rc != 0)
             goto out;
     }
@@ -482,11 +158,7 @@ void mtls_server_free(mtls_server *srv)
 {
     if (srv == NULL)
         return;
-    for (unsigned i = 0; srv->listen_fds != NULL && i < srv->n_listen; i++) {
-        if (srv->listen_fds[i] >= 0)
-            close(srv->listen_fds[i]);
-    }
-    free(srv->listen_fds);
+    mtls__listeners_release(&srv->listeners);
     for (unsigned i = 0; i < srv->n_metrics_fds; i++)
         close(srv->metrics_fds[i]);
     mtls__metrics_free(srv->metrics);
@@ -502,12 +174,12 @@ void mtls_server_free(mtls_server *srv)
 
 int mtls_server_port(const mtls_server *srv)
 {
-    return srv->port;
+    return srv->listeners.port;
 }
 
 const char *mtls_server_address(const mtls_server *srv)
 {
-    return srv->address;
+    return srv->listeners.address;
 }
 
 const char *mtls_server_metrics_address(const mtls_server *srv)
@@ -517,7 +189,7 @@ const char *mtls_server_metrics_address(const mtls_server *srv)
 
 int mtls_server_listens_everywhere(const mtls_server *srv)
 {
-    return srv->everywhere;
+    return srv->listeners.everywhere;
 }
 
 /* ---- running ----------------------------------------------------------------- */
@@ -625,8 +297,8 @@ static void log_start(mtls_server *srv)
     mtls__syslogf(
         srv, "info", "start",
         "HTTPS start: listening on %s%s, workers: %u (%s), verify-client %s, client CAs: %s",
-        srv->address, srv->opts.proxy_protocol ? " (PROXY protocol v2 required)" : "", srv->workers,
-        srv->opts.model == MTLS_WORKERS_THREAD ? "threads" : "processes",
+        srv->listeners.address, srv->opts.proxy_protocol ? " (PROXY protocol v2 required)" : "",
+        srv->workers, srv->opts.model == MTLS_WORKERS_THREAD ? "threads" : "processes",
         srv->opts.tls.verify == MTLS_VERIFY_OPTIONAL ? "optional" : "require", names);
     if (srv->n_metrics_fds > 0)
         mtls__syslogf(srv, "info", "metrics_start", "metrics: %s (plain HTTP, Prometheus text)",
@@ -656,8 +328,9 @@ static int child_main(mtls_server *srv, unsigned id, unsigned slot, pid_t parent
 #endif
     if (getppid() != parent)
         return 0;
-    rc = mtls__worker_init(&w, srv, id, srv->ssl_ctx, srv->listen_fds + id * srv->n_addrs,
-                           srv->n_addrs, 1, err);
+    rc = mtls__worker_init(&w, srv, id, srv->ssl_ctx,
+                           srv->listeners.fds + id * srv->listeners.n_addrs, srv->listeners.n_addrs,
+                           1, err);
     if (rc != 0) {
         mtls__syslog(srv, "error", NULL, "worker_failed", err->msg, NULL);
         return rc;
@@ -1008,8 +681,9 @@ static int run_threads(mtls_server *srv, mtls_err *err)
             if (rc != 0)
                 goto stop;
         }
-        rc = mtls__worker_init(&ws[i], srv, i, ctxs[i], srv->listen_fds + i * srv->n_addrs,
-                               srv->n_addrs, 0, err);
+        rc = mtls__worker_init(&ws[i], srv, i, ctxs[i],
+                               srv->listeners.fds + i * srv->listeners.n_addrs,
+                               srv->listeners.n_addrs, 0, err);
         if (rc != 0)
             goto stop;
         if (pthread_create(&threads[i], NULL, thread_main, &ws[i]) != 0) {
@@ -1088,25 +762,5 @@ int mtls_server_run(mtls_server *srv, mtls_err *err)
             ;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return rc;
-}
-
-/* ---- doctor ------------------------------------------------------------------- */
-
-int mtls_server_listen_check(const char *listen, mtls_err *err)
-{
-    struct sockaddr_storage ss[MTLS__MAX_ADDRS];
-    socklen_t len[MTLS__MAX_ADDRS];
-    unsigned n_addrs = 0;
-    int everywhere, fd, rc;
-    const char *shown = listen != NULL && listen[0] != '\0' ? listen : "8443";
-
-    rc = parse_listen(listen, ss, len, &n_addrs, &everywhere, err);
-    /* The plain bind of mtls_server_new(): a port held by anyone is in use. */
-    for (unsigned a = 0; rc == 0 && a < n_addrs; a++) {
-        rc = open_socket(&ss[a], len[a], everywhere, 0, shown, &fd, err);
-        if (rc == 0)
-            close(fd);
-    }
     return rc;
 }

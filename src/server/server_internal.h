@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -112,6 +113,51 @@ int mtls__sd_notify_reloading(void);
 /** The most addresses one --listen name is bound to (the first ones it resolves to). */
 #define MTLS__MAX_ADDRS 4
 
+/** Port 0 on a name: how many fresh ports are tried before "the port is in use". */
+#define MTLS__PORT0_TRIES 8
+
+/** The listening sockets of --listen: per worker, one SO_REUSEPORT socket per address. */
+struct mtls__listeners {
+    int *fds;         /* fds[worker * n_addrs + address]; all open once bound */
+    unsigned n_fds;   /* workers * n_addrs */
+    unsigned n_addrs; /* addresses (a name may stand for ::1 and 127.0.0.1) */
+    int port;         /* the one port of every address (the kernel's pick for port 0) */
+    int everywhere;   /* one dual-stack socket per worker for every address */
+    char address[MTLS__MAX_ADDRS * 56]; /* "[::1]:8443 and 127.0.0.1:8443", "*:8443" */
+};
+
+/**
+ * Binds the listening sockets of --listen text (NULL: "8443") for workers
+ * workers into l (filled; release with mtls__listeners_release()). Each
+ * address is first bound plainly, so that a port held by anyone, even a
+ * server of the same user, is MTLS_E_BUSY. Port 0: every address gets the
+ * port the kernel picks for the first; when another address has it taken,
+ * everything is closed and a fresh port tried, MTLS__PORT0_TRIES times in
+ * all. Returns 0, or MTLS_E_BUSY, MTLS_E_INVALID, MTLS_E_IO, MTLS_E_NOMEM
+ * with err set and nothing left open.
+ */
+int mtls__listeners_bind(struct mtls__listeners *l, const char *text, unsigned workers,
+                         mtls_err *err);
+
+/** Called with the port the kernel picked for port 0, before the other addresses are bound. */
+typedef void mtls__port_picked_fn(void *ctx, int port);
+
+/**
+ * mtls__listeners_bind() on addresses already parsed (n_addrs of them, all
+ * with the same port; shown names them in messages). picked (may be NULL)
+ * is the tests' seam: it may take the picked port on another address first.
+ */
+int mtls__listeners_bind_addrs(struct mtls__listeners *l, const struct sockaddr_storage *addrs,
+                               const socklen_t *len, unsigned n_addrs, int everywhere,
+                               unsigned workers, const char *shown, mtls__port_picked_fn *picked,
+                               void *picked_ctx, mtls_err *err);
+
+/** Closes every socket of l (each becomes -1); l can be bound again. */
+void mtls__listeners_close(struct mtls__listeners *l);
+
+/** Closes and frees what l holds and zeroes it. Safe on a zeroed l. */
+void mtls__listeners_release(struct mtls__listeners *l);
+
 /*
  * --user: a reload or a log reopen starts a new generation of workers while
  * the old one drains; this many generations may run at once.
@@ -148,15 +194,10 @@ struct mtls__route {
 };
 
 struct mtls_server {
-    mtls_server_opts opts; /* a copy; its strings stay borrowed */
-    SSL_CTX *ssl_ctx;      /* checked at start; workers share or copy it */
-    int *listen_fds;       /* per worker, one SO_REUSEPORT socket per address */
-    unsigned n_listen;     /* how many of listen_fds are open */
-    unsigned n_addrs;      /* addresses (a name may stand for ::1 and 127.0.0.1) */
+    mtls_server_opts opts;            /* a copy; its strings stay borrowed */
+    SSL_CTX *ssl_ctx;                 /* checked at start; workers share or copy it */
+    struct mtls__listeners listeners; /* --listen */
     unsigned workers;
-    int port;
-    int everywhere;
-    char address[MTLS__MAX_ADDRS * 56];
     struct mtls__log access_log;
     struct mtls__log system_log;
     struct mtls__user user; /* --user: workers drop root to it */
@@ -185,6 +226,9 @@ struct mtls_server {
 
 /** Checks --metrics-listen (NULL: none) as the start would: parsed, loopback unless public. */
 int mtls__metrics_listen_check(const char *text, int public, mtls_err *err);
+
+/** Binds --metrics-listen's sockets (one per address, no SO_REUSEPORT) into srv. */
+int mtls__metrics_bind(mtls_server *srv, mtls_err *err);
 
 /** Checks a --listen value as the start would parse it (nothing is bound). */
 int mtls__listen_check(const char *text, mtls_err *err);
