@@ -167,6 +167,16 @@ int mtls_server_listens_everywhere(const mtls_server *srv);
  */
 int mtls_server_run(mtls_server *srv, mtls_err *err);
 
+/**
+ * Blocks, in the calling thread, the signals mtls_server_run() takes
+ * (SIGTERM, SIGINT, SIGUSR1, SIGHUP and SIGCHLD), as it does itself when it
+ * starts. Call it before saying that the server listens: whoever reads that
+ * may signal at once, and a signal sent before mtls_server_run() then waits
+ * for it instead of killing the process. Nothing to undo: the mask stays
+ * blocked after mtls_server_run() returns, as the caller left it.
+ */
+void mtls_server_hold_signals(void);
+
 /** Closes sockets and logs and frees srv. NULL-safe. */
 void mtls_server_free(mtls_server *srv);
 

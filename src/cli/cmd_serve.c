@@ -1,6 +1,5 @@
 /* mtls serve: the article's mTLS web server (Node/Express in the article), in C. */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,19 +117,6 @@ static const struct cli_opt opts[] = {
      0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
-
-/* Blocks the signals mtls_server_run() waits for (it blocks them too). */
-static void hold_server_signals(void)
-{
-    sigset_t set;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGHUP);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-}
 
 static const struct cli_spec spec = {
     .name = "serve",
@@ -476,7 +462,7 @@ int cmd_serve(int argc, char **argv)
     /* Whoever reads the line below may signal at once (a test, systemd's
      * reload): hold the server's signals from now on, so that one sent before
      * mtls_server_run() takes them waits instead of killing the process. */
-    hold_server_signals();
+    mtls_server_hold_signals();
     if (mtls_server_listens_everywhere(srv))
         printf("HTTPS listening on %d....\n", mtls_server_port(srv));
     else

@@ -272,6 +272,7 @@ static SSL_CTX *reload(mtls_server *srv)
     return ctx;
 }
 
+/* The signals the server holds and takes with sigtimedwait(): the one list. */
 static void signal_set(sigset_t *set)
 {
     sigemptyset(set);
@@ -280,6 +281,14 @@ static void signal_set(sigset_t *set)
     sigaddset(set, SIGUSR1);
     sigaddset(set, SIGHUP);
     sigaddset(set, SIGCHLD);
+}
+
+void mtls_server_hold_signals(void)
+{
+    sigset_t set;
+
+    signal_set(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
 static void log_start(mtls_server *srv)

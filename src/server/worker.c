@@ -1539,20 +1539,18 @@ int mtls__worker_run(struct mtls__worker *pub)
     uv_unref((uv_handle_t *)&w->flush);
 
     if (pub->own_signals) {
+        /* What the main process forwards to a worker process (SIGCHLD is its own). */
         static const int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
         sigset_t set;
 
+        sigemptyset(&set);
         for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
             uv_signal_init(w->loop, &w->signals[i]);
             w->signals[i].data = w;
             uv_signal_start(&w->signals[i], on_signal, sigs[i]);
             uv_unref((uv_handle_t *)&w->signals[i]);
+            sigaddset(&set, sigs[i]);
         }
-        sigemptyset(&set);
-        sigaddset(&set, SIGTERM);
-        sigaddset(&set, SIGINT);
-        sigaddset(&set, SIGUSR1);
-        sigaddset(&set, SIGHUP);
         pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     }
 
