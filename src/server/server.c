@@ -65,6 +65,38 @@ static void tls_warning(void *ctx, const char *msg)
     mtls__syslog(srv, "warn", NULL, "config_warning", msg, NULL);
 }
 
+/*
+ * Thread model: one SSL_CTX per worker (no sharing of its locks between
+ * threads), each loaded from the files like the first. They are built here,
+ * before the caller says that the server listens: built in run, after that
+ * line, they read files that whoever read it may already be replacing (a
+ * reload's new key, say), and a worker that then failed to start took the
+ * whole server down, and with it the SIGHUP that announced the new files.
+ */
+static int thread_ctxs_new(mtls_server *srv, mtls_err *err)
+{
+    srv->thread_ctxs = calloc(srv->workers, sizeof(SSL_CTX *));
+    if (srv->thread_ctxs == NULL)
+        return mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
+    SSL_CTX_up_ref(srv->ssl_ctx);
+    srv->thread_ctxs[0] = srv->ssl_ctx;
+    for (unsigned i = 1; i < srv->workers; i++) {
+        int rc = mtls_tls_server_ctx_new(&srv->opts.tls, NULL, NULL, &srv->thread_ctxs[i], err);
+
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void thread_ctxs_free(mtls_server *srv)
+{
+    for (unsigned i = 0; srv->thread_ctxs != NULL && i < srv->workers; i++)
+        SSL_CTX_free(srv->thread_ctxs[i]);
+    free(srv->thread_ctxs);
+    srv->thread_ctxs = NULL;
+}
+
 int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *err)
 {
     mtls_server *srv = calloc(1, sizeof(*srv));
@@ -131,6 +163,11 @@ int mtls_server_new(const mtls_server_opts *opts, mtls_server **out, mtls_err *e
     rc = mtls_tls_server_ctx_new(&srv->opts.tls, tls_warning, srv, &srv->ssl_ctx, err);
     if (rc != 0)
         goto out;
+    if (opts->model == MTLS_WORKERS_THREAD) {
+        rc = thread_ctxs_new(srv, err);
+        if (rc != 0)
+            goto out;
+    }
     rc = mtls__server_proxy_init(srv, err);
     if (rc != 0)
         goto out;
@@ -162,6 +199,7 @@ void mtls_server_free(mtls_server *srv)
     for (unsigned i = 0; i < srv->n_metrics_fds; i++)
         close(srv->metrics_fds[i]);
     mtls__metrics_free(srv->metrics);
+    thread_ctxs_free(srv);
     SSL_CTX_free(srv->ssl_ctx);
     mtls__server_proxy_release(srv);
     mtls__log_close(&srv->access_log);
@@ -669,27 +707,20 @@ static void reload_threads(mtls_server *srv, struct mtls__worker *ws, unsigned s
 static int run_threads(mtls_server *srv, mtls_err *err)
 {
     struct mtls__worker *ws = calloc(srv->workers, sizeof(*ws));
-    SSL_CTX **ctxs = calloc(srv->workers, sizeof(SSL_CTX *));
+    /* The workers' SSL_CTXs, made by mtls_server_new(): ours to free now. */
+    SSL_CTX **ctxs = srv->thread_ctxs;
     pthread_t *threads = calloc(srv->workers, sizeof(pthread_t));
     unsigned started = 0;
     int rc = 0, stopping = 0;
     sigset_t set;
 
+    srv->thread_ctxs = NULL;
     if (ws == NULL || ctxs == NULL || threads == NULL) {
         rc = mtls_err_set(err, MTLS_E_NOMEM, "out of memory");
         goto out;
     }
     signal_set(&set);
     for (unsigned i = 0; i < srv->workers; i++) {
-        /* One SSL_CTX per worker: no sharing of its locks between threads. */
-        if (i == 0) {
-            ctxs[0] = srv->ssl_ctx;
-            SSL_CTX_up_ref(ctxs[0]);
-        } else {
-            rc = mtls_tls_server_ctx_new(&srv->opts.tls, NULL, NULL, &ctxs[i], err);
-            if (rc != 0)
-                goto stop;
-        }
         rc = mtls__worker_init(&ws[i], srv, i, ctxs[i],
                                srv->listeners.fds + i * srv->listeners.n_addrs,
                                srv->listeners.n_addrs, 0, err);

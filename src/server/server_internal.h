@@ -194,8 +194,9 @@ struct mtls__route {
 };
 
 struct mtls_server {
-    mtls_server_opts opts;            /* a copy; its strings stay borrowed */
-    SSL_CTX *ssl_ctx;                 /* checked at start; workers share or copy it */
+    mtls_server_opts opts; /* a copy; its strings stay borrowed */
+    SSL_CTX *ssl_ctx;      /* checked at start; workers share or copy it */
+    SSL_CTX **thread_ctxs; /* thread model: one per worker, built at start; run takes them */
     struct mtls__listeners listeners; /* --listen */
     unsigned workers;
     struct mtls__log access_log;
