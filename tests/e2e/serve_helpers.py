@@ -17,7 +17,7 @@ import pytest
 import pki_openssl
 from conftest import MTLS, SANITIZED, assert_no_sanitizer_report, free_port, run_mtls, wait_until
 
-__all__ = ["Server", "serve", "init_pki", "openssl_pki", "curl", "tls_request", "tls_error",
+__all__ = ["Server", "serve", "finish", "init_pki", "openssl_pki", "curl", "tls_request", "tls_error",
            "read_text", "wait_for_text", "free_port", "wait_until", "SANITIZED"]
 
 # Sanitized builds are several times slower; waits scale with them.
@@ -38,12 +38,35 @@ def wait_for_text(path, text, timeout=10):
     return read_text(path)
 
 
+# The signals that ask `mtls serve` to stop: it drains and exits 0.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def exit_status(returncode):
+    """'status 1' or 'signal SIGSEGV' for a Popen returncode."""
+    if returncode is not None and returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"status {returncode}"
+
+
+def tail(path, lines):
+    text = read_text(path).splitlines()
+    return "\n".join(text[-lines:])
+
+
 class Server:
     """`mtls serve` in folder d, started and stopped by the tests.
 
     It listens on 127.0.0.1 port 0 (the kernel picks a free port, no race with other
     processes) and .port is the port it printed, once wait_ready() returns; port=N asks
-    for that port instead."""
+    for that port instead. It runs in a process group of its own (its workers with it).
+
+    A server runs until the test or the fixture stops it; one that exits by itself fails
+    the test (see `serve` for the rule). A test that makes it exit says so: stop(),
+    send_signal(SIGTERM or SIGINT), kill(), or expect_exit(status) before the cause."""
 
     _count = 0
 
@@ -65,14 +88,22 @@ class Server:
         cmd += [str(a) for a in args]
         env = dict(os.environ, NO_COLOR="1")
         with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=out, stderr=err, env=env)
+            self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=out, stderr=err, env=env,
+                                         process_group=0)
+        self.pgid = self.proc.pid
         self.returncode = None
+        # The exit status the test said it expects (expect_exit()), or None: it must not exit.
+        self.expected_exit = None
+        # The signal stop() or kill() sent to the running server, or None.
+        self.stopped_with = None
+        # The exit was already reported as a failure (wait_ready(), stop()).
+        self.reported = False
 
     def wait_ready(self):
         def ready():
             if self.proc.poll() is not None:
-                raise AssertionError(f"mtls serve exited {self.proc.returncode}:\n"
-                                     f"{read_text(self.err)}")
+                self.reported = True
+                raise AssertionError(f"mtls serve exited before listening: {self.describe()}")
             return "HTTPS listening on" in read_text(self.out)
         wait_until(ready, timeout=15 * SLOW, what="HTTPS listening")
         # "HTTPS listening on 127.0.0.1:PORT...." (or "on PORT...." for every address).
@@ -96,29 +127,149 @@ class Server:
                    timeout=10 * SLOW, what=f"{n} worker reloads in {self.system_log}")
         return read_text(self.system_log)
 
+    def expect_exit(self, status=0):
+        """Says that the server will exit by itself with status (a Popen returncode: -N for
+        signal N) before the test ends, so that the exit does not fail the test; any other
+        status still does."""
+        self.expected_exit = status
+
+    def send_signal(self, sig):
+        """Sends sig to the main process; SIGTERM and SIGINT also expect_exit(0)."""
+        if sig in STOP_SIGNALS:
+            self.expect_exit(0)
+        self.proc.send_signal(sig)
+
+    def describe(self):
+        """The exit status and the tails of stderr, stdout and the system log, for a failure."""
+        return (f"{exit_status(self.proc.returncode)}\n"
+                f"--- stderr ({self.err}), last lines:\n{tail(self.err, 40)}\n"
+                f"--- stdout, last lines:\n{tail(self.out, 10)}\n"
+                f"--- {os.path.basename(self.system_log)}, last lines:\n"
+                f"{tail(self.system_log, 20)}")
+
     def stop(self, sig=signal.SIGTERM, timeout=20):
+        """Sends sig to a server still running, waits for its exit and returns the status.
+
+        Fails when it had exited by itself without the test expecting it, when it exited
+        with another status than expected, when SIGTERM or SIGINT did not make it exit 0,
+        and on a sanitizer report."""
         if self.proc.poll() is None:
+            self.stopped_with = sig
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout * SLOW)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError("mtls serve did not stop after SIGTERM")
+                raise AssertionError(f"mtls serve did not stop after {signal.Signals(sig).name}:"
+                                     f" {self.describe()}")
         self.returncode = self.proc.returncode
         assert_no_sanitizer_report(read_text(self.err), "mtls serve")
         assert self.returncode != 86, f"sanitizer exit code:\n{read_text(self.err)}"
+        if self.reported:
+            pass
+        elif self.stopped_with is None:
+            self.check_own_exit()
+        elif self.stopped_with in STOP_SIGNALS and self.returncode != 0:
+            self.reported = True
+            raise AssertionError(f"mtls serve exited with {self.describe()}\n"
+                                 f"after {signal.Signals(self.stopped_with).name}, not 0")
         return self.returncode
 
+    def check_own_exit(self):
+        """The server exited before stop() or kill() signalled it: fails the test unless the
+        test expected that very status."""
+        if self.expected_exit == self.returncode:
+            return
+        self.reported = True
+        if self.expected_exit is None:
+            raise AssertionError("mtls serve exited by itself before the test stopped it, with "
+                                 f"{self.describe()}\n(if the test expects this exit, say so "
+                                 "with expect_exit(), send_signal() or stop())")
+        raise AssertionError(f"mtls serve exited by itself with {self.describe()}\n"
+                             f"but the test expected {exit_status(self.expected_exit)}")
+
     def kill(self):
+        """SIGKILL to a server still running (no exit status checked)."""
         if self.proc.poll() is None:
+            self.stopped_with = signal.SIGKILL
             self.proc.kill()
             self.proc.wait()
+
+    def leftovers(self):
+        """The processes (pid, command line) still in the server's process group, zombies
+        aside."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass  # --user workers of another uid when not root: look them up
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if fields[0] == "Z" or int(fields[2]) != self.pgid:
+                    continue
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except (OSError, IndexError, ValueError):
+                continue
+            found.append((int(name), cmdline))
+        return found
+
+    def check_no_leftovers(self):
+        """Once the main process is gone its workers must follow (they drain first): fails
+        the test when some are still there after a while, and kills them."""
+        left = []
+
+        def gone():
+            left[:] = self.leftovers()
+            return not left
+        try:
+            wait_until(gone, timeout=10 * SLOW, what="the process group to go")
+        except AssertionError:
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except OSError:
+                pass
+            raise AssertionError(f"mtls serve ({exit_status(self.proc.returncode)}) left "
+                                 f"processes of its group behind: {left}")
+
+
+def finish(servers):
+    """Stops each server still running and checks every one as `serve` says; raises one
+    AssertionError with every problem found."""
+    errors = []
+    for s in servers:
+        try:
+            s.stop()
+        except AssertionError as e:
+            errors.append(str(e))
+        finally:
+            s.kill()
+        try:
+            s.check_no_leftovers()
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, "\n\n".join(errors)
 
 
 @pytest.fixture
 def serve():
-    """serve(dir, *args, workers=1) -> a running Server; every one is stopped at teardown."""
+    """serve(dir, *args, workers=1) -> a running Server; every one is stopped at teardown.
+
+    The rule, checked at teardown for each server:
+    - one still running gets SIGTERM and must exit 0;
+    - one that exited before (a crash, an error exit, or even status 0) fails the test with
+      its exit status and the tail of its stderr and system log, unless the test said it
+      would exit: send_signal(SIGTERM or SIGINT) or stop() (it must then exit 0), kill()
+      (any status), or expect_exit(status) (it must exit with that status);
+    - its stderr has no sanitizer report, and no process of its group (its workers) is left.
+    A test that sends signals to s.proc itself gets none of this leniency: use the methods."""
     started = []
 
     def start(d, *args, **kw):
@@ -126,20 +277,7 @@ def serve():
         started.append(s)
         return s.wait_ready()
     yield start
-    errors = []
-    for s in started:
-        try:
-            if s.proc.poll() is None:
-                rc = s.stop()
-                if rc != 0:
-                    errors.append(f"mtls serve exited {rc} after SIGTERM:\n{read_text(s.err)}")
-            else:
-                assert_no_sanitizer_report(read_text(s.err), "mtls serve")
-        except AssertionError as e:
-            errors.append(str(e))
-        finally:
-            s.kill()
-    assert not errors, "\n".join(errors)
+    finish(started)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 from conftest import run_mtls
 from pki_cli import fails, ok, openssl
 from serve_helpers import *  # noqa: F401,F403 (fixtures)
-from serve_helpers import SLOW, Server
+from serve_helpers import SLOW, Server, finish
 
 
 def start(d, *args):
@@ -34,12 +34,9 @@ _started = []
 @pytest.fixture(autouse=True)
 def _stop_servers():
     yield
-    while _started:
-        s = _started.pop()
-        try:
-            s.stop()
-        finally:
-            s.kill()
+    servers = _started[:]
+    _started.clear()
+    finish(servers)
 
 
 def mtls(*args, cwd):
