@@ -1,5 +1,6 @@
 """Helpers and fixtures for the `mtls serve` end-to-end tests (test_serve_*.py):
-a server process that is always stopped, PKIs made by `mtls init` and by the
+a server process that is always stopped and fails the test when it exited by
+itself (see `serve`), PKIs made by `mtls init` and by the
 openssl CLI, and clients (curl, Python ssl) that report what happened.
 
 Import with `from serve_helpers import *` so that pytest sees the fixtures.
@@ -10,15 +11,14 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 
 import pki_openssl
 from conftest import MTLS, SANITIZED, assert_no_sanitizer_report, free_port, run_mtls, wait_until
 
-__all__ = ["Server", "serve", "finish", "init_pki", "openssl_pki", "curl", "tls_request", "tls_error",
-           "read_text", "wait_for_text", "free_port", "wait_until", "SANITIZED"]
+__all__ = ["Server", "serve", "finish", "init_pki", "openssl_pki", "curl", "tls_request",
+           "tls_error", "read_text", "wait_for_text", "free_port", "wait_until", "SANITIZED"]
 
 # Sanitized builds are several times slower; waits scale with them.
 SLOW = 4 if SANITIZED else 1
