@@ -76,9 +76,9 @@ class Server:
         Server._count += 1
         self.out = os.path.join(self.dir, f"serve-{os.getpid()}-{Server._count}.out")
         self.err = os.path.join(self.dir, f"serve-{os.getpid()}-{Server._count}.err")
-        self.system_log = os.path.join(self.dir, "system.log")
-        self.access_log = os.path.join(self.dir, "access.log")
         self.args = [str(a) for a in args]
+        self.system_log = os.path.join(self.dir, self.option("--system-log", "system.log"))
+        self.access_log = os.path.join(self.dir, self.option("--access-log", "access.log"))
         self.workers = workers
         cmd = [MTLS, "serve"]
         if listen:
@@ -98,6 +98,13 @@ class Server:
         self.stopped_with = None
         # The exit was already reported as a failure (wait_ready(), stop()).
         self.reported = False
+
+    def option(self, name, default):
+        """The value given to option name (--name VALUE) in the arguments, or default."""
+        for i, a in enumerate(self.args[:-1]):
+            if a == name:
+                return self.args[i + 1]
+        return default
 
     def wait_ready(self):
         def ready():

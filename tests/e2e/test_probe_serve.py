@@ -1,40 +1,26 @@
 """`mtls probe` against `mtls serve` (with a PKI from `mtls init`), in each
 failure case of issue 4: the diagnosis and the exit code."""
+import contextlib
 import json
-import subprocess
 
 import pytest
 
-from conftest import MTLS, SANITIZED, assert_no_sanitizer_report, free_port, run_mtls, \
-    wait_for_port
+from conftest import run_mtls
 from probe_pki import make_ca, make_leaf, openssl
+from serve_helpers import Server, finish
 
 OK, FAIL, WE_REFUSED, THEY_REFUSED = 0, 1, 3, 4
 
 
-def start_serve(d, *extra):
-    port = free_port()
-    proc = subprocess.Popen([MTLS, "serve", "--listen", f"127.0.0.1:{port}", "--workers", "1",
-                             *extra], cwd=d, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+@contextlib.contextmanager
+def served(d, *extra):
+    """`mtls serve` in d on 127.0.0.1 port 0 with one worker; yields the port. Stopped and
+    checked on the way out as the serve fixture does (serve_helpers): an exit of its own fails."""
+    s = Server(d, *extra)
     try:
-        wait_for_port(port, proc=proc)
-    except AssertionError:
-        stop_serve(proc)
-        raise
-    return proc, port
-
-
-def stop_serve(proc):
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        _, err = proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    if SANITIZED:
-        assert_no_sanitizer_report(err or "", "mtls serve")
+        yield s.wait_ready().port
+    finally:
+        finish([s])
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +37,8 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def serve(pki):
-    proc, port = start_serve(pki)
-    yield port
-    stop_serve(proc)
+    with served(pki) as port:
+        yield port
 
 
 def probe(pki, port, *args):
@@ -130,22 +115,16 @@ def test_revoked_client_certificate(tmp_path):
         "default_crl_days = 30\n")
     openssl("ca", "-config", "ca.cnf", "-revoke", "client.crt", cwd=d)
     openssl("ca", "-config", "ca.cnf", "-gencrl", "-out", "clientca.crl", cwd=d)
-    proc, port = start_serve(d, "--crl", "clientca.crl")
-    try:
+    with served(d, "--crl", "clientca.crl") as port:
         r = probe(d, port, "--cacert", "serverca.crt", *CLIENT)
-    finally:
-        stop_serve(proc)
     assert r.returncode == THEY_REFUSED, r.stdout
     assert "the server rejected your certificate: certificate_revoked (serial " in r.stdout
 
 
 def test_optional_mode_answers_403(pki):
-    proc, port = start_serve(pki, "--verify-client", "optional", "--access-log", "opt-access.log",
-                             "--system-log", "opt-system.log")
-    try:
+    with served(pki, "--verify-client", "optional", "--access-log", "opt-access.log",
+                "--system-log", "opt-system.log") as port:
         r = probe(pki, port, "--cacert", "serverca.crt")
-    finally:
-        stop_serve(proc)
     assert r.returncode == THEY_REFUSED, r.stdout
     # The 403's body names the missing certificate: the advice is to send one.
     assert ("the server requires a client certificate and you sent none (it answered 403"
