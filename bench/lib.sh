@@ -1,8 +1,9 @@
 # shellcheck shell=bash disable=SC2034  # sets variables for the scripts that source it
-# Shared set-up of bench/instructions.sh and bench/syscalls.sh, sourced by
-# both after `set -euo pipefail`: the mtls build, a scratch folder with a
-# PKI from `mtls init`, nginx's configuration, the server started in its own
-# process group and stopped with it, and the load generator's arguments.
+# Shared set-up of bench/instructions.sh, bench/syscalls.sh and
+# bench/idle-census.sh, sourced by each after `set -euo pipefail`: the mtls
+# build, a scratch folder with a PKI from `mtls init`, nginx's configuration,
+# the server started in its own process group and stopped with it, and the
+# load generator's arguments.
 #
 # Environment: BENCH_BUILD (default build-release), MTLS_SERVER (another mtls
 # binary to serve with; the load generator stays BENCH_BUILD's).
@@ -17,9 +18,9 @@ WORK=""
 bench_build() {
     cd "$BENCH_ROOT" || exit 1
     if [ ! -f "$BUILD/build.ninja" ]; then
-        meson setup "$BUILD" --buildtype=release -Dunit_tests=disabled >/dev/null
+        meson setup "$BUILD" --buildtype=release -Dunit_tests=disabled >/dev/null || return 1
     fi
-    ninja -C "$BUILD" mtls >/dev/null
+    ninja -C "$BUILD" mtls >/dev/null || return 1
     MTLS=$BENCH_ROOT/$BUILD/mtls
     SERVE_BIN=${MTLS_SERVER:-$MTLS}
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
