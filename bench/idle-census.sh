@@ -19,59 +19,44 @@
 # Debian 12 and on Debian 13 to compare OpenSSL 3.0 and 3.5.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
 SERVER=${1:-mtls}
 CONNS=${2:-1000}
-BUILD=${BENCH_BUILD:-build-release}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtls-census.XXXXXX")
-PGID=""
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 die() { printf 'idle-census: error: %s\n' "$*" >&2; exit 1; }
 cleanup() {
-    [ -n "$PGID" ] && kill -TERM -- "-$PGID" 2>/dev/null
+    bench_stop_server
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 case $SERVER in mtls | nginx-tuned) ;; *) die "SERVER is mtls or nginx-tuned, not '$SERVER'" ;; esac
-if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" --buildtype=release -Dunit_tests=disabled >/dev/null
-fi
-ninja -C "$BUILD" mtls >/dev/null || die "cannot build mtls in $BUILD"
-MTLS=$ROOT/$BUILD/mtls
+bench_build || die "cannot build mtls in $BUILD"
+bench_pki mtls-census ec
 gcc -O2 -Wall -Werror -shared -fPIC -o "$WORK/alloc_census.so" bench/alloc_census.c -ldl ||
     die "cannot build bench/alloc_census.c"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
-PKI=$WORK/pki
-"$MTLS" init --dir "$PKI" --key-type ec >/dev/null
-PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/run"
+PORT=$(bench_free_port)
+mkdir -p "$WORK/srv"
 case $SERVER in
 mtls)
-    (cd "$WORK/run" && LD_PRELOAD=$WORK/alloc_census.so exec setsid "$MTLS" serve \
+    (cd "$WORK/srv" && LD_PRELOAD=$WORK/alloc_census.so exec setsid "$MTLS" serve \
         --listen "127.0.0.1:$PORT" --cert "$PKI/server.crt" --key "$PKI/server.key" \
         --client-ca "$PKI/clientca.crt" --workers 1 --idle-timeout 600) >"$WORK/out.log" 2>&1 &
     ;;
 nginx-tuned)
-    sed -e "s|@WORKERS@|1|; s|@PREFIX@|$WORK/run|g; s|@PORT@|$PORT|" \
-        -e "s|@TUNING@|ssl_session_cache shared:SSL:10m; ssl_session_tickets off;|" \
-        -e "s|@SERVER_CERT@|$PKI/server.crt|; s|@SERVER_KEY@|$PKI/server.key|" \
-        -e "s|@CLIENT_CA@|$PKI/clientca.crt|; s|@ACCESS_LOG@|$WORK/run/access.log|" \
-        -e "s|keepalive_timeout 120s|keepalive_timeout 600s|" \
-        bench/nginx.conf.in >"$WORK/run/nginx.conf"
-    LD_PRELOAD=$WORK/alloc_census.so setsid "$NGINX" -p "$WORK/run" -c "$WORK/run/nginx.conf" \
-        -e "$WORK/run/error.log" >"$WORK/out.log" 2>&1 &
+    bench_nginx_conf "$SERVER" bench/nginx.conf.in "$WORK/srv/nginx.conf" -e "s|@WORKERS@|1|" \
+        -e "s|keepalive_timeout 120s|keepalive_timeout 600s|"
+    LD_PRELOAD=$WORK/alloc_census.so setsid "$NGINX" -p "$WORK/srv" -c "$WORK/srv/nginx.conf" \
+        -e "$WORK/srv/error.log" >"$WORK/out.log" 2>&1 &
     ;;
 esac
 PGID=$!
-curl_args=(-s -o /dev/null --max-time 2 --cacert "$PKI/serverca.crt" --cert "$PKI/client.crt"
-    --key "$PKI/client.key" "https://localhost:$PORT/test")
 for _ in $(seq 100); do
-    curl "${curl_args[@]}" && break
+    bench_get && break
     kill -0 "$PGID" 2>/dev/null || { cat "$WORK/out.log" >&2; die "$SERVER did not start"; }
     sleep 0.1
 done
@@ -89,7 +74,7 @@ done
 
 # The census lines the worker has written so far (nginx's go to its error log).
 census_lines() {
-    cat "$WORK/out.log" "$WORK/run/error.log" 2>/dev/null | grep "^census $WORKER " || true
+    cat "$WORK/out.log" "$WORK/srv/error.log" 2>/dev/null | grep "^census $WORKER " || true
 }
 census() {
     # Ask for a census and wait until its total line has been written.

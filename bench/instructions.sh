@@ -30,49 +30,24 @@
 # the upstream per request) are kernel time, which `make bench` measures.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SERVER=${1:?usage: $0 mtls|nginx|nginx-tuned full|resumed|keepalive|proxied [N] [ec|rsa]}
 CASE=${2:?usage: $0 mtls|nginx|nginx-tuned full|resumed|keepalive|proxied [N] [ec|rsa]}
 KEY=${4:-ec}
 case $CASE in keepalive | proxied) N=${3:-10000} ;; *) N=${3:-200} ;; esac
-BUILD=${BENCH_BUILD:-build-release}
 command -v valgrind >/dev/null || { echo "error: valgrind is not installed" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_load "$CASE"
 
-cd "$ROOT"
-if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" --buildtype=release -Dunit_tests=disabled >/dev/null
-fi
-ninja -C "$BUILD" mtls >/dev/null
-MTLS=$ROOT/$BUILD/mtls
-SERVE_BIN=${MTLS_SERVER:-$MTLS}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtls-instr.XXXXXX")
-PGID=""
+bench_build
 UPSTREAM_PGID=""
-stop() {
-    if [ -n "$PGID" ]; then
-        kill -TERM -- "-$PGID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 -- "-$PGID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$PGID" 2>/dev/null || true
-        PGID=""
-    fi
-}
-trap 'stop; [ -z "$UPSTREAM_PGID" ] || kill -TERM -- "-$UPSTREAM_PGID" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'bench_stop_server; [ -z "$UPSTREAM_PGID" ] || kill -TERM -- "-$UPSTREAM_PGID" 2>/dev/null; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
-"$MTLS" init --dir "$WORK/pki" --key-type "$KEY" >/dev/null
-PKI=$WORK/pki
-PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-METRICS_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bench_pki mtls-instr "$KEY"
+PORT=$(bench_free_port)
+METRICS_PORT=$(bench_free_port)
 
-case $CASE in
-full) LOAD=(--requests-per-conn 1 -c 4) ;;
-resumed) LOAD=(--requests-per-conn 1 --resume -c 4) ;;
-keepalive) LOAD=(-c 4) ;;
-proxied) LOAD=(-c 4) ;;
-*) echo "error: unknown case '$CASE'" >&2; exit 2 ;;
-esac
 URL_PATH=/test
 PROXY_ARGS=()
 NGINX_CONF=bench/nginx.conf.in
@@ -80,7 +55,7 @@ UPSTREAM_PORT=0
 if [ "$CASE" = proxied ]; then
     URL_PATH=/app
     NGINX_CONF=bench/nginx-proxy.conf.in
-    UPSTREAM_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    UPSTREAM_PORT=$(bench_free_port)
     mkdir -p "$WORK/upstream"
     sed -e "s|@PREFIX@|$WORK/upstream|g; s|@PORT@|$UPSTREAM_PORT|" bench/upstream.conf.in \
         >"$WORK/upstream.conf"
@@ -110,25 +85,16 @@ run() {
             >"$WORK/server.log" 2>&1 &
         ;;
     nginx | nginx-tuned)
-        local tuning=""
-        [ "$SERVER" = nginx-tuned ] && tuning="ssl_session_cache shared:SSL:10m; ssl_session_tickets off;"
-        sed -e "s|@WORKERS@|1|; s|@PREFIX@|$WORK/srv|g; s|@PORT@|$PORT|; s|@TUNING@|$tuning|" \
-            -e "s|@SERVER_CERT@|$PKI/server.crt|; s|@SERVER_KEY@|$PKI/server.key|" \
-            -e "s|@CLIENT_CA@|$PKI/clientca.crt|; s|@ACCESS_LOG@|$WORK/srv/access.log|" \
+        bench_nginx_conf "$SERVER" "$NGINX_CONF" "$WORK/nginx.conf" -e "s|@WORKERS@|1|" \
             -e "s|master_process on;|master_process off;|; s| reuseport||" \
-            -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|" \
-            "$NGINX_CONF" >"$WORK/nginx.conf"
+            -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|"
         setsid valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$NGINX" -p "$WORK/srv" \
             -c "$WORK/nginx.conf" -e "$WORK/srv/error.log" >"$WORK/server.log" 2>&1 &
         ;;
     *) echo "error: unknown server '$SERVER'" >&2; exit 2 ;;
     esac
     PGID=$!
-    for _ in $(seq 300); do
-        curl -s -o /dev/null --max-time 5 --cacert "$PKI/serverca.crt" --cert "$PKI/client.crt" \
-            --key "$PKI/client.key" "https://localhost:$PORT/test" && break
-        sleep 0.2
-    done
+    bench_wait_ready 300 0.2
     local bench=("$MTLS" bench "https://localhost:$PORT$URL_PATH" --cacert "$PKI/serverca.crt"
         --cert "$PKI/client.crt" --key "$PKI/client.key" "${LOAD[@]}" -d 600)
     "${bench[@]}" -n 50 >/dev/null || true
@@ -141,12 +107,11 @@ run() {
     for _ in $(seq 100); do
         file=$(ls "$out".*.* 2>/dev/null | head -1)
         [ -n "$file" ] && break
-        curl -s -o /dev/null --max-time 5 --cacert "$PKI/serverca.crt" --cert "$PKI/client.crt" \
-            --key "$PKI/client.key" "https://localhost:$PORT/test" || true
+        bench_get || true
         sleep 0.2
     done
     sleep 0.5
-    stop
+    bench_stop_server
     [ -n "$file" ] || { echo "error: callgrind wrote no dump" >&2; exit 1; }
     ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$file")
     [ -n "${KEEP_PROFILE:-}" ] && cp "$file" "$KEEP_PROFILE"

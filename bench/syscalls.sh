@@ -14,40 +14,21 @@
 # per-call counts (total and failed) are divided by the handshakes completed.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SERVER=${1:?usage: $0 mtls|nginx|nginx-tuned full|resumed [N]}
 CASE=${2:?usage: $0 mtls|nginx|nginx-tuned full|resumed [N]}
 N=${3:-1000}
-BUILD=${BENCH_BUILD:-build-release}
 command -v strace >/dev/null || { echo "error: strace is not installed" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+case $CASE in full | resumed) bench_load "$CASE" ;; *) echo "error: unknown case '$CASE'" >&2; exit 2 ;; esac
 
-cd "$ROOT"
-if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" --buildtype=release -Dunit_tests=disabled >/dev/null
-fi
-ninja -C "$BUILD" mtls >/dev/null
-MTLS=$ROOT/$BUILD/mtls
-SERVE_BIN=${MTLS_SERVER:-$MTLS}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtls-sys.XXXXXX")
-PGID=""
+bench_build
 TRACER=""
-stop() {
-    [ -n "$TRACER" ] && kill -INT "$TRACER" 2>/dev/null || true
-    if [ -n "$PGID" ]; then
-        kill -TERM -- "-$PGID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 -- "-$PGID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$PGID" 2>/dev/null || true
-        PGID=""
-    fi
-}
-trap 'stop; rm -rf "$WORK"' EXIT
+trap '[ -z "$TRACER" ] || kill -INT "$TRACER" 2>/dev/null; bench_stop_server; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
-"$MTLS" init --dir "$WORK/pki" --key-type ec >/dev/null
-PKI=$WORK/pki
-PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bench_pki mtls-sys ec
+PORT=$(bench_free_port)
 mkdir -p "$WORK/srv"
 case $SERVER in
 mtls)
@@ -56,32 +37,18 @@ mtls)
         >"$WORK/server.log" 2>&1 &
     ;;
 nginx | nginx-tuned)
-    tune=()
-    [ "$SERVER" = nginx-tuned ] && tune=(-e "s|@TUNING@|ssl_session_cache shared:SSL:10m; ssl_session_tickets off;|")
-    sed -e "s|@WORKERS@|1|; s|@PREFIX@|$WORK/srv|g; s|@PORT@|$PORT|" \
-        -e "s|@SERVER_CERT@|$PKI/server.crt|; s|@SERVER_KEY@|$PKI/server.key|" \
-        -e "s|@CLIENT_CA@|$PKI/clientca.crt|; s|@ACCESS_LOG@|$WORK/srv/access.log|" \
-        "${tune[@]}" -e "s|@TUNING@||" bench/nginx.conf.in >"$WORK/nginx.conf"
+    bench_nginx_conf "$SERVER" bench/nginx.conf.in "$WORK/nginx.conf" -e "s|@WORKERS@|1|"
     setsid "$NGINX" -p "$WORK/srv" -c "$WORK/nginx.conf" -e "$WORK/srv/error.log" \
         >"$WORK/server.log" 2>&1 &
     ;;
 *) echo "error: unknown server '$SERVER'" >&2; exit 2 ;;
 esac
 PGID=$!
-for _ in $(seq 100); do
-    curl -s -o /dev/null --max-time 5 --cacert "$PKI/serverca.crt" --cert "$PKI/client.crt" \
-        --key "$PKI/client.key" "https://localhost:$PORT/test" && break
-    sleep 0.1
-done
+bench_wait_ready 100 0.1
 # The worker: the one child of the master (both servers have exactly one).
 WORKER=$(pgrep -P "$PGID" | head -1)
 [ -n "$WORKER" ] || { echo "error: no worker process found" >&2; exit 1; }
 
-case $CASE in
-full) LOAD=(--requests-per-conn 1 -c 4) ;;
-resumed) LOAD=(--requests-per-conn 1 --resume -c 4) ;;
-*) echo "error: unknown case '$CASE'" >&2; exit 2 ;;
-esac
 bench=("$MTLS" bench "https://localhost:$PORT/test" --cacert "$PKI/serverca.crt"
     --cert "$PKI/client.crt" --key "$PKI/client.key" "${LOAD[@]}" -d 600)
 "${bench[@]}" -n 50 >/dev/null

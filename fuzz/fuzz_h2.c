@@ -12,15 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_io.h"
 #include "http/http_conn.h"
 #include "mtls/http.h"
 
 #define MAX_LATE 32
 
 struct stream {
-    const uint8_t *data;
-    size_t len, off;
-    uint32_t rng;
+    struct fuzz_io io;
     int preface_sent;
 };
 
@@ -35,35 +34,20 @@ static struct stream *cur;
 
 static uint32_t next(struct stream *s)
 {
-    s->rng = s->rng * 1103515245u + 12345u;
-    return s->rng >> 16;
+    return fuzz_io_next(&s->io);
 }
 
 static long fz_read(void *ctx, char *buf, size_t len)
 {
     static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     struct stream *s = ctx;
-    size_t n;
 
     if (!s->preface_sent) {
         s->preface_sent = 1;
         memcpy(buf, preface, sizeof(preface) - 1); /* len is a whole buffer */
         return (long)(sizeof(preface) - 1);
     }
-    if (s->off >= s->len)
-        return MTLS_IO_EOF;
-    if (next(s) % 8 == 0)
-        return MTLS_IO_WANT_READ;
-    n = 1 + next(s) % 256;
-    if (next(s) % 4 == 0)
-        n = len;
-    if (n > len)
-        n = len;
-    if (n > s->len - s->off)
-        n = s->len - s->off;
-    memcpy(buf, s->data + s->off, n);
-    s->off += n;
-    return (long)n;
+    return fuzz_io_read(&s->io, buf, len, 256);
 }
 
 static long fz_write(void *ctx, const char *buf, size_t len)
@@ -71,7 +55,7 @@ static long fz_write(void *ctx, const char *buf, size_t len)
     struct stream *s = ctx;
 
     (void)buf;
-    if (next(s) % 5 == 0)
+    if (fuzz_io_write_blocks(&s->io))
         return MTLS_IO_WANT_WRITE;
     return (long)len;
 }
@@ -174,9 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 4)
         return 0;
     memset(lates, 0, sizeof(lates));
-    s.rng = (uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16;
-    s.data = data + 4;
-    s.len = size - 4;
+    fuzz_io_init(&s.io, data, size);
     cur = &s;
     mtls_http_config_init(&cfg);
     cfg.access_log = sink;

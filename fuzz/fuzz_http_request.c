@@ -12,50 +12,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_io.h"
 #include "http/http_conn.h"
 #include "mtls/app.h"
 #include "mtls/http.h"
 
 struct stream {
-    const uint8_t *data;
-    size_t len, off;
-    uint32_t rng;
+    struct fuzz_io io;
     size_t out_total;
-    int at_line_start;
 };
 
 static uint32_t next(struct stream *s)
 {
-    s->rng = s->rng * 1103515245u + 12345u;
-    return s->rng >> 16;
+    return fuzz_io_next(&s->io);
 }
 
 static long fz_read(void *ctx, char *buf, size_t len)
 {
-    struct stream *s = ctx;
-    size_t n;
-
-    if (s->off >= s->len)
-        return MTLS_IO_EOF;
-    if (next(s) % 8 == 0)
-        return MTLS_IO_WANT_READ;
-    n = 1 + next(s) % 64;
-    if (next(s) % 4 == 0)
-        n = len;
-    if (n > len)
-        n = len;
-    if (n > s->len - s->off)
-        n = s->len - s->off;
-    memcpy(buf, s->data + s->off, n);
-    s->off += n;
-    return (long)n;
+    return fuzz_io_read(&((struct stream *)ctx)->io, buf, len, 64);
 }
 
 static long fz_write(void *ctx, const char *buf, size_t len)
 {
     struct stream *s = ctx;
 
-    if (next(s) % 5 == 0)
+    if (fuzz_io_write_blocks(&s->io))
         return MTLS_IO_WANT_WRITE;
     if (s->out_total == 0 && (len < 9 || memcmp(buf, "HTTP/1.1 ", 9) != 0))
         abort(); /* every answer starts with a status line */
@@ -185,9 +166,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 4)
         return 0;
     memset(&s, 0, sizeof(s));
-    s.rng = (uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16;
-    s.data = data + 4;
-    s.len = size - 4;
+    fuzz_io_init(&s.io, data, size);
     mtls_http_config_init(&cfg);
     cfg.max_url = 256 + data[3];
     cfg.max_header_bytes = 512 + data[3] * 8;
@@ -224,7 +203,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (r == MTLS_HTTP_DONE || r == MTLS_HTTP_ABORT)
             break;
         late_step(&late);
-        if (rounds % 64 == 63 && mtls_http_conn_busy(&c) && s.off >= s.len)
+        if (rounds % 64 == 63 && mtls_http_conn_busy(&c) && s.io.off >= s.io.len)
             mtls_http_conn_timeout(&c);
     }
     if (r != MTLS_HTTP_DONE && r != MTLS_HTTP_ABORT)
