@@ -203,6 +203,33 @@ class Server:
             self.proc.kill()
             self.proc.wait()
 
+    def worker_pids(self):
+        """The main process's children now (its workers), zombies aside."""
+        pids = set()
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[1]) == self.proc.pid:
+                pids.add(int(name))
+        return pids
+
+    def reload_by_generation(self, text="SIGHUP: configuration reloaded"):
+        """SIGHUP to a server that reloads by starting a new generation of workers
+        (--config, --user): waits for text in the system log and then until none of the
+        workers from before is left, so that every new connection reaches a new worker (the
+        old ones stop accepting when they take their SIGTERM, a moment after the log line)."""
+        before = self.worker_pids()
+        assert before, "the server has no workers"
+        self.proc.send_signal(signal.SIGHUP)
+        wait_for_text(self.system_log, text)
+        wait_until(lambda: not (self.worker_pids() & before), timeout=30 * SLOW,
+                   what=f"the workers from before the reload ({sorted(before)}) to exit")
+
     def leftovers(self):
         """The processes (pid, command line) still in the server's process group, zombies
         aside."""

@@ -69,8 +69,7 @@ routes:
     upstream: {other.url}/v2
     allow: [cn=localclient]
 """)
-        s.proc.send_signal(signal.SIGHUP)
-        wait_for_text(s.system_log, "SIGHUP: configuration reloaded (1 route(s)")
+        s.reload_by_generation("SIGHUP: configuration reloaded (1 route(s)")
         t.join(30)
         assert slow["answer"][0] == 200
         c.close()
@@ -121,8 +120,7 @@ def test_flags_still_win_over_a_reloaded_file(serve, tmp_path, proxy_pki, upstre
     cfg = write(d, f"upstream: {upstream.url}\nallow: [cn=alice]\n")
     s = start(serve, d, "--config", cfg, "--allow", "cn=localclient")
     write(d, f"upstream: {upstream.url}\nallow: [cn=bob]\nidentity_headers: plain\n")
-    s.proc.send_signal(signal.SIGHUP)
-    wait_for_text(s.system_log, "SIGHUP: configuration reloaded")
+    s.reload_by_generation()
     st, body = get(s, proxy_pki, "client", "/app")
     assert st == 200
     names = [n.lower() for n, _ in json.loads(body)["headers"]]
