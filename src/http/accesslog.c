@@ -147,8 +147,11 @@ static size_t log_escape(char *buf, size_t size, const char *s, size_t len, int 
     return o;
 }
 
+/* The target's bytes the line shows (c->url_at, when url_len > 0). */
 static size_t kept_url_len(const mtls_http_conn *c)
 {
+    if (c->url_at == NULL)
+        return 0;
     return c->url_len < MTLS_HTTP_URL_KEEP ? c->url_len : MTLS_HTTP_URL_KEEP;
 }
 
@@ -206,7 +209,7 @@ static size_t text_line(const mtls_http_conn *c, int status, int parsed, char *b
 
         add(&l, method, strlen(method));
         ADD_LIT(&l, " ");
-        add_escaped(&l, c->url, kept_url_len(c), 0);
+        add_escaped(&l, c->url_at ? c->url_at : "", kept_url_len(c), 0);
         if (c->url_len > MTLS_HTTP_URL_KEEP)
             ADD_LIT(&l, "...");
         if (parsed || c->parser.http_major > 0) {
@@ -293,7 +296,7 @@ static size_t json_line(const mtls_http_conn *c, int status, int parsed, char *b
     o = json_field(buf, size, o, "client_serial", peer ? peer->serial : NULL,
                    peer && peer->serial ? strlen(peer->serial) : 0);
     o = json_field(buf, size, o, "method", method, method ? strlen(method) : 0);
-    o = json_field(buf, size, o, "path", c->url_len > 0 ? c->url : NULL, kept_url_len(c));
+    o = json_field(buf, size, o, "path", c->url_len > 0 ? c->url_at : NULL, kept_url_len(c));
     o = json_field(buf, size, o, "protocol", c->parser.http_major > 0 ? proto : NULL,
                    strlen(proto));
     if (o >= size)

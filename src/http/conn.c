@@ -2,8 +2,10 @@
  * An HTTP/1.x connection: llhttp parses what the transport reads; once a
  * request's head is complete it goes through the route table to a handler,
  * which answers at once (appended to one output buffer: pipelined requests
- * parsed from one read share a write) or later (the proxy). No allocation
- * happens per request: headers are spans into the read buffer.
+ * parsed from one read share a write) or later (the proxy). Headers are
+ * spans into the read buffer; the one allocation per request is the copy of
+ * its target, User-Agent and Referer (c->kept) that outlives the buffer
+ * until the request's log line is written.
  *
  * A request's head is handed to llhttp only once it is whole in one buffer
  * (picohttpparser's rule), so that the header spans a handler sees are
@@ -286,6 +288,58 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+int mtls__http_keep_fields(mtls_http_conn *c)
+{
+    size_t u = c->url_len < MTLS_HTTP_URL_KEEP ? c->url_len : MTLS_HTTP_URL_KEEP;
+    size_t a = c->user_agent_len, r = c->referer_len;
+    char *p, *old = c->kept;
+
+    if (c->url_at == NULL)
+        u = 0;
+    c->borrowed = 0;
+    p = malloc(u + a + r + 3);
+    if (p == NULL) {
+        mtls__http_drop_fields(c);
+        return -1;
+    }
+    /* Copied before the old copies are freed: the spans may lie in them. */
+    if (u > 0)
+        memcpy(p, c->url_at, u);
+    p[u] = '\0';
+    if (a > 0)
+        memcpy(p + u + 1, c->user_agent, a);
+    p[u + 1 + a] = '\0';
+    if (r > 0)
+        memcpy(p + u + 1 + a + 1, c->referer, r);
+    p[u + 1 + a + 1 + r] = '\0';
+    free(old);
+    c->kept = p;
+    if (c->url_at != NULL)
+        c->url_at = p;
+    c->user_agent = p + u + 1;
+    c->referer = p + u + 1 + a + 1;
+    /* The request object goes on with the copy of its target. */
+    c->req.target = p;
+    c->req.target_len = u;
+    if (c->req.path_len > u)
+        c->req.path_len = u;
+    return 0;
+}
+
+void mtls__http_drop_fields(mtls_http_conn *c)
+{
+    free(c->kept);
+    c->kept = NULL;
+    c->borrowed = 0;
+    c->url_at = NULL;
+    c->url_len = 0;
+    c->user_agent = c->referer = NULL;
+    c->user_agent_len = c->referer_len = 0;
+    c->req.target = "";
+    c->req.target_len = c->req.path_len = 0;
+}
+
+/* Writes the request's log line (and metrics), then lets go of what was kept for it. */
 static void log_request(mtls_http_conn *c, int status, int parsed)
 {
     char line[16384];
@@ -301,11 +355,13 @@ static void log_request(mtls_http_conn *c, int status, int parsed)
         c->started_ns = 0;
         c->matched = NULL;
     }
-    if (c->cfg->access_log == NULL)
-        return;
-    len = mtls__http_log_line(c, status, parsed, line, sizeof(line));
-    if (len > 0)
-        c->cfg->access_log(c->cfg->access_log_ctx, line, len);
+    if (c->cfg->access_log != NULL) {
+        len = mtls__http_log_line(c, status, parsed, line, sizeof(line));
+        if (len > 0)
+            c->cfg->access_log(c->cfg->access_log_ctx, line, len);
+    }
+    /* Nothing of this request may show up in the log line of a later error. */
+    mtls__http_drop_fields(c);
 }
 
 /* Takes the request away from its handler (which is told, if it asked). */
@@ -338,10 +394,6 @@ void mtls__http_finish_request(mtls_http_conn *c)
     c->resp_started = 0;
     c->resp_done = 0;
     c->route = NULL;
-    /* Nothing of this request may show up in the log line of a later error. */
-    c->url_len = 0;
-    c->url[0] = '\0';
-    c->user_agent_len = c->referer_len = 0;
     c->upstream_status = 0;
     c->upstream_ms = 0;
     c->proxied = 0;
@@ -754,11 +806,9 @@ static int on_message_begin(llhttp_t *p)
     c->resp_started = c->resp_done = 0;
     c->tunnel = 0;
     c->exec_begin = c->exec_count;
-    c->url_at = NULL;
-    c->url_len = 0;
-    c->url[0] = '\0';
-    c->user_agent_len = 0;
-    c->referer_len = 0;
+    if (c->url_at != NULL || c->kept != NULL)
+        mtls__http_drop_fields(c); /* cannot happen: a request's log line drops them */
+    c->borrowed = 1;
     c->in_field = 0;
     c->header_bytes = 0;
     c->n_headers = 0;
@@ -778,15 +828,9 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     mtls_http_conn *c = conn_of(p);
 
+    /* A span in the buffer being parsed (borrowed: see consume()). */
     if (c->url_at == NULL)
         c->url_at = at;
-    if (c->url_len < MTLS_HTTP_URL_KEEP) {
-        size_t room = MTLS_HTTP_URL_KEEP - c->url_len;
-        size_t n = len < room ? len : room;
-
-        memcpy(c->url + c->url_len, at, n);
-        c->url[c->url_len + n] = '\0';
-    }
     c->url_len += len;
     if (c->url_len > c->cfg->max_url)
         return fail(c, 414, "request target too long");
@@ -845,16 +889,14 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static void keep(char *dst, size_t *dst_len, const char *at, size_t len)
+/* Remembers a header's value for the log line, cut to MTLS_HTTP_FIELD_KEEP (a span: borrowed). */
+static void keep_span(const char **at, uint16_t *len, const mtls_http_header *h)
 {
-    size_t n = len < MTLS_HTTP_FIELD_KEEP ? len : MTLS_HTTP_FIELD_KEEP;
-
-    memcpy(dst, at, n);
-    *dst_len = n;
-    dst[n] = '\0';
+    *at = h->value;
+    *len = (uint16_t)(h->value_len < MTLS_HTTP_FIELD_KEEP ? h->value_len : MTLS_HTTP_FIELD_KEEP);
 }
 
-/* Fills the request object from the parsed head; keeps what the log needs. */
+/* Fills the request object from the parsed head; notes what the log needs. */
 static void request_fill(mtls_http_conn *c)
 {
     llhttp_t *p = &c->parser;
@@ -878,9 +920,9 @@ static void request_fill(mtls_http_conn *c)
     req->chunked = (p->flags & F_CHUNKED) != 0;
     for (size_t i = 0; i < c->n_headers; i++) {
         if (h[i].name_len == 10 && strncasecmp(h[i].name, "user-agent", 10) == 0)
-            keep(c->user_agent, &c->user_agent_len, h[i].value, h[i].value_len);
+            keep_span(&c->user_agent, &c->user_agent_len, &h[i]);
         else if (h[i].name_len == 7 && strncasecmp(h[i].name, "referer", 7) == 0)
-            keep(c->referer, &c->referer_len, h[i].value, h[i].value_len);
+            keep_span(&c->referer, &c->referer_len, &h[i]);
         else if (h[i].name_len == 6 && strncasecmp(h[i].name, "expect", 6) == 0 &&
                  h[i].value_len == 12 && strncasecmp(h[i].value, "100-continue", 12) == 0)
             req->expect_continue = 1;
@@ -902,13 +944,10 @@ static int on_headers_complete(llhttp_t *p)
     request_fill(c);
     if (mtls__http_dispatch(c) != 0)
         return fail(c, 413, "request body too large");
-    /* The spans are valid during the handler call only. */
+    /* The header spans are valid during the handler call only; the target until the parse returns.
+     */
     c->req.headers = NULL;
     c->req.n_headers = 0;
-    c->req.target = c->url;
-    c->req.target_len = c->url_len < MTLS_HTTP_URL_KEEP ? c->url_len : MTLS_HTTP_URL_KEEP;
-    if (c->req.path_len > c->req.target_len)
-        c->req.path_len = c->req.target_len;
     if (c->close_after_flush)
         return HPE_PAUSED;
     return 0;
@@ -991,6 +1030,7 @@ void mtls_http_conn_release(mtls_http_conn *c)
     free(c->in);
     free(c->out);
     free(c->own_headers);
+    mtls__http_drop_fields(c);
     c->in = NULL;
     c->out = NULL;
     c->own_headers = NULL;
@@ -1173,6 +1213,13 @@ static size_t consume(mtls_http_conn *c, const char *data, size_t len)
             break;
         }
         used += parse(c, data + used, len - used);
+        /*
+         * A request still in flight outlives the buffer it was parsed from
+         * (the worker's read buffer serves every connection): its target,
+         * User-Agent and Referer are copied now, not for every request.
+         */
+        if (c->borrowed && c->in_request)
+            mtls__http_keep_fields(c);
     }
     return used;
 }

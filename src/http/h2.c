@@ -153,6 +153,7 @@ static void stream_free(h2_stream *st, uint32_t error_code)
         st->next->prev = st->prev;
     s->n_streams--;
     s->conn->in_request = s->n_streams > 0;
+    mtls__http_drop_fields(&st->c);
     free(st->c.out);
     free(st->hbuf);
     free(st->pend);
@@ -499,6 +500,13 @@ void mtls__h2_body_resume(mtls_http_conn *c)
 
 /* ---- requests ------------------------------------------------------------------- */
 
+/* Remembers a field's value for the log line, cut to MTLS_HTTP_FIELD_KEEP (in hbuf: borrowed). */
+static void keep_span(const char **at, uint16_t *len, const char *value, size_t value_len)
+{
+    *at = value;
+    *len = (uint16_t)(value_len < MTLS_HTTP_FIELD_KEEP ? value_len : MTLS_HTTP_FIELD_KEEP);
+}
+
 static int method_of(const char *name)
 {
 #define MTLS_H2_METHOD(num, id, text)                                                              \
@@ -507,15 +515,6 @@ static int method_of(const char *name)
     HTTP_METHOD_MAP(MTLS_H2_METHOD)
 #undef MTLS_H2_METHOD
     return -1;
-}
-
-static void keep(char *dst, size_t *dst_len, const char *v, size_t len)
-{
-    size_t n = len < MTLS_HTTP_FIELD_KEEP ? len : MTLS_HTTP_FIELD_KEEP;
-
-    memcpy(dst, v, n);
-    dst[n] = '\0';
-    *dst_len = n;
 }
 
 /*
@@ -598,9 +597,9 @@ static void request_begin(h2_stream *st, int end_stream)
             if (strcmp(name, "host") == 0)
                 has_host = 1;
             else if (strcmp(name, "user-agent") == 0)
-                keep(c->user_agent, &c->user_agent_len, value, value_len);
+                keep_span(&c->user_agent, &c->user_agent_len, value, value_len);
             else if (strcmp(name, "referer") == 0)
-                keep(c->referer, &c->referer_len, value, value_len);
+                keep_span(&c->referer, &c->referer_len, value, value_len);
             else if (strcmp(name, "content-length") == 0)
                 req->content_length = strtoll(value, NULL, 10); /* nghttp2 checked it */
             else if (strcmp(name, "expect") == 0 && strcasecmp(value, "100-continue") == 0)
@@ -615,9 +614,8 @@ static void request_begin(h2_stream *st, int end_stream)
         path = "/", path_len = 1; /* CONNECT: nghttp2 checked the pseudo-headers */
     m = method ? method_of(method) : -1;
     c->parser.method = (uint8_t)(m >= 0 ? m : HTTP_GET);
+    c->url_at = path;
     c->url_len = path_len;
-    memcpy(c->url, path, path_len < MTLS_HTTP_URL_KEEP ? path_len : MTLS_HTTP_URL_KEEP);
-    c->url[path_len < MTLS_HTTP_URL_KEEP ? path_len : MTLS_HTTP_URL_KEEP] = '\0';
     req->conn = c;
     req->peer = c->peer;
     req->method = c->parser.method;
@@ -647,13 +645,11 @@ static void request_begin(h2_stream *st, int end_stream)
     } else if (c->resp_done && !c->resp_started) {
         c->resp_started = 1; /* dispatch answered a refusal itself */
     }
-    /* The spans are valid during the handler call only. */
+    /* The spans are valid during the handler call only; the request goes on with copies. */
     req->headers = NULL;
     req->n_headers = 0;
-    req->target = c->url;
-    req->target_len = c->url_len < MTLS_HTTP_URL_KEEP ? c->url_len : MTLS_HTTP_URL_KEEP;
-    if (req->path_len > req->target_len)
-        req->path_len = req->target_len;
+    if (c->url_at == path)
+        mtls__http_keep_fields(c); /* unless it is over already (logged) */
     free(h);
     free(cookie);
     free(st->hbuf);

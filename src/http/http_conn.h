@@ -24,7 +24,8 @@ extern "C" {
  * One HTTP connection: parser state, input and output buffers, and the
  * current request. Caller-owned storage: mtls_http_conn_init() then
  * mtls_http_conn_release(). Buffers are allocated once per connection and
- * reused for every request on it.
+ * reused for every request on it (and a request answered later keeps its
+ * target, User-Agent and Referer until its log line is written).
  */
 typedef struct mtls_http_conn {
     llhttp_t parser;
@@ -42,25 +43,34 @@ typedef struct mtls_http_conn {
     mtls_http_request req;
     const mtls_http_route *route;
     const mtls_http_route *matched; /* the route its path matched, even when refused (metrics) */
-    const char *url_at;             /* the target's span in the buffer being parsed */
-    char url[MTLS_HTTP_URL_KEEP + 1];
-    size_t url_len; /* bytes seen, may exceed what url keeps */
-    char user_agent[MTLS_HTTP_FIELD_KEEP + 1];
-    size_t user_agent_len;
-    char referer[MTLS_HTTP_FIELD_KEEP + 1];
-    size_t referer_len;
+    /*
+     * The request's target, User-Agent and Referer, for the request object
+     * and the log line: spans in the buffer being parsed while it is being
+     * parsed (a keep-alive GET is answered and logged then, and never
+     * copied); a request still in flight when the parse returns gets copies
+     * in kept ("target\0user-agent\0referer\0", cut to MTLS_HTTP_URL_KEEP and
+     * MTLS_HTTP_FIELD_KEEP), one allocation freed when its log line is
+     * written. A connection that waits for its next request holds none.
+     */
+    const char *url_at; /* NULL: none */
+    size_t url_len;     /* bytes seen, may exceed what is kept */
+    const char *user_agent, *referer;
+    char *kept;
     size_t header_bytes;
-    unsigned n_headers;
     uint64_t body_bytes;
-    int error_status; /* 413/414/431 decided inside a parser callback */
     const char *error_reason;
-    int status;          /* of the current response */
-    size_t resp_at;      /* where in out the current response began */
-    int upstream_status; /* for the access log (0: none answered) */
-    int proxied;         /* the request went to an upstream */
+    size_t resp_at; /* where in out the current response began */
     uint64_t upstream_ms;
     uint64_t started_ns; /* CLOCK_MONOTONIC at its first byte (only with cfg->request_done) */
-    unsigned exec_count, exec_begin; /* llhttp_execute calls: the head came in one */
+    uint64_t requests;   /* requests answered on this connection */
+    uint64_t bytes_out;  /* response body bytes handed to write() */
+    unsigned n_headers;
+    int error_status;                     /* 413/414/431 decided inside a parser callback */
+    int status;                           /* of the current response */
+    int upstream_status;                  /* for the access log (0: none answered) */
+    uint16_t user_agent_len, referer_len; /* cut to MTLS_HTTP_FIELD_KEEP */
+    /* llhttp_execute calls, to check that the head came in one (compared, never ordered) */
+    uint16_t exec_count, exec_begin;
 
     unsigned in_request : 1; /* bytes of an unfinished request were parsed, or it is answered */
     unsigned in_head : 1;    /* the request's head is being parsed */
@@ -81,8 +91,8 @@ typedef struct mtls_http_conn {
     unsigned closing : 1; /* answer with Connection: close from now on */
     unsigned close_after_flush : 1;
     unsigned read_done : 1; /* read once since the last wait; wait unless pending */
-    uint64_t requests;      /* requests answered on this connection */
-    uint64_t bytes_out;     /* response body bytes handed to write() */
+    unsigned proxied : 1;   /* the request went to an upstream (access log) */
+    unsigned borrowed : 1;  /* url_at, user_agent, referer point into the parsed buffer */
     /* HTTP/2 (private): on the connection, its session (src/http/h2.c); on
        the per-stream request state h2 makes, the stream it belongs to. */
     struct mtls__h2_session *h2;

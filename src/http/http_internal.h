@@ -30,6 +30,18 @@ const mtls_http_routes *mtls__http_builtin_routes(void);
 /** Routes c->req (filled by the caller) to its handler, or answers a refusal. -1: 413. */
 int mtls__http_dispatch(mtls_http_conn *c);
 
+/**
+ * Copies c's target, User-Agent and Referer out of the buffer they were
+ * parsed from (c->url_at and the others, cut to MTLS_HTTP_URL_KEEP and
+ * MTLS_HTTP_FIELD_KEEP) into c->kept and points them and the request
+ * object there, for a request that outlives that buffer. Returns 0, or -1
+ * when out of memory (the request then goes on without them).
+ */
+int mtls__http_keep_fields(mtls_http_conn *c);
+
+/** Forgets c's target, User-Agent and Referer and frees their copies (after the log line). */
+void mtls__http_drop_fields(mtls_http_conn *c);
+
 /** Logs c's request and readies c for the next one (request and response complete). */
 void mtls__http_finish_request(mtls_http_conn *c);
 

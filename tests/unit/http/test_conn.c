@@ -614,3 +614,96 @@ Test(http, a_closed_connection_aborts_its_handler)
     cr_assert(l.s.aborted);
     mtls_http_routes_release(&l.t);
 }
+
+/*
+ * A connection that waits for its next request holds this struct (inside
+ * the server's own, per connection): the target, User-Agent and Referer
+ * are kept per request, not in it (docs/PERFORMANCE.md, idle memory). It
+ * was 2,112 bytes with them inside.
+ */
+Test(http, an_idle_connection_holds_no_request_copies)
+{
+    cr_assert_leq(sizeof(mtls_http_conn), 640, "%zu bytes", sizeof(mtls_http_conn));
+}
+
+Test(http, a_late_answer_logs_its_request_after_the_read_buffer_was_reused)
+{
+    static struct late_conn l;
+    static char lent[16384];
+    struct seen *const s = &l.s;
+    const char *line;
+    int r;
+
+    late_conn_start(&l,
+                    "GET /app/x?q=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: ua/1\r\n"
+                    "Referer: https://r/\r\n\r\n",
+                    "/app", MTLS_ROUTE_PREFIX);
+    l.cfg.read_buf = lent;
+    l.cfg.read_buf_len = sizeof(lent);
+    l.cfg.access_log = mem_log;
+    l.cfg.access_log_ctx = &l.m;
+    r = mtls_http_conn_run(&l.c);
+    cr_assert_eq(r, MTLS_HTTP_WAIT, "%d", r);
+    cr_assert_not_null(s->later);
+    cr_assert_not_null(l.c.kept, "a request in flight keeps copies");
+    cr_assert_eq(l.c.url_at, l.c.kept);
+    /* Another connection of the worker reads into the same buffer meanwhile. */
+    memset(lent, 'Z', sizeof(lent));
+    cr_assert_eq(s->later->target_len, 10);
+    cr_assert(memcmp(s->later->target, "/app/x?q=1", 10) == 0);
+    cr_assert_eq(s->later->path_len, 6);
+    cr_assert_eq(mtls_http_respond(s->later, 200, "text/plain", "ok", 2, NULL), 0);
+    for (int i = 0; i < 10 && r != MTLS_HTTP_WANT_READ; i++)
+        r = mtls_http_conn_run(&l.c);
+    line = strstr(l.m.log, "] \"GET ");
+    cr_assert_not_null(line, "%s", l.m.log);
+    cr_assert_str_eq(line, "] \"GET /app/x?q=1 HTTP/1.1\" 200 2 \"https://r/\" \"ua/1\"\n");
+    /* Waiting for the next request, the connection holds none of them. */
+    cr_assert_null(l.c.kept);
+    cr_assert_null(l.c.url_at);
+    cr_assert_null(l.c.user_agent);
+    mtls_http_conn_release(&l.c);
+    mtls_http_routes_release(&l.t);
+}
+
+Test(http, long_fields_are_cut_in_the_log_and_json_keeps_them)
+{
+    static char req[4096];
+    static char ua[400];
+    struct mem m;
+
+    memset(ua, 'u', 300);
+    ua[300] = '\0';
+    snprintf(req, sizeof(req),
+             "GET /test HTTP/1.1\r\nUser-Agent: %s\r\nReferer: r\r\n\r\n"
+             "GET /test?second HTTP/1.1\r\n\r\n",
+             ua);
+    cfg.log_format = MTLS_LOG_JSON;
+    feed(&m, req, 1 << 20, NULL);
+    /* User-Agent cut to 256 bytes; nothing of the first request in the second line. */
+    ua[256] = '\0';
+    cr_assert(strstr(m.log, ua) != NULL, "%s", m.log);
+    cr_assert(strstr(m.log, "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu\",") == NULL, "%s",
+              m.log);
+    cr_assert(strstr(m.log, "\"path\":\"/test?second\",\"protocol\":\"HTTP/1.1\",\"status\":200,"
+                            "\"bytes\":24,\"referer\":null,\"user_agent\":null}") != NULL,
+              "%s", m.log);
+    cr_assert_eq(count(m.log, "\"referer\":\"r\""), 1, "%s", m.log);
+}
+
+Test(http, a_refused_target_is_logged_cut_to_1024_bytes)
+{
+    static char big[12000], want[1200];
+    struct mem m;
+
+    strcpy(big, "GET /");
+    memset(big + 5, 'a', 9000);
+    strcpy(big + 9005, " HTTP/1.1\r\n\r\n");
+    feed(&m, big, 1 << 20, NULL);
+    cr_assert(strncmp(m.out, "HTTP/1.1 414 ", 13) == 0, "%s", m.out);
+    /* Kept from the buffer being parsed: its head never completed. */
+    strcpy(want, "\"GET /");
+    memset(want + 6, 'a', 1023);
+    strcpy(want + 6 + 1023, "...\" 414 ");
+    cr_assert(strstr(m.log, want) != NULL, "%s", m.log);
+}

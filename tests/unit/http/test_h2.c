@@ -294,3 +294,34 @@ Test(h2, drain_sends_goaway_and_finishes_open_streams)
     cr_assert(answer_of(late)->closed);
     finish(&f);
 }
+
+Test(h2, a_late_answer_logs_its_path_user_agent_and_referer)
+{
+    static struct h2_fixture f;
+    nghttp2_nv nv[] = {
+        {(uint8_t *)":method", (uint8_t *)"GET", 7, 3, 0},
+        {(uint8_t *)":path", (uint8_t *)"/late?q=1", 5, 9, 0},
+        {(uint8_t *)":scheme", (uint8_t *)"https", 7, 5, 0},
+        {(uint8_t *)":authority", (uint8_t *)"localhost", 10, 9, 0},
+        {(uint8_t *)"user-agent", (uint8_t *)"ua/2", 10, 4, 0},
+        {(uint8_t *)"referer", (uint8_t *)"https://r/", 7, 10, 0},
+    };
+    int32_t id;
+
+    start(&f);
+    id = nghttp2_submit_request(f.client, NULL, nv, 6, NULL, NULL);
+    cr_assert(id > 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(exchange(&f), MTLS_HTTP_WANT_READ);
+    /* The header block is freed: the request goes on with the kept copy. */
+    cr_assert_not_null(f.late.req);
+    cr_assert_eq(f.late.req->target_len, 9);
+    cr_assert(memcmp(f.late.req->target, "/late?q=1", 9) == 0);
+    cr_assert_eq(f.late.req->path_len, 5);
+    cr_assert_eq(mtls_http_respond(f.late.req, 200, "text/plain", "ok", 2, NULL), 0);
+    cr_assert_eq(exchange(&f), MTLS_HTTP_WANT_READ);
+    cr_assert_eq(answer_of(id)->status, 200);
+    cr_assert(strstr(f.p.log, "\"GET /late?q=1 HTTP/2.0\" 200 2 \"https://r/\" \"ua/2\"\n") != NULL,
+              "%s", f.p.log);
+    finish(&f);
+}
