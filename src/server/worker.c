@@ -56,6 +56,12 @@ enum conn_state { ST_PROXY, ST_HANDSHAKE, ST_HTTP, ST_LINGER };
 
 struct worker;
 
+/*
+ * One connection, held while it waits for its next request too: what is
+ * only needed for a moment lives elsewhere (strings at their exact size,
+ * src/http's per-request copies), and the fields are ordered so that no
+ * padding is left between them (docs/PERFORMANCE.md, idle memory).
+ */
 struct conn {
     uv_poll_t poll;
     uv_timer_t timer; /* fires at timer_due; the state's deadline may be later */
@@ -64,35 +70,35 @@ struct conn {
     int fd;
     int events; /* what poll watches now */
     enum conn_state state;
+    int handles;          /* libuv handles still open (poll, timer) */
     uint64_t deadline;    /* loop time (ms) after which the state times out */
     uint64_t timer_due;   /* when the timer fires, 0: not armed */
-    int handles;          /* libuv handles still open (poll, timer) */
     int request_deadline; /* deadline is the header timeout of a started request */
-    uint64_t answered;    /* requests answered when the deadline was last set */
     int closing;          /* uv_close called */
+    uint64_t answered;    /* requests answered when the deadline was last set */
     SSL *ssl;
     mtls_tls_verify_note *note;       /* during the handshake only */
     struct mtls__proxy_reader *proxy; /* --proxy-protocol: while its header is read */
-    char addr[64];                    /* "127.0.0.1" */
-    char peer[80];                    /* "127.0.0.1:54321" */
+    char *addr;                       /* "127.0.0.1", then peer in the same allocation */
+    const char *peer;                 /* "127.0.0.1:54321" */
     mtls_http_peer http_peer;
     mtls_http_conn http;
-    int http_ready;
     X509 *cert;           /* the verified client certificate (SSL's), or NULL */
     char *subject;        /* its subject, for the access log (exact size: idle memory) */
-    char serial[84];      /* its serial, upper-case hex */
+    const char *serial;   /* its serial, upper-case hex (in subject's allocation) */
     mtls_cert_info *info; /* everything else, made on the first /whoami */
     char *whoami;
     size_t whoami_len;
     char *denied;           /* verify-client optional: the 403's reason */
     struct conn *kick_next; /* in the worker's list of connections to run again */
+    int http_ready;
     int kicked;
-    int waiting;    /* a handler answers later: the first event while waiting stops the poll */
-    char *identity; /* the upstream's identity header lines, made on first use */
+    int waiting; /* a handler answers later: the first event while waiting stops the poll */
+    unsigned identity_families; /* the families identity was made for */
+    char *identity;             /* the upstream's identity header lines, made on first use */
     size_t identity_len;
-    unsigned identity_families; /* the families they were made for */
-    char *who;                  /* "CN=bob", for a 403 of the --allow rules (only when they deny) */
-    char *accepted_ca;          /* the client CAs in words, for refused clients' pages */
+    char *who;         /* "CN=bob", for a 403 of the --allow rules (only when they deny) */
+    char *accepted_ca; /* the client CAs in words, for refused clients' pages */
     struct conn_identity *ident; /* mtls_request_identity(), made on first use */
 };
 
@@ -546,6 +552,19 @@ fail:
 
 /* ---- connections ---------------------------------------------------------- */
 
+/* "a\0b\0" in one allocation of its size (the caller frees it), or NULL. */
+static char *join2(const char *a, const char *b)
+{
+    size_t na = strlen(a) + 1, nb = strlen(b) + 1;
+    char *p = malloc(na + nb);
+
+    if (p != NULL) {
+        memcpy(p, a, na);
+        memcpy(p + na, b, nb);
+    }
+    return p;
+}
+
 static void conn_free(uv_handle_t *h)
 {
     struct conn *c = h->data;
@@ -576,6 +595,7 @@ static void conn_free(uv_handle_t *h)
     free(c->info);
     free(c->note);
     free(c->proxy);
+    free(c->addr);
     free(c->subject);
     free(c->denied);
     free(c->identity);
@@ -682,7 +702,7 @@ static void handshake_done(struct conn *c)
     X509 *cert = SSL_get0_peer_certificate(c->ssl);
     char reason[768];
     const char *denied = mtls_tls_denied_reason(c->ssl, c->note, reason, sizeof(reason));
-    char subject[MTLS_NAME_MAX];
+    char subject[MTLS_NAME_MAX], serial[84];
 
     c->http_peer.addr = c->addr;
     if (w->metrics != NULL)
@@ -711,12 +731,14 @@ static void handshake_done(struct conn *c)
          */
         c->cert = cert;
         mtls_name_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
-        c->subject = strdup(subject);
+        mtls_serial_hex(X509_get0_serialNumber(cert), serial, sizeof(serial));
+        /* Both for as long as the connection lasts, in one allocation of their size. */
+        c->subject = join2(subject, serial);
         if (c->subject == NULL) {
             conn_close(c);
             return;
         }
-        mtls_serial_hex(X509_get0_serialNumber(cert), c->serial, sizeof(c->serial));
+        c->serial = c->subject + strlen(c->subject) + 1;
         c->http_peer.user = c->subject;
         c->http_peer.serial = c->serial;
     }
@@ -881,13 +903,25 @@ static void conn_http(struct conn *c)
     }
 }
 
-/* The peer as logs and requests show it: c->addr ("127.0.0.1") and c->peer ("127.0.0.1:54321"). */
-static void conn_set_peer(struct conn *c, const struct sockaddr_storage *ss)
+/*
+ * The peer as logs and requests show it: c->addr ("127.0.0.1") and c->peer
+ * ("127.0.0.1:54321"), in one allocation. Returns 0, or -1 when out of
+ * memory (c keeps what it had).
+ */
+static int conn_set_peer(struct conn *c, const struct sockaddr_storage *ss)
 {
+    char addr[64], peer[80], *both;
     int port;
 
-    mtls__addr_format(ss, c->addr, sizeof(c->addr), &port);
-    snprintf(c->peer, sizeof(c->peer), strchr(c->addr, ':') ? "[%s]:%d" : "%s:%d", c->addr, port);
+    mtls__addr_format(ss, addr, sizeof(addr), &port);
+    snprintf(peer, sizeof(peer), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr, port);
+    both = join2(addr, peer);
+    if (both == NULL)
+        return -1;
+    free(c->addr);
+    c->addr = both;
+    c->peer = both + strlen(both) + 1;
+    return 0;
 }
 
 /*
@@ -916,8 +950,10 @@ static void conn_proxy_header(struct conn *c)
     }
     free(c->proxy);
     c->proxy = NULL;
-    if (!hdr.local)
-        conn_set_peer(c, &hdr.source);
+    if (!hdr.local && conn_set_peer(c, &hdr.source) != 0) {
+        conn_close(c);
+        return;
+    }
     c->state = ST_HANDSHAKE;
     conn_handshake(c);
 }
@@ -976,10 +1012,9 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss
     c->w = w;
     c->fd = fd;
     c->state = w->srv->opts.proxy_protocol ? ST_PROXY : ST_HANDSHAKE;
-    conn_set_peer(c, ss);
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->ssl = SSL_new(w->pub->ssl_ctx);
-    if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1 ||
+    if (conn_set_peer(c, ss) != 0 || c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1 ||
         (c->note = calloc(1, sizeof(*c->note))) == NULL ||
         mtls_tls_note_attach(c->ssl, c->note) != 0 ||
         (c->state == ST_PROXY && (c->proxy = calloc(1, sizeof(*c->proxy))) == NULL) ||
@@ -989,6 +1024,7 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *ss
         close(fd);
         free(c->note);
         free(c->proxy);
+        free(c->addr);
         free(c);
         slot_give(w);
         return;
