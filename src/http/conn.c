@@ -3,9 +3,9 @@
  * request's head is complete it goes through the route table to a handler,
  * which answers at once (appended to one output buffer: pipelined requests
  * parsed from one read share a write) or later (the proxy). Headers are
- * spans into the read buffer; the one allocation per request is the copy of
- * its target, User-Agent and Referer (c->kept) that outlives the buffer
- * until the request's log line is written.
+ * spans into the read buffer. A request that outlives that buffer (answered
+ * later, or its body still coming) gets one allocation: the copy of its
+ * target, User-Agent and Referer (c->kept), freed with its log line.
  *
  * A request's head is handed to llhttp only once it is whole in one buffer
  * (picohttpparser's rule), so that the header spans a handler sees are
@@ -889,13 +889,6 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-/* Remembers a header's value for the log line, cut to MTLS_HTTP_FIELD_KEEP (a span: borrowed). */
-static void keep_span(const char **at, uint16_t *len, const mtls_http_header *h)
-{
-    *at = h->value;
-    *len = (uint16_t)(h->value_len < MTLS_HTTP_FIELD_KEEP ? h->value_len : MTLS_HTTP_FIELD_KEEP);
-}
-
 /* Fills the request object from the parsed head; notes what the log needs. */
 static void request_fill(mtls_http_conn *c)
 {
@@ -920,9 +913,9 @@ static void request_fill(mtls_http_conn *c)
     req->chunked = (p->flags & F_CHUNKED) != 0;
     for (size_t i = 0; i < c->n_headers; i++) {
         if (h[i].name_len == 10 && strncasecmp(h[i].name, "user-agent", 10) == 0)
-            keep_span(&c->user_agent, &c->user_agent_len, &h[i]);
+            mtls__http_keep_span(&c->user_agent, &c->user_agent_len, h[i].value, h[i].value_len);
         else if (h[i].name_len == 7 && strncasecmp(h[i].name, "referer", 7) == 0)
-            keep_span(&c->referer, &c->referer_len, &h[i]);
+            mtls__http_keep_span(&c->referer, &c->referer_len, h[i].value, h[i].value_len);
         else if (h[i].name_len == 6 && strncasecmp(h[i].name, "expect", 6) == 0 &&
                  h[i].value_len == 12 && strncasecmp(h[i].value, "100-continue", 12) == 0)
             req->expect_continue = 1;
@@ -944,8 +937,7 @@ static int on_headers_complete(llhttp_t *p)
     request_fill(c);
     if (mtls__http_dispatch(c) != 0)
         return fail(c, 413, "request body too large");
-    /* The header spans are valid during the handler call only; the target until the parse returns.
-     */
+    /* Header spans are valid during the handler call only (the target: see consume()). */
     c->req.headers = NULL;
     c->req.n_headers = 0;
     if (c->close_after_flush)

@@ -500,13 +500,6 @@ void mtls__h2_body_resume(mtls_http_conn *c)
 
 /* ---- requests ------------------------------------------------------------------- */
 
-/* Remembers a field's value for the log line, cut to MTLS_HTTP_FIELD_KEEP (in hbuf: borrowed). */
-static void keep_span(const char **at, uint16_t *len, const char *value, size_t value_len)
-{
-    *at = value;
-    *len = (uint16_t)(value_len < MTLS_HTTP_FIELD_KEEP ? value_len : MTLS_HTTP_FIELD_KEEP);
-}
-
 static int method_of(const char *name)
 {
 #define MTLS_H2_METHOD(num, id, text)                                                              \
@@ -597,9 +590,9 @@ static void request_begin(h2_stream *st, int end_stream)
             if (strcmp(name, "host") == 0)
                 has_host = 1;
             else if (strcmp(name, "user-agent") == 0)
-                keep_span(&c->user_agent, &c->user_agent_len, value, value_len);
+                mtls__http_keep_span(&c->user_agent, &c->user_agent_len, value, value_len);
             else if (strcmp(name, "referer") == 0)
-                keep_span(&c->referer, &c->referer_len, value, value_len);
+                mtls__http_keep_span(&c->referer, &c->referer_len, value, value_len);
             else if (strcmp(name, "content-length") == 0)
                 req->content_length = strtoll(value, NULL, 10); /* nghttp2 checked it */
             else if (strcmp(name, "expect") == 0 && strcasecmp(value, "100-continue") == 0)

@@ -42,6 +42,14 @@ int mtls__http_keep_fields(mtls_http_conn *c);
 /** Forgets c's target, User-Agent and Referer and frees their copies (after the log line). */
 void mtls__http_drop_fields(mtls_http_conn *c);
 
+/** Notes a header's value for the log line (a span, borrowed), cut to MTLS_HTTP_FIELD_KEEP. */
+static inline void mtls__http_keep_span(const char **at, uint16_t *len, const char *value,
+                                        size_t value_len)
+{
+    *at = value;
+    *len = (uint16_t)(value_len < MTLS_HTTP_FIELD_KEEP ? value_len : MTLS_HTTP_FIELD_KEEP);
+}
+
 /** Logs c's request and readies c for the next one (request and response complete). */
 void mtls__http_finish_request(mtls_http_conn *c);
 
