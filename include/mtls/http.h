@@ -84,6 +84,12 @@ typedef struct mtls_http_config {
        move to the connection's own buffer, so idle connections hold none. */
     char *read_buf;
     size_t read_buf_len;
+    /* An output buffer lent the same way (NULL: each connection allocates
+       its own): responses made while a connection runs are written from it,
+       and only what the socket does not take at once, or what a handler
+       answers later, goes to a buffer of the connection's own. */
+    char *write_buf;
+    size_t write_buf_len;
     /* A header array lent the same way (at least max_headers entries; NULL:
        each connection allocates its own on its first request). */
     struct mtls_http_header *header_buf;

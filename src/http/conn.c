@@ -43,9 +43,43 @@ void mtls_http_config_init(mtls_http_config *cfg)
 
 /* ---- output buffer ---------------------------------------------------- */
 
+/* Moves the output from the lent buffer into one of c's own (offsets kept). */
+static int out_own(mtls_http_conn *c, size_t need)
+{
+    size_t cap = OUT_INITIAL;
+    char *own;
+
+    while (cap < need)
+        cap *= 2;
+    own = malloc(cap);
+    if (own == NULL)
+        return -1;
+    memcpy(own, c->out, c->out_len);
+    c->out = own;
+    c->out_cap = cap;
+    c->out_lent = 0;
+    return 0;
+}
+
+/*
+ * Room for more output bytes. While c runs and has no buffer of its own,
+ * the worker's lent buffer serves (a keep-alive connection then never
+ * allocates one); run_done() hands back the lent buffer when run() returns.
+ */
 static int out_reserve(mtls_http_conn *c, size_t more)
 {
-    return mtls__http_grow(&c->out, &c->out_cap, c->out_len + more, OUT_INITIAL, SIZE_MAX);
+    size_t need = c->out_len + more;
+
+    if (c->out_lent)
+        return need <= c->out_cap ? 0 : out_own(c, need);
+    if (c->out == NULL && c->running && c->cfg->write_buf != NULL &&
+        need <= c->cfg->write_buf_len) {
+        c->out = c->cfg->write_buf;
+        c->out_cap = c->cfg->write_buf_len;
+        c->out_lent = 1;
+        return 0;
+    }
+    return mtls__http_grow(&c->out, &c->out_cap, need, OUT_INITIAL, SIZE_MAX);
 }
 
 /* Asks the owner to run c again: at once when inside run (the loop goes on). */
@@ -1020,11 +1054,13 @@ void mtls_http_conn_release(mtls_http_conn *c)
         mtls__h2_release(c);
     mtls__http_handler_detach(c, 1);
     free(c->in);
-    free(c->out);
+    if (!c->out_lent)
+        free(c->out);
     free(c->own_headers);
     mtls__http_drop_fields(c);
     c->in = NULL;
     c->out = NULL;
+    c->out_lent = 0;
     c->own_headers = NULL;
     c->in_cap = c->out_cap = 0;
 }
@@ -1350,6 +1386,31 @@ static int run(mtls_http_conn *c)
     }
 }
 
+/*
+ * run() returned: the lent output buffer goes back to the worker (what the
+ * socket did not take moves to c's own), and a connection that waits for
+ * its next request frees the input buffer a split head made it take.
+ */
+static int run_done(mtls_http_conn *c, int r)
+{
+    if (c->out_lent) {
+        if (c->out_off < c->out_len) {
+            if (out_own(c, c->out_len) != 0)
+                return MTLS_HTTP_ABORT;
+        } else {
+            c->out = NULL;
+            c->out_cap = c->out_off = c->out_len = 0;
+            c->out_lent = 0;
+        }
+    }
+    if (c->in != NULL && c->in_off >= c->in_len && c->cfg->read_buf != NULL) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = c->in_off = c->in_len = 0;
+    }
+    return r;
+}
+
 int mtls_http_conn_run(mtls_http_conn *c)
 {
     int r;
@@ -1359,7 +1420,7 @@ int mtls_http_conn_run(mtls_http_conn *c)
     c->running = 1;
     r = run(c);
     c->running = 0;
-    return r;
+    return run_done(c, r);
 }
 
 void mtls_http_conn_drain(mtls_http_conn *c)

@@ -35,7 +35,7 @@ typedef struct mtls_http_conn {
 
     char *in; /* bytes read and not parsed yet: in[in_off, in_len) (lazy) */
     size_t in_cap, in_off, in_len;
-    char *out; /* bytes to write: out[out_off, out_len) (lazy, grows) */
+    char *out; /* bytes to write: out[out_off, out_len) (lazy, grows; or lent: out_lent) */
     size_t out_cap, out_off, out_len;
     mtls_http_header *own_headers; /* when cfg lends no header array */
 
@@ -93,6 +93,7 @@ typedef struct mtls_http_conn {
     unsigned read_done : 1; /* read once since the last wait; wait unless pending */
     unsigned proxied : 1;   /* the request went to an upstream (access log) */
     unsigned borrowed : 1;  /* url_at, user_agent, referer point into the parsed buffer */
+    unsigned out_lent : 1;  /* out is cfg->write_buf (only while running) */
     /* HTTP/2 (private): on the connection, its session (src/http/h2.c); on
        the per-stream request state h2 makes, the stream it belongs to. */
     struct mtls__h2_session *h2;

@@ -138,6 +138,7 @@ struct worker {
     size_t access_len;
     struct mtls__log_loss access_loss;
     char read_buf[16384];         /* lent to every connection for SSL_read: idle ones hold none */
+    char write_buf[16384];        /* lent the same way for the responses made while one runs */
     mtls_http_header *header_buf; /* lent the same way */
     mtls_http_routes routes;
     uv_idle_t kicker; /* runs kicked connections (a handler answered later) */
@@ -1520,6 +1521,8 @@ int mtls__worker_run(struct mtls__worker *pub)
     w->http_cfg.access_log_ctx = w;
     w->http_cfg.read_buf = w->read_buf;
     w->http_cfg.read_buf_len = sizeof(w->read_buf);
+    w->http_cfg.write_buf = w->write_buf;
+    w->http_cfg.write_buf_len = sizeof(w->write_buf);
     w->header_buf = calloc(w->http_cfg.max_headers + 1, sizeof(*w->header_buf));
     if (w->header_buf == NULL || worker_routes(w) != 0) {
         free(w->header_buf);

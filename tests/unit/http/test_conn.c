@@ -707,3 +707,90 @@ Test(http, a_refused_target_is_logged_cut_to_1024_bytes)
     strcpy(want + 6 + 1023, "...\" 414 ");
     cr_assert(strstr(m.log, want) != NULL, "%s", m.log);
 }
+
+/* A connection of a worker that lends its read and write buffers. */
+static char lent_in[16384], lent_out[16384];
+
+static void lend_buffers(mtls_http_config *c)
+{
+    c->read_buf = lent_in;
+    c->read_buf_len = sizeof(lent_in);
+    c->write_buf = lent_out;
+    c->write_buf_len = sizeof(lent_out);
+}
+
+Test(http, a_connection_between_requests_holds_no_buffers)
+{
+    static struct mem m;
+    const char *req = "GET /test HTTP/1.1\r\nHost: a\r\n\r\n";
+    mtls_http_io io = {mem_read, mem_write, NULL, &m, NULL};
+    mtls_http_config lc = cfg;
+    mtls_http_conn c;
+
+    lend_buffers(&lc);
+    memset(&m, 0, sizeof(m));
+    m.in = req;
+    m.len = strlen(req);
+    m.avail = 10; /* the head comes in two pieces: the first waits in a buffer of c's own */
+    cr_assert_eq(mtls_http_conn_init(&c, &lc, &peer, &io), 0);
+    cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_WANT_READ);
+    cr_assert_not_null(c.in);
+    cr_assert_eq(m.out_len, 0);
+    m.avail = m.len;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_WANT_READ);
+    m.out[m.out_len] = '\0';
+    cr_assert(strncmp(m.out, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", m.out);
+    cr_assert_eq(c.requests, 1);
+    /* Waiting for the next request: neither an input nor an output buffer. */
+    cr_assert_null(c.in);
+    cr_assert_null(c.out);
+    cr_assert_eq(c.in_cap + c.out_cap, 0);
+    mtls_http_conn_release(&c);
+}
+
+Test(http, output_the_socket_does_not_take_leaves_the_lent_buffer)
+{
+    static struct mem m;
+    const char *req = "GET /test HTTP/1.1\r\nHost: a\r\n\r\n";
+    mtls_http_io io = {mem_read, mem_write, NULL, &m, NULL};
+    mtls_http_config lc = cfg;
+    mtls_http_conn c;
+
+    lend_buffers(&lc);
+    memset(&m, 0, sizeof(m));
+    m.in = req;
+    m.len = m.avail = strlen(req);
+    m.block_writes = 1;
+    cr_assert_eq(mtls_http_conn_init(&c, &lc, &peer, &io), 0);
+    cr_assert_eq(mtls_http_conn_run(&c), MTLS_HTTP_WANT_WRITE);
+    cr_assert_not_null(c.out);
+    cr_assert(c.out != lent_out, "the response waits in c's own buffer");
+    /* Another connection of the worker runs meanwhile. */
+    memset(lent_out, 'Z', sizeof(lent_out));
+    for (int i = 0; i < 3; i++)
+        mtls_http_conn_run(&c);
+    m.out[m.out_len] = '\0';
+    cr_assert(strncmp(m.out, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", m.out);
+    cr_assert(strstr(m.out, "\r\n\r\n{\"message\":\"Hello mtls\"}") != NULL, "%s", m.out);
+    cr_assert_null(strchr(m.out, 'Z'));
+    mtls_http_conn_release(&c);
+}
+
+Test(http, pipelining_past_the_lent_output_buffer)
+{
+    static char req[40000];
+    static struct mem m;
+    const char *one = "GET /test HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    req[0] = '\0';
+    for (int i = 0; i < 1000; i++)
+        strcat(req, one);
+    lend_buffers(&cfg);
+    /* ~150 KB of answers: past the lent 16 KB the output moves to c's own buffer. */
+    feed(&m, req, 1 << 20, NULL);
+    cr_assert_eq(count(m.out, "HTTP/1.1 200 OK"), 1000);
+    feed(&m, req, 777, NULL);
+    cr_assert_eq(count(m.out, "HTTP/1.1 200 OK"), 1000);
+    cfg.read_buf = cfg.write_buf = NULL;
+}
