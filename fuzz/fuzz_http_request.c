@@ -177,10 +177,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (data[3] & 2)
         peer.denied = "no client certificate was sent";
     if (data[3] & 4) {
-        static char lent[512]; /* small, so that leftovers move often */
+        static char lent[512];     /* small, so that leftovers move often */
+        static char lent_out[256]; /* and output moves to the connection's own buffer */
 
         cfg.read_buf = lent;
         cfg.read_buf_len = sizeof(lent);
+        cfg.write_buf = lent_out;
+        cfg.write_buf_len = sizeof(lent_out);
     }
     late.s = &s;
     if (data[3] & 8) {
