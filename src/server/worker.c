@@ -50,6 +50,14 @@
 #define ACCEPT_BATCH 64
 #define LINGER_MS 2000
 #define RETRY_MS 50 /* a paused listener (cap reached, no file descriptors) retries this often */
+/*
+ * OpenSSL's record buffers (about 34 kB: read and write) stay with a
+ * connection while it is busy and are freed once it has had no I/O for this
+ * long: SSL_MODE_RELEASE_BUFFERS freed them after every record, which cost a
+ * keep-alive request about 1,100 instructions of malloc and free
+ * (docs/PERFORMANCE.md); an idle connection holds none either way.
+ */
+#define RELEASE_BUFFERS_MS 1000
 #define ACCESS_BUF 32768
 
 enum conn_state { ST_PROXY, ST_HANDSHAKE, ST_HTTP, ST_LINGER };
@@ -73,6 +81,7 @@ struct conn {
     int handles;          /* libuv handles still open (poll, timer) */
     uint64_t deadline;    /* loop time (ms) after which the state times out */
     uint64_t timer_due;   /* when the timer fires, 0: not armed */
+    uint64_t active_at;   /* loop time of the last I/O, while buffers_held */
     int request_deadline; /* deadline is the header timeout of a started request */
     int closing;          /* uv_close called */
     uint64_t answered;    /* requests answered when the deadline was last set */
@@ -93,7 +102,9 @@ struct conn {
     struct conn *kick_next; /* in the worker's list of connections to run again */
     int http_ready;
     int kicked;
-    int waiting; /* a handler answers later: the first event while waiting stops the poll */
+    int waiting;      /* a handler answers later: the first event while waiting stops the poll */
+    int buffers_held; /* OpenSSL may hold record buffers: freed RELEASE_BUFFERS_MS after active_at
+                       */
     unsigned identity_families; /* the families identity was made for */
     char *identity;             /* the upstream's identity header lines, made on first use */
     size_t identity_len;
@@ -153,6 +164,7 @@ struct worker {
 
 static void conn_io(uv_poll_t *h, int status, int events);
 static void conn_timeout(struct conn *c);
+static void on_conn_timer(uv_timer_t *h);
 static void on_kick(uv_idle_t *h);
 static void conn_close(struct conn *c);
 static void conn_finish(struct conn *c);
@@ -230,6 +242,30 @@ static void conn_want(struct conn *c, int events)
     c->events = events;
 }
 
+/* The timer fires at the deadline, or earlier to free the record buffers of a quiet connection. */
+static void conn_arm(struct conn *c, uint64_t now)
+{
+    uint64_t due = c->deadline;
+
+    if (c->buffers_held && c->active_at + RELEASE_BUFFERS_MS < due)
+        due = c->active_at + RELEASE_BUFFERS_MS;
+    if (due <= now)
+        due = now + 1;
+    c->timer_due = due;
+    uv_timer_start(&c->timer, on_conn_timer, due - now, 0);
+}
+
+/* A connection with no I/O for RELEASE_BUFFERS_MS gives OpenSSL's record buffers back. */
+static void conn_release_buffers(struct conn *c, uint64_t now)
+{
+    if (!c->buffers_held || now < c->active_at + RELEASE_BUFFERS_MS)
+        return;
+    if (c->state == ST_HTTP && SSL_free_buffers(c->ssl) == 1)
+        c->buffers_held = 0;
+    else
+        c->active_at = now; /* data still pending, or mid-handshake: try again later */
+}
+
 static void on_conn_timer(uv_timer_t *h)
 {
     struct conn *c = h->data;
@@ -238,10 +274,10 @@ static void on_conn_timer(uv_timer_t *h)
     c->timer_due = 0;
     if (c->closing)
         return;
+    conn_release_buffers(c, now);
     if (now < c->deadline) {
-        /* The deadline moved later since the timer was armed. */
-        c->timer_due = c->deadline;
-        uv_timer_start(&c->timer, on_conn_timer, c->deadline - now, 0);
+        /* The deadline moved later since the timer was armed, or the buffers were due. */
+        conn_arm(c, now);
         return;
     }
     conn_timeout(c);
@@ -250,10 +286,28 @@ static void on_conn_timer(uv_timer_t *h)
 /* The state times out after_ms from now; the timer is touched only when that is earlier. */
 static void conn_deadline(struct conn *c, uint64_t after_ms)
 {
-    c->deadline = uv_now(c->w->loop) + after_ms;
-    if (c->timer_due == 0 || c->deadline < c->timer_due) {
-        c->timer_due = c->deadline;
-        uv_timer_start(&c->timer, on_conn_timer, after_ms, 0);
+    uint64_t now = uv_now(c->w->loop);
+
+    c->deadline = now + after_ms;
+    if (c->timer_due == 0 || c->deadline < c->timer_due)
+        conn_arm(c, now);
+}
+
+/*
+ * I/O on the TLS connection: OpenSSL may now hold record buffers. Only the
+ * first I/O after they were freed touches the timer; later ones write the time.
+ */
+static void conn_active(struct conn *c)
+{
+    uint64_t now = uv_now(c->w->loop);
+
+    c->active_at = now;
+    if (c->buffers_held)
+        return;
+    c->buffers_held = 1;
+    if (c->timer_due == 0 || now + RELEASE_BUFFERS_MS < c->timer_due) {
+        c->timer_due = now + RELEASE_BUFFERS_MS;
+        uv_timer_start(&c->timer, on_conn_timer, RELEASE_BUFFERS_MS, 0);
     }
 }
 
@@ -379,7 +433,10 @@ static long tls_read(void *ctx, char *buf, size_t len)
 {
     struct conn *c = ctx;
     size_t n = 0;
-    int r = SSL_read_ex(c->ssl, buf, len, &n);
+    int r;
+
+    conn_active(c);
+    r = SSL_read_ex(c->ssl, buf, len, &n);
 
     return r == 1 ? (long)n : io_result(c, r);
 }
@@ -388,7 +445,10 @@ static long tls_write(void *ctx, const char *buf, size_t len)
 {
     struct conn *c = ctx;
     size_t n = 0;
-    int r = SSL_write_ex(c->ssl, buf, len, &n);
+    int r;
+
+    conn_active(c); /* a handler's later answer is written outside conn_io() too */
+    r = SSL_write_ex(c->ssl, buf, len, &n);
 
     return r == 1 ? (long)n : io_result(c, r);
 }
@@ -814,6 +874,7 @@ static void conn_handshake(struct conn *c)
     const char *alert = NULL;
     int r, e, sys_errno, plain_http;
 
+    conn_active(c);
     ERR_clear_error();
     errno = 0;
     r = SSL_do_handshake(c->ssl);

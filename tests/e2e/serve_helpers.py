@@ -70,7 +70,7 @@ class Server:
 
     _count = 0
 
-    def __init__(self, d, *args, workers=1, port=None, listen=True):
+    def __init__(self, d, *args, workers=1, port=None, listen=True, env=None):
         self.dir = str(d)
         self.port = port
         Server._count += 1
@@ -86,7 +86,7 @@ class Server:
         if workers is not None:
             cmd += ["--workers", str(workers)]
         cmd += [str(a) for a in args]
-        env = dict(os.environ, NO_COLOR="1")
+        env = dict(os.environ, NO_COLOR="1", **(env or {}))
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=out, stderr=err, env=env,
                                          process_group=0)
