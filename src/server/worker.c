@@ -51,13 +51,15 @@
 #define LINGER_MS 2000
 #define RETRY_MS 50 /* a paused listener (cap reached, no file descriptors) retries this often */
 /*
- * OpenSSL's record buffers (about 34 kB: read and write) stay with a
- * connection while it is busy and are freed once it has had no I/O for this
- * long: SSL_MODE_RELEASE_BUFFERS freed them after every record, which cost a
- * keep-alive request about 1,100 instructions of malloc and free
- * (docs/PERFORMANCE.md); an idle connection holds none either way.
+ * OpenSSL's record buffers (about 34 kB: read and write) are freed after
+ * every record (SSL_MODE_RELEASE_BUFFERS, as nginx), except on a busy
+ * connection: one that answers a request within this long of its last
+ * answer keeps them until it has had no I/O for this long. Freeing and
+ * allocating them around every record cost a keep-alive request about 1,100
+ * instructions of malloc and free (docs/PERFORMANCE.md); connections that
+ * are idle, or make one request now and then, hold none.
  */
-#define RELEASE_BUFFERS_MS 1000
+#define RELEASE_BUFFERS_MS 250
 #define ACCESS_BUF 32768
 
 enum conn_state { ST_PROXY, ST_HANDSHAKE, ST_HTTP, ST_LINGER };
@@ -82,6 +84,7 @@ struct conn {
     uint64_t deadline;    /* loop time (ms) after which the state times out */
     uint64_t timer_due;   /* when the timer fires, 0: not armed */
     uint64_t active_at;   /* loop time of the last I/O, while buffers_held */
+    uint64_t answered_at; /* loop time of the last answer (the busy test) */
     int request_deadline; /* deadline is the header timeout of a started request */
     int closing;          /* uv_close called */
     uint64_t answered;    /* requests answered when the deadline was last set */
@@ -255,15 +258,17 @@ static void conn_arm(struct conn *c, uint64_t now)
     uv_timer_start(&c->timer, on_conn_timer, due - now, 0);
 }
 
-/* A connection with no I/O for RELEASE_BUFFERS_MS gives OpenSSL's record buffers back. */
+/* A busy connection with no I/O for RELEASE_BUFFERS_MS gives OpenSSL's record buffers back. */
 static void conn_release_buffers(struct conn *c, uint64_t now)
 {
     if (!c->buffers_held || now < c->active_at + RELEASE_BUFFERS_MS)
         return;
-    if (c->state == ST_HTTP && SSL_free_buffers(c->ssl) == 1)
+    if (SSL_free_buffers(c->ssl) == 1) {
+        SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
         c->buffers_held = 0;
-    else
-        c->active_at = now; /* data still pending, or mid-handshake: try again later */
+    } else {
+        c->active_at = now; /* a record still pending: try again later */
+    }
 }
 
 static void on_conn_timer(uv_timer_t *h)
@@ -293,22 +298,32 @@ static void conn_deadline(struct conn *c, uint64_t after_ms)
         conn_arm(c, now);
 }
 
-/*
- * I/O on the TLS connection: OpenSSL may now hold record buffers. Only the
- * first I/O after they were freed touches the timer; later ones write the time.
- */
+/* I/O on a busy connection moves the release of its record buffers later. */
 static void conn_active(struct conn *c)
+{
+    if (c->buffers_held)
+        c->active_at = uv_now(c->w->loop);
+}
+
+/*
+ * A request was answered: a connection that answers again within
+ * RELEASE_BUFFERS_MS of its last answer is busy, and keeps its record buffers
+ * until it has been quiet that long.
+ */
+static void conn_answered(struct conn *c)
 {
     uint64_t now = uv_now(c->w->loop);
 
-    c->active_at = now;
-    if (c->buffers_held)
-        return;
-    c->buffers_held = 1;
-    if (c->timer_due == 0 || now + RELEASE_BUFFERS_MS < c->timer_due) {
-        c->timer_due = now + RELEASE_BUFFERS_MS;
-        uv_timer_start(&c->timer, on_conn_timer, RELEASE_BUFFERS_MS, 0);
+    if (!c->buffers_held && c->answered_at != 0 && now - c->answered_at < RELEASE_BUFFERS_MS) {
+        SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+        c->buffers_held = 1;
+        c->active_at = now;
+        if (c->timer_due == 0 || now + RELEASE_BUFFERS_MS < c->timer_due) {
+            c->timer_due = now + RELEASE_BUFFERS_MS;
+            uv_timer_start(&c->timer, on_conn_timer, RELEASE_BUFFERS_MS, 0);
+        }
     }
+    c->answered_at = now;
 }
 
 static void listener_pause(struct worker *w)
@@ -447,7 +462,7 @@ static long tls_write(void *ctx, const char *buf, size_t len)
     size_t n = 0;
     int r;
 
-    conn_active(c); /* a handler's later answer is written outside conn_io() too */
+    conn_active(c);
     r = SSL_write_ex(c->ssl, buf, len, &n);
 
     return r == 1 ? (long)n : io_result(c, r);
@@ -874,7 +889,6 @@ static void conn_handshake(struct conn *c)
     const char *alert = NULL;
     int r, e, sys_errno, plain_http;
 
-    conn_active(c);
     ERR_clear_error();
     errno = 0;
     r = SSL_do_handshake(c->ssl);
@@ -945,6 +959,8 @@ static void conn_http(struct conn *c)
             }
         } else if (c->request_deadline || c->http.requests != c->answered) {
             /* Between requests: the keep-alive idle timeout, from the last answer. */
+            if (c->http.requests != c->answered)
+                conn_answered(c);
             conn_deadline(c, w->srv->opts.idle_timeout_ms);
             c->request_deadline = 0;
             c->answered = c->http.requests;

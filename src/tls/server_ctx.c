@@ -557,12 +557,9 @@ int mtls_tls_server_ctx_new(const mtls_tls_server_opts *opts, mtls_tls_warn_fn w
     /* One read(2) per TLS record instead of header + body. */
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
-    /*
-     * No SSL_MODE_RELEASE_BUFFERS: the server frees a connection's record
-     * buffers with SSL_free_buffers() once it has been quiet a while
-     * (src/server/worker.c), not after every record.
-     */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* The server keeps a busy connection's buffers a while (src/server/worker.c). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
 
     rc = use_cert_and_key(ctx, opts, warn, warn_ctx, err);
     if (rc != 0)
