@@ -57,6 +57,19 @@ def tail(path, lines):
     return "\n".join(text[-lines:])
 
 
+def live_processes():
+    """(pid, state, parent pid, process group) of every process /proc shows now."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            yield int(name), fields[0], int(fields[1]), int(fields[2])
+        except (OSError, IndexError, ValueError):
+            continue
+
+
 class Server:
     """`mtls serve` in folder d, started and stopped by the tests.
 
@@ -205,18 +218,8 @@ class Server:
 
     def worker_pids(self):
         """The main process's children now (its workers), zombies aside."""
-        pids = set()
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[0] != "Z" and int(fields[1]) == self.proc.pid:
-                pids.add(int(name))
-        return pids
+        return {pid for pid, state, ppid, _ in live_processes()
+                if state != "Z" and ppid == self.proc.pid}
 
     def reload_by_generation(self, text="SIGHUP: configuration reloaded"):
         """SIGHUP to a server that reloads by starting a new generation of workers
@@ -240,19 +243,15 @@ class Server:
         except PermissionError:
             pass  # --user workers of another uid when not root: look them up
         found = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
+        for pid, state, _, pgid in live_processes():
+            if state == "Z" or pgid != self.pgid:
                 continue
             try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if fields[0] == "Z" or int(fields[2]) != self.pgid:
-                    continue
-                with open(f"/proc/{name}/cmdline", "rb") as f:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
                     cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            except (OSError, IndexError, ValueError):
+            except OSError:
                 continue
-            found.append((int(name), cmdline))
+            found.append((pid, cmdline))
         return found
 
     def check_no_leftovers(self):
