@@ -106,8 +106,7 @@ struct conn {
     int http_ready;
     int kicked;
     int waiting;      /* a handler answers later: the first event while waiting stops the poll */
-    int buffers_held; /* OpenSSL may hold record buffers: freed RELEASE_BUFFERS_MS after active_at
-                       */
+    int buffers_held; /* busy: keeps its record buffers (RELEASE_BUFFERS_MS) */
     unsigned identity_families; /* the families identity was made for */
     char *identity;             /* the upstream's identity header lines, made on first use */
     size_t identity_len;
@@ -318,10 +317,8 @@ static void conn_answered(struct conn *c)
         SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
         c->buffers_held = 1;
         c->active_at = now;
-        if (c->timer_due == 0 || now + RELEASE_BUFFERS_MS < c->timer_due) {
-            c->timer_due = now + RELEASE_BUFFERS_MS;
-            uv_timer_start(&c->timer, on_conn_timer, RELEASE_BUFFERS_MS, 0);
-        }
+        if (c->timer_due == 0 || now + RELEASE_BUFFERS_MS < c->timer_due)
+            conn_arm(c, now);
     }
     c->answered_at = now;
 }
